@@ -1,0 +1,300 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
+)
+
+// Read limits of GET /v1/channels/{channel}/messages.
+const (
+	DefaultReadLimit = 100
+	MaxReadLimit     = 10000
+)
+
+// Handler returns the hub HTTP API.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/publish", s.handlePublish)
+	mux.HandleFunc("GET /v1/channels/{rest...}", s.handleMessages)
+	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
+	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
+	mux.HandleFunc("POST /v1/cluster/remove", s.handleRemove)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return mux
+}
+
+func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
+	var req wire.PublishRequest
+	if !s.decode(w, r, int64(s.cfg.MaxMessageBytes)*2+64<<10, &req) {
+		return
+	}
+	if r.Header.Get(headerForwarded) != "" && !s.node.IsLeader() {
+		s.writeError(w, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
+	defer cancel()
+	res, err := s.Publish(ctx, req.Channel, req.Data, req.ID)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) {
+	ch, ok := strings.CutSuffix(r.PathValue("rest"), "/messages")
+	if !ok {
+		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: use /v1/channels/{channel}/messages"})
+		return
+	}
+	q := r.URL.Query()
+	from, err := queryUint(q.Get("from"), 1)
+	if err != nil {
+		s.writeError(w, fmt.Errorf("%w: from: %v", ErrBadRequest, err))
+		return
+	}
+	limit, err := queryUint(q.Get("limit"), DefaultReadLimit)
+	if err != nil || limit > MaxReadLimit {
+		s.writeError(w, fmt.Errorf("%w: limit must be an integer from 0 to %d", ErrBadRequest, MaxReadLimit))
+		return
+	}
+	res, err := s.Read(ch, from, int(limit))
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func queryUint(v string, def uint64) (uint64, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a non-negative integer", v)
+	}
+	return n, nil
+}
+
+func (s *Service) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req wire.JoinRequest
+	if !s.decode(w, r, 64<<10, &req) {
+		return
+	}
+	if err := s.Join(r.Context(), req); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+func (s *Service) handleRemove(w http.ResponseWriter, r *http.Request) {
+	var req wire.RemoveRequest
+	if !s.decode(w, r, 64<<10, &req) {
+		return
+	}
+	if err := s.Remove(r.Context(), req.ID); err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.Ready(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeUnavailable, Message: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Ready reports whether this hub knows a leader and has applied everything
+// it knows to be committed.
+func (s *Service) Ready() error {
+	if id, _ := s.node.Leader(); id == "" {
+		return errors.New("no leader")
+	}
+	ix := s.node.Indexes()
+	if ix.Applied < ix.Commit {
+		return fmt.Errorf("catching up: applied %d of %d", ix.Applied, ix.Commit)
+	}
+	if s.log.Epoch() == "" {
+		return errors.New("no entry applied yet")
+	}
+	return nil
+}
+
+func (s *Service) handleCluster(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("local") != "" {
+		writeJSON(w, http.StatusOK, s.localStatus())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	st, err := s.Status(ctx)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Service) localStatus() wire.ClusterStatus {
+	ix := s.node.Indexes()
+	lid, _ := s.node.Leader()
+	st := wire.ClusterStatus{
+		ID: s.node.ID(), State: s.node.State(), Leader: lid,
+		Term: ix.Term, CommitIndex: ix.Commit, AppliedIndex: ix.Applied, LastIndex: ix.Last,
+	}
+	st.LeaderAPI, _ = s.leaderAPI()
+	return st
+}
+
+// Status returns this hub's view of the cluster: every member of the Raft
+// configuration with its addresses, and the state and indexes each reports
+// (asked over its API; "unreachable" when it does not answer).
+func (s *Service) Status(ctx context.Context) (wire.ClusterStatus, error) {
+	st := s.localStatus()
+	servers, err := s.node.Servers()
+	if err != nil {
+		return st, err
+	}
+	st.Nodes = make([]wire.Node, len(servers))
+	var wg sync.WaitGroup
+	for i, sv := range servers {
+		n := wire.Node{ID: sv.ID, Raft: sv.Addr, Voter: sv.Voter, Leader: sv.ID == st.Leader}
+		if m, ok := s.meta(sv.ID); ok {
+			n.API = m.API
+		}
+		if sv.ID == s.node.ID() {
+			n.API, n.State, n.Applied, n.Commit = s.cfg.API, st.State, st.AppliedIndex, st.CommitIndex
+			st.Nodes[i] = n
+			continue
+		}
+		st.Nodes[i] = n
+		if n.API == "" {
+			st.Nodes[i].State, st.Nodes[i].Error = "unknown", "API address not registered yet"
+			continue
+		}
+		wg.Add(1)
+		go func(n *wire.Node) {
+			defer wg.Done()
+			var remote wire.ClusterStatus
+			if err := s.get(ctx, n.API, "/v1/cluster?local=1", &remote); err != nil {
+				n.State, n.Error = "unreachable", err.Error()
+				return
+			}
+			n.State, n.Applied, n.Commit = remote.State, remote.AppliedIndex, remote.CommitIndex
+		}(&st.Nodes[i])
+	}
+	wg.Wait()
+	return st, nil
+}
+
+func (s *Service) get(ctx context.Context, api, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", api, resp.Status)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}
+
+// decode reads a JSON body of at most limit bytes into v, refusing unknown
+// fields and trailing data. On failure it writes the error answer and
+// returns false.
+func (s *Service) decode(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		maxErr  *http.MaxBytesError
+		typeErr *json.UnmarshalTypeError
+		synErr  *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		s.writeError(w, fmt.Errorf("%w: request body is over %d bytes", ErrTooLarge, limit))
+	case errors.As(err, &typeErr):
+		s.writeError(w, fmt.Errorf("%w: field %q must be %s, not %s", ErrBadRequest, typeErr.Field, typeErr.Type, typeErr.Value))
+	case errors.As(err, &synErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		s.writeError(w, fmt.Errorf("%w: body is not valid JSON: %v", ErrBadRequest, err))
+	default:
+		s.writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+	}
+	return false
+}
+
+func (s *Service) writeError(w http.ResponseWriter, err error) {
+	if e, ok := asAPIError(err); ok {
+		writeJSON(w, e.Status, e.Body)
+		return
+	}
+	status, code := http.StatusInternalServerError, "internal"
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel):
+		status, code = http.StatusBadRequest, wire.CodeBadRequest
+	case errors.Is(err, ErrTooLarge):
+		status, code = http.StatusRequestEntityTooLarge, wire.CodeTooLarge
+	case errors.Is(err, errNotFound):
+		status, code = http.StatusNotFound, wire.CodeNotFound
+	case errors.Is(err, raft.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		status, code = http.StatusGatewayTimeout, wire.CodeTimeout
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
+		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
+		errors.Is(err, log.ErrClosed):
+		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
+	case errors.Is(err, context.Canceled):
+		status, code = 499, wire.CodeUnavailable
+	default:
+		s.logger.Error("request failed", "err", err)
+	}
+	body := wire.Error{Code: code, Message: err.Error()}
+	if status == http.StatusServiceUnavailable {
+		body.Leader, _ = s.leaderAPI()
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

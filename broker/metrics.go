@@ -1,0 +1,86 @@
+package broker
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the hub's Prometheus metrics, in a registry of the Service's
+// own (so that several services can live in one test process).
+type metrics struct {
+	reg          *prometheus.Registry
+	publishes    *prometheus.CounterVec
+	publishTime  prometheus.Histogram
+	batchMsgs    prometheus.Histogram
+	batchBytes   prometheus.Histogram
+	publishOK    prometheus.Counter
+	publishError prometheus.Counter
+}
+
+func newMetrics(s *Service) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.publishes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "comet_publish_total", Help: "Publishes answered by this hub, by result.",
+	}, []string{"result"})
+	m.publishOK = m.publishes.WithLabelValues("ok")
+	m.publishError = m.publishes.WithLabelValues("error")
+	m.publishTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "comet_publish_duration_seconds",
+		Help:    "Time from receiving a publish to its acknowledgement.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	})
+	m.batchMsgs = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "comet_batch_messages", Help: "Messages per Raft entry proposed by this hub.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+	})
+	m.batchBytes = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "comet_batch_bytes", Help: "Bytes of messages per Raft entry proposed by this hub.",
+		Buckets: prometheus.ExponentialBuckets(64, 4, 10),
+	})
+	node := s.node
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		m.publishes, m.publishTime, m.batchMsgs, m.batchBytes,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("comet_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Indexes().Commit) }),
+		gauge("comet_raft_applied_index", "Raft index applied to the channel log.", func() float64 { return float64(node.Indexes().Applied) }),
+		gauge("comet_raft_last_index", "Last index in the Raft log.", func() float64 { return float64(node.Indexes().Last) }),
+		gauge("comet_raft_term", "Raft term.", func() float64 { return float64(node.Indexes().Term) }),
+		gauge("comet_raft_leader", "1 when this hub is the leader.", func() float64 {
+			if node.IsLeader() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "comet_raft_leader_changes_total", Help: "Leader changes seen by this hub.",
+		}, func() float64 { return float64(node.LeaderChanges()) }),
+		gauge("comet_log_bytes", "Size of the channel log file.", func() float64 { return float64(s.log.Size()) }),
+	)
+	return m
+}
+
+func (m *metrics) observePublish(start time.Time, err error) {
+	if err != nil {
+		m.publishError.Inc()
+		return
+	}
+	m.publishOK.Inc()
+	m.publishTime.Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) observeBatch(n, size int) {
+	m.batchMsgs.Observe(float64(n))
+	m.batchBytes.Observe(float64(size))
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,527 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
+)
+
+var (
+	// ErrTooLarge is returned for a message over Config.MaxMessageBytes.
+	ErrTooLarge = errors.New("message too large")
+	// ErrBadRequest is returned for input outside the contract.
+	ErrBadRequest = errors.New("bad request")
+	// ErrNoLeader is returned when no leader is known to forward to.
+	ErrNoLeader = errors.New("no leader known")
+	// ErrClosed is returned by calls on a closed Service.
+	ErrClosed = errors.New("broker is closed")
+)
+
+// MaxIDLen is the longest publish id (idempotency key), in bytes.
+const MaxIDLen = 255
+
+// Config configures a Service.
+type Config struct {
+	// Node is the Raft node. Required. The caller closes it after the
+	// Service.
+	Node *raft.Node
+	// API is this hub's HTTP API address as others reach it (host:port).
+	// Required.
+	API string
+	// MaxMessageBytes bounds a message's data (default 65536).
+	MaxMessageBytes int
+	// BatchMaxMessages and BatchMaxBytes bound one Raft entry (defaults
+	// 1024 messages, 1 MiB).
+	BatchMaxMessages int
+	BatchMaxBytes    int
+	// MaxInflight bounds the entries proposed but not yet committed
+	// (default 16).
+	MaxInflight int
+	// QueueSize bounds the publishes waiting for a batch (default 16384);
+	// past it, Publish waits (backpressure).
+	QueueSize int
+	// Retention is this hub's retention configuration. The leader
+	// replicates it when it differs from the stored rules, so every hub
+	// should be given the same rules. Nil keeps the stored rules (or the
+	// built-in defaults).
+	Retention []log.Rule
+	// SweepInterval is how often the leader applies age retention to quiet
+	// channels (default 1m).
+	SweepInterval time.Duration
+	// ApplyTimeout bounds a publish waiting for commit (default 10s).
+	ApplyTimeout time.Duration
+	// Client is used to forward to the leader (default: a client with a
+	// 15s timeout).
+	Client *http.Client
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Node == nil {
+		return errors.New("broker: Config.Node is required")
+	}
+	if c.API == "" {
+		return errors.New("broker: Config.API is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	setInt := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setInt(&c.MaxMessageBytes, 64<<10)
+	setInt(&c.BatchMaxMessages, 1024)
+	setInt(&c.BatchMaxBytes, 1<<20)
+	setInt(&c.MaxInflight, 16)
+	setInt(&c.QueueSize, 16384)
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Minute
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.Client == nil {
+		c.Client = &http.Client{
+			Timeout:   15 * time.Second,
+			Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute},
+		}
+	}
+	return nil
+}
+
+// Service is the hub service.
+type Service struct {
+	cfg     Config
+	node    *raft.Node
+	log     *log.Log
+	logger  *slog.Logger
+	metrics *metrics
+
+	queue    chan *pending
+	inflight chan struct{}
+	wg       sync.WaitGroup // batch waiters
+	closeCh  chan struct{}
+	doneCh   chan struct{}
+	once     sync.Once
+}
+
+type pending struct {
+	p    raft.Publish
+	size int
+	done chan outcome
+}
+
+type outcome struct {
+	res wire.PublishResponse
+	err error
+}
+
+// New creates the service; Run starts its background work.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg:      cfg,
+		node:     cfg.Node,
+		log:      cfg.Node.Log(),
+		logger:   cfg.Logger,
+		queue:    make(chan *pending, cfg.QueueSize),
+		inflight: make(chan struct{}, cfg.MaxInflight),
+		closeCh:  make(chan struct{}),
+		doneCh:   make(chan struct{}),
+	}
+	s.metrics = newMetrics(s)
+	return s, nil
+}
+
+// Run runs the batcher and the leader and membership duties until ctx ends
+// or Close is called.
+func (s *Service) Run(ctx context.Context) {
+	defer close(s.doneCh)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closeCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.batch(ctx) }()
+	go func() { defer wg.Done(); s.duties(ctx) }()
+	wg.Wait()
+	s.wg.Wait()
+}
+
+// Close stops Run and waits for it. Publishes still queued are answered
+// with ErrClosed. It is idempotent.
+func (s *Service) Close() error {
+	s.once.Do(func() { close(s.closeCh) })
+	<-s.doneCh
+	return nil
+}
+
+// Publish stores data (JSON) as the next message of channel and returns its
+// offset once a quorum has it on disk. With a non-empty id, a publish
+// retried within 10 minutes is stored once and answered with the first
+// offset. On a follower, it forwards to the leader.
+func (s *Service) Publish(ctx context.Context, channel string, data json.RawMessage, id string) (wire.PublishResponse, error) {
+	start := time.Now()
+	res, err := s.publish(ctx, channel, data, id)
+	s.metrics.observePublish(start, err)
+	return res, err
+}
+
+func (s *Service) publish(ctx context.Context, channel string, data json.RawMessage, id string) (wire.PublishResponse, error) {
+	data, err := s.checkPublish(channel, data, id)
+	if err != nil {
+		return wire.PublishResponse{}, err
+	}
+	if !s.node.IsLeader() {
+		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+	}
+	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), done: make(chan outcome, 1)}
+	select {
+	case s.queue <- p:
+	case <-ctx.Done():
+		return wire.PublishResponse{}, ctx.Err()
+	case <-s.closeCh:
+		return wire.PublishResponse{}, ErrClosed
+	}
+	select {
+	case o := <-p.done:
+		if errors.Is(o.err, raft.ErrNotLeader) {
+			// Leadership moved before the entry was proposed: nothing was
+			// stored, so forwarding is safe.
+			return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+		}
+		return o.res, o.err
+	case <-ctx.Done():
+		return wire.PublishResponse{}, ctx.Err()
+	}
+}
+
+// checkPublish validates a publish and returns its data compacted to one
+// line (gateways frame messages by newlines).
+func (s *Service) checkPublish(channel string, data json.RawMessage, id string) (json.RawMessage, error) {
+	if err := wire.CheckChannel(channel); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if len(id) > MaxIDLen {
+		return nil, fmt.Errorf("%w: id is %d bytes, longer than %d", ErrBadRequest, len(id), MaxIDLen)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: data is required", ErrBadRequest)
+	}
+	if len(data) > s.cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(data), s.cfg.MaxMessageBytes)
+	}
+	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
+		if !json.Valid(data) {
+			return nil, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
+		}
+		return data, nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil {
+		return nil, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
+	}
+	return buf.Bytes(), nil
+}
+
+// batch takes publishes off the queue and proposes them as entries of up to
+// BatchMaxMessages/BatchMaxBytes, with at most MaxInflight entries in
+// flight. While the slots are full the queue fills, so batches grow with
+// load: that is the group commit.
+func (s *Service) batch(ctx context.Context) {
+	var carry *pending
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-s.queue:
+			case <-ctx.Done():
+				s.drain(ErrClosed)
+				return
+			}
+		}
+		select {
+		case s.inflight <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- outcome{err: ErrClosed}
+			s.drain(ErrClosed)
+			return
+		}
+		batch := []*pending{first}
+		size := first.size
+	fill:
+		for len(batch) < s.cfg.BatchMaxMessages {
+			select {
+			case p := <-s.queue:
+				if size+p.size > s.cfg.BatchMaxBytes {
+					carry = p
+					break fill
+				}
+				batch = append(batch, p)
+				size += p.size
+			default:
+				break fill
+			}
+		}
+		s.propose(batch, size)
+	}
+}
+
+func (s *Service) propose(batch []*pending, size int) {
+	cmd := &raft.Command{Publish: make([]raft.Publish, len(batch))}
+	for i, p := range batch {
+		cmd.Publish[i] = p.p
+	}
+	s.metrics.observeBatch(len(batch), size)
+	prop := s.node.Propose(cmd)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		resp, err := prop.Wait()
+		<-s.inflight
+		for i, p := range batch {
+			if err != nil {
+				p.done <- outcome{err: err}
+				continue
+			}
+			r := resp.Results[i]
+			if r.Err != nil {
+				p.done <- outcome{err: fmt.Errorf("%w: %v", ErrBadRequest, r.Err)}
+				continue
+			}
+			p.done <- outcome{res: wire.PublishResponse{Channel: r.Channel, Offset: r.Offset, Epoch: r.Epoch, Duplicate: r.Duplicate}}
+		}
+	}()
+}
+
+func (s *Service) drain(err error) {
+	for {
+		select {
+		case p := <-s.queue:
+			p.done <- outcome{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// Read returns up to limit messages of channel from offset from, from this
+// hub's log.
+func (s *Service) Read(channel string, from uint64, limit int) (wire.MessagesResponse, error) {
+	if err := wire.CheckChannel(channel); err != nil {
+		return wire.MessagesResponse{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	info, msgs, err := s.log.Read(channel, from, limit)
+	if err != nil {
+		return wire.MessagesResponse{}, err
+	}
+	out := wire.MessagesResponse{Epoch: info.Epoch, First: info.First, Next: info.Next, Messages: make([]wire.Message, len(msgs))}
+	for i, m := range msgs {
+		out.Messages[i] = wire.Message{Offset: m.Offset, Data: m.Data, Time: m.Time}
+	}
+	return out, nil
+}
+
+// nodeMeta is what the replicated state remembers of each hub.
+type nodeMeta struct {
+	Raft string `json:"raft"`
+	API  string `json:"api"`
+}
+
+func metaKey(id string) string { return "node/" + id }
+
+func (s *Service) meta(id string) (nodeMeta, bool) {
+	raw := s.log.Get(metaKey(id))
+	if raw == nil {
+		return nodeMeta{}, false
+	}
+	var m nodeMeta
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nodeMeta{}, false
+	}
+	return m, true
+}
+
+// leaderAPI returns the leader's API address, from the replicated metadata.
+func (s *Service) leaderAPI() (string, error) {
+	id, _ := s.node.Leader()
+	if id == "" {
+		return "", ErrNoLeader
+	}
+	if id == s.node.ID() {
+		return s.cfg.API, nil
+	}
+	m, ok := s.meta(id)
+	if !ok || m.API == "" {
+		return "", fmt.Errorf("%w: leader %s has not registered its API address yet", ErrNoLeader, id)
+	}
+	return m.API, nil
+}
+
+// duties keeps this hub registered in the replicated metadata and, while it
+// leads, replicates the retention rules and sweeps quiet channels.
+func (s *Service) duties(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var (
+		leading   bool
+		lastSweep time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !s.node.IsLeader() {
+			leading = false
+			s.register(ctx)
+			continue
+		}
+		if !leading {
+			// New leader: make sure everything committed before is
+			// applied here before acting on the state.
+			if err := s.node.Barrier(5 * time.Second); err != nil {
+				s.logger.Warn("barrier after election failed", "err", err)
+				continue
+			}
+			leading, lastSweep = true, time.Now()
+		}
+		s.register(ctx)
+		s.replicateRetention()
+		if time.Since(lastSweep) >= s.cfg.SweepInterval {
+			lastSweep = time.Now()
+			if _, err := s.node.Apply(&raft.Command{Sweep: true}); err != nil {
+				s.logger.Warn("retention sweep failed", "err", err)
+			}
+		}
+	}
+}
+
+// register records this hub's addresses in the replicated metadata: on the
+// leader directly, on a follower by joining through the leader (a no-op for
+// membership when already a member).
+func (s *Service) register(ctx context.Context) {
+	want := nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}
+	if m, ok := s.meta(s.node.ID()); ok && m == want {
+		return
+	}
+	if s.node.IsLeader() {
+		if err := s.putMeta(s.node.ID(), want); err != nil {
+			s.logger.Warn("register self failed", "err", err)
+		}
+		return
+	}
+	// A hub that was removed must not add itself back.
+	servers, err := s.node.Servers()
+	if err != nil || !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == s.node.ID() }) {
+		return
+	}
+	api, err := s.leaderAPI()
+	if err != nil {
+		return // try again on the next tick
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req := wire.JoinRequest{ID: s.node.ID(), Raft: want.Raft, API: want.API}
+	if err := s.post(ctx, api, "/v1/cluster/join", req, nil); err != nil {
+		s.logger.Debug("register through leader failed", "leader", api, "err", err)
+	}
+}
+
+func (s *Service) putMeta(id string, m nodeMeta) error {
+	var v []byte
+	if m != (nodeMeta{}) {
+		v, _ = json.Marshal(m)
+	}
+	_, err := s.node.Apply(&raft.Command{Put: []raft.KV{{Key: metaKey(id), Value: v}}})
+	return err
+}
+
+func (s *Service) replicateRetention() {
+	if s.cfg.Retention == nil {
+		return
+	}
+	cur, err := s.log.Retention()
+	if err != nil || slices.Equal(cur, s.cfg.Retention) {
+		return
+	}
+	if _, err := s.node.Apply(&raft.Command{Retention: s.cfg.Retention}); err != nil {
+		s.logger.Warn("replicate retention failed", "err", err)
+		return
+	}
+	s.logger.Info("replicated retention rules", "rules", len(s.cfg.Retention))
+}
+
+// Join adds a hub to the cluster (or updates its addresses). On a follower
+// it forwards to the leader.
+func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
+	if req.ID == "" || req.Raft == "" || req.API == "" {
+		return fmt.Errorf("%w: id, raft and api are required", ErrBadRequest)
+	}
+	if !s.node.IsLeader() {
+		api, err := s.leaderAPI()
+		if err != nil {
+			return err
+		}
+		return s.post(ctx, api, "/v1/cluster/join", req, nil)
+	}
+	if err := s.node.AddVoter(req.ID, req.Raft, 10*time.Second); err != nil {
+		return err
+	}
+	if m, ok := s.meta(req.ID); ok && m == (nodeMeta{Raft: req.Raft, API: req.API}) {
+		return nil
+	}
+	return s.putMeta(req.ID, nodeMeta{Raft: req.Raft, API: req.API})
+}
+
+// Remove removes a hub from the cluster. On a follower it forwards to the
+// leader.
+func (s *Service) Remove(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: id is required", ErrBadRequest)
+	}
+	if !s.node.IsLeader() {
+		api, err := s.leaderAPI()
+		if err != nil {
+			return err
+		}
+		return s.post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: id}, nil)
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == id }) {
+		return fmt.Errorf("%w: no hub %q in the cluster", errNotFound, id)
+	}
+	if err := s.node.RemoveServer(id, 10*time.Second); err != nil {
+		return err
+	}
+	return s.putMeta(id, nodeMeta{})
+}
+
+var errNotFound = errors.New("not found")

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
+)
+
+// hubFlags are the settings of `comet hub`.
+type hubFlags struct {
+	id, data, raftAddr, api, peers, join, retention, logLevel string
+	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
+	snapshotInterval                                              time.Duration
+	snapshotThreshold, trailingLogs                               uint64
+}
+
+func runHub(args []string, stderr io.Writer) error {
+	var f hubFlags
+	fs := newFlagSet("hub", "comet hub --id h1 --data DIR --raft ADDR --api ADDR --peers ID=ADDR,... [--join API]", stderr)
+	fs.StringVar(&f.id, "id", "", "this hub's unique, stable id (required), e.g. h1")
+	fs.StringVar(&f.data, "data", "./comet-data", "data directory: the channel log, the Raft log and snapshots")
+	fs.StringVar(&f.raftAddr, "raft", "127.0.0.1:7001", "Raft address (host:port) to listen on and advertise")
+	fs.StringVar(&f.api, "api", "127.0.0.1:7101", "HTTP API address (host:port) to listen on and advertise")
+	fs.StringVar(&f.peers, "peers", "", "initial cluster, the same on every hub: id=raftaddr,... (used once, to bootstrap an empty data directory)")
+	fs.StringVar(&f.join, "join", "", "API address(es) of running hubs, comma-separated: ask the cluster to add this hub")
+	fs.StringVar(&f.retention, "retention", "", "retention rules, first match wins: pattern=maxMessages/maxAge,... e.g. 'chat:*=1000/1h,*=100000/24h' (built-in: 100000/24h); give every hub the same")
+	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<10, "largest message data accepted, in bytes")
+	fs.IntVar(&f.batchMaxMessages, "batch-max-messages", 1024, "most messages coalesced into one Raft entry")
+	fs.IntVar(&f.batchMaxBytes, "batch-max-bytes", 1<<20, "most bytes coalesced into one Raft entry")
+	fs.IntVar(&f.maxInflight, "max-inflight", 16, "most Raft entries being committed at once")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot and truncate the Raft log")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 4096, "new Raft entries that trigger a snapshot")
+	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 2048, "Raft entries kept after a snapshot for followers that lag")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	logger, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return f.run(ctx, logger)
+}
+
+// parsePeers parses "h1=127.0.0.1:7001,h2=...".
+func parsePeers(s string) ([]raft.Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var peers []raft.Peer
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%w: --peers: %q is not id=host:port", errUsage, part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%w: --peers: %q: %v", errUsage, addr, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: --peers: id %q appears twice", errUsage, id)
+		}
+		seen[id] = true
+		peers = append(peers, raft.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+// parseRetention parses "pattern=maxMessages/maxAge,...". Either limit may
+// be empty or 0 for "no limit": "logs:*=/1h", "chat:*=500/".
+func parseRetention(s string) ([]log.Rule, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var rules []log.Rule
+	for _, part := range strings.Split(s, ",") {
+		pat, lim, ok := strings.Cut(strings.TrimSpace(part), "=")
+		count, age, ok2 := strings.Cut(lim, "/")
+		if !ok || !ok2 || pat == "" {
+			return nil, fmt.Errorf("%w: --retention: %q is not pattern=maxMessages/maxAge", errUsage, part)
+		}
+		r := log.Rule{Pattern: pat}
+		if count != "" {
+			n, err := strconv.ParseUint(count, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%w: --retention: %q: max messages %q is not a number", errUsage, part, count)
+			}
+			r.MaxMessages = n
+		}
+		if age != "" && age != "0" {
+			d, err := time.ParseDuration(age)
+			if err != nil || d < 0 {
+				return nil, fmt.Errorf("%w: --retention: %q: max age %q is not a duration like 90s, 1h", errUsage, part, age)
+			}
+			r.MaxAge = d
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+func checkAddr(flagName, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%w: --%s %q: %v", errUsage, flagName, addr, err)
+	}
+	return nil
+}
+
+// checkDataDir makes sure dir exists and is writable.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("data directory %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
+	if f.id == "" {
+		return fmt.Errorf("%w: --id is required (a unique, stable name such as h1)", errUsage)
+	}
+	for name, addr := range map[string]string{"raft": f.raftAddr, "api": f.api} {
+		if err := checkAddr(name, addr); err != nil {
+			return err
+		}
+	}
+	peers, err := parsePeers(f.peers)
+	if err != nil {
+		return err
+	}
+	rules, err := parseRetention(f.retention)
+	if err != nil {
+		return err
+	}
+	var joins []string
+	for _, j := range strings.Split(f.join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			if err := checkAddr("join", j); err != nil {
+				return err
+			}
+			joins = append(joins, j)
+		}
+	}
+	if len(peers) == 0 && len(joins) == 0 {
+		logger.Warn("neither --peers nor --join given: this hub waits until a cluster adds it")
+	}
+	if len(joins) > 0 {
+		peers = nil // a joining hub never bootstraps a cluster of its own
+	} else if len(peers) > 0 && !containsPeer(peers, f.id) {
+		return fmt.Errorf("%w: --id %q is not in --peers", errUsage, f.id)
+	}
+	if err := checkDataDir(f.data); err != nil {
+		return err
+	}
+	logger = logger.With("node", f.id)
+
+	// Open in order: log, API listener, Raft, service. Close in reverse.
+	clog, err := log.Open(log.Config{Path: filepath.Join(f.data, "channels.db"), Logger: logger.With("component", "log")})
+	if err != nil {
+		return err
+	}
+	defer clog.Close()
+	ln, err := net.Listen("tcp", f.api)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", f.api, err)
+	}
+	defer ln.Close()
+	node, err := raft.New(raft.Config{
+		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog,
+		SnapshotInterval: f.snapshotInterval, SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
+		Logger: logger.With("component", "raft"),
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	svc, err := broker.New(broker.Config{
+		Node: node, API: f.api, Retention: rules,
+		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
+		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight,
+		Logger: logger.With("component", "broker"),
+	})
+	if err != nil {
+		return err
+	}
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); svc.Run(runCtx) }()
+
+	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Warn("hub API has no authentication yet: bind --api to a private address")
+	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
+
+	joinDone := make(chan struct{})
+	go func() {
+		defer close(joinDone)
+		if len(joins) > 0 {
+			joinCluster(ctx, logger, joins, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api})
+		}
+	}()
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		cancelRun()
+		<-runDone
+		<-joinDone
+		return fmt.Errorf("api: %w", err)
+	}
+	<-joinDone
+	// Hand leadership over first so that publishing resumes quickly
+	// elsewhere, then stop taking requests, then stop the service; the
+	// deferred closes stop Raft and the log.
+	if node.IsLeader() {
+		if err := node.TransferLeadership(); err != nil {
+			logger.Warn("leadership transfer failed", "err", err)
+		} else {
+			logger.Info("leadership transferred")
+		}
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		logger.Warn("http shutdown", "err", err)
+	}
+	cancelRun()
+	<-runDone
+	logger.Info("stopped")
+	return nil
+}
+
+func containsPeer(peers []raft.Peer, id string) bool {
+	for _, p := range peers {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// joinCluster asks the hubs at apis, in turn, to add this hub, until one
+// succeeds or ctx ends.
+func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, req wire.JoinRequest) {
+	client := &http.Client{Timeout: 15 * time.Second}
+	backoff := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		api := apis[attempt%len(apis)]
+		err := postJSON(ctx, client, api, "/v1/cluster/join", req, nil)
+		if err == nil {
+			logger.Info("joined cluster", "via", api)
+			return
+		}
+		logger.Warn("join failed; retrying", "via", api, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+var errHTTP = errors.New("hub answered with an error")

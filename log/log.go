@@ -1,0 +1,508 @@
+package log
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/wire"
+	bolt "go.etcd.io/bbolt"
+)
+
+// IdempotencyWindow is how long a publish id is remembered per channel
+// (CONTRACT.md guarantee 4). It is part of the replicated behaviour, so it is
+// a constant rather than a setting.
+const IdempotencyWindow = 10 * time.Minute
+
+// Built-in retention, used for channels that no rule matches.
+const (
+	DefaultMaxMessages = 100_000
+	DefaultMaxAge      = 24 * time.Hour
+)
+
+var (
+	// ErrClosed is returned by calls on a closed Log.
+	ErrClosed = errors.New("log is closed")
+	// ErrBadChannel is returned for a channel name outside the contract.
+	ErrBadChannel = errors.New("bad channel name")
+	// ErrNoEpoch is returned by reads before the cluster epoch is set, that
+	// is before the first entry was applied.
+	ErrNoEpoch = errors.New("cluster epoch not set yet")
+	// ErrCorrupt is returned when stored bytes cannot be decoded.
+	ErrCorrupt = errors.New("corrupt record")
+)
+
+var (
+	bucketSys      = []byte("sys")
+	bucketChannels = []byte("ch")
+	bucketMsgs     = []byte("m") // offset -> time(8) data
+	bucketIDs      = []byte("i") // id -> offset(8) time(8)
+	bucketExpiry   = []byte("x") // time(8) id -> nil
+
+	keyApplied   = []byte("applied")
+	keyEpoch     = []byte("epoch")
+	keyRetention = []byte("retention")
+	keyClock     = []byte("clock")
+	keyMeta      = []byte("meta")
+	prefixKV     = "kv/"
+)
+
+// Config configures a Log.
+type Config struct {
+	// Path is the bbolt file. Required.
+	Path string
+	// NoSync skips fsync on commit. Only for tests and benchmarks: a
+	// power loss can then corrupt the file.
+	NoSync bool
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Rule is a retention rule for the channels whose names match Pattern, a
+// glob in which '*' matches any run of characters. Zero limits mean "no
+// limit" for that dimension.
+type Rule struct {
+	Pattern     string        `json:"pattern"`
+	MaxMessages uint64        `json:"max_messages"`
+	MaxAge      time.Duration `json:"max_age"`
+}
+
+// Message is one stored message.
+type Message struct {
+	Offset uint64
+	Time   time.Time
+	Data   []byte
+}
+
+// Info describes a channel: its epoch, the first offset still stored and
+// the offset the next message will get. First == Next when it holds none.
+type Info struct {
+	Epoch string
+	First uint64
+	Next  uint64
+}
+
+// Log is a durable store of channels. It is safe for concurrent use.
+type Log struct {
+	cfg    Config
+	logger *slog.Logger
+
+	mu     sync.RWMutex // guards db against Restore and Close
+	db     *bolt.DB
+	closed bool
+}
+
+// Open opens or creates the log at cfg.Path.
+func Open(cfg Config) (*Log, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("log: Config.Path is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
+		return nil, fmt.Errorf("log: create directory: %w", err)
+	}
+	l := &Log{cfg: cfg, logger: cfg.Logger}
+	db, err := l.openDB(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	l.db = db
+	return l, nil
+}
+
+func (l *Log) openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        2 * time.Second,
+		NoSync:         l.cfg.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("log: open %s: locked by another process", path)
+		}
+		return nil, fmt.Errorf("log: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketSys, bucketChannels} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("log: init %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Close closes the log. It is idempotent.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	return l.db.Close()
+}
+
+func (l *Log) view(fn func(tx *bolt.Tx) error) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return l.db.View(fn)
+}
+
+// Applied returns the index of the last entry applied by Update.
+func (l *Log) Applied() uint64 {
+	var idx uint64
+	_ = l.view(func(tx *bolt.Tx) error {
+		idx = u64(tx.Bucket(bucketSys).Get(keyApplied))
+		return nil
+	})
+	return idx
+}
+
+// Epoch returns the cluster epoch, or "" before the first entry.
+func (l *Log) Epoch() string {
+	var e string
+	_ = l.view(func(tx *bolt.Tx) error {
+		e = string(tx.Bucket(bucketSys).Get(keyEpoch))
+		return nil
+	})
+	return e
+}
+
+// Retention returns the replicated retention rules (nil: built-in defaults).
+func (l *Log) Retention() ([]Rule, error) {
+	var rules []Rule
+	err := l.view(func(tx *bolt.Tx) error {
+		var err error
+		rules, err = loadRules(tx.Bucket(bucketSys))
+		return err
+	})
+	return rules, err
+}
+
+// Get returns the value stored under key by Tx.Put, or nil.
+func (l *Log) Get(key string) []byte {
+	var v []byte
+	_ = l.view(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(bucketSys).Get([]byte(prefixKV + key)))
+		return nil
+	})
+	return v
+}
+
+// Scan calls fn for every key with the given prefix stored by Tx.Put.
+func (l *Log) Scan(prefix string, fn func(key string, value []byte)) error {
+	return l.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketSys).Cursor()
+		p := []byte(prefixKV + prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			fn(string(k[len(prefixKV):]), bytes.Clone(v))
+		}
+		return nil
+	})
+}
+
+// Info returns a channel's epoch and offsets. A channel that was never
+// written reports the cluster epoch and First == Next == 1.
+func (l *Log) Info(ch string) (Info, error) {
+	var info Info
+	err := l.view(func(tx *bolt.Tx) error {
+		var err error
+		info, _, err = channelInfo(tx, ch)
+		return err
+	})
+	return info, err
+}
+
+// Read returns up to limit messages of ch from offset from on, together with
+// the channel's Info. Offsets below Info.First were trimmed: the read starts
+// at First then, and the caller can tell by comparing.
+func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
+	var (
+		info Info
+		msgs []Message
+	)
+	err := l.view(func(tx *bolt.Tx) error {
+		var (
+			b   *bolt.Bucket
+			err error
+		)
+		info, b, err = channelInfo(tx, ch)
+		if err != nil || b == nil || limit <= 0 {
+			return err
+		}
+		start := max(from, info.First)
+		if start >= info.Next {
+			return nil
+		}
+		c := b.Bucket(bucketMsgs).Cursor()
+		for k, v := c.Seek(be(start)); k != nil && len(msgs) < limit; k, v = c.Next() {
+			m, err := decodeMessage(k, v)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", ch, err)
+			}
+			msgs = append(msgs, m)
+		}
+		return nil
+	})
+	return info, msgs, err
+}
+
+func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
+	if !wire.ValidChannel(ch) {
+		return Info{}, nil, fmt.Errorf("%w: %q", ErrBadChannel, ch)
+	}
+	b := tx.Bucket(bucketChannels).Bucket([]byte(ch))
+	if b == nil {
+		epoch := tx.Bucket(bucketSys).Get(keyEpoch)
+		if epoch == nil {
+			return Info{}, nil, ErrNoEpoch
+		}
+		return Info{Epoch: string(epoch), First: 1, Next: 1}, nil, nil
+	}
+	info, err := decodeInfo(b.Get(keyMeta))
+	return info, b, err
+}
+
+// Channels calls fn with the name and Info of every stored channel, in name
+// order, until fn returns false.
+func (l *Log) Channels(fn func(name string, info Info) bool) error {
+	return l.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
+			info, err := decodeInfo(tx.Bucket(bucketChannels).Bucket(k).Get(keyMeta))
+			if err != nil {
+				return err
+			}
+			if !fn(string(k), info) {
+				return errStop
+			}
+			return nil
+		})
+	})
+}
+
+var errStop = errors.New("stop")
+
+// Update applies the entry with Raft index index: it runs fn in one bbolt
+// transaction and records index as applied in that same transaction. An
+// index at or below Applied is skipped (fn is not called) and Update returns
+// false. An error from fn rolls everything back.
+func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return false, ErrClosed
+	}
+	applied := false
+	err := l.db.Update(func(btx *bolt.Tx) error {
+		sys := btx.Bucket(bucketSys)
+		prev := u64(sys.Get(keyApplied))
+		if prev >= index {
+			return nil
+		}
+		tx := &Tx{btx: btx, sys: sys, chans: btx.Bucket(bucketChannels), applied: prev}
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if err := tx.finish(); err != nil {
+			return err
+		}
+		applied = true
+		return sys.Put(keyApplied, be(index))
+	})
+	return applied, err
+}
+
+// Snapshot is a consistent, point-in-time copy of the log.
+type Snapshot struct {
+	tx *bolt.Tx
+}
+
+// Snapshot starts a snapshot. It returns quickly; WriteTo copies the data
+// while Updates go on. Release must be called when done.
+func (l *Log) Snapshot() (*Snapshot, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	tx, err := l.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("log: snapshot: %w", err)
+	}
+	return &Snapshot{tx: tx}, nil
+}
+
+// Applied returns the applied index the snapshot holds.
+func (s *Snapshot) Applied() uint64 { return u64(s.tx.Bucket(bucketSys).Get(keyApplied)) }
+
+// WriteTo writes the snapshot (a bbolt file) to w.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) { return s.tx.WriteTo(w) }
+
+// Release ends the snapshot. It is idempotent.
+func (s *Snapshot) Release() {
+	if s.tx != nil {
+		_ = s.tx.Rollback()
+		s.tx = nil
+	}
+}
+
+// Restore replaces the whole log with a snapshot read from r. Readers and
+// writers wait while it runs. The file is written beside the log, fsynced,
+// checked, and then renamed over it, so a crash leaves either the old or the
+// new log.
+func (l *Log) Restore(r io.Reader) error {
+	tmp := l.cfg.Path + ".restore"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("log: restore: %w", err)
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("log: restore: write %s: %w", tmp, err)
+	}
+	check, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err == nil {
+		err = check.View(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketSys) == nil || tx.Bucket(bucketChannels) == nil {
+				return fmt.Errorf("%w: snapshot lacks the log's buckets", ErrCorrupt)
+			}
+			return nil
+		})
+		check.Close()
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("log: restore: check snapshot: %w", err)
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	if err := l.db.Close(); err != nil {
+		return fmt.Errorf("log: restore: close: %w", err)
+	}
+	if err := os.Rename(tmp, l.cfg.Path); err != nil {
+		return fmt.Errorf("log: restore: rename: %w", err)
+	}
+	if err := syncDir(filepath.Dir(l.cfg.Path)); err != nil {
+		return fmt.Errorf("log: restore: %w", err)
+	}
+	db, err := l.openDB(l.cfg.Path)
+	if err != nil {
+		l.closed = true
+		return err
+	}
+	l.db = db
+	l.logger.Info("restored log from snapshot", "applied", l.appliedLocked())
+	return nil
+}
+
+func (l *Log) appliedLocked() uint64 {
+	var idx uint64
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		idx = u64(tx.Bucket(bucketSys).Get(keyApplied))
+		return nil
+	})
+	return idx
+}
+
+// Size returns the size of the bbolt file in bytes.
+func (l *Log) Size() int64 {
+	var n int64
+	_ = l.view(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func loadRules(sys *bolt.Bucket) ([]Rule, error) {
+	raw := sys.Get(keyRetention)
+	if raw == nil {
+		return nil, nil
+	}
+	var rules []Rule
+	if err := json.Unmarshal(raw, &rules); err != nil {
+		return nil, fmt.Errorf("%w: retention rules: %v", ErrCorrupt, err)
+	}
+	return rules, nil
+}
+
+func be(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+func u64(b []byte) uint64 {
+	if len(b) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// Channel meta: first(8) next(8) epoch.
+func encodeInfo(i Info) []byte {
+	b := make([]byte, 16+len(i.Epoch))
+	binary.BigEndian.PutUint64(b, i.First)
+	binary.BigEndian.PutUint64(b[8:], i.Next)
+	copy(b[16:], i.Epoch)
+	return b
+}
+
+func decodeInfo(b []byte) (Info, error) {
+	if len(b) < 16 {
+		return Info{}, fmt.Errorf("%w: channel meta of %d bytes", ErrCorrupt, len(b))
+	}
+	return Info{First: u64(b), Next: u64(b[8:]), Epoch: string(b[16:])}, nil
+}
+
+func decodeMessage(k, v []byte) (Message, error) {
+	if len(k) != 8 || len(v) < 8 {
+		return Message{}, fmt.Errorf("%w: message record", ErrCorrupt)
+	}
+	return Message{
+		Offset: u64(k),
+		Time:   time.Unix(0, int64(u64(v))).UTC(),
+		Data:   bytes.Clone(v[8:]),
+	}, nil
+}

@@ -1,0 +1,474 @@
+package raft
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comethq/comet/log"
+	hraft "github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+var (
+	// ErrNotLeader is returned by calls that only the leader can serve.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrUnknownOutcome is returned when leadership was lost while an entry
+	// was in flight: it may or may not commit. Retry with the same id.
+	ErrUnknownOutcome = errors.New("leadership lost; the entry may or may not have been committed")
+	// ErrClosed is returned by calls on a closed Node.
+	ErrClosed = errors.New("raft node is closed")
+	// ErrTimeout is returned when raft could not take an entry in time.
+	ErrTimeout = errors.New("timed out waiting for raft")
+)
+
+// Peer is a member of the initial cluster.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// Config configures a Node.
+type Config struct {
+	// ID is this hub's unique, stable name. Required.
+	ID string
+	// Dir holds the Raft log (raft.db) and snapshots. Required.
+	Dir string
+	// Addr is the Raft address to bind and advertise (host:port).
+	// Required unless Transport is set.
+	Addr string
+	// Peers bootstraps a new cluster when Dir holds no Raft state yet; the
+	// same list must be given to every initial hub. Ignored afterwards, so
+	// repeating it on restart is safe. Empty: wait to be added (join).
+	Peers []Peer
+	// Log is the channel store the FSM applies to. Required; the caller
+	// owns it and closes it after the Node.
+	Log *log.Log
+	// Observer hears about applied entries; optional.
+	Observer Observer
+	// Transport replaces the TCP transport (tests use hraft.NewInmemTransport).
+	Transport hraft.Transport
+
+	// Timeouts; defaults are for a LAN: 1s heartbeat and election timeout,
+	// 500ms leader lease.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	// SnapshotInterval is how often Raft checks whether to snapshot
+	// (default 30s); SnapshotThreshold the number of new entries that
+	// triggers one (default 4096); TrailingLogs the entries kept after a
+	// snapshot for slow followers (default 2048). Together they bound the
+	// Raft log on disk.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotRetain is how many snapshots are kept on disk (default 2).
+	SnapshotRetain int
+	// NoSync skips fsync of the Raft log. Tests and benchmarks only.
+	NoSync bool
+
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" {
+		return errors.New("raft: Config.ID is required")
+	}
+	if c.Dir == "" {
+		return errors.New("raft: Config.Dir is required")
+	}
+	if c.Log == nil {
+		return errors.New("raft: Config.Log is required")
+	}
+	if c.Addr == "" && c.Transport == nil {
+		return errors.New("raft: Config.Addr is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	def(&c.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 4096
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 2048
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = 2
+	}
+	return nil
+}
+
+// Node is one member of the hub Raft group.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+
+	raft      *hraft.Raft
+	trans     hraft.Transport
+	closeable interface{ Close() error } // the TCP transport, when ours
+	store     *raftboltdb.BoltStore
+
+	leaderChanges atomic.Uint64
+	obsCh         chan hraft.Observation
+	observer      *hraft.Observer
+	closeCh       chan struct{}
+	doneCh        chan struct{}
+	closeOnce     sync.Once
+	closeErr      error
+}
+
+// New starts a Raft node over cfg.Log. When Dir holds no Raft state and
+// Peers is not empty, it bootstraps the cluster with Peers.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raft: data directory: %w", err)
+	}
+	hlog := newHclog(cfg.Logger)
+
+	var err error
+	n.store, err = raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(cfg.Dir, "raft.db"),
+		NoSync: cfg.NoSync,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raft: open log store %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+	}
+	snaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("raft: snapshot store: %w", err)
+	}
+
+	n.trans = cfg.Transport
+	if n.trans == nil {
+		addr, err := net.ResolveTCPAddr("tcp", cfg.Addr)
+		if err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("raft: address %q: %w", cfg.Addr, err)
+		}
+		tcp, err := hraft.NewTCPTransportWithLogger(cfg.Addr, addr, 3, 10*time.Second, hlog.Named("transport"))
+		if err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err)
+		}
+		n.trans, n.closeable = tcp, tcp
+	}
+
+	rc := hraft.DefaultConfig()
+	rc.LocalID = hraft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+	// The log is durable on its own and records its applied index, so a
+	// restart does not need to restore the last snapshot into it.
+	rc.NoSnapshotRestoreOnStart = true
+
+	existing, err := hraft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		n.closeTransport()
+		n.store.Close()
+		return nil, fmt.Errorf("raft: read state: %w", err)
+	}
+	if !existing && len(cfg.Peers) > 0 {
+		conf := hraft.Configuration{}
+		self := false
+		for _, p := range cfg.Peers {
+			conf.Servers = append(conf.Servers, hraft.Server{
+				Suffrage: hraft.Voter, ID: hraft.ServerID(p.ID), Address: hraft.ServerAddress(p.Addr)})
+			self = self || p.ID == cfg.ID
+		}
+		if !self {
+			n.closeTransport()
+			n.store.Close()
+			return nil, fmt.Errorf("raft: id %q is not in the peer list", cfg.ID)
+		}
+		if err := hraft.BootstrapCluster(rc, n.store, n.store, snaps, n.trans, conf); err != nil {
+			n.closeTransport()
+			n.store.Close()
+			return nil, fmt.Errorf("raft: bootstrap: %w", err)
+		}
+		n.logger.Info("bootstrapped cluster", "peers", len(cfg.Peers))
+	}
+
+	f := &fsm{log: cfg.Log, observer: cfg.Observer, logger: cfg.Logger}
+	n.raft, err = hraft.NewRaft(rc, f, n.store, n.store, snaps, n.trans)
+	if err != nil {
+		n.closeTransport()
+		n.store.Close()
+		return nil, fmt.Errorf("raft: start: %w", err)
+	}
+	n.obsCh = make(chan hraft.Observation, 16)
+	n.observer = hraft.NewObserver(n.obsCh, false, func(o *hraft.Observation) bool {
+		_, ok := o.Data.(hraft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.observer)
+	go n.watch()
+	return n, nil
+}
+
+// watch counts leader changes until Close.
+func (n *Node) watch() {
+	defer close(n.doneCh)
+	for {
+		select {
+		case <-n.closeCh:
+			return
+		case o := <-n.obsCh:
+			lo := o.Data.(hraft.LeaderObservation)
+			n.leaderChanges.Add(1)
+			n.logger.Info("leader changed", "leader", string(lo.LeaderID), "addr", string(lo.LeaderAddr))
+		}
+	}
+}
+
+func (n *Node) closeTransport() {
+	if n.closeable != nil {
+		n.closeable.Close()
+	}
+}
+
+// ID returns this node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Addr returns this node's Raft address.
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// Log returns the channel log the node applies to.
+func (n *Node) Log() *log.Log { return n.cfg.Log }
+
+// NewEpoch returns a fresh random epoch string for a Command.
+func NewEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Proposal is an entry on its way through Raft.
+type Proposal struct {
+	f   hraft.ApplyFuture
+	err error
+}
+
+// Propose hands cmd to Raft without waiting; Wait on the result. Only the
+// leader can propose. Time and Epoch are filled in when zero.
+func (n *Node) Propose(cmd *Command) *Proposal {
+	if cmd.Time.IsZero() {
+		cmd.Time = time.Now().UTC()
+	}
+	if cmd.Epoch == "" {
+		cmd.Epoch = NewEpoch()
+	}
+	if n.raft.State() != hraft.Leader {
+		return &Proposal{err: ErrNotLeader}
+	}
+	return &Proposal{f: n.raft.Apply(cmd.Encode(), 10*time.Second)}
+}
+
+// Wait blocks until the proposal is committed by a quorum and applied here,
+// and returns what applying it gave.
+func (p *Proposal) Wait() (*Response, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	if err := p.f.Error(); err != nil {
+		return nil, mapErr(err)
+	}
+	switch r := p.f.Response().(type) {
+	case *Response:
+		return r, nil
+	case error:
+		return nil, r
+	default:
+		return nil, fmt.Errorf("raft: unexpected response %T", r)
+	}
+}
+
+// Apply proposes cmd and waits for it.
+func (n *Node) Apply(cmd *Command) (*Response, error) { return n.Propose(cmd).Wait() }
+
+func mapErr(err error) error {
+	switch {
+	case errors.Is(err, hraft.ErrNotLeader):
+		return ErrNotLeader
+	case errors.Is(err, hraft.ErrLeadershipLost), errors.Is(err, hraft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w (%v)", ErrUnknownOutcome, err)
+	case errors.Is(err, hraft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, hraft.ErrEnqueueTimeout):
+		return ErrTimeout
+	}
+	return err
+}
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == hraft.Leader }
+
+// State returns "leader", "follower", "candidate" or "shutdown".
+func (n *Node) State() string {
+	switch n.raft.State() {
+	case hraft.Leader:
+		return "leader"
+	case hraft.Follower:
+		return "follower"
+	case hraft.Candidate:
+		return "candidate"
+	default:
+		return "shutdown"
+	}
+}
+
+// Leader returns the leader's id and Raft address, empty when unknown.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// WaitLeader waits until some node is leader, or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id, _ := n.Leader(); id != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Barrier waits until everything committed before it is applied here. Only
+// the leader can issue one.
+func (n *Node) Barrier(timeout time.Duration) error {
+	return mapErr(n.raft.Barrier(timeout).Error())
+}
+
+// Indexes reports the Raft term and the commit, applied and last log indexes.
+type Indexes struct {
+	Term, Commit, Applied, Last uint64
+}
+
+// Indexes returns the node's current indexes.
+func (n *Node) Indexes() Indexes {
+	term, _ := parseUint(n.raft.Stats()["term"])
+	return Indexes{
+		Term:    term,
+		Commit:  n.raft.CommitIndex(),
+		Applied: n.raft.AppliedIndex(),
+		Last:    n.raft.LastIndex(),
+	}
+}
+
+func parseUint(s string) (uint64, error) {
+	var v uint64
+	_, err := fmt.Sscan(s, &v)
+	return v, err
+}
+
+// LeaderChanges returns how many leader changes this node has seen.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
+
+// Server is a member of the Raft configuration.
+type Server struct {
+	ID    string
+	Addr  string
+	Voter bool
+}
+
+// Servers returns the current Raft configuration.
+func (n *Node) Servers() ([]Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapErr(err)
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == hraft.Voter})
+	}
+	return out, nil
+}
+
+// AddVoter adds (or re-addresses) a voting member. Adding a member that is
+// already there with the same address does nothing. Leader only.
+func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if s.ID == id && s.Addr == addr && s.Voter {
+			return nil
+		}
+		if s.ID == id || s.Addr == addr {
+			if err := n.raft.RemoveServer(hraft.ServerID(s.ID), 0, timeout).Error(); err != nil {
+				return mapErr(err)
+			}
+		}
+	}
+	return mapErr(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// RemoveServer removes a member. Leader only.
+func (n *Node) RemoveServer(id string, timeout time.Duration) error {
+	return mapErr(n.raft.RemoveServer(hraft.ServerID(id), 0, timeout).Error())
+}
+
+// TransferLeadership asks another voter to take over. Leader only.
+func (n *Node) TransferLeadership() error {
+	return mapErr(n.raft.LeadershipTransfer().Error())
+}
+
+// Snapshot takes a snapshot now (and so truncates the Raft log).
+func (n *Node) Snapshot() error {
+	return mapErr(n.raft.Snapshot().Error())
+}
+
+// Close shuts the node down. It is idempotent. Order: stop Raft (which
+// stops applying to the log), then the watcher, then the transport, then
+// the Raft log store. The channel log belongs to the caller.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		err := n.raft.Shutdown().Error()
+		n.raft.DeregisterObserver(n.observer)
+		close(n.closeCh)
+		<-n.doneCh
+		n.closeTransport()
+		if serr := n.store.Close(); err == nil {
+			err = serr
+		}
+		n.closeErr = err
+	})
+	return n.closeErr
+}

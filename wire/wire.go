@@ -1,0 +1,134 @@
+// Package wire holds the JSON types that cross process boundaries: the hub
+// HTTP API bodies and the error codes of CONTRACT.md. Hubs, gateways and
+// clients import it; it imports nothing of Comet.
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// MaxChannelLen is the longest channel name, in bytes.
+const MaxChannelLen = 255
+
+// Error codes, as CONTRACT.md lists them.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeNotFound    = "not_found"
+	CodeForbidden   = "forbidden"
+	CodeTooLarge    = "too_large"
+	CodeUnavailable = "unavailable"
+	CodeTimeout     = "timeout"
+)
+
+// ValidChannel reports whether name is a valid channel name: 1-255 bytes of
+// [A-Za-z0-9_.:/@-].
+func ValidChannel(name string) bool {
+	if len(name) == 0 || len(name) > MaxChannelLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '_', c == '.', c == ':', c == '/', c == '@', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// CheckChannel returns a descriptive error when name is not a valid channel.
+func CheckChannel(name string) error {
+	if ValidChannel(name) {
+		return nil
+	}
+	if name == "" {
+		return fmt.Errorf("channel name is empty")
+	}
+	if len(name) > MaxChannelLen {
+		return fmt.Errorf("channel name is %d bytes, longer than %d", len(name), MaxChannelLen)
+	}
+	return fmt.Errorf("channel name %q has characters outside [A-Za-z0-9_.:/@-]", name)
+}
+
+// PublishRequest is the body of POST /v1/publish.
+type PublishRequest struct {
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	ID      string          `json:"id,omitempty"`
+}
+
+// PublishResponse answers a publish once it is committed by a quorum.
+type PublishResponse struct {
+	Channel string `json:"channel"`
+	Offset  uint64 `json:"offset"`
+	Epoch   string `json:"epoch"`
+	// Duplicate is true when the id was seen before and Offset is the
+	// offset the first publish got (an extension of CONTRACT.md).
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// Message is one stored message as the hub API returns it.
+type Message struct {
+	Offset uint64          `json:"offset"`
+	Data   json.RawMessage `json:"data"`
+	Time   time.Time       `json:"time"`
+}
+
+// MessagesResponse answers GET /v1/channels/{channel}/messages.
+type MessagesResponse struct {
+	Epoch    string    `json:"epoch"`
+	First    uint64    `json:"first"`
+	Next     uint64    `json:"next"`
+	Messages []Message `json:"messages"`
+}
+
+// Node is one hub as GET /v1/cluster reports it.
+type Node struct {
+	ID      string `json:"id"`
+	Raft    string `json:"raft"`
+	API     string `json:"api"`
+	State   string `json:"state"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+	Applied uint64 `json:"applied,omitempty"`
+	Commit  uint64 `json:"commit,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// ClusterStatus answers GET /v1/cluster.
+type ClusterStatus struct {
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	Leader       string `json:"leader"`
+	LeaderAPI    string `json:"leader_api"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LastIndex    uint64 `json:"last_index"`
+	Nodes        []Node `json:"nodes"`
+}
+
+// JoinRequest is the body of POST /v1/cluster/join.
+type JoinRequest struct {
+	ID   string `json:"id"`
+	Raft string `json:"raft"`
+	API  string `json:"api"`
+}
+
+// RemoveRequest is the body of POST /v1/cluster/remove.
+type RemoveRequest struct {
+	ID string `json:"id"`
+}
+
+// Error is the body of every 4xx and 5xx answer of the hub API.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Leader  string `json:"leader,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
