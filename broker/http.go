@@ -29,6 +29,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/publish", s.handlePublish)
 	mux.HandleFunc("GET /v1/channels/{rest...}", s.handleMessages)
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
+	mux.HandleFunc("GET /v1/stream", s.handleStream)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.handleRemove)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -61,6 +61,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// ApplyTimeout bounds a publish waiting for commit (default 10s).
 	ApplyTimeout time.Duration
+	// Stream, when set, serves GET /v1/stream; give the same Stream to
+	// raft.Config.Observer so that it sees every applied entry.
+	Stream *Stream
 	// Client is used to forward to the leader (default: a client with a
 	// 15s timeout).
 	Client *http.Client
@@ -117,6 +120,8 @@ type Service struct {
 	closeCh  chan struct{}
 	doneCh   chan struct{}
 	once     sync.Once
+	drainCh  chan struct{}
+	drain1   sync.Once
 }
 
 type pending struct {
@@ -144,6 +149,7 @@ func New(cfg Config) (*Service, error) {
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		closeCh:  make(chan struct{}),
 		doneCh:   make(chan struct{}),
+		drainCh:  make(chan struct{}),
 	}
 	s.metrics = newMetrics(s)
 	return s, nil
@@ -174,9 +180,15 @@ func (s *Service) Run(ctx context.Context) {
 // with ErrClosed. It is idempotent.
 func (s *Service) Close() error {
 	s.once.Do(func() { close(s.closeCh) })
+	s.Drain()
 	<-s.doneCh
 	return nil
 }
+
+// Drain ends the long-lived commit streams (their readers move to another
+// hub), so that an HTTP server shutdown does not wait for them. Give it to
+// http.Server.RegisterOnShutdown. It is idempotent.
+func (s *Service) Drain() { s.drain1.Do(func() { close(s.drainCh) }) }
 
 // Publish stores data (JSON) as the next message of channel and returns its
 // offset once a quorum has it on disk. With a non-empty id, a publish

@@ -43,8 +43,9 @@ type Config struct {
 	ID string
 	// Dir holds the Raft log (raft.db) and snapshots. Required.
 	Dir string
-	// Addr is the Raft address to bind and advertise (host:port).
-	// Required unless Transport is set.
+	// Addr is the Raft address to bind and advertise (host:port); port 0
+	// picks a free port (Node.Addr tells which). Required unless Transport
+	// is set.
 	Addr string
 	// Peers bootstraps a new cluster when Dir holds no Raft state yet; the
 	// same list must be given to every initial hub. Ignored afterwards, so
@@ -168,7 +169,11 @@ func New(cfg Config) (*Node, error) {
 			n.store.Close()
 			return nil, fmt.Errorf("raft: address %q: %w", cfg.Addr, err)
 		}
-		tcp, err := hraft.NewTCPTransportWithLogger(cfg.Addr, addr, 3, 10*time.Second, hlog.Named("transport"))
+		var advertise net.Addr = addr
+		if addr.Port == 0 {
+			advertise = nil // advertise the port the listener got
+		}
+		tcp, err := hraft.NewTCPTransportWithLogger(cfg.Addr, advertise, 3, 10*time.Second, hlog.Named("transport"))
 		if err != nil {
 			n.store.Close()
 			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err)
@@ -202,6 +207,9 @@ func New(cfg Config) (*Node, error) {
 		conf := hraft.Configuration{}
 		self := false
 		for _, p := range cfg.Peers {
+			if p.ID == cfg.ID {
+				p.Addr = string(n.trans.LocalAddr()) // the same, or the real port for ":0"
+			}
 			conf.Servers = append(conf.Servers, hraft.Server{
 				Suffrage: hraft.Voter, ID: hraft.ServerID(p.ID), Address: hraft.ServerAddress(p.Addr)})
 			self = self || p.ID == cfg.ID

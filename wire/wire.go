@@ -132,3 +132,22 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// StreamLine is one line of the commit stream, GET /v1/stream?from=INDEX
+// (newline-delimited JSON). It is one of: a message (Index, Channel,
+// Offset, Epoch, Time, Data set); a heartbeat (only Applied set: every entry
+// up to Applied was streamed, so the next position is Applied+1); or a
+// reset (Reset true, Floor the lowest position the hub can still stream):
+// the position asked for is gone, and the reader must resync with range
+// reads before following from Floor or later.
+type StreamLine struct {
+	Index   uint64          `json:"index,omitempty"`
+	Channel string          `json:"channel,omitempty"`
+	Offset  uint64          `json:"offset,omitempty"`
+	Epoch   string          `json:"epoch,omitempty"`
+	Time    *time.Time      `json:"time,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Applied uint64          `json:"applied,omitempty"`
+	Reset   bool            `json:"reset,omitempty"`
+	Floor   uint64          `json:"floor,omitempty"`
+}

@@ -1,10 +1,180 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comethq/comet/wire"
 )
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	return fmt.Errorf("%w: comet bench is not built yet", errUsage)
+	if len(args) == 0 || args[0] != "publish" {
+		return fmt.Errorf("%w: comet bench publish [flags] (more scenarios arrive with the gateway)", errUsage)
+	}
+	var b benchPublish
+	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128]", stderr)
+	fs.StringVar(&b.apis, "api", "127.0.0.1:7101", "hub API addresses, comma-separated; publishers go to the leader, found through the first")
+	fs.IntVar(&b.publishers, "publishers", 16, "concurrent publishers, each with one request in flight")
+	fs.IntVar(&b.messages, "messages", 100000, "messages to publish in all")
+	fs.DurationVar(&b.duration, "duration", 0, "stop after this long instead (0: when --messages are sent)")
+	fs.IntVar(&b.size, "size", 128, "message size in bytes (a JSON string of that length)")
+	fs.IntVar(&b.channels, "channels", 16, "channels to spread messages over")
+	fs.BoolVar(&b.ids, "ids", true, "give every publish an idempotency id")
+	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if b.publishers < 1 || b.size < 2 || b.channels < 1 || (b.messages < 1 && b.duration <= 0) {
+		return fmt.Errorf("%w: --publishers, --channels and --messages must be positive, --size at least 2", errUsage)
+	}
+	return b.run(stdout, stderr)
+}
+
+type benchPublish struct {
+	apis                                 string
+	publishers, messages, size, channels int
+	duration                             time.Duration
+	ids, jsonOut                         bool
+}
+
+// benchResult is what comet bench publish reports.
+type benchResult struct {
+	Publishers int     `json:"publishers"`
+	Size       int     `json:"size"`
+	Messages   int64   `json:"messages"`
+	Errors     int64   `json:"errors"`
+	Seconds    float64 `json:"seconds"`
+	Rate       float64 `json:"msgs_per_sec"`
+	P50        float64 `json:"p50_ms"`
+	P90        float64 `json:"p90_ms"`
+	P99        float64 `json:"p99_ms"`
+	Max        float64 `json:"max_ms"`
+}
+
+func (b *benchPublish) run(stdout, stderr io.Writer) error {
+	apis := strings.Split(b.apis, ",")
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: b.publishers + 8, MaxConnsPerHost: b.publishers + 8}}
+	ctx := context.Background()
+	target := apis[0]
+	var st wire.ClusterStatus
+	if err := getJSON(ctx, client, apis[0], "/v1/cluster", &st); err != nil {
+		return fmt.Errorf("ask %s for the leader: %w", apis[0], err)
+	}
+	if st.LeaderAPI != "" {
+		target = st.LeaderAPI
+	}
+	data, _ := json.Marshal(strings.Repeat("x", b.size-2))
+	run := randomHex(4)
+	var (
+		sent, done, failed atomic.Int64
+		latMu              sync.Mutex
+		lat                = make([]time.Duration, 0, max(b.messages, 1024))
+		firstErr           atomic.Value
+	)
+	deadline := time.Time{}
+	if b.duration > 0 {
+		deadline = time.Now().Add(b.duration)
+	}
+	fmt.Fprintf(stderr, "publishing to %s: %d publishers, %d-byte messages over %d channels\n", target, b.publishers, b.size, b.channels)
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := int64(0)
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				n := done.Load()
+				fmt.Fprintf(stderr, "  %6.1fs  %9d acked  %8d/s  %d errors\n", time.Since(start).Seconds(), n, n-last, failed.Load())
+				last = n
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for p := 0; p < b.publishers; p++ {
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 1024)
+			defer func() {
+				latMu.Lock()
+				lat = append(lat, local...)
+				latMu.Unlock()
+			}()
+			for {
+				n := sent.Add(1)
+				if (deadline.IsZero() && n > int64(b.messages)) || (!deadline.IsZero() && time.Now().After(deadline)) {
+					return
+				}
+				req := wire.PublishRequest{Channel: fmt.Sprintf("bench.%s.%d", run, n%int64(b.channels)), Data: data}
+				if b.ids {
+					req.ID = fmt.Sprintf("%s-%d", run, n)
+				}
+				t0 := time.Now()
+				if err := postJSON(ctx, client, target, "/v1/publish", req, nil); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					if errors.Is(err, errHTTP) {
+						continue
+					}
+					time.Sleep(10 * time.Millisecond) // connection trouble: don't spin
+					continue
+				}
+				local = append(local, time.Since(t0))
+				done.Add(1)
+			}
+		}(p)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	<-progressDone
+
+	slices.Sort(lat)
+	res := benchResult{Publishers: b.publishers, Size: b.size, Messages: done.Load(), Errors: failed.Load(),
+		Seconds: elapsed.Seconds(), Rate: float64(done.Load()) / elapsed.Seconds(),
+		P50: pct(lat, 0.50), P90: pct(lat, 0.90), P99: pct(lat, 0.99), Max: pct(lat, 1)}
+	if err, ok := firstErr.Load().(error); ok {
+		fmt.Fprintf(stderr, "first error: %v\n", err)
+	}
+	if b.jsonOut {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "publishers %d  size %dB  acked %d  errors %d  in %.2fs\n", res.Publishers, res.Size, res.Messages, res.Errors, res.Seconds)
+	fmt.Fprintf(stdout, "throughput %.0f msgs/s  ack latency p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",
+		res.Rate, res.P50, res.P90, res.P99, res.Max)
+	return nil
+}
+
+// pct returns the q-quantile of sorted durations, in milliseconds.
+func pct(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

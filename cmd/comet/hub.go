@@ -190,8 +190,9 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		return fmt.Errorf("api: listen on %s: %w", f.api, err)
 	}
 	defer ln.Close()
+	stream := broker.NewStream(0, 0)
 	node, err := raft.New(raft.Config{
-		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog,
+		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog, Observer: stream,
 		SnapshotInterval: f.snapshotInterval, SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
 		Logger: logger.With("component", "raft"),
 	})
@@ -200,7 +201,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer node.Close()
 	svc, err := broker.New(broker.Config{
-		Node: node, API: f.api, Retention: rules,
+		Node: node, API: f.api, Retention: rules, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
 		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight,
 		Logger: logger.With("component", "broker"),
@@ -214,6 +215,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	go func() { defer close(runDone); svc.Run(runCtx) }()
 
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(svc.Drain)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Warn("hub API has no authentication yet: bind --api to a private address")
