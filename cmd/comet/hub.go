@@ -24,7 +24,7 @@ import (
 
 // hubFlags are the settings of `comet hub`.
 type hubFlags struct {
-	id, data, raftAddr, api, peers, join, retention, logLevel string
+	id, data, raftAddr, api, peers, join, retention, logLevel     string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval                                              time.Duration
 	snapshotThreshold, trailingLogs                               uint64
