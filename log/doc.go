@@ -26,5 +26,7 @@
 // Age retention runs when a channel is written to and when Sweep is applied;
 // a channel that receives nothing keeps expired messages until the next
 // Sweep. Snapshots are whole bbolt files; a long snapshot holds a read
-// transaction, during which bbolt cannot reuse freed pages.
+// transaction, during which bbolt cannot reuse freed pages, and, once the
+// file outgrows the 1 GiB mapped up front, an Update that grows it waits
+// until the snapshot is released.
 package log

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +28,13 @@ const (
 	DefaultMaxMessages = 100_000
 	DefaultMaxAge      = 24 * time.Hour
 )
+
+// initialMmapSize is how much of the file bbolt maps up front: address
+// space, not memory. bbolt can grow its map only when no read transaction
+// is open, so with a smaller map an Update that grows the file waits until
+// a running Snapshot is released. 1 GiB on 64-bit systems; bbolt's default
+// on 32-bit ones.
+const initialMmapSize = (1 << 30) * (strconv.IntSize / 64)
 
 var (
 	// ErrClosed is returned by calls on a closed Log.
@@ -122,10 +130,11 @@ func Open(cfg Config) (*Log, error) {
 
 func (l *Log) openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        2 * time.Second,
-		NoSync:         l.cfg.NoSync,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:         2 * time.Second,
+		NoSync:          l.cfg.NoSync,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -286,7 +295,7 @@ func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
 // Channels calls fn with the name and Info of every stored channel, in name
 // order, until fn returns false.
 func (l *Log) Channels(fn func(name string, info Info) bool) error {
-	return l.view(func(tx *bolt.Tx) error {
+	err := l.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
 			info, err := decodeInfo(tx.Bucket(bucketChannels).Bucket(k).Get(keyMeta))
 			if err != nil {
@@ -298,6 +307,10 @@ func (l *Log) Channels(fn func(name string, info Info) bool) error {
 			return nil
 		})
 	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
 }
 
 var errStop = errors.New("stop")
@@ -376,7 +389,7 @@ func (l *Log) Restore(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("log: restore: %w", err)
 	}
-	_, err = io.Copy(f, r)
+	n, err := io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -390,6 +403,11 @@ func (l *Log) Restore(r io.Reader) error {
 	check, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err == nil {
 		err = check.View(func(tx *bolt.Tx) error {
+			// A truncated file passes bbolt's checks of its meta pages, and
+			// reading a page past its end crashes: check the size first.
+			if n < tx.Size() {
+				return fmt.Errorf("%w: snapshot is %d bytes, its pages need %d", ErrCorrupt, n, tx.Size())
+			}
 			if tx.Bucket(bucketSys) == nil || tx.Bucket(bucketChannels) == nil {
 				return fmt.Errorf("%w: snapshot lacks the log's buckets", ErrCorrupt)
 			}

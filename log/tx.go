@@ -56,6 +56,9 @@ func (tx *Tx) Applied() uint64 { return tx.applied }
 // Updates.
 func (tx *Tx) Tick(t time.Time) time.Time {
 	last := int64(u64(tx.sys.Get(keyClock)))
+	if !tx.now.IsZero() {
+		last = max(last, tx.now.UnixNano()) // a time seen earlier in this Update
+	}
 	if t.UnixNano() < last {
 		t = time.Unix(0, last).UTC()
 	}
@@ -128,7 +131,7 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 		}
 	}
 	res.Offset = off
-	return res, nil
+	return res, tx.retain(ch, st, now)
 }
 
 // DeleteChannel removes every message of ch and starts a new history in
@@ -178,7 +181,11 @@ func (tx *Tx) Sweep(now time.Time) error {
 		return err
 	}
 	for _, name := range names {
-		if _, err := tx.channel(name, false); err != nil {
+		st, err := tx.channel(name, false)
+		if err != nil {
+			return err
+		}
+		if err := tx.retain(name, st, now); err != nil {
 			return err
 		}
 	}
@@ -241,9 +248,9 @@ func (tx *Tx) track(ch string, st *chanState) *chanState {
 	return st
 }
 
-// finish applies retention to every touched channel and writes their meta.
+// finish writes the meta of every touched channel.
 func (tx *Tx) finish() error {
-	if !tx.now.IsZero() {
+	if !tx.now.IsZero() && tx.now.UnixNano() > int64(u64(tx.sys.Get(keyClock))) {
 		if err := tx.sys.Put(keyClock, be(uint64(tx.now.UnixNano()))); err != nil {
 			return err
 		}
@@ -253,9 +260,6 @@ func (tx *Tx) finish() error {
 		if !ok {
 			continue // deleted in this Tx
 		}
-		if err := tx.retain(ch, st); err != nil {
-			return fmt.Errorf("retention of %s: %w", ch, err)
-		}
 		if err := st.b.Put(keyMeta, encodeInfo(st.info)); err != nil {
 			return err
 		}
@@ -263,10 +267,13 @@ func (tx *Tx) finish() error {
 	return nil
 }
 
-func (tx *Tx) retain(ch string, st *chanState) error {
+// retain applies retention to ch as of now, with the rules in force. It runs
+// at each Append and Sweep rather than once per Update, so that the result
+// does not depend on how entries are grouped into Updates.
+func (tx *Tx) retain(ch string, st *chanState, now time.Time) error {
 	rule, err := tx.rule(ch)
 	if err != nil {
-		return err
+		return fmt.Errorf("retention of %s: %w", ch, err)
 	}
 	msgs := st.b.Bucket(bucketMsgs)
 	first := st.info.First
@@ -274,8 +281,8 @@ func (tx *Tx) retain(ch string, st *chanState) error {
 		first = st.info.Next - rule.MaxMessages
 	}
 	var cutoff uint64
-	if rule.MaxAge > 0 && !tx.now.IsZero() && tx.now.UnixNano() > int64(rule.MaxAge) {
-		cutoff = uint64(tx.now.UnixNano() - int64(rule.MaxAge))
+	if rule.MaxAge > 0 && !now.IsZero() && now.UnixNano() > int64(rule.MaxAge) {
+		cutoff = uint64(now.UnixNano() - int64(rule.MaxAge))
 	}
 	if cutoff > 0 {
 		// Messages are in time order as the leader stamped them; stop at the
@@ -291,12 +298,12 @@ func (tx *Tx) retain(ch string, st *chanState) error {
 		}
 	}
 	st.info.First = first
-	if tx.now.IsZero() {
+	if now.IsZero() {
 		return nil
 	}
 	// Forget idempotency ids older than the window.
 	horizon := uint64(0)
-	if w := tx.now.UnixNano() - int64(IdempotencyWindow); w > 0 {
+	if w := now.UnixNano() - int64(IdempotencyWindow); w > 0 {
 		horizon = uint64(w)
 	}
 	ids := st.b.Bucket(bucketIDs)
