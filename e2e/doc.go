@@ -1,0 +1,2 @@
+// Package e2e holds end-to-end tests that run real comet processes.
+package e2e
