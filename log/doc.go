@@ -12,7 +12,12 @@
 // records the index of the Raft entry it applies in that same transaction.
 // A restart therefore neither loses an applied entry nor applies one twice:
 // Update skips indexes at or below Applied. Commits are fsynced (bbolt's
-// default) unless Config.NoSync is set.
+// default), or, with Config.DeferSync, left to the page cache and guarded by
+// a boot marker: a file that was not closed cleanly in an earlier boot (a
+// power loss) is moved aside and the log starts empty, to be rebuilt by
+// Raft from its last snapshot and its log. That is what hubs use: the
+// Raft log, fsynced before every acknowledgement, is what makes a message
+// durable, and the channel log is a view of it.
 //
 // Everything that an Update does is deterministic in its inputs: time comes
 // from the caller (the Raft leader stamps each entry), never from the clock,

@@ -70,6 +70,14 @@ type Config struct {
 	// NoSync skips fsync on commit. Only for tests and benchmarks: a
 	// power loss can then corrupt the file.
 	NoSync bool
+	// DeferSync skips fsync on commit and keeps the file trustworthy with
+	// a marker beside it (PATH.state) that records the boot it was opened
+	// in: after a kill -9 the file is intact (the page cache holds every
+	// write), and after a power loss or kernel crash, Open moves the file
+	// aside (PATH.untrusted) and starts empty, for the caller to rebuild;
+	// Rebuilt then reports true. Close syncs. Where the boot id cannot be
+	// read, DeferSync falls back to fsync on every commit.
+	DeferSync bool
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -103,9 +111,11 @@ type Log struct {
 	cfg    Config
 	logger *slog.Logger
 
-	mu     sync.RWMutex // guards db against Restore and Close
-	db     *bolt.DB
-	closed bool
+	mu      sync.RWMutex // guards db against Restore and Close
+	db      *bolt.DB
+	closed  bool
+	boot    string // boot id, with DeferSync
+	rebuilt bool
 }
 
 // Open opens or creates the log at cfg.Path.
@@ -120,6 +130,25 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("log: create directory: %w", err)
 	}
 	l := &Log{cfg: cfg, logger: cfg.Logger}
+	if cfg.DeferSync {
+		if l.boot = bootID(); l.boot == "" {
+			l.cfg.DeferSync = false
+			l.logger.Warn("cannot read the boot id: syncing the channel log at every commit")
+		}
+	}
+	if l.cfg.DeferSync {
+		var err error
+		if l.rebuilt, err = checkDeferred(cfg.Path, l.boot); err != nil {
+			return nil, err
+		}
+		if l.rebuilt {
+			l.logger.Warn("channel log was not closed cleanly in an earlier boot; moved it aside to rebuild",
+				"path", cfg.Path+".untrusted")
+		}
+		if err := writeMarker(cfg.Path, "open "+l.boot); err != nil {
+			return nil, fmt.Errorf("log: write %s: %w", markerPath(cfg.Path), err)
+		}
+	}
 	db, err := l.openDB(cfg.Path)
 	if err != nil {
 		return nil, err
@@ -128,10 +157,14 @@ func Open(cfg Config) (*Log, error) {
 	return l, nil
 }
 
+// Rebuilt reports whether Open found the file untrustworthy (DeferSync
+// after a power loss) and started empty.
+func (l *Log) Rebuilt() bool { return l.rebuilt }
+
 func (l *Log) openDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         2 * time.Second,
-		NoSync:          l.cfg.NoSync,
+		NoSync:          l.cfg.NoSync || l.cfg.DeferSync,
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
@@ -165,7 +198,17 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	return l.db.Close()
+	if !l.cfg.DeferSync {
+		return l.db.Close()
+	}
+	err := l.db.Sync()
+	if cerr := l.db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = writeMarker(l.cfg.Path, "clean")
+	}
+	return err
 }
 
 func (l *Log) view(fn func(tx *bolt.Tx) error) error {

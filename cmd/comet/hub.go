@@ -180,7 +180,10 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	logger = logger.With("node", f.id)
 
 	// Open in order: log, API listener, Raft, service. Close in reverse.
-	clog, err := log.Open(log.Config{Path: filepath.Join(f.data, "channels.db"), Logger: logger.With("component", "log")})
+	// The Raft log is fsynced before every acknowledgement; the channel
+	// log is rebuilt from Raft after a power loss (see log.Config.DeferSync).
+	clog, err := log.Open(log.Config{Path: filepath.Join(f.data, "channels.db"), DeferSync: true,
+		Logger: logger.With("component", "log")})
 	if err != nil {
 		return err
 	}
