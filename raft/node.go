@@ -59,8 +59,11 @@ type Config struct {
 	// Transport replaces the TCP transport (tests use hraft.NewInmemTransport).
 	Transport hraft.Transport
 
-	// Timeouts; defaults are for a LAN: 1s heartbeat and election timeout,
-	// 500ms leader lease.
+	// Timeouts; defaults are for a LAN: 1s heartbeat and election
+	// timeout and a 1s leader lease (hashicorp/raft's 500ms lease makes a
+	// leader on a busy 2-core machine step down needlessly; a longer lease
+	// does not slow failover, which the followers' heartbeat timeout
+	// decides).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -103,7 +106,7 @@ func (c *Config) setDefaults() error {
 	}
 	def(&c.HeartbeatTimeout, time.Second)
 	def(&c.ElectionTimeout, time.Second)
-	def(&c.LeaderLeaseTimeout, 500*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, min(time.Second, c.HeartbeatTimeout))
 	def(&c.SnapshotInterval, 30*time.Second)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 4096
@@ -134,6 +137,11 @@ type Node struct {
 	doneCh        chan struct{}
 	closeOnce     sync.Once
 	closeErr      error
+
+	// applyMu is held for reading while an entry is handed to Raft, and
+	// for writing by Close to set closing and so stop that (see Close).
+	applyMu sync.RWMutex
+	closing bool
 }
 
 // New starts a Raft node over cfg.Log. When Dir holds no Raft state and
@@ -194,8 +202,17 @@ func New(cfg Config) (*Node, error) {
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	// The log is durable on its own and records its applied index, so a
-	// restart does not need to restore the last snapshot into it.
+	// restart does not need to restore the last snapshot into it. Unless
+	// the log is behind that snapshot: a snapshot from the leader was saved
+	// but never restored into the log (a crash or an error in between).
+	// Raft starts after the snapshot's index all the same, so without a
+	// restore the log would miss those entries and diverge.
 	rc.NoSnapshotRestoreOnStart = true
+	if metas, err := snaps.List(); err == nil && len(metas) > 0 && metas[0].Index > cfg.Log.Applied() {
+		rc.NoSnapshotRestoreOnStart = false
+		n.logger.Warn("log is behind the last snapshot; restoring it",
+			"applied", cfg.Log.Applied(), "snapshot", metas[0].Index)
+	}
 
 	existing, err := hraft.HasExistingState(n.store, n.store, snaps)
 	if err != nil {
@@ -296,6 +313,11 @@ func (n *Node) Propose(cmd *Command) *Proposal {
 	if cmd.Epoch == "" {
 		cmd.Epoch = NewEpoch()
 	}
+	n.applyMu.RLock()
+	defer n.applyMu.RUnlock()
+	if n.closing {
+		return &Proposal{err: ErrClosed}
+	}
 	if n.raft.State() != hraft.Leader {
 		return &Proposal{err: ErrNotLeader}
 	}
@@ -380,10 +402,18 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 // Barrier waits until everything committed before it is applied here. Only
 // the leader can issue one.
 func (n *Node) Barrier(timeout time.Duration) error {
-	return mapErr(n.raft.Barrier(timeout).Error())
+	n.applyMu.RLock()
+	if n.closing {
+		n.applyMu.RUnlock()
+		return ErrClosed
+	}
+	f := n.raft.Barrier(timeout)
+	n.applyMu.RUnlock()
+	return mapErr(f.Error())
 }
 
-// Indexes reports the Raft term and the commit, applied and last log indexes.
+// Indexes reports the Raft term, the commit index, the index stored in the
+// channel log (Applied) and the last index of the Raft log.
 type Indexes struct {
 	Term, Commit, Applied, Last uint64
 }
@@ -392,9 +422,11 @@ type Indexes struct {
 func (n *Node) Indexes() Indexes {
 	term, _ := parseUint(n.raft.Stats()["term"])
 	return Indexes{
-		Term:    term,
-		Commit:  n.raft.CommitIndex(),
-		Applied: n.raft.AppliedIndex(),
+		Term:   term,
+		Commit: n.raft.CommitIndex(),
+		// hashicorp/raft counts an entry applied when it hands it to the
+		// FSM; the log's own index moves when the entry is stored.
+		Applied: n.cfg.Log.Applied(),
 		Last:    n.raft.LastIndex(),
 	}
 }
@@ -463,11 +495,21 @@ func (n *Node) Snapshot() error {
 	return mapErr(n.raft.Snapshot().Error())
 }
 
-// Close shuts the node down. It is idempotent. Order: stop Raft (which
-// stops applying to the log), then the watcher, then the transport, then
-// the Raft log store. The channel log belongs to the caller.
+// Close shuts the node down. It is idempotent. Order: refuse new entries
+// and let Raft take those already handed to it, stop Raft (which stops
+// applying to the log), then the watcher, then the transport, then the Raft
+// log store. The channel log belongs to the caller.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		// Raft never answers an entry still in its queue at Shutdown
+		// (BatchApplyCh; hashicorp/raft#498): its Wait would block for
+		// good. So refuse new entries (ErrClosed), then queue a barrier
+		// behind the ones handed over: once it returns, Raft has taken or
+		// refused each of them, and Shutdown fails those still in flight.
+		n.applyMu.Lock()
+		n.closing = true
+		n.applyMu.Unlock()
+		_ = n.raft.Barrier(5 * time.Second).Error()
 		err := n.raft.Shutdown().Error()
 		n.raft.DeregisterObserver(n.observer)
 		close(n.closeCh)

@@ -26,7 +26,7 @@ import (
 type hubFlags struct {
 	id, data, raftAddr, api, peers, join, retention, logLevel     string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
-	snapshotInterval                                              time.Duration
+	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
 }
 
@@ -47,6 +47,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot and truncate the Raft log")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 4096, "new Raft entries that trigger a snapshot")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 2048, "Raft entries kept after a snapshot for followers that lag")
+	fs.DurationVar(&f.raftTimeout, "raft-timeout", time.Second, "Raft heartbeat, election and leader-lease timeout: failover takes about 1-2x this; raise it on busy or slow machines")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -141,6 +142,9 @@ func checkDataDir(dir string) error {
 }
 
 func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
+	if f.raftTimeout < 10*time.Millisecond {
+		return fmt.Errorf("%w: --raft-timeout %v is too short (at least 10ms)", errUsage, f.raftTimeout)
+	}
 	if f.id == "" {
 		return fmt.Errorf("%w: --id is required (a unique, stable name such as h1)", errUsage)
 	}
@@ -196,6 +200,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	stream := broker.NewStream(0, 0)
 	node, err := raft.New(raft.Config{
 		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog, Observer: stream,
+		HeartbeatTimeout: f.raftTimeout, ElectionTimeout: f.raftTimeout, LeaderLeaseTimeout: f.raftTimeout,
 		SnapshotInterval: f.snapshotInterval, SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
 		Logger: logger.With("component", "raft"),
 	})
