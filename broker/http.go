@@ -27,7 +27,6 @@ const (
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/publish", s.handlePublish)
-	mux.HandleFunc("GET /v1/channels/{rest...}", s.handleMessages)
 	mux.HandleFunc("GET /v1/cluster", s.handleCluster)
 	mux.HandleFunc("GET /v1/stream", s.handleStream)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
@@ -38,10 +37,42 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// This pattern matches every method, so the mux never answers 405
+		// itself: tell a wrong method on a known path from an unknown path.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, pattern := mux.Handler(r2); pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, wire.Error{Code: wire.CodeBadRequest,
+				Message: "method " + r.Method + " is not allowed on " + r.URL.Path + "; use " + strings.Join(allow, " or ")})
+			return
+		}
 		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Channel names may hold '/' and "..": route them before ServeMux,
+		// which cleans paths ("a/../b" is a valid channel name, not "b").
+		if rest, ok := strings.CutPrefix(r.URL.Path, channelsPrefix); ok {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", http.MethodGet)
+				writeJSON(w, http.StatusMethodNotAllowed, wire.Error{Code: wire.CodeBadRequest,
+					Message: "method " + r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
+				return
+			}
+			s.handleMessages(w, r, rest)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
+
+const channelsPrefix = "/v1/channels/"
 
 func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
 	var req wire.PublishRequest
@@ -62,8 +93,8 @@ func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) {
-	ch, ok := strings.CutSuffix(r.PathValue("rest"), "/messages")
+func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest string) {
+	ch, ok := strings.CutSuffix(rest, "/messages")
 	if !ok {
 		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: use /v1/channels/{channel}/messages"})
 		return
@@ -130,15 +161,24 @@ func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// readyWait is how long Ready waits for this hub to apply what was committed
+// when it was asked. Under load the applied index always trails the commit
+// index by the entries being applied, on the leader too; that is not lag.
+const readyWait = time.Second
+
 // Ready reports whether this hub knows a leader and has applied everything
-// it knows to be committed.
+// it knew to be committed when asked, within readyWait.
 func (s *Service) Ready() error {
 	if id, _ := s.node.Leader(); id == "" {
 		return errors.New("no leader")
 	}
 	ix := s.node.Indexes()
-	if ix.Applied < ix.Commit {
-		return fmt.Errorf("catching up: applied %d of %d", ix.Applied, ix.Commit)
+	deadline := time.Now().Add(readyWait)
+	for cur := ix; cur.Applied < ix.Commit; cur = s.node.Indexes() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("catching up: applied %d of %d", cur.Applied, ix.Commit)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if s.log.Epoch() == "" {
 		return errors.New("no entry applied yet")

@@ -217,17 +217,26 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 	case <-s.closeCh:
 		return wire.PublishResponse{}, ErrClosed
 	}
+	var o outcome
 	select {
-	case o := <-p.done:
-		if errors.Is(o.err, raft.ErrNotLeader) {
-			// Leadership moved before the entry was proposed: nothing was
-			// stored, so forwarding is safe.
-			return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
-		}
-		return o.res, o.err
+	case o = <-p.done:
 	case <-ctx.Done():
 		return wire.PublishResponse{}, ctx.Err()
+	case <-s.doneCh:
+		// Run has ended, after answering every publish it took: one that
+		// reached the queue after the batcher drained it is never taken.
+		select {
+		case o = <-p.done:
+		default:
+			return wire.PublishResponse{}, ErrClosed
+		}
 	}
+	if errors.Is(o.err, raft.ErrNotLeader) {
+		// Leadership moved before the entry was proposed: nothing was
+		// stored, so forwarding is safe.
+		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+	}
+	return o.res, o.err
 }
 
 // checkPublish validates a publish and returns its data compacted to one
@@ -418,6 +427,14 @@ func (s *Service) duties(ctx context.Context) {
 			// applied here before acting on the state.
 			if err := s.node.Barrier(5 * time.Second); err != nil {
 				s.logger.Warn("barrier after election failed", "err", err)
+				continue
+			}
+			// Raft's own entries (the election's no-op, barriers) never
+			// reach the channel log, whose applied index would then stay
+			// below the commit index until the next publish, and Ready
+			// would say "catching up" on every hub: write one entry now.
+			if err := s.putMeta(s.node.ID(), nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}); err != nil {
+				s.logger.Warn("register after election failed", "err", err)
 				continue
 			}
 			leading, lastSweep = true, time.Now()

@@ -37,6 +37,7 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+	flusher.Flush() // the reader learns it is connected now, not at the first line
 	enc := json.NewEncoder(w)
 	heartbeat := time.NewTicker(streamHeartbeat)
 	defer heartbeat.Stop()

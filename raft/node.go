@@ -127,7 +127,7 @@ type Node struct {
 
 	raft      *hraft.Raft
 	trans     hraft.Transport
-	closeable interface{ Close() error } // the TCP transport, when ours
+	closeable *hraft.NetworkTransport // the TCP transport, when ours
 	store     *raftboltdb.BoltStore
 
 	leaderChanges atomic.Uint64
@@ -278,6 +278,9 @@ func (n *Node) watch() {
 
 func (n *Node) closeTransport() {
 	if n.closeable != nil {
+		// Close the pooled outgoing connections too: otherwise the peers'
+		// handlers for them stay blocked until this process exits.
+		n.closeable.CloseStreams()
 		n.closeable.Close()
 	}
 }

@@ -1,0 +1,295 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/wire"
+)
+
+// TestPublishConcurrentDense publishes from many goroutines through the
+// leader and both followers to one channel: the offsets handed out are
+// exactly 1..N, and every hub serves all N messages with the right data.
+func TestPublishConcurrentDense(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	hubs := append([]*hub{l}, c.followers(l)...)
+
+	const (
+		channel    = "room/a:b@c"
+		publishers = 200
+		each       = 5
+		n          = publishers * each
+	)
+	var (
+		mu       sync.Mutex
+		byOffset = map[uint64]string{}
+		wg       sync.WaitGroup
+	)
+	for g := range publishers {
+		wg.Go(func() {
+			// Each publisher starts at its own hub; on a retry it moves on.
+			targets := apis(hubs[g%3:]...)
+			targets = append(targets, apis(hubs[:g%3]...)...)
+			for i := range each {
+				data := fmt.Sprintf(`{"g":%d,"i":%d}`, g, i)
+				res, ok := c.publishRetry(targets, channel, data, fmt.Sprintf("g%d-%d", g, i))
+				if !ok {
+					return
+				}
+				if res.Channel != channel || res.Epoch == "" {
+					t.Errorf("publish %s: answer %+v", data, res)
+				}
+				mu.Lock()
+				if prev, dup := byOffset[res.Offset]; dup {
+					t.Errorf("offset %d handed out twice: %s and %s", res.Offset, prev, data)
+				}
+				byOffset[res.Offset] = data
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	offsets := make([]uint64, 0, len(byOffset))
+	for off := range byOffset {
+		offsets = append(offsets, off)
+	}
+	slices.Sort(offsets)
+	if len(offsets) != n || offsets[0] != 1 || offsets[n-1] != n {
+		t.Fatalf("offsets are not 1..%d: %d of them, from %d to %d", n, len(offsets), offsets[0], offsets[len(offsets)-1])
+	}
+
+	var epoch string
+	for _, h := range c.hubs {
+		var got wire.MessagesResponse
+		eventually(t, 10*time.Second, func() error {
+			var err error
+			got, err = c.readAll(h.api, channel)
+			if err == nil && len(got.Messages) != n {
+				err = fmt.Errorf("%s has %d of %d messages", h.id, len(got.Messages), n)
+			}
+			return err
+		})
+		checkDense(t, h.id, got.Messages, 1, n)
+		if got.First != 1 || got.Next != n+1 {
+			t.Errorf("%s: first=%d next=%d, want 1 and %d", h.id, got.First, got.Next, n+1)
+		}
+		for _, m := range got.Messages {
+			if string(m.Data) != byOffset[m.Offset] {
+				t.Fatalf("%s: offset %d holds %s, the publish of %s got it", h.id, m.Offset, m.Data, byOffset[m.Offset])
+			}
+			if m.Time.IsZero() {
+				t.Fatalf("%s: offset %d has no time", h.id, m.Offset)
+			}
+		}
+		if epoch == "" {
+			epoch = got.Epoch
+		}
+		if got.Epoch == "" || got.Epoch != epoch {
+			t.Errorf("%s: epoch %q, another hub says %q", h.id, got.Epoch, epoch)
+		}
+	}
+}
+
+// TestPublishChannelNames checks that names with '/', ':', '@' and the
+// other allowed characters work in the URL path, escaped or not, and that
+// the channels stay apart.
+func TestPublishChannelNames(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	f := c.followers(l)[0]
+	names := []string{
+		"a/b/c", "x:y", "user@host", "mix/a:b@c-d_e.f", "a", "A-Z_0.9",
+		"deep/er/and/deeper/still",
+		// Names that a path cleaner would mangle. Clients may escape '/'
+		// as %2F (and '.' as %2E), which the API undoes.
+		"a//b", "dot/./x", "up/../x", "trailing/", "/leading", ".", "..",
+	}
+	for i, name := range names {
+		for j := range 3 {
+			via := []string{l.api, f.api}[j%2]
+			data := fmt.Sprintf(`{"name":%q,"j":%d}`, name, j)
+			res, ok := c.publishRetry([]string{via}, name, data, fmt.Sprintf("%d-%d", i, j))
+			if !ok {
+				t.FailNow()
+			}
+			if res.Offset != uint64(j+1) || res.Channel != name {
+				t.Fatalf("publish %d to %q: %+v, want offset %d", j, name, res, j+1)
+			}
+		}
+	}
+	for _, h := range c.hubs {
+		for _, name := range names {
+			eventually(t, 10*time.Second, func() error {
+				m, status, raw := c.messages(h.api, escapeChannel(name), 1, 10)
+				if status != 200 {
+					return fmt.Errorf("%s: read %q: %d %s", h.id, name, status, raw)
+				}
+				if len(m.Messages) != 3 {
+					return fmt.Errorf("%s: %q has %d messages, want 3", h.id, name, len(m.Messages))
+				}
+				for j, msg := range m.Messages {
+					var d struct {
+						Name string
+						J    int
+					}
+					if err := json.Unmarshal(msg.Data, &d); err != nil || d.Name != name || d.J != j || msg.Offset != uint64(j+1) {
+						t.Fatalf("%s: %q offset %d holds %s", h.id, name, msg.Offset, msg.Data)
+					}
+				}
+				return nil
+			})
+		}
+		// Unescaped too: the path is not cleaned, so "up/../x" is that
+		// channel and not "x".
+		for _, name := range names {
+			m, status, raw := c.messages(h.api, name, 1, 10)
+			if status != 200 || len(m.Messages) != 3 || !strings.Contains(string(m.Messages[0].Data), fmt.Sprintf("%q", name)) {
+				t.Errorf("%s: unescaped read of %q: %d %s", h.id, name, status, raw)
+			}
+		}
+	}
+}
+
+// escapeChannel escapes a channel name for a URL path: '/' as %2F, and '.'
+// as %2E so that "." and ".." are not taken for path segments to clean.
+func escapeChannel(name string) string {
+	return strings.ReplaceAll(url.PathEscape(name), ".", "%2E")
+}
+
+// TestPublishIdempotent checks guarantee 4 across hubs: the same id on the
+// same channel is stored once and answered with the first offset, whether
+// the retry goes to a follower or the leader; the same id on another
+// channel is independent.
+func TestPublishIdempotent(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	f := c.followers(l)[0]
+
+	first, ok := c.publishRetry([]string{f.api}, "orders", `{"n":1}`, "key-1")
+	if !ok {
+		t.FailNow()
+	}
+	if first.Offset != 1 {
+		t.Fatalf("first publish: offset %d, want 1", first.Offset)
+	}
+	for _, via := range []*hub{l, f, c.followers(l)[1]} {
+		r, ok := c.publishRetry([]string{via.api}, "orders", `{"n":"retry"}`, "key-1")
+		if ok && (r.Offset != first.Offset || !r.Duplicate || r.Epoch != first.Epoch) {
+			t.Errorf("retry via %s: %+v, want offset %d duplicate", via.id, r, first.Offset)
+		}
+	}
+	// Other ids are new messages; the same id on another channel is
+	// independent. (Duplicate may be true here if publishRetry had to
+	// retry one whose first try was stored: the offsets tell.)
+	if r, _ := c.publishRetry([]string{l.api}, "orders", `{"n":2}`, "key-2"); r.Offset != 2 {
+		t.Errorf("key-2: %+v, want offset 2", r)
+	}
+	if r, _ := c.publishRetry([]string{f.api}, "orders", `{"n":3}`, "key-3"); r.Offset != 3 {
+		t.Errorf("key-3: %+v, want offset 3", r)
+	}
+	if r, _ := c.publishRetry([]string{f.api}, "invoices", `{"n":1}`, "key-1"); r.Offset != 1 {
+		t.Errorf("key-1 on another channel: %+v, want offset 1", r)
+	}
+
+	// Many concurrent publishes of one id, through every hub: one offset,
+	// one message.
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		offsets = map[uint64]int{}
+		fresh   int
+	)
+	for g := range 60 {
+		wg.Go(func() {
+			r, ok := c.publishRetry([]string{c.hubs[g%3].api}, "orders", fmt.Sprintf(`{"g":%d}`, g), "key-burst")
+			if !ok {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			offsets[r.Offset]++
+			if !r.Duplicate {
+				fresh++
+			}
+		})
+	}
+	wg.Wait()
+	// One answer says "not a duplicate", unless that one was lost to an
+	// election and retried.
+	if len(offsets) != 1 || offsets[4] != 60 || fresh > 1 {
+		t.Errorf("burst of one id: offsets %v, %d not duplicates; want all at 4 and one not a duplicate", offsets, fresh)
+	}
+
+	want := []string{`{"n":1}`, `{"n":2}`, `{"n":3}`}
+	for _, h := range c.hubs {
+		eventually(t, 10*time.Second, func() error {
+			got, err := c.readAll(h.api, "orders")
+			if err != nil {
+				return err
+			}
+			if len(got.Messages) != 4 || got.Next != 5 {
+				return fmt.Errorf("%s: orders has %d messages, next %d; want 4 and 5", h.id, len(got.Messages), got.Next)
+			}
+			checkDense(t, h.id, got.Messages, 1, 4)
+			for i, w := range want {
+				if string(got.Messages[i].Data) != w {
+					t.Fatalf("%s: offset %d holds %s, want %s", h.id, i+1, got.Messages[i].Data, w)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// TestGroupCommitBatches checks that concurrent publishes share Raft
+// entries: the leader's comet_batch_messages histogram averages more than
+// one message per entry. It asserts no timings.
+func TestGroupCommitBatches(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	before := c.metrics(l.api)
+
+	const publishers, each = 256, 4
+	var wg sync.WaitGroup
+	for g := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				c.publishRetry([]string{l.api}, fmt.Sprintf("batch-%d", g%8), `"x"`, fmt.Sprintf("%d-%d", g, i))
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	after := c.metrics(l.api)
+	if !l.node.IsLeader() {
+		t.Skip("leadership moved during the test; the histogram is split between hubs")
+	}
+	count := after["comet_batch_messages_count"] - before["comet_batch_messages_count"]
+	sum := after["comet_batch_messages_sum"] - before["comet_batch_messages_sum"]
+	if sum < publishers*each { // retries after an election may add some
+		t.Errorf("comet_batch_messages_sum grew by %v, want at least %d", sum, publishers*each)
+	}
+	if count <= 0 || sum/count <= 1 {
+		t.Errorf("%v messages in %v entries: no batching", sum, count)
+	}
+	multi := after["comet_batch_messages_count"] - after[`comet_batch_messages_bucket{le="1"}`]
+	if multi <= 0 {
+		t.Errorf("no entry held more than one message: %v", after)
+	}
+	t.Logf("%v messages in %v entries (%.1f per entry)", sum, count, sum/count)
+	if ok := after[`comet_publish_total{result="ok"}`] - before[`comet_publish_total{result="ok"}`]; ok < publishers*each {
+		t.Errorf("comet_publish_total{result=\"ok\"} grew by %v, want at least %d", ok, publishers*each)
+	}
+}

@@ -1,0 +1,98 @@
+package broker_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/log"
+)
+
+// TestRetentionTrimsWithoutRenumbering configures every hub with a rule
+// that keeps 3 messages of "short:*": after 10 publishes the API reports
+// first=8 next=11 and offsets 8..10, on every hub, and later publishes go
+// on from 11.
+func TestRetentionTrimsWithoutRenumbering(t *testing.T) {
+	rules := []log.Rule{{Pattern: "short:*", MaxMessages: 3}}
+	c := newCluster3(t, func(cfg *broker.Config) { cfg.Retention = rules })
+	l := c.leader()
+	// The leader replicates its rules once it leads; wait for every hub.
+	for _, h := range c.hubs {
+		waitFor(t, 10*time.Second, h.id+" to have the retention rules", func() bool {
+			got, err := h.log.Retention()
+			return err == nil && slices.Equal(got, rules)
+		})
+	}
+
+	for i := 1; i <= 10; i++ {
+		via := c.hubs[i%3].api
+		r, ok := c.publishRetry([]string{via, l.api}, "short:x", fmt.Sprintf(`{"n":%d}`, i), fmt.Sprint(i))
+		if !ok {
+			t.FailNow()
+		}
+		if r.Offset != uint64(i) {
+			t.Fatalf("publish %d: offset %d", i, r.Offset)
+		}
+		// A channel no rule matches keeps everything (built-in defaults).
+		if _, ok := c.publishRetry([]string{via}, "long:x", fmt.Sprintf(`{"n":%d}`, i), fmt.Sprint(i)); !ok {
+			t.FailNow()
+		}
+	}
+
+	check := func(h *hub, from uint64, first, next uint64, offsets ...uint64) error {
+		m, status, raw := c.messages(h.api, "short:x", from, 100)
+		if status != http.StatusOK {
+			return fmt.Errorf("%s: %d %s", h.id, status, raw)
+		}
+		var got []uint64
+		for _, msg := range m.Messages {
+			got = append(got, msg.Offset)
+			if want := fmt.Sprintf(`{"n":%d}`, msg.Offset); string(msg.Data) != want {
+				t.Fatalf("%s: offset %d holds %s, want %s", h.id, msg.Offset, msg.Data, want)
+			}
+		}
+		if m.First != first || m.Next != next || !slices.Equal(got, offsets) {
+			return fmt.Errorf("%s: from=%d gave first=%d next=%d offsets %v; want first=%d next=%d offsets %v",
+				h.id, from, m.First, m.Next, got, first, next, offsets)
+		}
+		return nil
+	}
+	for _, h := range c.hubs {
+		eventually(t, 10*time.Second, func() error { return check(h, 1, 8, 11, 8, 9, 10) })
+		if err := check(h, 0, 8, 11, 8, 9, 10); err != nil {
+			t.Error(err)
+		}
+		if err := check(h, 9, 8, 11, 9, 10); err != nil {
+			t.Error(err)
+		}
+		if err := check(h, 11, 8, 11); err != nil {
+			t.Error(err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			long, err := c.readAll(h.api, "long:x")
+			if err == nil && (long.First != 1 || long.Next != 11) {
+				err = fmt.Errorf("%s: long:x has first=%d next=%d, want 1 and 11", h.id, long.First, long.Next)
+			}
+			if err == nil {
+				checkDense(t, h.id+" long:x", long.Messages, 1, 10)
+			}
+			return err
+		})
+	}
+
+	for i := 11; i <= 12; i++ {
+		r, ok := c.publishRetry([]string{l.api}, "short:x", fmt.Sprintf(`{"n":%d}`, i), fmt.Sprint(i))
+		if !ok {
+			t.FailNow()
+		}
+		if r.Offset != uint64(i) {
+			t.Fatalf("publish %d after trimming: offset %d", i, r.Offset)
+		}
+	}
+	for _, h := range c.hubs {
+		eventually(t, 10*time.Second, func() error { return check(h, 1, 10, 13, 10, 11, 12) })
+	}
+}
