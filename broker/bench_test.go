@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,24 +15,38 @@ import (
 	"github.com/comethq/comet/broker"
 )
 
+// benchInflight and benchBatch override broker.Config for experiments.
+var (
+	benchInflight = flag.Int("bench.inflight", 0, "broker MaxInflight for BenchmarkPublish (0: default)")
+	benchBatch    = flag.Int("bench.batch", 0, "broker BatchMaxMessages for BenchmarkPublish (0: default)")
+)
+
 // BenchmarkPublish measures publish -> acknowledgement through a real
-// 3-hub cluster on loopback TCP in this process: the leader's
-// Service.Publish, group commit, Raft replication with fsync on every hub,
-// and the apply. No HTTP. One op is one acknowledged 128-byte message with
-// an idempotency id. Run it with a fixed count, as the cluster is built per
-// sub-benchmark:
+// 3-hub cluster on loopback TCP in this process, with the hubs set up as
+// `comet hub` sets them up: the leader's Service.Publish, group commit, Raft
+// replication with the Raft log fsynced on every hub, and the apply. No
+// HTTP. One op is one acknowledged 128-byte message with an idempotency id.
+//
+// A publisher with a window of W keeps W publishes in flight (W goroutines
+// publishing synchronously); window=1 is a publisher that waits for each
+// ack. Run it with a fixed count, as the cluster is built per sub-benchmark:
 //
 //	go test ./broker -run '^$' -bench Publish -benchtime 20000x
 func BenchmarkPublish(b *testing.B) {
-	for _, pubs := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("publishers=%d", pubs), func(b *testing.B) {
-			benchPublish(b, pubs)
+	for _, bc := range []struct{ pubs, window int }{{1, 1}, {16, 1}, {256, 1}, {1, 64}, {16, 64}, {256, 16}} {
+		b.Run(fmt.Sprintf("publishers=%d/window=%d", bc.pubs, bc.window), func(b *testing.B) {
+			benchPublish(b, bc.pubs*bc.window)
 		})
 	}
 }
 
-func benchPublish(b *testing.B, pubs int) {
-	c := newCluster3(b, func(cfg *broker.Config) { cfg.MaxMessageBytes = 1 << 10 })
+func benchPublish(b *testing.B, senders int) {
+	c := newCluster(b, func(cfg *broker.Config) {
+		cfg.MaxMessageBytes = 1 << 10
+		cfg.MaxInflight, cfg.BatchMaxMessages = *benchInflight, *benchBatch
+	})
+	c.production = true
+	c.start3()
 	svc := c.leader().svc
 	data := json.RawMessage(`"` + strings.Repeat("x", 126) + `"`)
 	var (
@@ -46,11 +61,11 @@ func benchPublish(b *testing.B, pubs int) {
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
 	start := time.Now()
-	for p := 0; p < pubs; p++ {
+	for p := 0; p < senders; p++ {
 		wg.Add(1)
-		go func(p int) {
+		go func() {
 			defer wg.Done()
-			local := make([]time.Duration, 0, b.N/pubs+1)
+			local := make([]time.Duration, 0, b.N/senders+1)
 			for {
 				i := next.Add(1)
 				if i > int64(b.N) {
@@ -68,7 +83,7 @@ func benchPublish(b *testing.B, pubs int) {
 			mu.Lock()
 			lat = append(lat, local...)
 			mu.Unlock()
-		}(p)
+		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

@@ -124,6 +124,9 @@ type cluster struct {
 	cfg    broker.Config // template for every hub's service config
 	hubs   []*hub
 	client *http.Client
+	// production runs hubs as `comet hub` does (1s Raft timeouts, the
+	// channel log with DeferSync) instead of the fast test settings.
+	production bool
 }
 
 // clusterOption adjusts the service config template of a cluster.
@@ -151,6 +154,14 @@ func newCluster(t testing.TB, opts ...clusterOption) *cluster {
 func newCluster3(t testing.TB, opts ...clusterOption) *cluster {
 	t.Helper()
 	c := newCluster(t, opts...)
+	c.start3()
+	return c
+}
+
+// start3 starts the three hubs of newCluster3.
+func (c *cluster) start3() {
+	t := c.t
+	t.Helper()
 	h1 := c.start("h1", true)
 	waitFor(t, 10*time.Second, "h1 to be ready", func() bool { return c.ready(h1) })
 	for _, id := range []string{"h2", "h3"} {
@@ -168,7 +179,6 @@ func newCluster3(t testing.TB, opts ...clusterOption) *cluster {
 			}
 		}
 	})
-	return c
 }
 
 // start starts a hub. With bootstrap, it bootstraps a cluster of its own;
@@ -181,7 +191,7 @@ func (c *cluster) start(id string, bootstrap bool) *hub {
 	if *hubLog {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name(), "hub", id)
 	}
-	l, err := log.Open(log.Config{Path: filepath.Join(dir, "channels.db"), Logger: logger})
+	l, err := log.Open(log.Config{Path: filepath.Join(dir, "channels.db"), Logger: logger, DeferSync: c.production})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,13 +206,16 @@ func (c *cluster) start(id string, bootstrap bool) *hub {
 	if bootstrap {
 		peers = []raft.Peer{{ID: id, Addr: "127.0.0.1:0"}}
 	}
+	timeout := 200 * time.Millisecond
+	if c.production {
+		timeout = time.Second
+	}
 	// Wired as `comet hub` wires it: the commit stream observes the FSM.
 	stream := broker.NewStream(0, 0)
 	node, err := raft.New(raft.Config{
 		ID: id, Dir: filepath.Join(dir, "raft"), Addr: "127.0.0.1:0", Peers: peers, Log: l, Observer: stream,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
-		Logger:             logger,
+		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
+		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "",
 	})
 	if err != nil {
 		ln.Close()

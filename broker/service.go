@@ -46,7 +46,7 @@ type Config struct {
 	BatchMaxMessages int
 	BatchMaxBytes    int
 	// MaxInflight bounds the entries proposed but not yet committed
-	// (default 16).
+	// (default 4).
 	MaxInflight int
 	// QueueSize bounds the publishes waiting for a batch (default 16384);
 	// past it, Publish waits (backpressure).
@@ -89,7 +89,7 @@ func (c *Config) setDefaults() error {
 	setInt(&c.MaxMessageBytes, 64<<10)
 	setInt(&c.BatchMaxMessages, 1024)
 	setInt(&c.BatchMaxBytes, 1<<20)
-	setInt(&c.MaxInflight, 16)
+	setInt(&c.MaxInflight, 4)
 	setInt(&c.QueueSize, 16384)
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Minute

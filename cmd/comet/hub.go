@@ -43,7 +43,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<10, "largest message data accepted, in bytes")
 	fs.IntVar(&f.batchMaxMessages, "batch-max-messages", 1024, "most messages coalesced into one Raft entry")
 	fs.IntVar(&f.batchMaxBytes, "batch-max-bytes", 1<<20, "most bytes coalesced into one Raft entry")
-	fs.IntVar(&f.maxInflight, "max-inflight", 16, "most Raft entries being committed at once")
+	fs.IntVar(&f.maxInflight, "max-inflight", 4, "most Raft entries being committed at once")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot and truncate the Raft log")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 4096, "new Raft entries that trigger a snapshot")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 2048, "Raft entries kept after a snapshot for followers that lag")
