@@ -242,7 +242,7 @@ func (s *Service) Status(ctx context.Context) (wire.ClusterStatus, error) {
 		go func(n *wire.Node) {
 			defer wg.Done()
 			var remote wire.ClusterStatus
-			if err := s.get(ctx, n.API, "/v1/cluster?local=1", &remote); err != nil {
+			if err := s.client.Get(ctx, n.API, "/v1/cluster?local=1", &remote); err != nil {
 				n.State, n.Error = "unreachable", err.Error()
 				return
 			}
@@ -251,22 +251,6 @@ func (s *Service) Status(ctx context.Context) (wire.ClusterStatus, error) {
 	}
 	wg.Wait()
 	return st, nil
-}
-
-func (s *Service) get(ctx context.Context, api, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := s.cfg.Client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s", api, resp.Status)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
 
 // decode reads a JSON body of at most limit bytes into v, refusing unknown

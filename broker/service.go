@@ -113,6 +113,7 @@ type Service struct {
 	log     *log.Log
 	logger  *slog.Logger
 	metrics *metrics
+	client  *Client // to other hubs
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -151,6 +152,7 @@ func New(cfg Config) (*Service, error) {
 		doneCh:   make(chan struct{}),
 		drainCh:  make(chan struct{}),
 	}
+	s.client = &Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID()}
 	s.metrics = newMetrics(s)
 	return s, nil
 }

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/wire"
 )
 
@@ -64,12 +64,11 @@ type benchResult struct {
 
 func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	apis := strings.Split(b.apis, ",")
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConnsPerHost: b.publishers + 8, MaxConnsPerHost: b.publishers + 8}}
+	client := broker.NewClient(30*time.Second, b.publishers+8)
 	ctx := context.Background()
 	target := apis[0]
 	var st wire.ClusterStatus
-	if err := getJSON(ctx, client, apis[0], "/v1/cluster", &st); err != nil {
+	if err := client.Get(ctx, apis[0], "/v1/cluster", &st); err != nil {
 		return fmt.Errorf("ask %s for the leader: %w", apis[0], err)
 	}
 	if st.LeaderAPI != "" {
@@ -128,10 +127,11 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 					req.ID = fmt.Sprintf("%s-%d", run, n)
 				}
 				t0 := time.Now()
-				if err := postJSON(ctx, client, target, "/v1/publish", req, nil); err != nil {
+				if err := client.Post(ctx, target, "/v1/publish", req, nil); err != nil {
 					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					if errors.Is(err, errHTTP) {
+					firstErr.CompareAndSwap(nil, err.Error())
+					var apiErr *broker.APIError
+					if errors.As(err, &apiErr) {
 						continue
 					}
 					time.Sleep(10 * time.Millisecond) // connection trouble: don't spin
@@ -151,7 +151,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	res := benchResult{Publishers: b.publishers, Size: b.size, Messages: done.Load(), Errors: failed.Load(),
 		Seconds: elapsed.Seconds(), Rate: float64(done.Load()) / elapsed.Seconds(),
 		P50: pct(lat, 0.50), P90: pct(lat, 0.90), P99: pct(lat, 0.99), Max: pct(lat, 1)}
-	if err, ok := firstErr.Load().(error); ok {
+	if err, ok := firstErr.Load().(string); ok {
 		fmt.Fprintf(stderr, "first error: %v\n", err)
 	}
 	if b.jsonOut {

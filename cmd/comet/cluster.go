@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
+	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/wire"
 )
 
@@ -39,7 +39,7 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := postJSON(ctx, http.DefaultClient, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
+		if err := broker.NewClient(20*time.Second, 2).Post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed %s\n", fs.Arg(0))
@@ -53,7 +53,7 @@ func clusterStatus(api string, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st wire.ClusterStatus
-	if err := getJSON(ctx, http.DefaultClient, api, "/v1/cluster", &st); err != nil {
+	if err := broker.NewClient(5*time.Second, 2).Get(ctx, api, "/v1/cluster", &st); err != nil {
 		return fmt.Errorf("cluster status from %s: %w", api, err)
 	}
 	if asJSON {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -280,11 +279,11 @@ func containsPeer(peers []raft.Peer, id string) bool {
 // joinCluster asks the hubs at apis, in turn, to add this hub, until one
 // succeeds or ctx ends.
 func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, req wire.JoinRequest) {
-	client := &http.Client{Timeout: 15 * time.Second}
+	client := broker.NewClient(15*time.Second, 2)
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		api := apis[attempt%len(apis)]
-		err := postJSON(ctx, client, api, "/v1/cluster/join", req, nil)
+		err := client.Post(ctx, api, "/v1/cluster/join", req, nil)
 		if err == nil {
 			logger.Info("joined cluster", "via", api)
 			return
@@ -298,5 +297,3 @@ func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, req wi
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
-
-var errHTTP = errors.New("hub answered with an error")

@@ -1,0 +1,101 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/comethq/comet/wire"
+)
+
+// APIError is an error answer (not 2xx) from a hub's API.
+type APIError struct {
+	Status int
+	Body   wire.Error
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("hub answered %d %s: %s", e.Status, e.Body.Code, e.Body.Message)
+}
+
+// maxAnswerBytes bounds the answers the client reads.
+const maxAnswerBytes = 8 << 20
+
+// Client calls hubs' HTTP API: hubs forwarding to the leader, the comet
+// command line and gateways use it. It is safe for concurrent use.
+type Client struct {
+	// HTTP does the requests.
+	HTTP *http.Client
+	// Forwarder, when set, marks requests as forwarded by that hub (see
+	// headerForwarded).
+	Forwarder string
+}
+
+// NewClient returns a client with keep-alive connections and the given
+// per-request timeout.
+func NewClient(timeout time.Duration, maxConnsPerHost int) *Client {
+	return &Client{HTTP: &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			MaxIdleConnsPerHost: maxConnsPerHost, MaxConnsPerHost: maxConnsPerHost,
+			IdleConnTimeout: time.Minute,
+		},
+	}}
+}
+
+// Post sends body as JSON to http://api+path and decodes a 2xx answer into
+// out (when not nil). An error answer is an *APIError.
+func (c *Client) Post(ctx context.Context, api, path string, body, out any) error {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, out)
+}
+
+// Get gets http://api+path and decodes a 2xx answer into out.
+func (c *Client) Get(ctx context.Context, api, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+path, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(req, out)
+}
+
+func (c *Client) do(req *http.Request, out any) error {
+	if c.Forwarder != "" {
+		req.Header.Set(headerForwarded, c.Forwarder)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		return fmt.Errorf("read answer of %s: %w", req.URL.Host, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &e.Body) != nil || e.Body.Code == "" {
+			e.Body = wire.Error{Code: wire.CodeUnavailable, Message: resp.Status + " " + string(bytes.TrimSpace(data))}
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode answer of %s: %w", req.URL.Host, err)
+	}
+	return nil
+}
