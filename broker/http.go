@@ -294,7 +294,7 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 	}
 	status, code := http.StatusInternalServerError, "internal"
 	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel), errors.Is(err, raft.ErrAddrInUse):
 		status, code = http.StatusBadRequest, wire.CodeBadRequest
 	case errors.Is(err, ErrTooLarge):
 		status, code = http.StatusRequestEntityTooLarge, wire.CodeTooLarge

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -488,7 +490,10 @@ func (s *Service) putMeta(id string, m nodeMeta) error {
 	if m != (nodeMeta{}) {
 		v, _ = json.Marshal(m)
 	}
-	_, err := s.node.Apply(&raft.Command{Put: []raft.KV{{Key: metaKey(id), Value: v}}})
+	resp, err := s.node.Apply(&raft.Command{Put: []raft.KV{{Key: metaKey(id), Value: v}}})
+	if err == nil && resp.Err != nil {
+		err = fmt.Errorf("%w: %v", ErrBadRequest, resp.Err)
+	}
 	return err
 }
 
@@ -510,8 +515,8 @@ func (s *Service) replicateRetention() {
 // Join adds a hub to the cluster (or updates its addresses). On a follower
 // it forwards to the leader.
 func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
-	if req.ID == "" || req.Raft == "" || req.API == "" {
-		return fmt.Errorf("%w: id, raft and api are required", ErrBadRequest)
+	if err := checkJoin(req); err != nil {
+		return err
 	}
 	if !s.node.IsLeader() {
 		api, err := s.leaderAPI()
@@ -528,6 +533,26 @@ func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 	}
 	return s.putMeta(req.ID, nodeMeta{Raft: req.Raft, API: req.API})
 }
+
+// MaxHubIDLen is the longest hub id.
+const MaxHubIDLen = 64
+
+// checkJoin validates a join request: an id of 1-64 bytes of
+// [A-Za-z0-9_.-] and host:port addresses.
+func checkJoin(req wire.JoinRequest) error {
+	if req.ID == "" || len(req.ID) > MaxHubIDLen || strings.Trim(req.ID, idChars) != "" {
+		return fmt.Errorf("%w: id must be 1-%d bytes of [A-Za-z0-9_.-]", ErrBadRequest, MaxHubIDLen)
+	}
+	for name, addr := range map[string]string{"raft": req.Raft, "api": req.API} {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" || len(addr) > 255 {
+			return fmt.Errorf("%w: %s address %q is not host:port", ErrBadRequest, name, addr)
+		}
+	}
+	return nil
+}
+
+const idChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 // Remove removes a hub from the cluster. On a follower it forwards to the
 // leader.

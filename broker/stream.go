@@ -45,11 +45,11 @@ func NewStream(maxEvents, maxBytes int) *Stream {
 }
 
 // Applied implements raft.Observer.
-func (s *Stream) Applied(index uint64, events []raft.Event) {
+func (s *Stream) Applied(first, index uint64, events []raft.Event) {
 	s.mu.Lock()
 	if s.floor == 0 {
-		// First batch this process sees: earlier entries are not held.
-		s.floor = firstIndex(index, events)
+		// First batch this process applies: earlier entries are not held.
+		s.floor = first
 	}
 	for _, e := range events {
 		s.push(e)
@@ -59,13 +59,6 @@ func (s *Stream) Applied(index uint64, events []raft.Event) {
 	s.wake = make(chan struct{})
 	s.mu.Unlock()
 	close(wake)
-}
-
-func firstIndex(index uint64, events []raft.Event) uint64 {
-	if len(events) > 0 {
-		return events[0].Index
-	}
-	return index + 1
 }
 
 // Restored implements raft.Observer: the log was replaced, so nothing before

@@ -15,9 +15,9 @@ func TestStreamSinceAndWrap(t *testing.T) {
 	if _, _, _, ok := s.Since(1, 10); !ok {
 		t.Fatal("before any apply, Since should ask the caller to wait, not reset")
 	}
-	s.Applied(5, []raft.Event{ev(3, 1, "a"), ev(3, 2, "b"), ev(5, 3, "c")})
+	s.Applied(3, 5, []raft.Event{ev(3, 1, "a"), ev(3, 2, "b"), ev(5, 3, "c")})
 	if got := s.Floor(); got != 3 {
-		t.Fatalf("floor = %d, want 3 (first event seen)", got)
+		t.Fatalf("floor = %d, want 3 (first index applied)", got)
 	}
 	evs, applied, _, ok := s.Since(4, 10)
 	if !ok || applied != 5 || len(evs) != 1 || evs[0].Offset != 3 {
@@ -33,7 +33,7 @@ func TestStreamSinceAndWrap(t *testing.T) {
 	}
 	// Two more events overflow the ring of 4: index 3's first event goes,
 	// so index 3 can no longer be served whole.
-	s.Applied(7, []raft.Event{ev(6, 4, "d"), ev(7, 5, "e")})
+	s.Applied(6, 7, []raft.Event{ev(6, 4, "d"), ev(7, 5, "e")})
 	if got := s.Floor(); got != 4 {
 		t.Fatalf("floor after wrap = %d, want 4", got)
 	}
@@ -45,8 +45,8 @@ func TestStreamSinceAndWrap(t *testing.T) {
 
 func TestStreamByteBoundAndRestore(t *testing.T) {
 	s := NewStream(100, 10)
-	s.Applied(1, []raft.Event{ev(1, 1, "12345678")})
-	s.Applied(2, []raft.Event{ev(2, 2, "12345678")})
+	s.Applied(1, 1, []raft.Event{ev(1, 1, "12345678")})
+	s.Applied(2, 2, []raft.Event{ev(2, 2, "12345678")})
 	if got := s.Floor(); got != 2 {
 		t.Fatalf("floor = %d, want 2 (byte bound evicts index 1)", got)
 	}

@@ -23,6 +23,10 @@ import (
 // a constant rather than a setting.
 const IdempotencyWindow = 10 * time.Minute
 
+// MaxKeyLen bounds metadata keys and publish ids, far below bbolt's own key
+// limit, so that no replicated entry can fail to apply for its size.
+const MaxKeyLen = 1024
+
 // Built-in retention, used for channels that no rule matches.
 const (
 	DefaultMaxMessages = 100_000
@@ -44,6 +48,9 @@ var (
 	// ErrNoEpoch is returned by reads before the cluster epoch is set, that
 	// is before the first entry was applied.
 	ErrNoEpoch = errors.New("cluster epoch not set yet")
+	// ErrBadKey is returned for a metadata key or a publish id that is
+	// empty (keys) or longer than MaxKeyLen.
+	ErrBadKey = errors.New("bad key")
 	// ErrCorrupt is returned when stored bytes cannot be decoded.
 	ErrCorrupt = errors.New("corrupt record")
 )

@@ -95,6 +95,10 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 	if now.After(tx.now) {
 		tx.now = now
 	}
+	if len(id) > MaxKeyLen {
+		res.Err = fmt.Errorf("%w: id of %d bytes", ErrBadKey, len(id))
+		return res, nil
+	}
 	nowNanos := uint64(now.UnixNano())
 	var ids *bolt.Bucket
 	if id != "" {
@@ -194,7 +198,12 @@ func (tx *Tx) Sweep(now time.Time) error {
 
 // Put stores a small replicated key/value pair (cluster metadata); Log.Get
 // and Log.Scan read it back. A nil value deletes the key.
+// A key that is empty or over MaxKeyLen is refused with ErrBadKey and
+// nothing is stored.
 func (tx *Tx) Put(key string, value []byte) error {
+	if key == "" || len(key) > MaxKeyLen {
+		return fmt.Errorf("%w: %d bytes", ErrBadKey, len(key))
+	}
 	k := []byte(prefixKV + key)
 	if value == nil {
 		return tx.sys.Delete(k)

@@ -50,6 +50,9 @@ type Command struct {
 type Response struct {
 	Index   uint64
 	Results []log.Result
+	// Err is set when part of the entry was refused (a bad metadata key);
+	// refusals are deterministic, so every hub refused the same.
+	Err error
 }
 
 const (

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,11 +23,13 @@ type Event struct {
 }
 
 // Observer hears about applied entries, in index order, on the FSM's
-// goroutine: it must not block. Applied is called after every batch, with
-// the events of its published messages (duplicates excluded) and the last
-// index applied; Restored is called after a snapshot replaced the log.
+// goroutine: it must not block. Applied is called after every batch that
+// applied entries first..last (entries a restart replays but the log
+// already held are not reported), with the events of its published
+// messages (duplicates excluded); Restored is called after a snapshot
+// replaced the log.
 type Observer interface {
-	Applied(index uint64, events []Event)
+	Applied(first, last uint64, events []Event)
 	Restored(index uint64)
 }
 
@@ -52,7 +55,9 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	}
 	var events []Event
 	last := logs[len(logs)-1].Index
-	_, err := f.log.Update(last, func(tx *log.Tx) error {
+	first := logs[0].Index
+	applied, err := f.log.Update(last, func(tx *log.Tx) error {
+		first = max(first, tx.Applied()+1)
 		for i, l := range logs {
 			if l.Index <= tx.Applied() || l.Type != hraft.LogCommand {
 				continue
@@ -79,8 +84,8 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		// the entry from the Raft log.
 		panic(fmt.Sprintf("comet: cannot apply committed entries up to %d: %v", last, err))
 	}
-	if f.observer != nil {
-		f.observer.Applied(last, events)
+	if f.observer != nil && applied {
+		f.observer.Applied(first, last, events)
 	}
 	return resp
 }
@@ -117,7 +122,10 @@ func apply(tx *log.Tx, index uint64, c *Command) (*Response, []Event, error) {
 		}
 	}
 	for _, kv := range c.Put {
-		if err := tx.Put(kv.Key, kv.Value); err != nil {
+		if err := tx.Put(kv.Key, kv.Value); errors.Is(err, log.ErrBadKey) {
+			// Refused the same way on every hub: not a storage failure.
+			r.Err = err
+		} else if err != nil {
 			return nil, nil, err
 		}
 	}

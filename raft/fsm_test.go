@@ -45,13 +45,13 @@ type recorder struct {
 
 var _ Observer = (*recorder)(nil)
 
-func (r *recorder) Applied(index uint64, events []Event) {
+func (r *recorder) Applied(first, index uint64, events []Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if index <= r.last {
-		r.errs = append(r.errs, fmt.Sprintf("Applied(%d) after Applied(%d)", index, r.last))
+	if first <= r.last || first > index {
+		r.errs = append(r.errs, fmt.Sprintf("Applied(%d, %d) after Applied(.., %d)", first, index, r.last))
 	}
-	prev := r.last + 1
+	prev := first
 	for _, e := range events {
 		if e.Index < prev || e.Index > index {
 			r.errs = append(r.errs, fmt.Sprintf("event at index %d out of order in batch (%d, %d]", e.Index, r.last, index))
@@ -460,6 +460,14 @@ func TestFSMReplaySkipsApplied(t *testing.T) {
 			}
 			if events, _ := rec.snapshot(t); len(events) != 0 {
 				t.Errorf("replay of %d..%d produced events %+v", replay[0].Index, replay[len(replay)-1].Index, events)
+			}
+			// Nor hear of the batch at all: a commit stream would take it
+			// for entries it holds (its floor would start too low).
+			rec.mu.Lock()
+			batches := rec.batches
+			rec.mu.Unlock()
+			if batches != 0 {
+				t.Errorf("replay of %d..%d reported %d applied batches, want 0", replay[0].Index, replay[len(replay)-1].Index, batches)
 			}
 		}
 	}

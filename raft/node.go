@@ -27,6 +27,9 @@ var (
 	ErrUnknownOutcome = errors.New("leadership lost; the entry may or may not have been committed")
 	// ErrClosed is returned by calls on a closed Node.
 	ErrClosed = errors.New("raft node is closed")
+	// ErrAddrInUse is returned by AddVoter for an address another member
+	// has.
+	ErrAddrInUse = errors.New("address in use by another member")
 	// ErrTimeout is returned when raft could not take an entry in time.
 	ErrTimeout = errors.New("timed out waiting for raft")
 )
@@ -304,6 +307,7 @@ func NewEpoch() string {
 // Proposal is an entry on its way through Raft.
 type Proposal struct {
 	f   hraft.ApplyFuture
+	n   *Node
 	err error
 }
 
@@ -324,7 +328,35 @@ func (n *Node) Propose(cmd *Command) *Proposal {
 	if n.raft.State() != hraft.Leader {
 		return &Proposal{err: ErrNotLeader}
 	}
-	return &Proposal{f: n.raft.Apply(cmd.Encode(), 10*time.Second)}
+	return &Proposal{f: n.raft.Apply(cmd.Encode(), 10*time.Second), n: n}
+}
+
+// wait waits for an Apply or Barrier future. hashicorp/raft never answers
+// one that was still in its queue when it shut down (hashicorp/raft#498),
+// and Raft also shuts down by itself (a hub removed from the cluster), so
+// once Raft is down, wait gives the future a moment and then returns
+// ErrClosed. The goroutine left on such a future ends with the process.
+func (n *Node) wait(f hraft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return mapErr(err)
+		case <-tick.C:
+			if n.raft.State() != hraft.Shutdown {
+				continue
+			}
+			select {
+			case err := <-done:
+				return mapErr(err)
+			case <-time.After(time.Second):
+				return ErrClosed
+			}
+		}
+	}
 }
 
 // Wait blocks until the proposal is committed by a quorum and applied here,
@@ -333,8 +365,8 @@ func (p *Proposal) Wait() (*Response, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	if err := p.f.Error(); err != nil {
-		return nil, mapErr(err)
+	if err := p.n.wait(p.f); err != nil {
+		return nil, err
 	}
 	switch r := p.f.Response().(type) {
 	case *Response:
@@ -412,7 +444,7 @@ func (n *Node) Barrier(timeout time.Duration) error {
 	}
 	f := n.raft.Barrier(timeout)
 	n.applyMu.RUnlock()
-	return mapErr(f.Error())
+	return n.wait(f)
 }
 
 // Indexes reports the Raft term, the commit index, the index stored in the
@@ -464,7 +496,8 @@ func (n *Node) Servers() ([]Server, error) {
 }
 
 // AddVoter adds (or re-addresses) a voting member. Adding a member that is
-// already there with the same address does nothing. Leader only.
+// already there with the same address does nothing; an address that
+// another member has is refused with ErrAddrInUse. Leader only.
 func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
 	servers, err := n.Servers()
 	if err != nil {
@@ -474,12 +507,12 @@ func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
 		if s.ID == id && s.Addr == addr && s.Voter {
 			return nil
 		}
-		if s.ID == id || s.Addr == addr {
-			if err := n.raft.RemoveServer(hraft.ServerID(s.ID), 0, timeout).Error(); err != nil {
-				return mapErr(err)
-			}
+		if s.Addr == addr {
+			// Never evict a member (perhaps the leader) to make room.
+			return fmt.Errorf("%w: %s is the address of %s", ErrAddrInUse, addr, s.ID)
 		}
 	}
+	// For an id already present, AddVoter updates its address.
 	return mapErr(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout).Error())
 }
 
@@ -512,7 +545,9 @@ func (n *Node) Close() error {
 		n.applyMu.Lock()
 		n.closing = true
 		n.applyMu.Unlock()
-		_ = n.raft.Barrier(5 * time.Second).Error()
+		if n.raft.State() != hraft.Shutdown { // it shuts down by itself when removed
+			_ = n.wait(n.raft.Barrier(5 * time.Second))
+		}
 		err := n.raft.Shutdown().Error()
 		n.raft.DeregisterObserver(n.observer)
 		close(n.closeCh)

@@ -1,10 +1,12 @@
 package raft
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // A hub whose channel log was lost (moved aside after a power loss, see
@@ -44,4 +46,39 @@ func TestRebuildLostChannelLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A leader removed from the cluster shuts its Raft down by itself; the
+// node's calls and Close must still return (hashicorp/raft never answers
+// entries left in its queue at shutdown).
+func TestRemovedLeaderCloses(t *testing.T) {
+	c := newCluster(t, 3)
+	c.publish("chat", "chat-1", "chat 1")
+	l := c.leader()
+	if err := l.node.RemoveServer(l.id, 5*time.Second); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("remove self: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the removed leader to shut down", func() bool { return l.node.State() == "shutdown" })
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.node.Apply(&Command{Publish: []Publish{{Channel: "chat", ID: "late", Data: []byte(`1`)}}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a publish on a shut-down node succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply on a node whose Raft shut down did not return")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- l.node.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close of a node whose Raft shut down did not return")
+	}
+	c.publish("chat", "chat-2", "chat 2") // the others go on
 }
