@@ -79,11 +79,11 @@ func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, int64(s.cfg.MaxMessageBytes)*2+64<<10, &req) {
 		return
 	}
-	if r.Header.Get(headerForwarded) != "" && !s.node.IsLeader() {
-		s.writeError(w, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader))
-		return
+	ctx := r.Context()
+	if r.Header.Get(headerForwarded) != "" {
+		ctx = withForwarded(ctx)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
 	res, err := s.Publish(ctx, req.Channel, req.Data, req.ID)
 	if err != nil {
@@ -292,7 +292,7 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, e.Status, e.Body)
 		return
 	}
-	status, code := http.StatusInternalServerError, "internal"
+	status, code := http.StatusInternalServerError, wire.CodeUnavailable
 	switch {
 	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel), errors.Is(err, raft.ErrAddrInUse):
 		status, code = http.StatusBadRequest, wire.CodeBadRequest

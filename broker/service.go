@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/log"
@@ -124,6 +125,7 @@ type Service struct {
 	doneCh   chan struct{}
 	once     sync.Once
 	drainCh  chan struct{}
+	started  atomic.Bool // Run began (or Close made sure it never will)
 	drain1   sync.Once
 }
 
@@ -162,6 +164,9 @@ func New(cfg Config) (*Service, error) {
 // Run runs the batcher and the leader and membership duties until ctx ends
 // or Close is called.
 func (s *Service) Run(ctx context.Context) {
+	if !s.started.CompareAndSwap(false, true) {
+		return // already running, or closed before it ran
+	}
 	defer close(s.doneCh)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -185,6 +190,9 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) Close() error {
 	s.once.Do(func() { close(s.closeCh) })
 	s.Drain()
+	if s.started.CompareAndSwap(false, true) {
+		close(s.doneCh) // Run never ran, and now never will
+	}
 	<-s.doneCh
 	return nil
 }
@@ -236,8 +244,10 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 		}
 	}
 	if errors.Is(o.err, raft.ErrNotLeader) {
-		// Leadership moved before the entry was proposed: nothing was
-		// stored, so forwarding is safe.
+		// Leadership moved (or is being handed over) before the entry was
+		// appended: nothing was stored, so forwarding is safe once another
+		// hub leads.
+		s.awaitOtherLeader(ctx)
 		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 	}
 	return o.res, o.err

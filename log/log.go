@@ -292,8 +292,13 @@ func (l *Log) Info(ch string) (Info, error) {
 	return info, err
 }
 
-// Read returns up to limit messages of ch from offset from on, together with
-// the channel's Info. Offsets below Info.First were trimmed: the read starts
+// MaxReadBytes bounds the data one Read returns: it stops after the message
+// that reaches it (so it always returns at least one message if any is
+// there). Callers page on from the last offset + 1.
+const MaxReadBytes = 4 << 20
+
+// Read returns up to limit messages (and about MaxReadBytes of data) of ch
+// from offset from on, together with the channel's Info. Offsets below Info.First were trimmed: the read starts
 // at First then, and the caller can tell by comparing.
 func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 	var (
@@ -314,12 +319,14 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 			return nil
 		}
 		c := b.Bucket(bucketMsgs).Cursor()
-		for k, v := c.Seek(be(start)); k != nil && len(msgs) < limit; k, v = c.Next() {
+		size := 0
+		for k, v := c.Seek(be(start)); k != nil && len(msgs) < limit && size < MaxReadBytes; k, v = c.Next() {
 			m, err := decodeMessage(k, v)
 			if err != nil {
 				return fmt.Errorf("read %s: %w", ch, err)
 			}
 			msgs = append(msgs, m)
+			size += len(m.Data)
 		}
 		return nil
 	})
@@ -479,11 +486,10 @@ func (l *Log) Restore(r io.Reader) error {
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("log: restore: close: %w", err)
 	}
-	if err := os.Rename(tmp, l.cfg.Path); err != nil {
-		return fmt.Errorf("log: restore: rename: %w", err)
-	}
-	if err := syncDir(filepath.Dir(l.cfg.Path)); err != nil {
-		return fmt.Errorf("log: restore: %w", err)
+	// From here on the log must be reopened, on the new file or the old.
+	replaced := os.Rename(tmp, l.cfg.Path)
+	if replaced == nil {
+		replaced = syncDir(filepath.Dir(l.cfg.Path))
 	}
 	db, err := l.openDB(l.cfg.Path)
 	if err != nil {
@@ -491,6 +497,10 @@ func (l *Log) Restore(r io.Reader) error {
 		return err
 	}
 	l.db = db
+	if replaced != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("log: restore: replace %s: %w", l.cfg.Path, replaced)
+	}
 	l.logger.Info("restored log from snapshot", "applied", l.appliedLocked())
 	return nil
 }

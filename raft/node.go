@@ -385,7 +385,10 @@ func mapErr(err error) error {
 	switch {
 	case errors.Is(err, hraft.ErrNotLeader):
 		return ErrNotLeader
-	case errors.Is(err, hraft.ErrLeadershipLost), errors.Is(err, hraft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, hraft.ErrLeadershipTransferInProgress):
+		// Raft refuses entries during a transfer before appending them.
+		return fmt.Errorf("%w (leadership transfer in progress)", ErrNotLeader)
+	case errors.Is(err, hraft.ErrLeadershipLost):
 		return fmt.Errorf("%w (%v)", ErrUnknownOutcome, err)
 	case errors.Is(err, hraft.ErrRaftShutdown):
 		return ErrClosed

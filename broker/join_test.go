@@ -1,0 +1,46 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/comethq/comet/wire"
+)
+
+// A join with a huge id once reached bbolt's key limit inside the FSM and
+// crashed every hub; bad joins must be refused up front, and an address a
+// member already has must not evict that member.
+func TestJoinRefusesBadRequests(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	followers := c.followers(l)
+	taken := followers[0].node.Addr()
+	cases := map[string]wire.JoinRequest{
+		"huge id":          {ID: strings.Repeat("h", 33000), Raft: "127.0.0.1:1", API: "127.0.0.1:2"},
+		"id with a space":  {ID: "h 9", Raft: "127.0.0.1:1", API: "127.0.0.1:2"},
+		"raft not an addr": {ID: "h9", Raft: "nowhere", API: "127.0.0.1:2"},
+		"api missing":      {ID: "h9", Raft: "127.0.0.1:1"},
+		"address taken":    {ID: "h9", Raft: taken, API: "127.0.0.1:2"},
+	}
+	for name, req := range cases {
+		for _, h := range []*hub{l, followers[1]} {
+			raw, _ := json.Marshal(req)
+			status, body := c.do(http.MethodPost, h.api, "/v1/cluster/join", raw)
+			if status != http.StatusBadRequest {
+				t.Errorf("%s via %s: status %d (%s), want 400", name, h.id, status, body)
+			}
+		}
+	}
+	st, err := c.status(l.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 3 {
+		t.Fatalf("after refused joins the cluster has %d members, want 3: %+v", len(st.Nodes), st.Nodes)
+	}
+	if _, ok := c.publish(l.api, "after", `1`, "after-1"); !ok {
+		t.Fatal("publishing failed after the refused joins")
+	}
+}
