@@ -82,3 +82,47 @@ func TestRemovedLeaderCloses(t *testing.T) {
 	}
 	c.publish("chat", "chat-2", "chat 2") // the others go on
 }
+
+// Under constant publishing, snapshots taken on the threshold truncate the
+// Raft log and old snapshots are deleted, so disk use stays bounded.
+func TestSnapshotsOnThresholdBoundTheLog(t *testing.T) {
+	c := newClusterWith(t, 3, func(cfg *Config) {
+		cfg.SnapshotThreshold = 64
+		cfg.TrailingLogs = 16
+		cfg.SnapshotRetain = 2
+	})
+	n := 0
+	publishUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); n++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("published %d messages without %s", n, what)
+			}
+			c.publish("load", fmt.Sprintf("k%d", n), fmt.Sprintf("m%d", n))
+		}
+	}
+	for _, tn := range c.nodes {
+		publishUntil(tn.id+" truncating its Raft log", func() bool {
+			first, err := tn.node.store.FirstIndex()
+			return err == nil && first > 64
+		})
+	}
+	// Keep going: the log stays short and at most two snapshots stay.
+	target := n + 600
+	publishUntil("600 more messages", func() bool { return n >= target })
+	c.waitSame(c.nodes...)
+	for _, tn := range c.nodes {
+		waitFor(t, 10*time.Second, tn.id+" to truncate again", func() bool {
+			first, _ := tn.node.store.FirstIndex()
+			last, _ := tn.node.store.LastIndex()
+			return last-first < 64+16+64 // threshold + trailing + what arrives between checks
+		})
+		snaps, err := os.ReadDir(filepath.Join(tn.dir, "snapshots"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snaps) > 2 {
+			t.Fatalf("%s keeps %d snapshots, want at most 2", tn.id, len(snaps))
+		}
+	}
+}
