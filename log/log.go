@@ -505,6 +505,26 @@ func (l *Log) Restore(r io.Reader) error {
 	return nil
 }
 
+// SnapshotApplied returns the applied index recorded in a snapshot file
+// (a log written by Snapshot.WriteTo), without restoring it.
+func SnapshotApplied(path string) (uint64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return 0, fmt.Errorf("log: open snapshot %s: %w", path, err)
+	}
+	defer db.Close()
+	var idx uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		sys := tx.Bucket(bucketSys)
+		if sys == nil {
+			return fmt.Errorf("%w: %s is not a channel log", ErrCorrupt, path)
+		}
+		idx = u64(sys.Get(keyApplied))
+		return nil
+	})
+	return idx, err
+}
+
 func (l *Log) appliedLocked() uint64 {
 	var idx uint64
 	_ = l.db.View(func(tx *bolt.Tx) error {

@@ -210,12 +210,7 @@ func New(cfg Config) (*Node, error) {
 	// but never restored into the log (a crash or an error in between).
 	// Raft starts after the snapshot's index all the same, so without a
 	// restore the log would miss those entries and diverge.
-	rc.NoSnapshotRestoreOnStart = true
-	if metas, err := snaps.List(); err == nil && len(metas) > 0 && metas[0].Index > cfg.Log.Applied() {
-		rc.NoSnapshotRestoreOnStart = false
-		n.logger.Warn("log is behind the last snapshot; restoring it",
-			"applied", cfg.Log.Applied(), "snapshot", metas[0].Index)
-	}
+	rc.NoSnapshotRestoreOnStart = !n.logBehindSnapshot(snaps)
 
 	existing, err := hraft.HasExistingState(n.store, n.store, snaps)
 	if err != nil {
@@ -262,6 +257,31 @@ func New(cfg Config) (*Node, error) {
 	n.raft.RegisterObserver(n.observer)
 	go n.watch()
 	return n, nil
+}
+
+// logBehindSnapshot reports whether the newest snapshot holds entries the
+// channel log lacks. A snapshot's Raft index also counts entries that never
+// reach the log (no-ops, barriers), so the applied index recorded inside
+// the snapshot file is compared; if it cannot be read, the Raft index is.
+func (n *Node) logBehindSnapshot(snaps *hraft.FileSnapshotStore) bool {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return false
+	}
+	have := n.cfg.Log.Applied()
+	want := metas[0].Index
+	// FileSnapshotStore keeps a snapshot in snapshots/ID/state.bin.
+	path := filepath.Join(n.cfg.Dir, "snapshots", metas[0].ID, "state.bin")
+	if idx, err := log.SnapshotApplied(path); err == nil {
+		want = idx
+	} else {
+		n.logger.Warn("cannot read the snapshot's applied index; comparing Raft indexes", "err", err)
+	}
+	if want <= have {
+		return false
+	}
+	n.logger.Warn("channel log is behind the last snapshot; restoring it", "applied", have, "snapshot", want)
+	return true
 }
 
 // watch counts leader changes until Close.

@@ -126,3 +126,32 @@ func TestSnapshotsOnThresholdBoundTheLog(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot's Raft index counts entries the channel log never sees
+// (barriers, no-ops); a restart must not take that for a log that is behind
+// and restore the whole snapshot.
+func TestRestartAfterSnapshotEndingOnBarrierDoesNotRestore(t *testing.T) {
+	c := newClusterWith(t, 3, snapshotConfig)
+	for i := 1; i <= 5; i++ {
+		c.publish("chat", fmt.Sprintf("chat-%d", i), fmt.Sprintf("chat %d", i))
+	}
+	l := c.leader()
+	if err := l.node.Barrier(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSame(c.nodes...)
+	waitFor(t, 5*time.Second, "the barrier to commit", func() bool {
+		return l.node.raft.AppliedIndex() > l.log.Applied()
+	})
+	if err := l.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(l)
+	c.restart(l)
+	c.publish("chat", "chat-6", "chat 6")
+	d := c.waitSame(c.nodes...)
+	checkChannel(t, l.id, d, "chat", chatData(6))
+	if _, restored := l.obs.snapshot(t); len(restored) != 0 {
+		t.Fatalf("%s restored its snapshot on restart although its log held everything: %v", l.id, restored)
+	}
+}
