@@ -181,11 +181,7 @@ func TestJoinFourthHub(t *testing.T) {
 	const ch = "join"
 	led := newLedger()
 	for i := 0; i < 50; i++ {
-		id := fmt.Sprintf("j-%d", i)
-		data := payload(id, i)
-		led.addSent(id, ch, data)
-		res := c.mustPublish(ch, id, data)
-		led.addAck(ack{channel: ch, id: id, offset: res.Offset, data: data})
+		c.publishRecorded(led, ch, fmt.Sprintf("j-%d", i), i)
 	}
 	leader := c.waitLeader(nil, 10*time.Second)
 	var follower *hub
@@ -383,11 +379,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 	const ch = "bad-input"
 	led := newLedger()
 	for i := 0; i < 5; i++ {
-		id := fmt.Sprintf("b-%d", i)
-		data := payload(id, i)
-		led.addSent(id, ch, data)
-		res := c.mustPublish(ch, id, data)
-		led.addAck(ack{channel: ch, id: id, offset: res.Offset, data: data})
+		c.publishRecorded(led, ch, fmt.Sprintf("b-%d", i), i)
 	}
 
 	big := `"` + strings.Repeat("x", 70<<10) + `"`

@@ -636,6 +636,17 @@ func publishRetry(ctx context.Context, c *cluster, apis []string, channel, id st
 
 // mustPublish publishes with retries for up to 30s and fails the test
 // when it is not acknowledged.
+// publishRecorded publishes payload(id, n) to ch until acknowledged,
+// recording it in led as sent and then as acknowledged.
+func (c *cluster) publishRecorded(led *ledger, ch, id string, n int) wire.PublishResponse {
+	c.t.Helper()
+	data := payload(id, n)
+	led.addSent(id, ch, data)
+	res := c.mustPublish(ch, id, data)
+	led.addAck(ack{channel: ch, id: id, offset: res.Offset, data: data})
+	return res
+}
+
 func (c *cluster) mustPublish(channel, id string, data json.RawMessage) wire.PublishResponse {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -901,11 +912,7 @@ func (c *cluster) verify(led *ledger, hubs []*hub, channels []string) map[string
 	t := c.t
 	sentinels := map[string]uint64{}
 	for _, ch := range channels {
-		id := "sentinel-" + ch + "-" + fmt.Sprint(time.Now().UnixNano())
-		data := payload(id, 0)
-		led.addSent(id, ch, data)
-		res := c.mustPublish(ch, id, data)
-		led.addAck(ack{channel: ch, id: id, offset: res.Offset, data: data})
+		res := c.publishRecorded(led, ch, "sentinel-"+ch+"-"+fmt.Sprint(time.Now().UnixNano()), 0)
 		sentinels[ch] = res.Offset
 	}
 	for _, h := range hubs {
