@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/comethq/comet/wire"
 )
@@ -42,5 +43,24 @@ func TestJoinRefusesBadRequests(t *testing.T) {
 	}
 	if _, ok := c.publish(l.api, "after", `1`, "after-1"); !ok {
 		t.Fatal("publishing failed after the refused joins")
+	}
+}
+
+// Removing the leader through its own API answers 200 (the removal happens
+// even though the leader steps down as it commits), and the other two go on.
+func TestRemoveLeaderItself(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	raw, _ := json.Marshal(wire.RemoveRequest{ID: l.id})
+	if status, body := c.do(http.MethodPost, l.api, "/v1/cluster/remove", raw); status != http.StatusOK {
+		t.Fatalf("remove the leader via itself: %d %s, want 200", status, body)
+	}
+	rest := c.followers(l)
+	waitFor(t, 10*time.Second, "the others to have a leader of two", func() bool {
+		st, err := c.status(rest[0].api)
+		return err == nil && st.Leader != "" && st.Leader != l.id && len(st.Nodes) == 2
+	})
+	if _, ok := c.publishRetry(apis(rest...), "after-remove", `1`, "ar-1"); !ok {
+		t.Fatal("publishing failed after the leader removed itself")
 	}
 }

@@ -584,10 +584,20 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 	if !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == id }) {
 		return fmt.Errorf("%w: no hub %q in the cluster", errNotFound, id)
 	}
-	if err := s.node.RemoveServer(id, 10*time.Second); err != nil {
+	// Forget its addresses first: removing the leader itself ends its
+	// leadership, after which it could not write. Should the removal
+	// fail, a live hub registers itself again.
+	if err := s.putMeta(id, nodeMeta{}); err != nil {
 		return err
 	}
-	return s.putMeta(id, nodeMeta{})
+	err = s.node.RemoveServer(id, 10*time.Second)
+	if err != nil && id == s.node.ID() && (errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrUnknownOutcome) || errors.Is(err, raft.ErrClosed)) {
+		// The leader removed itself: it steps down as the change commits.
+		if servers, serr := s.node.Servers(); serr == nil && !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == id }) {
+			return nil
+		}
+	}
+	return err
 }
 
 var errNotFound = errors.New("not found")
