@@ -507,14 +507,26 @@ func (l *Log) Restore(r io.Reader) error {
 
 // SnapshotApplied returns the applied index recorded in a snapshot file
 // (a log written by Snapshot.WriteTo), without restoring it.
-func SnapshotApplied(path string) (uint64, error) {
+// A damaged file is an error, never a crash (bbolt panics on some).
+func SnapshotApplied(path string) (idx uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			idx, err = 0, fmt.Errorf("%w: snapshot %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, fmt.Errorf("log: snapshot %s: %w", path, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return 0, fmt.Errorf("log: open snapshot %s: %w", path, err)
 	}
 	defer db.Close()
-	var idx uint64
 	err = db.View(func(tx *bolt.Tx) error {
+		if fi.Size() < tx.Size() {
+			return fmt.Errorf("%w: snapshot %s is %d bytes, its pages need %d", ErrCorrupt, path, fi.Size(), tx.Size())
+		}
 		sys := tx.Bucket(bucketSys)
 		if sys == nil {
 			return fmt.Errorf("%w: %s is not a channel log", ErrCorrupt, path)

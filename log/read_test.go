@@ -1,6 +1,9 @@
 package log
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -29,5 +32,45 @@ func TestReadStopsAtMaxReadBytes(t *testing.T) {
 	}
 	if _, msgs, _ = l.Read("big", 3, 10); len(msgs) != 1 || msgs[0].Offset != 3 {
 		t.Fatalf("the next page should hold offset 3, got %d messages", len(msgs))
+	}
+}
+
+func TestSnapshotAppliedOfDamagedFiles(t *testing.T) {
+	l := mustOpen(t)
+	mustInit(t, l)
+	mustUpdate(t, l, 7, func(tx *Tx) error {
+		_, err := tx.Append("c", "", []byte(`1`), time.Unix(100, 0))
+		return err
+	})
+	snap, err := l.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	if err := os.WriteFile(good, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := SnapshotApplied(good); err != nil || idx != 7 {
+		t.Fatalf("SnapshotApplied(good) = %d, %v; want 7", idx, err)
+	}
+	raw := buf.Bytes()
+	for name, data := range map[string][]byte{
+		"truncated": raw[:len(raw)/2],
+		"garbage":   bytes.Repeat([]byte{0xab}, len(raw)),
+		"empty":     nil,
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := SnapshotApplied(p); err == nil {
+			t.Errorf("SnapshotApplied(%s) succeeded", name)
+		}
 	}
 }
