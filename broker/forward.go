@@ -43,6 +43,10 @@ func (s *Service) forwardPublish(ctx context.Context, req wire.PublishRequest) (
 		// One hop only: the hub that forwarded it answers the client.
 		return out, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader)
 	}
+	if id, _ := s.node.Leader(); id == s.node.ID() {
+		// Still this hub, handing leadership over: nothing was stored.
+		return out, fmt.Errorf("%w: leadership is being handed over; retry", raft.ErrNotLeader)
+	}
 	api, err := s.leaderAPI()
 	if err != nil {
 		return out, err

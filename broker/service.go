@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,7 +248,9 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 		// Leadership moved (or is being handed over) before the entry was
 		// appended: nothing was stored, so forwarding is safe once another
 		// hub leads.
-		s.awaitOtherLeader(ctx)
+		if ctx.Value(forwardedKey{}) == nil {
+			s.awaitOtherLeader(ctx) // a forwarded one goes back to its hub at once
+		}
 		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 	}
 	return o.res, o.err
@@ -550,14 +553,23 @@ const MaxHubIDLen = 64
 // checkJoin validates a join request: an id of 1-64 bytes of
 // [A-Za-z0-9_.-] and host:port addresses.
 func checkJoin(req wire.JoinRequest) error {
-	if req.ID == "" || len(req.ID) > MaxHubIDLen || strings.Trim(req.ID, idChars) != "" {
-		return fmt.Errorf("%w: id must be 1-%d bytes of [A-Za-z0-9_.-]", ErrBadRequest, MaxHubIDLen)
+	if err := CheckHubID(req.ID); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	for name, addr := range map[string]string{"raft": req.Raft, "api": req.API} {
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || port == "" || len(addr) > 255 {
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 || host == "" || len(addr) > 255 {
 			return fmt.Errorf("%w: %s address %q is not host:port", ErrBadRequest, name, addr)
 		}
+	}
+	return nil
+}
+
+// CheckHubID returns an error unless id is a valid hub id: 1-64 bytes of
+// [A-Za-z0-9_.-].
+func CheckHubID(id string) error {
+	if id == "" || len(id) > MaxHubIDLen || strings.Trim(id, idChars) != "" {
+		return fmt.Errorf("hub id %.80q must be 1-%d bytes of [A-Za-z0-9_.-]", id, MaxHubIDLen)
 	}
 	return nil
 }

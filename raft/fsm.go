@@ -57,7 +57,9 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	last := logs[len(logs)-1].Index
 	first := logs[0].Index
 	applied, err := f.log.Update(last, func(tx *log.Tx) error {
-		first = max(first, tx.Applied()+1)
+		// Entries between the stored index and this batch never reach the
+		// FSM (no-ops, barriers) and carry no messages: count them in.
+		first = tx.Applied() + 1
 		for i, l := range logs {
 			if l.Index <= tx.Applied() || l.Type != hraft.LogCommand {
 				continue

@@ -355,7 +355,7 @@ func (n *Node) Propose(cmd *Command) *Proposal {
 // one that was still in its queue when it shut down (hashicorp/raft#498),
 // and Raft also shuts down by itself (a hub removed from the cluster), so
 // once Raft is down, wait gives the future a moment and then returns
-// ErrClosed. The goroutine left on such a future ends with the process.
+// ErrUnknownOutcome. The goroutine left on such a future ends with the process.
 func (n *Node) wait(f hraft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -373,7 +373,8 @@ func (n *Node) wait(f hraft.Future) error {
 			case err := <-done:
 				return mapErr(err)
 			case <-time.After(time.Second):
-				return ErrClosed
+				// It may have committed before Raft stopped.
+				return fmt.Errorf("%w (raft shut down before answering)", ErrUnknownOutcome)
 			}
 		}
 	}

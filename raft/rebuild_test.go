@@ -48,9 +48,9 @@ func TestRebuildLostChannelLog(t *testing.T) {
 	}
 }
 
-// A leader removed from the cluster shuts its Raft down by itself; the
-// node's calls and Close must still return (hashicorp/raft never answers
-// entries left in its queue at shutdown).
+// A leader removed from the cluster shuts its Raft down by itself; Close
+// must still return (it used to wait for ever on a barrier hashicorp/raft
+// never answers), and new publishes are refused at once.
 func TestRemovedLeaderCloses(t *testing.T) {
 	c := newCluster(t, 3)
 	c.publish("chat", "chat-1", "chat 1")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,6 +79,9 @@ func parsePeers(s string) ([]raft.Peer, error) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, fmt.Errorf("%w: --peers: %q: %v", errUsage, addr, err)
 		}
+		if err := broker.CheckHubID(id); err != nil {
+			return nil, fmt.Errorf("%w: --peers: %v", errUsage, err)
+		}
 		if seen[id] {
 			return nil, fmt.Errorf("%w: --peers: id %q appears twice", errUsage, id)
 		}
@@ -151,6 +155,9 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		if err := checkAddr(name, addr); err != nil {
 			return err
 		}
+	}
+	if err := broker.CheckHubID(f.id); err != nil {
+		return fmt.Errorf("%w: --id: %v", errUsage, err)
 	}
 	peers, err := parsePeers(f.peers)
 	if err != nil {
@@ -286,6 +293,11 @@ func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, req wi
 		err := client.Post(ctx, api, "/v1/cluster/join", req, nil)
 		if err == nil {
 			logger.Info("joined cluster", "via", api)
+			return
+		}
+		var apiErr *broker.APIError
+		if errors.As(err, &apiErr) && apiErr.Status/100 == 4 {
+			logger.Error("the cluster refused to add this hub; not retrying", "via", api, "err", err)
 			return
 		}
 		logger.Warn("join failed; retrying", "via", api, "err", err)
