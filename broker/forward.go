@@ -15,6 +15,12 @@ import (
 // not the leader either answers instead of forwarding again.
 const headerForwarded = "X-Comet-Forwarded"
 
+// HeaderApplied, on an answer to a range read, is the Raft index the hub
+// had applied when it read: the answer reflects at least every entry up to
+// it. A gateway following the commit stream uses it to tell a read that is
+// behind what it already streamed.
+const HeaderApplied = "X-Comet-Applied"
+
 type forwardedKey struct{}
 
 // withForwarded marks ctx as serving a request another hub forwarded.

@@ -110,11 +110,12 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest st
 		s.writeError(w, fmt.Errorf("%w: limit must be an integer from 0 to %d", ErrBadRequest, MaxReadLimit))
 		return
 	}
-	res, err := s.Read(ch, from, int(limit))
+	res, applied, err := s.ReadApplied(ch, from, int(limit))
 	if err != nil {
 		s.writeError(w, err)
 		return
 	}
+	w.Header().Set(HeaderApplied, strconv.FormatUint(applied, 10))
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -292,23 +293,8 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 		writeJSON(w, e.Status, e.Body)
 		return
 	}
-	status, code := http.StatusInternalServerError, wire.CodeUnavailable
-	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel), errors.Is(err, raft.ErrAddrInUse):
-		status, code = http.StatusBadRequest, wire.CodeBadRequest
-	case errors.Is(err, ErrTooLarge):
-		status, code = http.StatusRequestEntityTooLarge, wire.CodeTooLarge
-	case errors.Is(err, errNotFound):
-		status, code = http.StatusNotFound, wire.CodeNotFound
-	case errors.Is(err, raft.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		status, code = http.StatusGatewayTimeout, wire.CodeTimeout
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
-		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
-		errors.Is(err, log.ErrClosed):
-		status, code = http.StatusServiceUnavailable, wire.CodeUnavailable
-	case errors.Is(err, context.Canceled):
-		status, code = 499, wire.CodeUnavailable
-	default:
+	status, code, known := classify(err)
+	if !known {
 		s.logger.Error("request failed", "err", err)
 	}
 	body := wire.Error{Code: code, Message: err.Error()}
@@ -316,6 +302,39 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 		body.Leader, _ = s.leaderAPI()
 	}
 	writeJSON(w, status, body)
+}
+
+// ErrorCode returns the error code of CONTRACT.md (wire.Code*) for an error
+// of the Service or of a hub's answer (*APIError).
+func ErrorCode(err error) string {
+	if e, ok := asAPIError(err); ok {
+		return e.Body.Code
+	}
+	_, code, _ := classify(err)
+	return code
+}
+
+// classify maps an error to an HTTP status and an error code; known is
+// false for errors that are not expected (a 500 worth logging).
+func classify(err error) (status int, code string, known bool) {
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel), errors.Is(err, raft.ErrAddrInUse):
+		return http.StatusBadRequest, wire.CodeBadRequest, true
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, true
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound, wire.CodeNotFound, true
+	case errors.Is(err, raft.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, wire.CodeTimeout, true
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
+		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
+		errors.Is(err, log.ErrClosed):
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, true
+	case errors.Is(err, context.Canceled):
+		return 499, wire.CodeUnavailable, true
+	default:
+		return http.StatusInternalServerError, wire.CodeUnavailable, false
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -383,6 +383,14 @@ func (s *Service) Read(channel string, from uint64, limit int) (wire.MessagesRes
 	return out, nil
 }
 
+// ReadApplied is Read, and also returns the Raft index this hub had
+// applied when it read: the answer reflects at least every entry up to it.
+func (s *Service) ReadApplied(channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
+	applied := s.log.Applied()
+	res, err := s.Read(channel, from, limit)
+	return res, applied, err
+}
+
 // nodeMeta is what the replicated state remembers of each hub.
 type nodeMeta struct {
 	Raft string `json:"raft"`

@@ -61,6 +61,10 @@ type Config struct {
 	Observer Observer
 	// Transport replaces the TCP transport (tests use hraft.NewInmemTransport).
 	Transport hraft.Transport
+	// Single makes a one-node cluster that talks to no other process (comet
+	// standalone): an in-memory transport at address Addr (default the ID),
+	// no port; Peers defaults to this node alone.
+	Single bool
 
 	// Timeouts; defaults are for a LAN: 1s heartbeat and election
 	// timeout and a 1s leader lease (hashicorp/raft's 500ms lease makes a
@@ -95,6 +99,17 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Log == nil {
 		return errors.New("raft: Config.Log is required")
+	}
+	if c.Single {
+		if c.Addr == "" {
+			c.Addr = c.ID
+		}
+		if len(c.Peers) == 0 {
+			c.Peers = []Peer{{ID: c.ID, Addr: c.Addr}}
+		}
+		if c.Transport == nil {
+			_, c.Transport = hraft.NewInmemTransport(hraft.ServerAddress(c.Addr))
+		}
 	}
 	if c.Addr == "" && c.Transport == nil {
 		return errors.New("raft: Config.Addr is required")

@@ -1,0 +1,326 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/wire"
+)
+
+// conn is one client connection, whatever its transport. Its reader
+// goroutine runs the protocol; its writer goroutine drains a bounded queue
+// of encoded server objects, several per frame.
+type conn struct {
+	s   *Server
+	id  string
+	t   transport
+	ctx context.Context
+	// cancel ends ctx: subscriptions' replays and publishes stop.
+	cancel context.CancelFunc
+
+	qmu       sync.Mutex
+	queue     [][]byte
+	qbytes    int
+	dead      bool          // no more enqueues
+	wake      chan struct{} // the writer has work (cap 1)
+	space     chan struct{} // closed and replaced when the writer drains the queue
+	closeCode int
+	closeWhy  string
+	closing   chan struct{} // closed by close()
+	closed    chan struct{} // closed when the writer has ended
+
+	mu   sync.Mutex
+	subs map[string]*sub
+
+	pubs chan struct{} // semaphore of publishes in flight
+}
+
+func (s *Server) newConn(t transport) *conn {
+	c := &conn{
+		s: s, id: s.newConnID(), t: t,
+		wake: make(chan struct{}, 1), space: make(chan struct{}),
+		closing: make(chan struct{}), closed: make(chan struct{}),
+		subs: make(map[string]*sub),
+		pubs: make(chan struct{}, s.cfg.MaxPublishesInFlight),
+	}
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	return c
+}
+
+// serve runs the connection until it ends.
+func (c *conn) serve() {
+	s := c.s
+	if !s.addConn(c) {
+		c.t.closeWith(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
+		return
+	}
+	s.m.connections.WithLabelValues(c.t.name()).Inc()
+	defer s.m.connections.WithLabelValues(c.t.name()).Dec()
+	go c.writeLoop()
+	c.send(wire.Connected{Op: wire.OpConnected, Connection: c.id})
+	c.readLoop()
+	c.close(0, "")
+	c.cancel()
+	c.mu.Lock()
+	subs := make([]*sub, 0, len(c.subs))
+	for _, sb := range c.subs {
+		subs = append(subs, sb)
+	}
+	c.subs = map[string]*sub{}
+	c.mu.Unlock()
+	for _, sb := range subs {
+		sb.stop()
+	}
+	<-c.closed
+	s.removeConn(c)
+}
+
+func (c *conn) readLoop() {
+	for {
+		b, err := c.t.read()
+		switch {
+		case errors.Is(err, errTooLarge):
+			c.sendError("", wire.CodeTooLarge, fmt.Sprintf("frame over %d bytes", c.s.cfg.MaxFrameBytes))
+			continue
+		case errors.Is(err, errIdle):
+			c.close(wire.CloseIdle, fmt.Sprintf("idle: nothing heard for %v", c.s.cfg.IdleTimeout))
+			return
+		case err != nil:
+			return
+		}
+		f, err := wire.DecodeClientFrame(b)
+		if err != nil {
+			c.s.m.frames.WithLabelValues("invalid").Inc()
+			c.sendError(f.ID, wire.CodeBadRequest, err.Error())
+			continue
+		}
+		c.s.m.frames.WithLabelValues(f.Op).Inc()
+		switch f.Op {
+		case wire.OpSubscribe:
+			c.subscribe(f)
+		case wire.OpUnsubscribe:
+			c.unsubscribe(f)
+		case wire.OpPublish:
+			c.publish(f)
+		case wire.OpRequest:
+			c.sendError(f.ID, wire.CodeNotFound, fmt.Sprintf("no worker serves route %q", f.Route))
+		case wire.OpPing:
+			c.send(struct {
+				Op string `json:"op"`
+				ID string `json:"id,omitempty"`
+			}{wire.OpPong, f.ID})
+		}
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+	}
+}
+
+func (c *conn) publish(f wire.ClientFrame) {
+	if len(f.Data) > c.s.cfg.MaxMessageBytes {
+		c.sendError(f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), c.s.cfg.MaxMessageBytes))
+		return
+	}
+	select {
+	case c.pubs <- struct{}{}:
+	case <-c.ctx.Done():
+		return
+	}
+	go func() {
+		defer func() { <-c.pubs }()
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PublishTimeout)
+		defer cancel()
+		res, err := c.s.hub.Publish(ctx, wire.PublishRequest{Channel: f.Channel, Data: f.Data, ID: f.ID})
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return // the client is gone
+			}
+			c.s.m.publishes.WithLabelValues("error").Inc()
+			c.sendError(f.ID, broker.ErrorCode(err), publishError(err))
+			return
+		}
+		c.s.m.publishes.WithLabelValues("ok").Inc()
+		c.s.m.publishTime.Observe(time.Since(start).Seconds())
+		c.send(wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: res.Channel, Offset: res.Offset, Epoch: res.Epoch})
+	}()
+}
+
+// publishError is the message of a failed publish's error frame.
+func publishError(err error) string {
+	var api *broker.APIError
+	if errors.As(err, &api) {
+		return api.Body.Message
+	}
+	switch broker.ErrorCode(err) {
+	case wire.CodeTimeout:
+		return "no answer from the hubs in time; the message may be stored: retry with the same id"
+	case wire.CodeUnavailable:
+		return "hubs unreachable: " + err.Error() + "; the message may be stored: retry with the same id"
+	}
+	return err.Error()
+}
+
+// send encodes v and queues it.
+func (c *conn) send(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.s.log.Error("encode server frame", "err", err)
+		return
+	}
+	c.enqueue(b)
+}
+
+func (c *conn) sendError(id, code, msg string) {
+	c.send(wire.ErrorFrame{Op: wire.OpError, ID: id, Code: code, Message: msg})
+}
+
+// enqueue queues one encoded object without waiting. A full queue means a
+// client too slow to keep up: it is disconnected. It reports whether the
+// object was queued.
+func (c *conn) enqueue(b []byte) bool {
+	c.qmu.Lock()
+	if c.dead {
+		c.qmu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.s.cfg.QueueMessages || c.qbytes+len(b) > c.s.cfg.QueueBytes {
+		c.qmu.Unlock()
+		c.s.m.slowConsumers.Inc()
+		c.close(wire.CloseSlowConsumer, "slow consumer: queue overflowed; reconnect and resume")
+		return false
+	}
+	c.queue = append(c.queue, b)
+	c.qbytes += len(b)
+	first := len(c.queue) == 1
+	c.qmu.Unlock()
+	if first {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// enqueueWait queues objects, waiting while the queue is more than half
+// full: replays use it so that a long replay is paced by the client rather
+// than overflowing the queue.
+func (c *conn) enqueueWait(ctx context.Context, frames [][]byte) bool {
+	for len(frames) > 0 {
+		c.qmu.Lock()
+		if c.dead {
+			c.qmu.Unlock()
+			return false
+		}
+		n := 0
+		for n < len(frames) && len(c.queue) < c.s.cfg.QueueMessages/2 && c.qbytes+len(frames[n]) <= c.s.cfg.QueueBytes/2 {
+			c.queue = append(c.queue, frames[n])
+			c.qbytes += len(frames[n])
+			n++
+		}
+		space := c.space
+		c.qmu.Unlock()
+		if n > 0 {
+			frames = frames[n:]
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return false
+		case <-c.closing:
+			return false
+		}
+	}
+	return true
+}
+
+// close starts closing the connection with code and reason (0: no close
+// frame, the transport is simply closed): the writer sends what is queued,
+// then the close frame.
+func (c *conn) close(code int, reason string) {
+	c.qmu.Lock()
+	if c.dead {
+		c.qmu.Unlock()
+		return
+	}
+	c.dead = true
+	c.closeCode, c.closeWhy = code, reason
+	c.qmu.Unlock()
+	close(c.closing)
+}
+
+func (c *conn) writeLoop() {
+	defer close(c.closed)
+	ping := time.NewTicker(c.s.cfg.PingInterval)
+	defer ping.Stop()
+	var batch [][]byte
+	buf := make([]byte, 0, 4096)
+	for {
+		closing := false
+		select {
+		case <-c.wake:
+		case <-ping.C:
+			if err := c.t.ping(); err != nil {
+				c.close(0, "")
+				c.t.close()
+				return
+			}
+			continue
+		case <-c.closing:
+			closing = true
+		}
+		c.qmu.Lock()
+		batch, c.queue = c.queue, batch[:0]
+		c.qbytes = 0
+		close(c.space)
+		c.space = make(chan struct{})
+		code, why := c.closeCode, c.closeWhy
+		c.qmu.Unlock()
+		var err error
+		for i := 0; i < len(batch) && err == nil; {
+			buf = buf[:0]
+			for ; i < len(batch); i++ {
+				if len(buf) > 0 && len(buf)+len(batch[i]) > c.s.cfg.WriteBatchBytes {
+					break
+				}
+				if len(buf) > 0 {
+					buf = append(buf, '\n')
+				}
+				buf = append(buf, batch[i]...)
+			}
+			err = c.t.write(buf)
+			c.s.m.framesSent.Inc()
+		}
+		c.s.m.delivered.Add(float64(len(batch)))
+		clear(batch)
+		if cap(buf) > 1<<20 {
+			buf = make([]byte, 0, 4096)
+		}
+		if err != nil {
+			c.close(0, "")
+			c.t.close()
+			return
+		}
+		if closing {
+			if code != 0 {
+				c.t.closeWith(code, why)
+			} else {
+				c.t.close()
+			}
+			return
+		}
+	}
+}

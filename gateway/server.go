@@ -1,0 +1,327 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comethq/comet/wire"
+	"github.com/gorilla/websocket"
+	"github.com/igm/sockjs-go/v3/sockjs"
+)
+
+// Config configures a gateway Server. Zero fields take the defaults named.
+type Config struct {
+	// Hub reaches the hub cluster. Required.
+	Hub Hub
+	// ID names this gateway; it prefixes connection ids (default random).
+	ID string
+
+	// MaxFrameBytes bounds a client frame (default 80 KiB). A larger frame
+	// is answered too_large and discarded; one over 4 times this closes the
+	// connection (code 4004).
+	MaxFrameBytes int
+	// MaxMessageBytes bounds a published message's data (default 64 KiB,
+	// as hubs).
+	MaxMessageBytes int
+	// MaxSubscriptions bounds the subscriptions of one connection (default
+	// 1,000).
+	MaxSubscriptions int
+	// QueueMessages and QueueBytes bound a connection's outgoing queue
+	// (defaults 16,384 objects, 8 MiB). A client that lets it overflow is
+	// disconnected as a slow consumer (code 4002).
+	QueueMessages int
+	QueueBytes    int
+	// PendingMessages bounds the live messages held for one subscription
+	// while its replay runs (default 4,096); past it they are dropped and
+	// read again from the hubs.
+	PendingMessages int
+	// WriteBatchBytes bounds one server frame (default 256 KiB): a burst of
+	// queued objects is sent in frames of about this size.
+	WriteBatchBytes int
+	// PingInterval (default 25s), IdleTimeout (default 60s) and
+	// WriteTimeout (default 10s) keep connections honest.
+	PingInterval time.Duration
+	IdleTimeout  time.Duration
+	WriteTimeout time.Duration
+	// PublishTimeout bounds a publish waiting for the hubs (default 10s).
+	PublishTimeout time.Duration
+	// MaxPublishesInFlight bounds one connection's publishes waiting for
+	// the hubs (default 256); past it the gateway stops reading from it.
+	MaxPublishesInFlight int
+	// AllowedOrigins lists the browser origins accepted besides the
+	// gateway's own host: "*", "https://app.example.com",
+	// "https://*.example.com".
+	AllowedOrigins []string
+
+	// CacheMessages and CacheBytes bound the recent messages kept per
+	// channel with subscribers, to serve resuming clients without asking
+	// the hubs (defaults 10,000 messages, 4 MiB).
+	CacheMessages int
+	CacheBytes    int
+	// Linger is how long a channel's state and cache are kept after its
+	// last subscriber leaves (default 1m), so that a client that comes back
+	// soon resumes from memory.
+	Linger time.Duration
+	// ReadLimit is the page size of range reads from the hubs (default
+	// 10,000 messages).
+	ReadLimit int
+
+	Logger *slog.Logger
+}
+
+func (c *Config) fill() error {
+	if c.Hub == nil {
+		return errors.New("gateway: Config.Hub is required")
+	}
+	if c.ID == "" {
+		c.ID = randomID(4)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxFrameBytes, 80<<10)
+	def(&c.MaxMessageBytes, 64<<10)
+	def(&c.MaxSubscriptions, 1000)
+	def(&c.QueueMessages, 16384)
+	def(&c.QueueBytes, 8<<20)
+	def(&c.PendingMessages, 4096)
+	def(&c.WriteBatchBytes, 256<<10)
+	def(&c.MaxPublishesInFlight, 256)
+	def(&c.CacheMessages, 10000)
+	def(&c.CacheBytes, 4<<20)
+	def(&c.ReadLimit, 10000)
+	defD(&c.PingInterval, 25*time.Second)
+	defD(&c.IdleTimeout, 60*time.Second)
+	defD(&c.WriteTimeout, 10*time.Second)
+	defD(&c.PublishTimeout, 10*time.Second)
+	defD(&c.Linger, time.Minute)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o != "*" && !strings.Contains(o, "://") {
+			return fmt.Errorf("gateway: allowed origin %q: want *, or scheme://host[:port] (host may start with *.)", o)
+		}
+	}
+	return nil
+}
+
+// Server is a gateway: it holds client connections, follows the hubs'
+// commit stream and fans messages out to subscribers.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	hub    Hub
+	m      *metrics
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	channels map[string]*channel
+	conns    map[*conn]struct{}
+	closing  bool
+
+	// Upstream position: every message of entries up to done was received;
+	// last is the highest index seen.
+	done      atomic.Uint64
+	last      atomic.Uint64
+	streaming atomic.Bool
+	lastLine  atomic.Int64 // unix nanos of the last line from the stream
+
+	connSeq  atomic.Uint64
+	upgrader websocket.Upgrader
+	sockjs   *sockjs.Handler
+	mux      *http.ServeMux
+}
+
+// New returns a Server; Run starts following the hubs.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		hub:      cfg.Hub,
+		channels: make(map[string]*channel),
+		conns:    make(map[*conn]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.m = newMetrics(s)
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 16 << 10,
+		CheckOrigin:     s.checkOrigin,
+	}
+	opts := sockjs.DefaultOptions
+	opts.CheckOrigin = s.checkOrigin
+	opts.WebsocketUpgrader = &websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 16 << 10, CheckOrigin: s.checkOrigin}
+	opts.WebsocketWriteTimeout = cfg.WriteTimeout
+	opts.HeartbeatDelay = cfg.PingInterval
+	s.sockjs = sockjs.NewHandler("/sockjs", opts, s.serveSockJS)
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("/ws", s.serveWS)
+	s.mux.Handle("/sockjs/", http.MaxBytesHandler(s.sockjs, int64(4*cfg.MaxFrameBytes)))
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	s.mux.HandleFunc("/readyz", s.serveReady)
+	s.mux.Handle("/metrics", s.m.handler())
+	return s, nil
+}
+
+// Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Run follows the hubs' commit stream until Close. It returns at once;
+// Close waits for what it started.
+func (s *Server) Run() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.follow()
+	}()
+}
+
+// Ready returns nil when the gateway follows the commit stream and heard
+// from it recently.
+func (s *Server) Ready() error {
+	if !s.streaming.Load() {
+		return errors.New("not following the hubs' commit stream")
+	}
+	if age := time.Since(time.Unix(0, s.lastLine.Load())); age > 5*time.Second {
+		return fmt.Errorf("commit stream silent for %v", age.Round(time.Millisecond))
+	}
+	return nil
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.Ready(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// Shutdown closes every client connection with code 4001 (reconnect
+// elsewhere), waiting at most until ctx ends for their queues to flush,
+// then stops following the hubs. The caller stops its HTTP server first
+// so that no new connection arrives.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
+	}
+	var err error
+	for _, c := range conns {
+		select {
+		case <-c.closed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	s.Close()
+	return err
+}
+
+// Close stops everything at once: connections are dropped without
+// flushing. Use Shutdown for a graceful stop.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
+		c.t.close() // no flush
+	}
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// checkOrigin accepts requests without Origin (not from a browser), from
+// the gateway's own host, and from AllowedOrigins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	scheme, host, ok := strings.Cut(origin, "://")
+	if !ok {
+		return false
+	}
+	if strings.EqualFold(host, r.Host) {
+		return true
+	}
+	for _, allowed := range s.cfg.AllowedOrigins {
+		if allowed == "*" {
+			return true
+		}
+		as, ah, _ := strings.Cut(allowed, "://")
+		if !strings.EqualFold(as, scheme) {
+			continue
+		}
+		if strings.EqualFold(ah, host) {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(ah, "*."); ok && len(host) > len(suffix)+1 &&
+			strings.EqualFold(host[len(host)-len(suffix)-1:], "."+suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) addConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) newConnID() string {
+	return s.cfg.ID + "-" + randomID(8)
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

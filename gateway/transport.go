@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/igm/sockjs-go/v3/sockjs"
+)
+
+// transport is one client connection's way of moving frames: WebSocket or
+// SockJS. read is called from one goroutine, write, ping and closeWith from
+// another; close may be called from anywhere.
+type transport interface {
+	// read returns the next client frame. errTooLarge: the frame was over
+	// the limit and discarded; errIdle: nothing heard for the idle timeout.
+	read() ([]byte, error)
+	write(frame []byte) error
+	ping() error
+	// closeWith sends a close frame with code and reason, then closes.
+	closeWith(code int, reason string)
+	close()
+	name() string
+}
+
+var (
+	errTooLarge = errors.New("frame too large")
+	errIdle     = errors.New("idle connection")
+)
+
+// serveWS upgrades to a WebSocket and serves the connection.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	t := &wsTransport{c: ws, max: s.cfg.MaxFrameBytes, idle: s.cfg.IdleTimeout, writeTimeout: s.cfg.WriteTimeout}
+	// Past 4 times the limit, gorilla fails the connection (close 1009).
+	ws.SetReadLimit(int64(4 * s.cfg.MaxFrameBytes))
+	t.touch()
+	ws.SetPongHandler(func(string) error { t.touch(); return nil })
+	s.newConn(t).serve()
+}
+
+type wsTransport struct {
+	c            *websocket.Conn
+	max          int
+	idle         time.Duration
+	writeTimeout time.Duration
+	closeOnce    sync.Once
+}
+
+func (t *wsTransport) name() string { return "websocket" }
+
+func (t *wsTransport) touch() { _ = t.c.SetReadDeadline(time.Now().Add(t.idle)) }
+
+func (t *wsTransport) read() ([]byte, error) {
+	_, r, err := t.c.NextReader()
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, errIdle
+		}
+		return nil, err
+	}
+	t.touch()
+	b, err := io.ReadAll(io.LimitReader(r, int64(t.max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > t.max {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, err
+		}
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+func (t *wsTransport) write(frame []byte) error {
+	_ = t.c.SetWriteDeadline(time.Now().Add(t.writeTimeout))
+	return t.c.WriteMessage(websocket.TextMessage, frame)
+}
+
+func (t *wsTransport) ping() error {
+	return t.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(t.writeTimeout))
+}
+
+func (t *wsTransport) closeWith(code int, reason string) {
+	if len(reason) > 123 { // the most a close frame holds
+		reason = reason[:123]
+	}
+	_ = t.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	t.close()
+}
+
+func (t *wsTransport) close() { t.closeOnce.Do(func() { _ = t.c.Close() }) }
+
+// serveSockJS serves one SockJS session.
+func (s *Server) serveSockJS(sess sockjs.Session) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.newConn(&sockjsTransport{sess: sess, max: s.cfg.MaxFrameBytes, ctx: ctx, cancel: cancel}).serve()
+}
+
+type sockjsTransport struct {
+	sess   sockjs.Session
+	max    int
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (t *sockjsTransport) name() string { return "sockjs" }
+
+func (t *sockjsTransport) read() ([]byte, error) {
+	msg, err := t.sess.RecvCtx(t.ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(msg) > t.max {
+		return nil, errTooLarge
+	}
+	return []byte(msg), nil
+}
+
+func (t *sockjsTransport) write(frame []byte) error { return t.sess.Send(string(frame)) }
+
+// ping does nothing: SockJS sends its own heartbeats.
+func (t *sockjsTransport) ping() error { return nil }
+
+func (t *sockjsTransport) closeWith(code int, reason string) {
+	_ = t.sess.Close(uint32(code), reason)
+	t.cancel()
+}
+
+func (t *sockjsTransport) close() {
+	_ = t.sess.Close(1000, "closed")
+	t.cancel()
+}

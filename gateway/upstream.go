@@ -1,0 +1,361 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/wire"
+)
+
+// follow reads the hubs' commit stream until the server closes, moving to
+// another hub when one fails and continuing from the last entry it
+// received whole. Messages of an entry received twice (the stream resumes
+// at an entry boundary) are dropped by per-channel offsets.
+func (s *Server) follow() {
+	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	for s.ctx.Err() == nil {
+		from := uint64(0) // from now: nothing tracked can be missing yet
+		if d := s.done.Load(); d > 0 {
+			from = d + 1
+		}
+		r, err := s.hub.Stream(s.ctx, from)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("cannot open the commit stream", "err", err)
+				s.m.upstreamErrors.Inc()
+			}
+			backoff.wait(s.ctx)
+			continue
+		}
+		s.log.Info("following the commit stream", "hub", r.Hub(), "from", from)
+		s.streaming.Store(true)
+		s.lastLine.Store(time.Now().UnixNano())
+		err = s.read(r)
+		s.streaming.Store(false)
+		r.Close()
+		if s.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errStreamReset) {
+			backoff.reset()
+			continue
+		}
+		s.log.Warn("commit stream ended; moving on", "hub", r.Hub(), "err", err)
+		s.m.upstreamErrors.Inc()
+		if f, ok := s.hub.(interface{ Failed(string) }); ok {
+			f.Failed(r.Hub())
+		}
+		backoff.wait(s.ctx)
+	}
+}
+
+var errStreamReset = errors.New("commit stream reset: resyncing channels")
+
+// read dispatches the lines of one stream until it fails.
+func (s *Server) read(r StreamReader) error {
+	for {
+		line, err := r.Next()
+		if err != nil {
+			return err
+		}
+		s.lastLine.Store(time.Now().UnixNano())
+		switch {
+		case line.Reset:
+			// The hub no longer holds our position: every tracked channel
+			// reads what it missed from the hubs, and we follow from now.
+			s.log.Warn("commit stream position lost; resyncing channels", "floor", line.Floor)
+			s.done.Store(0)
+			s.resyncAll()
+			return errStreamReset
+		case line.Index == 0:
+			if line.Applied > s.done.Load() {
+				s.done.Store(line.Applied)
+			}
+			s.m.upstreamIndex.Set(float64(line.Applied))
+		default:
+			if line.Index > s.last.Load() {
+				s.last.Store(line.Index)
+				s.m.upstreamIndex.Set(float64(line.Index))
+			}
+			if line.Index-1 > s.done.Load() {
+				s.done.Store(line.Index - 1)
+			}
+			s.mu.Lock()
+			ch := s.channels[line.Channel]
+			s.mu.Unlock()
+			if ch != nil {
+				ch.onStream(line)
+			}
+		}
+	}
+}
+
+func (s *Server) resyncAll() {
+	s.mu.Lock()
+	chans := make([]*channel, 0, len(s.channels))
+	for _, ch := range s.channels {
+		chans = append(chans, ch)
+	}
+	s.mu.Unlock()
+	for _, ch := range chans {
+		ch.mu.Lock()
+		ch.startSyncLocked()
+		ch.mu.Unlock()
+	}
+}
+
+// acquire returns the state of channel name, creating it (and starting its
+// first sync) if needed, and counts one more user.
+func (s *Server) acquire(name string) *channel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[name]
+	if ch == nil {
+		ch = newChannel(s, name)
+		s.channels[name] = ch
+		s.m.channels.Inc()
+		ch.mu.Lock()
+		ch.startSyncLocked()
+		ch.mu.Unlock()
+	}
+	if ch.linger != nil {
+		ch.linger.Stop()
+		ch.linger = nil
+	}
+	ch.refs++
+	return ch
+}
+
+// release counts one user less; the last one lets the channel linger, then
+// go.
+func (s *Server) release(ch *channel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch.refs--
+	if ch.refs > 0 {
+		return
+	}
+	ch.linger = time.AfterFunc(s.cfg.Linger, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if ch.refs > 0 || s.channels[ch.name] != ch {
+			return
+		}
+		delete(s.channels, ch.name)
+		s.m.channels.Dec()
+		ch.mu.Lock()
+		ch.dropped = true
+		ch.cache.clear()
+		ch.mu.Unlock()
+	})
+}
+
+// channel is what a gateway knows of one channel with subscribers: its
+// position in the commit stream, recent messages, and subscribers.
+type channel struct {
+	s    *Server
+	name string
+
+	// Under s.mu.
+	refs   int
+	linger *time.Timer
+
+	mu      sync.Mutex
+	known   bool          // epoch, first and next were read from a hub
+	ready   chan struct{} // closed once known
+	syncing bool          // reading from the hubs; stream lines are held
+	dropped bool
+	epoch   string
+	first   uint64
+	next    uint64 // the offset the next message will have
+	held    []wire.StreamLine
+	lost    bool   // held overflowed: read again
+	syncIdx uint64 // highest stream index dispatched when the sync began
+	cache   cache
+	subs    map[*sub]struct{}
+}
+
+func newChannel(s *Server, name string) *channel {
+	return &channel{s: s, name: name, ready: make(chan struct{}), subs: make(map[*sub]struct{}),
+		cache: cache{maxMsgs: s.cfg.CacheMessages, maxBytes: s.cfg.CacheBytes}}
+}
+
+// onStream takes one message of this channel from the commit stream.
+func (ch *channel) onStream(l wire.StreamLine) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case ch.dropped:
+	case ch.syncing:
+		ch.hold(l)
+	case l.Epoch != ch.epoch || l.Offset > ch.next:
+		// A reset channel, or a gap (the stream skipped entries): read
+		// what is missing from the hubs.
+		ch.startSyncLocked()
+		ch.hold(l)
+	case l.Offset < ch.next:
+		// Already had it: an entry streamed again after a failover.
+	default:
+		ch.deliverLocked(l.Offset, l.Data)
+	}
+}
+
+func (ch *channel) hold(l wire.StreamLine) {
+	if len(ch.held) >= ch.s.cfg.PendingMessages {
+		ch.held, ch.lost = nil, true
+		return
+	}
+	ch.held = append(ch.held, l)
+}
+
+// deliverLocked appends message off to the channel: the cache, then every
+// subscriber.
+func (ch *channel) deliverLocked(off uint64, data []byte) {
+	frame := wire.AppendMessage(make([]byte, 0, len(data)+len(ch.name)+48), ch.name, off, data)
+	ch.cache.push(off, frame)
+	ch.next = off + 1
+	for sb := range ch.subs {
+		sb.deliver(off, frame)
+	}
+}
+
+// startSyncLocked starts reading the channel's state and missing messages
+// from the hubs, holding stream lines meanwhile.
+func (ch *channel) startSyncLocked() {
+	if ch.syncing || ch.dropped {
+		return
+	}
+	ch.syncing, ch.held, ch.lost = true, nil, false
+	ch.syncIdx = ch.s.last.Load()
+	ch.s.m.resyncs.Inc()
+	ch.s.wg.Add(1)
+	go func() {
+		defer ch.s.wg.Done()
+		ch.sync()
+	}()
+}
+
+// sync reads from the hubs until the channel is contiguous with the lines
+// held from the stream, delivering what it reads, then goes live.
+func (ch *channel) sync() {
+	s := ch.s
+	backoff := newBackoff(20*time.Millisecond, time.Second)
+	for s.ctx.Err() == nil {
+		ch.mu.Lock()
+		if ch.dropped {
+			ch.syncing = false
+			ch.mu.Unlock()
+			return
+		}
+		known, from, need := ch.known, ch.next, ch.syncIdx
+		ch.mu.Unlock()
+		limit := s.cfg.ReadLimit
+		if !known {
+			from, limit = math.MaxInt64, 0 // epoch, first and next only
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		res, applied, err := s.hub.Read(ctx, ch.name, from, limit)
+		cancel()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("channel resync: read failed", "channel", ch.name, "err", err)
+			}
+			backoff.wait(s.ctx)
+			continue
+		}
+		if applied < need {
+			// This hub is behind what the stream already gave us.
+			backoff.wait(s.ctx)
+			continue
+		}
+		backoff.reset()
+		if ch.apply(res) {
+			return
+		}
+	}
+	ch.mu.Lock()
+	ch.syncing = false
+	ch.mu.Unlock()
+}
+
+// apply takes one range read into the channel, then the held stream lines,
+// and reports whether the channel is live again.
+func (ch *channel) apply(res wire.MessagesResponse) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	switch {
+	case !ch.known:
+		ch.epoch, ch.first, ch.next, ch.known = res.Epoch, res.First, res.Next, true
+		close(ch.ready)
+	case res.Epoch != ch.epoch:
+		// The channel's history was reset: subscribers' offsets mean
+		// nothing now. They reconnect and learn it from subscribed.
+		ch.s.log.Warn("channel epoch changed", "channel", ch.name, "old", ch.epoch, "new", res.Epoch)
+		ch.resetLocked(res)
+		return false
+	default:
+		if res.First > ch.next {
+			// Retention removed messages before we could read them:
+			// subscribers would see a gap. They reconnect and learn it.
+			ch.resetLocked(res)
+			return false
+		}
+		for _, m := range res.Messages {
+			if m.Offset == ch.next {
+				ch.deliverLocked(m.Offset, m.Data)
+			}
+		}
+		ch.first = res.First
+		if res.Next > ch.next {
+			return false // more to read
+		}
+	}
+	if ch.lost {
+		ch.held, ch.lost = nil, false
+		return false
+	}
+	for i, l := range ch.held {
+		switch {
+		case l.Epoch != ch.epoch || l.Offset > ch.next:
+			ch.held = ch.held[i:]
+			return false // read again: the gap or the new epoch
+		case l.Offset == ch.next:
+			ch.deliverLocked(l.Offset, l.Data)
+		}
+	}
+	ch.held = nil
+	ch.syncing = false
+	return true
+}
+
+// resetLocked starts the channel over at res: its subscribers are
+// disconnected so that they resubscribe and are told what they missed.
+func (ch *channel) resetLocked(res wire.MessagesResponse) {
+	ch.epoch, ch.first, ch.next = res.Epoch, res.First, res.First
+	ch.cache.clear()
+	for sb := range ch.subs {
+		sb.c.close(wire.CloseResync, "channel "+ch.name+" lost messages it cannot replay: resubscribe")
+	}
+}
+
+// backoff is an exponential wait between retries.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	b.cur = min(b.cur*2, b.max)
+}

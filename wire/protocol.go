@@ -1,0 +1,204 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Client protocol ops (CONTRACT.md, "Client protocol").
+const (
+	OpSubscribe   = "subscribe"
+	OpUnsubscribe = "unsubscribe"
+	OpPublish     = "publish"
+	OpRequest     = "request"
+	OpPing        = "ping"
+
+	OpConnected    = "connected"
+	OpSubscribed   = "subscribed"
+	OpUnsubscribed = "unsubscribed"
+	OpMessage      = "message"
+	OpAck          = "ack"
+	OpResponse     = "response"
+	OpPong         = "pong"
+	OpError        = "error"
+)
+
+// Close codes a gateway ends a connection with, the same on WebSocket and
+// SockJS. Every one of them means "reconnect and resume"; they differ in
+// why, and in whether to reconnect to the same gateway at once.
+const (
+	// CloseShutdown: the gateway is stopping; reconnect to another one now.
+	CloseShutdown = 4001
+	// CloseSlowConsumer: the client did not read fast enough and its queue
+	// overflowed; reconnect and resume from the last offset.
+	CloseSlowConsumer = 4002
+	// CloseIdle: nothing was heard from the client for too long.
+	CloseIdle = 4003
+	// CloseResync: a channel the client subscribes to lost messages the
+	// gateway could not replay (retention, a reset channel): resubscribe,
+	// and the subscribed frame tells what was lost.
+	CloseResync = 4004
+	// CloseUnavailable: the hubs could not be reached to replay what the
+	// client missed; reconnect later, or to another gateway.
+	CloseUnavailable = 4005
+)
+
+// ClientFrame is one frame a client sends to a gateway. From is a pointer
+// so that "from":0 can be told from no from at all.
+type ClientFrame struct {
+	Op      string          `json:"op"`
+	ID      string          `json:"id,omitempty"`
+	Channel string          `json:"channel,omitempty"`
+	From    *uint64         `json:"from,omitempty"`
+	Epoch   string          `json:"epoch,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Route   string          `json:"route,omitempty"`
+}
+
+// ErrFrame is wrapped by every error DecodeClientFrame returns.
+var ErrFrame = errors.New("bad frame")
+
+// DecodeClientFrame reads one client frame and checks what can be checked
+// without knowing the server's limits: a known op, a valid channel where the
+// op needs one, data where it needs some. The frame's id is returned even
+// when the frame is refused, so that the error can carry it.
+func DecodeClientFrame(b []byte) (ClientFrame, error) {
+	var f ClientFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		var id struct {
+			ID any `json:"id"`
+		}
+		if json.Unmarshal(b, &id) == nil {
+			if s, ok := id.ID.(string); ok {
+				f.ID = s
+			}
+		}
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return f, fmt.Errorf("%w: field %q must be %s, not %s", ErrFrame, te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		case errors.As(err, &te):
+			return f, fmt.Errorf("%w: a frame is one JSON object, not %s", ErrFrame, te.Value)
+		default:
+			return f, fmt.Errorf("%w: not JSON: %v", ErrFrame, err)
+		}
+	}
+	switch f.Op {
+	case OpSubscribe, OpUnsubscribe:
+		if err := CheckChannel(f.Channel); err != nil {
+			return f, fmt.Errorf("%w: %v", ErrFrame, err)
+		}
+	case OpPublish:
+		if err := CheckChannel(f.Channel); err != nil {
+			return f, fmt.Errorf("%w: %v", ErrFrame, err)
+		}
+		if len(f.Data) == 0 || string(f.Data) == "null" {
+			return f, fmt.Errorf("%w: publish needs data", ErrFrame)
+		}
+	case OpRequest:
+		if f.Route == "" {
+			return f, fmt.Errorf("%w: request needs a route", ErrFrame)
+		}
+	case OpPing:
+	case "":
+		return f, fmt.Errorf("%w: no op", ErrFrame)
+	default:
+		return f, fmt.Errorf("%w: unknown op %q", ErrFrame, f.Op)
+	}
+	return f, nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "uint64", "int", "int64":
+		return "a non-negative integer"
+	case "string":
+		return "a string"
+	case "struct":
+		return "an object"
+	default:
+		return goKind
+	}
+}
+
+// Subscribed answers a subscribe: the channel's epoch, whether the client's
+// position could be honoured, and the channel's first retained and next
+// offsets. The replayed messages follow it.
+type Subscribed struct {
+	Op        string `json:"op"`
+	ID        string `json:"id,omitempty"`
+	Channel   string `json:"channel"`
+	Epoch     string `json:"epoch"`
+	Recovered bool   `json:"recovered"`
+	First     uint64 `json:"first"`
+	Next      uint64 `json:"next"`
+}
+
+// Unsubscribed answers an unsubscribe.
+type Unsubscribed struct {
+	Op      string `json:"op"`
+	ID      string `json:"id,omitempty"`
+	Channel string `json:"channel"`
+}
+
+// Connected is the first frame of every connection.
+type Connected struct {
+	Op         string `json:"op"`
+	Connection string `json:"connection"`
+}
+
+// Ack answers a publish once it is committed.
+type Ack struct {
+	Op      string `json:"op"`
+	ID      string `json:"id,omitempty"`
+	Channel string `json:"channel"`
+	Offset  uint64 `json:"offset"`
+	Epoch   string `json:"epoch,omitempty"`
+}
+
+// Response answers a request.
+type Response struct {
+	Op   string          `json:"op"`
+	ID   string          `json:"id,omitempty"`
+	Data json.RawMessage `json:"data"`
+}
+
+// ErrorFrame reports a refused or failed client frame.
+type ErrorFrame struct {
+	Op      string `json:"op"`
+	ID      string `json:"id,omitempty"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ServerFrame is any frame a gateway sends, as a client decodes it: the
+// union of the fields of all server ops.
+type ServerFrame struct {
+	Op         string          `json:"op"`
+	ID         string          `json:"id,omitempty"`
+	Connection string          `json:"connection,omitempty"`
+	Channel    string          `json:"channel,omitempty"`
+	Epoch      string          `json:"epoch,omitempty"`
+	Recovered  bool            `json:"recovered,omitempty"`
+	First      uint64          `json:"first,omitempty"`
+	Next       uint64          `json:"next,omitempty"`
+	Offset     uint64          `json:"offset,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Code       string          `json:"code,omitempty"`
+	Message    string          `json:"message,omitempty"`
+}
+
+// AppendMessage appends the frame {"op":"message","channel":ch,"offset":off,
+// "data":data} to b. ch must be a valid channel name (its characters need
+// no escaping) and data compact JSON (no raw newline), as hubs store it.
+func AppendMessage(b []byte, ch string, off uint64, data []byte) []byte {
+	b = append(b, `{"op":"message","channel":"`...)
+	b = append(b, ch...)
+	b = append(b, `","offset":`...)
+	b = strconv.AppendUint(b, off, 10)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
