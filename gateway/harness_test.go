@@ -45,6 +45,14 @@ func startHub(t testing.TB, rules ...log.Rule) *testHub {
 		_, err := h.Service.Publish(context.Background(), "warmup", json.RawMessage(`1`), "")
 		return err == nil
 	})
+	if len(rules) > 0 {
+		// The leader replicates its retention rules soon after it is
+		// elected; publishes before that are trimmed by the defaults.
+		waitFor(t, "retention rules in force", func() bool {
+			got, err := h.Log.Retention()
+			return err == nil && len(got) == len(rules) && got[0] == rules[0]
+		})
+	}
 	return th
 }
 
