@@ -53,15 +53,24 @@ var (
 	ErrBadKey = errors.New("bad key")
 	// ErrCorrupt is returned when stored bytes cannot be decoded.
 	ErrCorrupt = errors.New("corrupt record")
+	// ErrLayout is returned by Open and Restore for a file written in
+	// another storage layout than this build's (layoutVersion). There is no
+	// migration: a hub moves the file aside and rebuilds it from Raft.
+	ErrLayout = errors.New("unsupported storage layout")
 )
+
+// layoutVersion is the storage layout this build reads and writes, kept in
+// sys/layout. Layout 1 (no sys/layout: a message, an id and an expiry record
+// per message) is refused.
+const layoutVersion = 2
 
 var (
 	bucketSys      = []byte("sys")
-	bucketChannels = []byte("ch")
-	bucketMsgs     = []byte("m") // offset -> time(8) data
-	bucketIDs      = []byte("i") // id -> offset(8) time(8)
-	bucketExpiry   = []byte("x") // time(8) id -> nil
+	bucketChannels = []byte("ch") // ch/<channel>: meta, and m
+	bucketMsgs     = []byte("m")  // chunks: first offset -> messages (chunk.go)
+	bucketIDs      = []byte("d")  // idempotency records (encodeIDs)
 
+	keyLayout    = []byte("layout")
 	keyApplied   = []byte("applied")
 	keyEpoch     = []byte("epoch")
 	keyRetention = []byte("retention")
@@ -118,11 +127,17 @@ type Log struct {
 	cfg    Config
 	logger *slog.Logger
 
-	mu      sync.RWMutex // guards db against Restore and Close
+	mu      sync.RWMutex // guards db and ids against Restore and Close
 	db      *bolt.DB
 	closed  bool
 	boot    string // boot id, with DeferSync
 	rebuilt bool
+
+	// wmu makes an Update and the change of ids that follows its commit
+	// one step: bbolt lets the next writer in as soon as it has committed.
+	wmu   sync.Mutex
+	ids   *idIndex  // of the committed state; changed under wmu or mu
+	stage stagedIDs // an Update's changes to ids, under wmu
 }
 
 // Open opens or creates the log at cfg.Path.
@@ -156,11 +171,11 @@ func Open(cfg Config) (*Log, error) {
 			return nil, fmt.Errorf("log: write %s: %w", markerPath(cfg.Path), err)
 		}
 	}
-	db, err := l.openDB(cfg.Path)
+	db, ids, err := l.openDB(cfg.Path)
 	if err != nil {
 		return nil, err
 	}
-	l.db = db
+	l.db, l.ids = db, ids
 	return l, nil
 }
 
@@ -168,7 +183,9 @@ func Open(cfg Config) (*Log, error) {
 // after a power loss) and started empty.
 func (l *Log) Rebuilt() bool { return l.rebuilt }
 
-func (l *Log) openDB(path string) (*bolt.DB, error) {
+// openDB opens the bbolt file at path, making the log's buckets in a new
+// one, and loads its idempotency index.
+func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         2 * time.Second,
 		NoSync:          l.cfg.NoSync || l.cfg.DeferSync,
@@ -178,23 +195,61 @@ func (l *Log) openDB(path string) (*bolt.DB, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("log: open %s: locked by another process", path)
+			return nil, nil, fmt.Errorf("log: open %s: locked by another process", path)
 		}
-		return nil, fmt.Errorf("log: open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("log: open %s: %w", path, err)
 	}
+	ids := &idIndex{}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSys, bucketChannels} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+		if tx.Bucket(bucketSys) == nil {
+			// A new file.
+			for _, b := range [][]byte{bucketSys, bucketChannels, bucketIDs} {
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
 			}
+			return tx.Bucket(bucketSys).Put(keyLayout, be(layoutVersion))
 		}
-		return nil
+		if err := checkLayout(tx); err != nil {
+			return err
+		}
+		return ids.load(tx)
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("log: init %s: %w", path, err)
+		return nil, nil, fmt.Errorf("log: open %s: %w", path, err)
 	}
-	return db, nil
+	return db, ids, nil
+}
+
+// checkLayout returns an error unless tx is a log in this build's layout.
+func checkLayout(tx *bolt.Tx) error {
+	sys := tx.Bucket(bucketSys)
+	if sys == nil || tx.Bucket(bucketChannels) == nil {
+		return fmt.Errorf("%w: not a channel log (no sys or ch bucket)", ErrCorrupt)
+	}
+	v := sys.Get(keyLayout)
+	switch {
+	case v == nil:
+		return fmt.Errorf("%w: the file is in layout 1 (one record per message, before chunks); this build reads layout %d only and does not migrate: move the file aside for the hub to rebuild it from Raft",
+			ErrLayout, layoutVersion)
+	case len(v) != 8 || u64(v) != layoutVersion:
+		return fmt.Errorf("%w: the file is in layout %x; this build reads layout %d only", ErrLayout, v, layoutVersion)
+	case tx.Bucket(bucketIDs) == nil:
+		return fmt.Errorf("%w: no idempotency bucket", ErrCorrupt)
+	}
+	return nil
+}
+
+// HeldIDs returns the number of publish ids the idempotency index holds in
+// memory, across channels (see the package documentation for its cost).
+func (l *Log) HeldIDs() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return 0
+	}
+	return l.ids.held()
 }
 
 // Close closes the log. It is idempotent.
@@ -318,19 +373,58 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 		if start >= info.Next {
 			return nil
 		}
-		c := b.Bucket(bucketMsgs).Cursor()
+		msgs = make([]Message, 0, min(uint64(limit), info.Next-start, 128))
+		var arena []byte // holds the data of the messages returned
 		size := 0
-		for k, v := c.Seek(be(start)); k != nil && len(msgs) < limit && size < MaxReadBytes; k, v = c.Next() {
-			m, err := decodeMessage(k, v)
+		c := b.Bucket(bucketMsgs).Cursor()
+		for k, v := seekChunk(c, start); k != nil && len(msgs) < limit && size < MaxReadBytes; k, v = c.Next() {
+			r, err := openChunk(k, v)
+			if err == nil {
+				err = r.seek(start)
+			}
 			if err != nil {
 				return fmt.Errorf("read %s: %w", ch, err)
 			}
-			msgs = append(msgs, m)
-			size += len(m.Data)
+			for r.more() && len(msgs) < limit && size < MaxReadBytes {
+				m, err := r.next()
+				if err != nil {
+					return fmt.Errorf("read %s: %w", ch, err)
+				}
+				if m.off < start {
+					continue // trimmed, or before from
+				}
+				data := []byte{}
+				if len(m.data) > 0 {
+					if cap(arena)-len(arena) < len(m.data) {
+						arena = make([]byte, 0, max(len(m.data), min(2*cap(arena), 1<<20), 1024))
+					}
+					a := len(arena)
+					arena = append(arena, m.data...)
+					data = arena[a:len(arena):len(arena)]
+				}
+				msgs = append(msgs, Message{Offset: m.off, Time: time.Unix(0, m.t).UTC(), Data: data})
+				size += len(m.data)
+			}
 		}
 		return nil
 	})
 	return info, msgs, err
+}
+
+// seekChunk positions c on the chunk that holds offset off: the last one
+// whose key is at or below off.
+func seekChunk(c *bolt.Cursor, off uint64) (k, v []byte) {
+	k, v = c.Seek(be(off))
+	switch {
+	case k == nil:
+		return c.Last()
+	case u64(k) > off:
+		if pk, pv := c.Prev(); pk != nil {
+			return pk, pv
+		}
+		return c.First()
+	}
+	return k, v
 }
 
 func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
@@ -345,8 +439,11 @@ func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
 		}
 		return Info{Epoch: string(epoch), First: 1, Next: 1}, nil, nil
 	}
-	info, err := decodeInfo(b.Get(keyMeta))
-	return info, b, err
+	m, err := decodeMeta(b.Get(keyMeta))
+	if err != nil {
+		return Info{}, nil, fmt.Errorf("channel %s: %w", ch, err)
+	}
+	return m.Info, b, nil
 }
 
 // Channels calls fn with the name and Info of every stored channel, in name
@@ -354,11 +451,11 @@ func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
 func (l *Log) Channels(fn func(name string, info Info) bool) error {
 	err := l.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
-			info, err := decodeInfo(tx.Bucket(bucketChannels).Bucket(k).Get(keyMeta))
+			m, err := decodeMeta(tx.Bucket(bucketChannels).Bucket(k).Get(keyMeta))
 			if err != nil {
-				return err
+				return fmt.Errorf("channel %s: %w", k, err)
 			}
-			if !fn(string(k), info) {
+			if !fn(string(k), m.Info) {
 				return errStop
 			}
 			return nil
@@ -375,31 +472,42 @@ var errStop = errors.New("stop")
 // Update applies the entry with Raft index index: it runs fn in one bbolt
 // transaction and records index as applied in that same transaction. An
 // index at or below Applied is skipped (fn is not called) and Update returns
-// false. An error from fn rolls everything back.
+// false. An error from fn rolls everything back, the idempotency index
+// included: the index changes only once bbolt has committed.
 func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
 		return false, ErrClosed
 	}
-	applied := false
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	defer l.stage.reset()
+	l.stage.reset()
+	var done *Tx
 	err := l.db.Update(func(btx *bolt.Tx) error {
 		sys := btx.Bucket(bucketSys)
 		prev := u64(sys.Get(keyApplied))
 		if prev >= index {
 			return nil
 		}
-		tx := &Tx{btx: btx, sys: sys, chans: btx.Bucket(bucketChannels), applied: prev}
+		tx := &Tx{
+			btx: btx, sys: sys, chans: btx.Bucket(bucketChannels), dids: btx.Bucket(bucketIDs),
+			applied: prev, index: index, committed: l.ids, staged: &l.stage,
+		}
 		if err := fn(tx); err != nil {
 			return err
 		}
 		if err := tx.finish(); err != nil {
 			return err
 		}
-		applied = true
+		done = tx
 		return sys.Put(keyApplied, be(index))
 	})
-	return applied, err
+	if err == nil && done != nil {
+		l.ids.apply(done.staged, done.clock)
+	}
+	return done != nil, err
 }
 
 // Snapshot is a consistent, point-in-time copy of the log.
@@ -468,7 +576,12 @@ func (l *Log) Restore(r io.Reader) error {
 			if tx.Bucket(bucketSys) == nil || tx.Bucket(bucketChannels) == nil {
 				return fmt.Errorf("%w: snapshot lacks the log's buckets", ErrCorrupt)
 			}
-			return nil
+			if err := checkLayout(tx); err != nil {
+				return err
+			}
+			// Its idempotency records must load, or the restored log
+			// could not open.
+			return (&idIndex{}).load(tx)
 		})
 		check.Close()
 	}
@@ -491,12 +604,12 @@ func (l *Log) Restore(r io.Reader) error {
 	if replaced == nil {
 		replaced = syncDir(filepath.Dir(l.cfg.Path))
 	}
-	db, err := l.openDB(l.cfg.Path)
+	db, ids, err := l.openDB(l.cfg.Path)
 	if err != nil {
 		l.closed = true
 		return err
 	}
-	l.db = db
+	l.db, l.ids = db, ids
 	if replaced != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("log: restore: replace %s: %w", l.cfg.Path, replaced)
@@ -590,29 +703,40 @@ func u64(b []byte) uint64 {
 	return binary.BigEndian.Uint64(b)
 }
 
-// Channel meta: first(8) next(8) epoch.
-func encodeInfo(i Info) []byte {
-	b := make([]byte, 16+len(i.Epoch))
-	binary.BigEndian.PutUint64(b, i.First)
-	binary.BigEndian.PutUint64(b[8:], i.Next)
-	copy(b[16:], i.Epoch)
+// meta is a channel's record: first(8) next(8) created(8) firstTime(8)
+// epoch, all big-endian.
+type meta struct {
+	Info
+	// created is the index of the Update that started this history of the
+	// channel (its creation, or the DeleteChannel that reset it): it tells
+	// this history's idempotency records from a deleted one's.
+	created uint64
+	// firstTime is the time of the message at First, when First < Next, so
+	// that age retention need not read a chunk to find nothing to trim.
+	firstTime int64
+}
+
+func encodeMeta(m meta) []byte {
+	b := make([]byte, 32+len(m.Epoch))
+	binary.BigEndian.PutUint64(b, m.First)
+	binary.BigEndian.PutUint64(b[8:], m.Next)
+	binary.BigEndian.PutUint64(b[16:], m.created)
+	binary.BigEndian.PutUint64(b[24:], uint64(m.firstTime))
+	copy(b[32:], m.Epoch)
 	return b
 }
 
-func decodeInfo(b []byte) (Info, error) {
-	if len(b) < 16 {
-		return Info{}, fmt.Errorf("%w: channel meta of %d bytes", ErrCorrupt, len(b))
+func decodeMeta(b []byte) (meta, error) {
+	if len(b) < 32 {
+		return meta{}, fmt.Errorf("%w: channel meta of %d bytes", ErrCorrupt, len(b))
 	}
-	return Info{First: u64(b), Next: u64(b[8:]), Epoch: string(b[16:])}, nil
-}
-
-func decodeMessage(k, v []byte) (Message, error) {
-	if len(k) != 8 || len(v) < 8 {
-		return Message{}, fmt.Errorf("%w: message record", ErrCorrupt)
+	m := meta{
+		Info:      Info{First: u64(b), Next: u64(b[8:]), Epoch: string(b[32:])},
+		created:   u64(b[16:]),
+		firstTime: int64(u64(b[24:])),
 	}
-	return Message{
-		Offset: u64(k),
-		Time:   time.Unix(0, int64(u64(v))).UTC(),
-		Data:   bytes.Clone(v[8:]),
-	}, nil
+	if m.First > m.Next || m.created == 0 {
+		return meta{}, fmt.Errorf("%w: channel meta first %d, next %d, created %d", ErrCorrupt, m.First, m.Next, m.created)
+	}
+	return m, nil
 }

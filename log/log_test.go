@@ -127,21 +127,33 @@ func span(from, to uint64) []uint64 {
 	return out
 }
 
-// logDump is everything a log holds, read through its API, plus every key
-// and value of the bbolt file (Raw), which includes the idempotency ids.
+// logDump is everything a log holds, read through its API, plus the ids
+// stored with the messages and held by the idempotency index, plus every key
+// and value of the bbolt file (Raw). Logs that applied the same entries
+// grouped differently into Updates hold the same except Raw (see logical).
 type logDump struct {
 	Applied  uint64
 	Epoch    string
 	Rules    []Rule
 	KV       []string
 	Channels []chanDump
+	IDs      []string // channel/id=offset@unix nanos, held by the index
+	Held     int      // HeldIDs
 	Raw      []string
 }
 
 type chanDump struct {
-	Name string
-	Info Info
-	Msgs []string // offset/unix nanos/data
+	Name   string
+	Info   Info
+	Msgs   []string // offset/unix nanos/data
+	Stored []string // offset/id of the messages from First on, as stored
+}
+
+// logical is d without its raw records: what must not depend on how entries
+// were grouped into Updates (chunks follow Updates).
+func logical(d logDump) logDump {
+	d.Raw = nil
+	return d
 }
 
 func dump(t testing.TB, l *Log) logDump {
@@ -171,9 +183,87 @@ func dump(t testing.TB, l *Log) logDump {
 		for _, m := range msgs {
 			d.Channels[i].Msgs = append(d.Channels[i].Msgs, fmt.Sprintf("%d/%d/%s", m.Offset, m.Time.UnixNano(), m.Data))
 		}
+		d.Channels[i].Stored = storedIDs(t, l, name)
 	}
+	d.IDs, d.Held = indexDump(t, l)
 	d.Raw = rawDump(t, l)
 	return d
+}
+
+// indexDump lists what the idempotency index holds, after checking that it
+// is what a rebuild from the committed state gives.
+func indexDump(t testing.TB, l *Log) ([]string, int) {
+	t.Helper()
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	list := func(x *idIndex) []string {
+		var out []string
+		n := 0
+		for ch, c := range x.chans {
+			if c.name != ch || len(c.ids) == 0 {
+				t.Fatalf("index entry %q for channel %q with %d ids", c.name, ch, len(c.ids))
+			}
+			for id, r := range c.ids {
+				out = append(out, fmt.Sprintf("%s/%s=%d@%d", ch, id, r.off, r.t))
+				n++
+			}
+		}
+		if int64(n) != x.n.Load() {
+			t.Fatalf("index counts %d ids, holds %d", x.n.Load(), n)
+		}
+		slices.Sort(out)
+		return out
+	}
+	got := list(l.ids)
+	rebuilt := &idIndex{}
+	if err := l.db.View(rebuilt.load); err != nil {
+		t.Fatalf("rebuild the index: %v", err)
+	}
+	if want := list(rebuilt); !slices.Equal(got, want) {
+		t.Fatalf("the index disagrees with the committed state:\n held %q\n rebuilt %q", got, want)
+	}
+	return got, len(got)
+}
+
+// storedIDs decodes the chunks of ch and lists offset/id of every message
+// from First on.
+func storedIDs(t testing.TB, l *Log, ch string) []string {
+	t.Helper()
+	var out []string
+	err := l.view(func(tx *bolt.Tx) error {
+		info, b, err := channelInfo(tx, ch)
+		if err != nil || b == nil {
+			return err
+		}
+		next := info.First
+		return b.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
+			r, err := openChunk(k, v)
+			if err != nil {
+				return err
+			}
+			for r.more() {
+				m, err := r.next()
+				if err != nil {
+					return err
+				}
+				if m.off < info.First {
+					continue
+				}
+				if m.off != next {
+					return fmt.Errorf("chunk %d holds offset %d, want %d", u64(k), m.off, next)
+				}
+				next++
+				out = append(out, fmt.Sprintf("%d/%s", m.off, m.id))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("stored ids of %s: %v", ch, err)
+	}
+	return out
 }
 
 // rawDump lists every bucket, key and value of the bbolt file.
@@ -236,6 +326,14 @@ func sameDump(t testing.TB, what string, got, want logDump) {
 	}
 	if len(got.Channels) != len(want.Channels) {
 		t.Fatalf("%s: %d channels, want %d", what, len(got.Channels), len(want.Channels))
+	}
+	for i := range got.Channels {
+		if g, w := got.Channels[i].Stored, want.Channels[i].Stored; !slices.Equal(g, w) {
+			t.Fatalf("%s: %s: stored ids %q, want %q", what, got.Channels[i].Name, g, w)
+		}
+	}
+	if !slices.Equal(got.IDs, want.IDs) || got.Held != want.Held {
+		t.Fatalf("%s: index holds %d: %q, want %d: %q", what, got.Held, got.IDs, want.Held, want.IDs)
 	}
 	for i := range min(len(got.Raw), len(want.Raw)) {
 		if got.Raw[i] != want.Raw[i] {

@@ -257,23 +257,42 @@ func TestMatchRule(t *testing.T) {
 	}
 }
 
-// idRecords counts the idempotency records of ch: ids and their expiry
-// index.
-func idRecords(t *testing.T, l *Log, ch string) (ids, expiry int) {
+// idRecords counts the idempotency ids of ch: those the in-memory index
+// holds, and those stored in "d" records of the channel's current history
+// (expired ones included, until their record leaves the window).
+func idRecords(t *testing.T, l *Log, ch string) (held, stored int) {
 	t.Helper()
-	err := l.view(func(tx *bolt.Tx) error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if c := l.ids.chans[ch]; c != nil {
+		held = len(c.ids)
+	}
+	if int64(held) > l.ids.n.Load() {
+		t.Errorf("index holds %d ids of %s, %d in all", held, ch, l.ids.n.Load())
+	}
+	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChannels).Bucket([]byte(ch))
 		if b == nil {
 			return nil
 		}
-		ids = b.Bucket(bucketIDs).Stats().KeyN
-		expiry = b.Bucket(bucketExpiry).Stats().KeyN
-		return nil
+		m, err := decodeMeta(b.Get(keyMeta))
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketIDs).ForEach(func(k, v []byte) error {
+			return decodeIDs(k, v, func(c string, created uint64, _ pendID) {
+				if c == ch && created == m.created {
+					stored++
+				}
+			})
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ids, expiry
+	return held, stored
 }
 
 func TestIdempotency(t *testing.T) {
@@ -348,17 +367,26 @@ func TestIdempotencyPruned(t *testing.T) {
 		mustAppend(t, tx, "b", "k1", "k1", t0)
 		return nil
 	})
-	if ids, exp := idRecords(t, l, "a"); ids != 4 || exp != 4 {
-		t.Fatalf("a holds %d ids, %d expiry records; want 4, 4", ids, exp)
+	if held, stored := idRecords(t, l, "a"); held != 4 || stored != 4 {
+		t.Fatalf("a holds %d ids, %d stored; want 4, 4", held, stored)
+	}
+	if got := l.HeldIDs(); got != 5 {
+		t.Fatalf("HeldIDs = %d, want 5", got)
 	}
 
-	// A Sweep past the window forgets the expired ids of every channel.
+	// A Sweep past the window forgets the expired ids of every channel. The
+	// record of a's ids stays while it holds one in the window (k4); the
+	// expired ones in it are skipped when the index is rebuilt. b's record
+	// is deleted.
 	mustUpdate(t, l, 3, func(tx *Tx) error { return tx.Sweep(t0.Add(IdempotencyWindow + 1)) })
-	if ids, exp := idRecords(t, l, "a"); ids != 1 || exp != 1 {
-		t.Errorf("after Sweep, a holds %d ids, %d expiry records; want only k4", ids, exp)
+	if held, stored := idRecords(t, l, "a"); held != 1 || stored != 4 {
+		t.Errorf("after Sweep, a holds %d ids, %d stored; want only k4 held, its record of 4 kept", held, stored)
 	}
-	if ids, exp := idRecords(t, l, "b"); ids != 0 || exp != 0 {
-		t.Errorf("after Sweep, b holds %d ids, %d expiry records; want 0", ids, exp)
+	if held, stored := idRecords(t, l, "b"); held != 0 || stored != 0 {
+		t.Errorf("after Sweep, b holds %d ids, %d stored; want 0", held, stored)
+	}
+	if got := l.HeldIDs(); got != 1 {
+		t.Errorf("HeldIDs after Sweep = %d, want 1", got)
 	}
 
 	var rs []Result
@@ -388,16 +416,16 @@ func TestIdempotencyPruned(t *testing.T) {
 		}
 		return nil
 	})
-	if ids, exp := idRecords(t, l, "c"); ids != 1 || exp != 1 {
-		t.Errorf("c holds %d ids, %d expiry records; want 1, 1", ids, exp)
+	if held, stored := idRecords(t, l, "c"); held != 1 || stored != 1 {
+		t.Errorf("c holds %d ids, %d stored; want 1, 1", held, stored)
 	}
 	// Writing to the channel prunes too, as of the write's time.
 	mustUpdate(t, l, 7, func(tx *Tx) error {
 		mustAppend(t, tx, "c", "", "3", t0.Add(3*IdempotencyWindow))
 		return nil
 	})
-	if ids, exp := idRecords(t, l, "c"); ids != 0 || exp != 0 {
-		t.Errorf("after a later write, c holds %d ids, %d expiry records; want 0", ids, exp)
+	if held, stored := idRecords(t, l, "c"); held != 0 || stored != 0 {
+		t.Errorf("after a later write, c holds %d ids, %d stored; want 0", held, stored)
 	}
 }
 

@@ -1,8 +1,6 @@
 package log
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -15,10 +13,16 @@ import (
 // Tx is one Update's view of the log. Its methods are deterministic in their
 // arguments and the stored state. A Tx is not safe for concurrent use and is
 // valid only inside the Update that created it.
+//
+// Messages appended to a channel are kept in the Tx and written when the
+// Update ends, as one chunk record per channel (chunk.go); their offsets are
+// decided at Append. Ids appended are staged and reach the log's
+// idempotency index once the Update has committed.
 type Tx struct {
 	btx   *bolt.Tx
 	sys   *bolt.Bucket
 	chans *bolt.Bucket
+	dids  *bolt.Bucket
 
 	touched map[string]*chanState
 	order   []string // touched channels in first-touch order, for determinism
@@ -26,11 +30,29 @@ type Tx struct {
 	loaded  bool
 	now     time.Time // latest time seen, for retention in finish
 	applied uint64    // Applied before this Update
+	index   uint64    // this Update's index
+
+	committed *idIndex   // as of the last commit; not changed here
+	staged    *stagedIDs // this Update's changes to it
+	clock     int64      // the log's clock once this Update commits (finish)
 }
 
 type chanState struct {
-	b    *bolt.Bucket
-	info Info
+	b     *bolt.Bucket
+	msgs  *bolt.Bucket
+	meta  meta
+	dirty bool // meta changed
+	done  bool // written by finish
+
+	stored uint64     // offsets below are in chunks, the others in pend
+	pend   []*segment // messages appended in this Tx, from First on
+	ids    []pendID   // ids appended in this Tx
+
+	// The stored chunk [fk, fend) that holds First, and a reader on it, for
+	// retention. fr.t is the time of message fr.off-1.
+	fok      bool
+	fk, fend uint64
+	fr       chunkReader
 }
 
 // Result is the outcome of one Append.
@@ -80,7 +102,9 @@ func (tx *Tx) InitEpoch(epoch string) error {
 // Append stores data as the next message of ch at time now. With a non-empty
 // id, a second Append of the same id on ch within IdempotencyWindow stores
 // nothing and returns the first offset. A refused message is reported in
-// Result.Err, not as an error; the error is for storage failures.
+// Result.Err, not as an error; the error is for storage failures. The log
+// keeps id in memory for the window: it should not be a piece of a larger
+// string.
 func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) {
 	res := Result{Channel: ch}
 	if !wire.ValidChannel(ch) {
@@ -91,7 +115,7 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 	if err != nil {
 		return res, err
 	}
-	res.Epoch = st.info.Epoch
+	res.Epoch = st.meta.Epoch
 	if now.After(tx.now) {
 		tx.now = now
 	}
@@ -99,43 +123,33 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 		res.Err = fmt.Errorf("%w: id of %d bytes", ErrBadKey, len(id))
 		return res, nil
 	}
-	nowNanos := uint64(now.UnixNano())
-	var ids *bolt.Bucket
+	t := now.UnixNano()
 	if id != "" {
-		ids = st.b.Bucket(bucketIDs)
-		if v := ids.Get([]byte(id)); len(v) == 16 {
-			seen := u64(v[8:])
-			if nowNanos < seen+uint64(IdempotencyWindow) {
-				res.Offset, res.Duplicate = u64(v), true
-				return res, nil
-			}
-			// Expired: forget the old expiry record before reusing the id.
-			if err := st.b.Bucket(bucketExpiry).Delete(expiryKey(seen, id)); err != nil {
-				return res, err
-			}
+		if r, ok := tx.lookup(ch, id); ok && !expired(r.t, t) {
+			res.Offset, res.Duplicate = r.off, true
+			return res, nil
 		}
 	}
-	off := st.info.Next
-	v := make([]byte, 8+len(data))
-	binary.BigEndian.PutUint64(v, nowNanos)
-	copy(v[8:], data)
-	if err := st.b.Bucket(bucketMsgs).Put(be(off), v); err != nil {
-		return res, err
-	}
-	st.info.Next++
-	if ids != nil {
-		rec := make([]byte, 16)
-		binary.BigEndian.PutUint64(rec, off)
-		binary.BigEndian.PutUint64(rec[8:], nowNanos)
-		if err := ids.Put([]byte(id), rec); err != nil {
-			return res, err
-		}
-		if err := st.b.Bucket(bucketExpiry).Put(expiryKey(nowNanos, id), nil); err != nil {
-			return res, err
-		}
+	off := st.meta.Next
+	st.add(t, id, data)
+	if id != "" {
+		tx.staged.put(ch, id, idRec{off: off, t: t})
+		st.ids = append(st.ids, pendID{off: off, t: t, id: id})
 	}
 	res.Offset = off
 	return res, tx.retain(ch, st, now)
+}
+
+// lookup returns the latest record of id on ch: appended in this Tx, or
+// held by the index (unless ch was deleted in this Tx).
+func (tx *Tx) lookup(ch, id string) (idRec, bool) {
+	if r, ok := tx.staged.get(ch, id); ok {
+		return r, true
+	}
+	if tx.staged.dropped[ch] {
+		return idRec{}, false
+	}
+	return tx.committed.get(ch, id)
 }
 
 // DeleteChannel removes every message of ch and starts a new history in
@@ -151,11 +165,9 @@ func (tx *Tx) DeleteChannel(ch, epoch string) error {
 		}
 	}
 	delete(tx.touched, ch)
-	st, err := tx.create(ch, epoch)
-	if err != nil {
-		return err
-	}
-	return st.b.Put(keyMeta, encodeInfo(st.info))
+	tx.staged.drop(ch)
+	_, err := tx.create(ch, epoch)
+	return err
 }
 
 // SetRetention replaces the retention rules. The first rule whose pattern
@@ -170,8 +182,9 @@ func (tx *Tx) SetRetention(rules []Rule) error {
 	return tx.sys.Put(keyRetention, raw)
 }
 
-// Sweep applies age retention and forgets expired idempotency ids on every
-// channel, as of now.
+// Sweep applies age retention to every channel, as of now. Like any other
+// later time, now also moves the log's clock, by which idempotency ids
+// expire.
 func (tx *Tx) Sweep(now time.Time) error {
 	if now.After(tx.now) {
 		tx.now = now
@@ -228,11 +241,15 @@ func (tx *Tx) channel(ch string, create bool) (*chanState, error) {
 		}
 		return tx.create(ch, string(epoch))
 	}
-	info, err := decodeInfo(b.Get(keyMeta))
+	m, err := decodeMeta(b.Get(keyMeta))
 	if err != nil {
 		return nil, fmt.Errorf("channel %s: %w", ch, err)
 	}
-	return tx.track(ch, &chanState{b: b, info: info}), nil
+	msgs := b.Bucket(bucketMsgs)
+	if msgs == nil {
+		return nil, fmt.Errorf("channel %s: %w: no message bucket", ch, ErrCorrupt)
+	}
+	return tx.track(ch, &chanState{b: b, msgs: msgs, meta: m, stored: m.Next}), nil
 }
 
 func (tx *Tx) create(ch, epoch string) (*chanState, error) {
@@ -240,12 +257,12 @@ func (tx *Tx) create(ch, epoch string) (*chanState, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range [][]byte{bucketMsgs, bucketIDs, bucketExpiry} {
-		if _, err := b.CreateBucket(name); err != nil {
-			return nil, err
-		}
+	msgs, err := b.CreateBucket(bucketMsgs)
+	if err != nil {
+		return nil, err
 	}
-	return tx.track(ch, &chanState{b: b, info: Info{Epoch: epoch, First: 1, Next: 1}}), nil
+	m := meta{Info: Info{Epoch: epoch, First: 1, Next: 1}, created: tx.index}
+	return tx.track(ch, &chanState{b: b, msgs: msgs, meta: m, stored: 1, dirty: true}), nil
 }
 
 func (tx *Tx) track(ch string, st *chanState) *chanState {
@@ -257,23 +274,72 @@ func (tx *Tx) track(ch string, st *chanState) *chanState {
 	return st
 }
 
-// finish writes the meta of every touched channel.
+// finish writes what the Tx kept: the messages of every touched channel as
+// chunks, their ids, their meta; it moves the clock and forgets the
+// idempotency records that the clock put out of the window.
 func (tx *Tx) finish() error {
-	if !tx.now.IsZero() && tx.now.UnixNano() > int64(u64(tx.sys.Get(keyClock))) {
-		if err := tx.sys.Put(keyClock, be(uint64(tx.now.UnixNano()))); err != nil {
+	clock := int64(u64(tx.sys.Get(keyClock)))
+	if !tx.now.IsZero() && tx.now.UnixNano() > clock {
+		clock = tx.now.UnixNano()
+		if err := tx.sys.Put(keyClock, be(uint64(clock))); err != nil {
 			return err
 		}
 	}
+	tx.clock = clock
 	for _, ch := range tx.order {
 		st, ok := tx.touched[ch]
-		if !ok {
-			continue // deleted in this Tx
+		if !ok || st.done {
+			continue // deleted in this Tx, or listed twice (deleted, then created)
 		}
-		if err := st.b.Put(keyMeta, encodeInfo(st.info)); err != nil {
+		st.done = true
+		for _, seg := range st.pend {
+			if seg.n == 0 {
+				continue
+			}
+			if err := st.msgs.Put(be(seg.first), seg.bytes()); err != nil {
+				return err
+			}
+		}
+		live := st.ids[:0]
+		for _, p := range st.ids {
+			if !expired(p.t, clock) {
+				live = append(live, p)
+			}
+		}
+		if len(live) > 0 {
+			if err := tx.dids.Put(encodeIDs(ch, st.meta.created, live)); err != nil {
+				return err
+			}
+		}
+		if st.dirty {
+			if err := st.b.Put(keyMeta, encodeMeta(st.meta)); err != nil {
+				return err
+			}
+		}
+	}
+	c := tx.dids.Cursor()
+	for k, _ := c.First(); k != nil && expired(unsortable(k), clock); k, _ = c.First() {
+		if err := c.Delete(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// add appends a message at offset Next.
+func (st *chanState) add(t int64, id string, data []byte) {
+	if st.meta.First == st.meta.Next {
+		st.meta.firstTime = t
+	}
+	n := len(st.pend)
+	if n == 0 || st.pend[n-1].full() {
+		hint := min(16*(len(id)+len(data)+8), maxChunkBytes)
+		st.pend = append(st.pend, newSegment(st.meta.Next, t, hint))
+		n++
+	}
+	st.pend[n-1].add(t, id, data)
+	st.meta.Next++
+	st.dirty = true
 }
 
 // retain applies retention to ch as of now, with the rules in force. It runs
@@ -284,51 +350,106 @@ func (tx *Tx) retain(ch string, st *chanState, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("retention of %s: %w", ch, err)
 	}
-	msgs := st.b.Bucket(bucketMsgs)
-	first := st.info.First
-	if rule.MaxMessages > 0 && st.info.Next-first > rule.MaxMessages {
-		first = st.info.Next - rule.MaxMessages
+	if rule.MaxMessages > 0 && st.meta.Next-st.meta.First > rule.MaxMessages {
+		if err := st.advance(st.meta.Next - rule.MaxMessages); err != nil {
+			return fmt.Errorf("retention of %s: %w", ch, err)
+		}
 	}
-	var cutoff uint64
 	if rule.MaxAge > 0 && !now.IsZero() && now.UnixNano() > int64(rule.MaxAge) {
-		cutoff = uint64(now.UnixNano() - int64(rule.MaxAge))
-	}
-	if cutoff > 0 {
 		// Messages are in time order as the leader stamped them; stop at the
 		// first one young enough.
-		c := msgs.Cursor()
-		for k, v := c.Seek(be(first)); k != nil && len(v) >= 8 && u64(v) < cutoff; k, v = c.Next() {
-			first = u64(k) + 1
-		}
-	}
-	for off := st.info.First; off < first; off++ {
-		if err := msgs.Delete(be(off)); err != nil {
-			return err
-		}
-	}
-	st.info.First = first
-	if now.IsZero() {
-		return nil
-	}
-	// Forget idempotency ids older than the window.
-	horizon := uint64(0)
-	if w := now.UnixNano() - int64(IdempotencyWindow); w > 0 {
-		horizon = uint64(w)
-	}
-	ids := st.b.Bucket(bucketIDs)
-	xc := st.b.Bucket(bucketExpiry).Cursor()
-	for k, _ := xc.First(); k != nil && u64(k) < horizon; k, _ = xc.First() {
-		id := k[8:]
-		if v := ids.Get(id); len(v) == 16 && u64(v[8:]) == u64(k) {
-			if err := ids.Delete(id); err != nil {
-				return err
+		cutoff := now.UnixNano() - int64(rule.MaxAge)
+		for st.meta.First < st.meta.Next && st.meta.firstTime < cutoff {
+			if err := st.advance(st.meta.First + 1); err != nil {
+				return fmt.Errorf("retention of %s: %w", ch, err)
 			}
-		}
-		if err := xc.Delete(); err != nil {
-			return err
 		}
 	}
 	return nil
+}
+
+// advance raises First to first (at most Next): it deletes the chunks left
+// wholly below it, drops the messages of this Tx below it, and records the
+// time of the message at the new First. A chunk partly below First stays;
+// reads skip what it holds below First.
+func (st *chanState) advance(first uint64) error {
+	old := st.meta.First
+	if first <= old {
+		return nil
+	}
+	st.meta.First, st.dirty = first, true
+	for off := old; off < st.stored; off = st.fend {
+		if err := st.front(off); err != nil {
+			return err
+		}
+		if first < st.fend {
+			break
+		}
+		if err := st.msgs.Delete(be(st.fk)); err != nil {
+			return err
+		}
+		st.fok = false
+	}
+	for len(st.pend) > 0 && first >= st.pend[0].first+uint64(st.pend[0].n) {
+		st.pend[0] = nil
+		st.pend = st.pend[1:]
+	}
+	switch {
+	case first >= st.meta.Next:
+		st.meta.firstTime = 0
+	case first < st.stored:
+		t, err := st.timeAt(first)
+		if err != nil {
+			return err
+		}
+		st.meta.firstTime = t
+	default: // in the first pending segment
+		st.meta.firstTime = st.pend[0].trimTo(first)
+	}
+	return nil
+}
+
+// front makes [fk, fend) the stored chunk that holds offset off.
+func (st *chanState) front(off uint64) error {
+	if st.fok && off >= st.fk && off < st.fend {
+		return nil
+	}
+	st.fok = false
+	k, v := seekChunk(st.msgs.Cursor(), off)
+	if k == nil {
+		return fmt.Errorf("%w: no chunk holds offset %d", ErrCorrupt, off)
+	}
+	r, err := openChunk(k, v)
+	if err != nil {
+		return err
+	}
+	end := r.off + uint64(r.left)
+	if off < r.off || off >= end {
+		return fmt.Errorf("%w: no chunk holds offset %d", ErrCorrupt, off)
+	}
+	st.fr, st.fk, st.fend, st.fok = r, r.off, end, true
+	return nil
+}
+
+// timeAt returns the time of the stored message at off.
+func (st *chanState) timeAt(off uint64) (int64, error) {
+	if err := st.front(off); err != nil {
+		return 0, err
+	}
+	switch {
+	case st.fr.off == off+1:
+		return st.fr.t, nil
+	case st.fr.off > off+1: // the reader went past it: start over
+		st.fok = false
+		if err := st.front(off); err != nil {
+			return 0, err
+		}
+	}
+	if err := st.fr.seek(off); err != nil {
+		return 0, err
+	}
+	m, err := st.fr.next()
+	return m.t, err
 }
 
 func (tx *Tx) rule(ch string) (Rule, error) {
@@ -371,11 +492,4 @@ func Glob(pattern, name string) bool {
 		}
 	}
 	return false
-}
-
-func expiryKey(t uint64, id string) []byte {
-	var b bytes.Buffer
-	b.Write(be(t))
-	b.WriteString(id)
-	return b.Bytes()
 }
