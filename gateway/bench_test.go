@@ -1,0 +1,216 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/wire"
+	"github.com/gorilla/websocket"
+)
+
+// memHub is a Hub held in memory, fed by the test: it isolates the
+// gateway's own costs (fan-out, replay) from the hubs'.
+type memHub struct {
+	mu    sync.Mutex
+	msgs  map[string][]wire.Message // offsets 1..len
+	index uint64
+	lines chan wire.StreamLine
+}
+
+func newMemHub() *memHub {
+	return &memHub{msgs: map[string][]wire.Message{}, lines: make(chan wire.StreamLine, 1<<16)}
+}
+
+// append stores a message and puts it on the stream.
+func (h *memHub) append(ch string, data []byte) uint64 {
+	h.mu.Lock()
+	h.index++
+	off := uint64(len(h.msgs[ch])) + 1
+	h.msgs[ch] = append(h.msgs[ch], wire.Message{Offset: off, Data: data})
+	line := wire.StreamLine{Index: h.index, Channel: ch, Offset: off, Epoch: "e", Data: data}
+	h.mu.Unlock()
+	h.lines <- line
+	return off
+}
+
+func (h *memHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
+	return wire.PublishResponse{Channel: req.Channel, Offset: h.append(req.Channel, req.Data), Epoch: "e"}, nil
+}
+
+func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	all := h.msgs[ch]
+	res := wire.MessagesResponse{Epoch: "e", First: 1, Next: uint64(len(all)) + 1}
+	if from >= 1 && from <= uint64(len(all)) {
+		res.Messages = all[from-1 : min(uint64(len(all)), from-1+uint64(limit))]
+	}
+	return res, h.index, nil
+}
+
+func (h *memHub) Stream(ctx context.Context, from uint64) (StreamReader, error) {
+	return &memStream{h: h, ctx: ctx}, nil
+}
+
+type memStream struct {
+	h   *memHub
+	ctx context.Context
+}
+
+func (s *memStream) Hub() string  { return "memory" }
+func (s *memStream) Close() error { return nil }
+func (s *memStream) Next() (wire.StreamLine, error) {
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case l := <-s.h.lines:
+		return l, nil
+	case <-t.C:
+		s.h.mu.Lock()
+		defer s.h.mu.Unlock()
+		return wire.StreamLine{Applied: s.h.index}, nil
+	case <-s.ctx.Done():
+		return wire.StreamLine{}, s.ctx.Err()
+	}
+}
+
+var benchRate = flag.Int("bench.rate", 0, "BenchmarkFanout: messages/s published (0: as fast as the gateway takes them)")
+
+// BenchmarkFanout: one channel, N WebSocket subscribers on one gateway,
+// 128-byte messages fed to the gateway's commit stream as fast as it takes
+// them (or at -bench.rate). Reports deliveries/s and the latency from
+// feeding a message to a subscriber decoding it (measured on 20
+// subscribers; the others count messages).
+func BenchmarkFanout(b *testing.B) {
+	for _, subs := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) { benchFanout(b, subs) })
+	}
+}
+
+func benchFanout(b *testing.B, nsubs int) {
+	// Two sockets per subscriber in this process.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(3*nsubs) {
+		lim.Cur = min(lim.Max, uint64(3*nsubs)+1024)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < uint64(2*nsubs+100) {
+			b.Skipf("need %d open files, the limit is %d", 2*nsubs+100, lim.Cur)
+		}
+	}
+	hub := newMemHub()
+	s, err := New(Config{Hub: hub})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Run()
+	srv := httptest.NewServer(s.Handler())
+	defer func() { s.Close(); srv.Close() }()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+
+	total := b.N
+	var wg sync.WaitGroup
+	lat := make([][]time.Duration, 20)
+	conns := make([]*websocket.Conn, nsubs)
+	dialer := websocket.Dialer{ReadBufferSize: 64 << 10}
+	for i := range conns {
+		c, _, err := dialer.Dial(url, nil)
+		if err != nil {
+			b.Fatalf("dial %d: %v", i, err)
+		}
+		conns[i] = c
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribe","channel":"fan"}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ready := make(chan struct{}, nsubs)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, subscribed := 0, false
+			for got < total {
+				_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+				_, frame, err := c.ReadMessage()
+				if err != nil {
+					b.Errorf("subscriber %d after %d: %v", i, got, err)
+					return
+				}
+				if !subscribed {
+					for _, line := range bytes.Split(frame, []byte("\n")) {
+						if bytes.Contains(line, []byte(`"op":"subscribed"`)) {
+							subscribed = true
+							ready <- struct{}{}
+						}
+					}
+					continue
+				}
+				if i < len(lat) {
+					now := time.Now()
+					for _, line := range bytes.Split(frame, []byte("\n")) {
+						var m struct {
+							Data string `json:"data"`
+						}
+						if json.Unmarshal(line, &m) == nil && len(m.Data) > 20 {
+							ns, _ := strconv.ParseInt(strings.TrimRight(m.Data[:20], " "), 10, 64)
+							lat[i] = append(lat[i], now.Sub(time.Unix(0, ns)))
+						}
+						got++
+					}
+				} else {
+					got += bytes.Count(frame, []byte("\n")) + 1
+				}
+			}
+		}()
+	}
+	for range conns {
+		select {
+		case <-ready:
+		case <-time.After(60 * time.Second):
+			b.Fatal("subscribers not subscribed in 60s")
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var interval time.Duration
+	if *benchRate > 0 {
+		interval = time.Second / time.Duration(*benchRate)
+	}
+	for i := 0; i < total; i++ {
+		if interval > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		data := fmt.Sprintf("%-20d%s", time.Now().UnixNano(), strings.Repeat("x", 106))
+		hub.append("fan", []byte(strconv.Quote(data)))
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	for _, c := range conns {
+		c.Close()
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) == 0 {
+		b.Fatal(errors.New("no latency samples"))
+	}
+	b.ReportMetric(float64(total*nsubs)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
