@@ -217,6 +217,8 @@ type cluster struct {
 	// discarded are hubs of failed starts (a port was taken): only their
 	// logs matter.
 	discarded []*hub
+	// gateways are `comet gateway` processes (api is their listen address).
+	gateways []*hub
 }
 
 func newClient() *http.Client {
@@ -244,13 +246,13 @@ func newCluster(t *testing.T) *cluster {
 			for _, h := range c.discarded {
 				t.Logf("--- log of %s (%s, a failed start), last 10 lines ---\n%s", h.id, h.api, h.logTail(10))
 			}
-			for _, h := range c.hubs {
+			for _, h := range append(c.hubs, c.gateways...) {
 				t.Logf("--- log of %s (%s), last 60 lines ---\n%s", h.id, h.api, h.logTail(60))
 			}
 		}
 	})
 	t.Cleanup(func() {
-		for _, h := range c.hubs {
+		for _, h := range append(c.hubs, c.gateways...) {
 			if h.running() {
 				_ = h.cmd.Process.Kill()
 				<-h.done

@@ -8,11 +8,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const usage = `comet: a durable real-time messaging server
 
 Usage:
+  comet                  same as comet standalone
+  comet standalone [--listen 127.0.0.1:8080] [--data ./comet-data]
+                         one process: a single-node hub and a gateway
+  comet gateway --listen ADDR --hubs API,API,...
+                         serve clients (WebSocket /ws, SockJS /sockjs) from a hub cluster
+  comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] CHANNEL DATA
+                         publish one message and print its offset
+  comet sub [--url ...] [--from N] [--epoch E] [--count N] [--state FILE] CHANNEL...
+                         print a channel's messages, one JSON line each
   comet hub --id h1 --data DIR --raft ADDR --api ADDR --peers h1=ADDR,h2=ADDR,...
                          run one hub of the Raft group that stores the channels
   comet cluster status --api ADDR
@@ -54,11 +64,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" }
+
 func dispatch(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: `comet` alone will run the standalone server (hub and gateway in one process) once the gateway lands; for now run `comet hub` (see `comet help`)", errUsage)
+	if len(args) == 0 || (strings.HasPrefix(args[0], "-") && !isHelp(args[0]) && args[0] != "--version") {
+		return runStandalone(args, stderr) // `comet [flags]` is `comet standalone [flags]`
 	}
 	switch args[0] {
+	case "standalone":
+		return runStandalone(args[1:], stderr)
+	case "gateway":
+		return runGateway(args[1:], stderr)
+	case "pub":
+		return runPub(args[1:], stdout, stderr)
+	case "sub":
+		return runSub(args[1:], stdout, stderr)
 	case "hub":
 		return runHub(args[1:], stderr)
 	case "cluster":
@@ -71,8 +91,6 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	case "standalone", "gateway", "pub", "sub":
-		return fmt.Errorf("%w: `comet %s` is not built yet: it arrives with the gateway; see `comet help`", errUsage, args[0])
 	default:
 		return fmt.Errorf("%w: unknown command %q; see `comet help`", errUsage, args[0])
 	}

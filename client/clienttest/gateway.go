@@ -1,0 +1,497 @@
+// Package clienttest provides a fake Comet gateway for tests of clients: it
+// speaks the client protocol (docs/protocol.md) over WebSocket from memory,
+// with knobs to inject the faults of bad networks. It is not the real
+// gateway: no hubs, no limits beyond the data size, no SockJS.
+package clienttest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/comethq/comet/wire"
+	"github.com/gorilla/websocket"
+)
+
+// Routes the fake answers requests on; any other route is not_found.
+const (
+	RouteEcho  = "echo"  // answers the request's data
+	RouteNever = "never" // never answers
+)
+
+// MaxDataBytes is the largest publish data accepted; more is too_large.
+const MaxDataBytes = 64 << 10
+
+// DefaultEpoch is the epoch of a channel until Reset.
+const DefaultEpoch = "e1"
+
+type channel struct {
+	epoch string
+	first uint64
+	msgs  []json.RawMessage // msgs[i] has offset first+i
+	ids   map[string]uint64 // idempotency keys
+}
+
+func (ch *channel) next() uint64 { return ch.first + uint64(len(ch.msgs)) }
+
+type gconn struct {
+	ws      *websocket.Conn
+	wmu     sync.Mutex
+	subs    map[string]bool // guarded by Gateway.mu
+	stalled chan struct{}   // non-nil while stalled; closed to resume
+}
+
+// Gateway is a fake gateway on 127.0.0.1. All its methods are safe for
+// concurrent use.
+type Gateway struct {
+	srv *httptest.Server
+
+	mu            sync.Mutex
+	closed        bool
+	down          bool
+	chans         map[string]*channel
+	conns         map[*gconn]bool
+	attempts      int // upgrade requests, refused or not
+	accepted      int
+	stores        int
+	frames        []wire.ClientFrame
+	failPublishes []string // codes for the next publishes, in order
+	failSubs      []string // codes for the next subscribes, in order
+	dropBeforeAck int
+	replayOverlap uint64
+	hook          func(wire.ClientFrame)
+}
+
+// NewGateway starts a fake gateway. Close it when done.
+func NewGateway() *Gateway {
+	g := &Gateway{chans: map[string]*channel{}, conns: map[*gconn]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", g.serveWS)
+	g.srv = httptest.NewServer(mux)
+	return g
+}
+
+// URL returns the gateway's WebSocket URL, ws://127.0.0.1:PORT/ws.
+func (g *Gateway) URL() string { return "ws" + strings.TrimPrefix(g.srv.URL, "http") + "/ws" }
+
+// Close cuts every connection and stops the server.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.Drop()
+	g.srv.Close()
+}
+
+// SetDown makes the gateway refuse (true) or accept (false) new
+// connections: refused upgrades get HTTP 503.
+func (g *Gateway) SetDown(down bool) {
+	g.mu.Lock()
+	g.down = down
+	g.mu.Unlock()
+}
+
+// Attempts returns how many connections were tried, refused or not.
+func (g *Gateway) Attempts() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.attempts
+}
+
+// Accepted returns how many connections were accepted.
+func (g *Gateway) Accepted() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.accepted
+}
+
+// Conns returns how many connections are open.
+func (g *Gateway) Conns() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// Subscribers returns how many connections are subscribed to channel.
+func (g *Gateway) Subscribers(channel string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for c := range g.conns {
+		if c.subs[channel] {
+			n++
+		}
+	}
+	return n
+}
+
+// Stores returns how many publishes were stored (not counting retries
+// answered from the idempotency keys).
+func (g *Gateway) Stores() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stores
+}
+
+// Frames returns every client frame received, in order.
+func (g *Gateway) Frames() []wire.ClientFrame {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]wire.ClientFrame(nil), g.frames...)
+}
+
+// SetHook has f called with every client frame, before it is handled, on
+// the connection's goroutine.
+func (g *Gateway) SetHook(f func(wire.ClientFrame)) {
+	g.mu.Lock()
+	g.hook = f
+	g.mu.Unlock()
+}
+
+// FailPublishes answers the next publishes with error frames of these
+// codes, in order, without storing them.
+func (g *Gateway) FailPublishes(codes ...string) {
+	g.mu.Lock()
+	g.failPublishes = append(g.failPublishes, codes...)
+	g.mu.Unlock()
+}
+
+// FailSubscribes answers the next subscribes with error frames of these
+// codes, in order.
+func (g *Gateway) FailSubscribes(codes ...string) {
+	g.mu.Lock()
+	g.failSubs = append(g.failSubs, codes...)
+	g.mu.Unlock()
+}
+
+// DropBeforeAck stores the next n publishes, then cuts their connection
+// instead of sending the ack.
+func (g *Gateway) DropBeforeAck(n int) {
+	g.mu.Lock()
+	g.dropBeforeAck += n
+	g.mu.Unlock()
+}
+
+// SetReplayOverlap makes replays start n offsets before what the client
+// asked for (but not before the first held): a sloppy gateway that sends
+// duplicates, which a client must drop.
+func (g *Gateway) SetReplayOverlap(n uint64) {
+	g.mu.Lock()
+	g.replayOverlap = n
+	g.mu.Unlock()
+}
+
+func (g *Gateway) channel(name string) *channel {
+	ch := g.chans[name]
+	if ch == nil {
+		ch = &channel{epoch: DefaultEpoch, first: 1, ids: map[string]uint64{}}
+		g.chans[name] = ch
+	}
+	return ch
+}
+
+// Append stores messages in channel, as if published by someone else, and
+// sends them live to its subscribers, all in one frame. It returns the
+// offset of the last one.
+func (g *Gateway) Append(channel string, data ...json.RawMessage) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := g.channel(channel)
+	var frame []byte
+	for i, d := range data {
+		if i > 0 {
+			frame = append(frame, '\n')
+		}
+		frame = wire.AppendMessage(frame, channel, ch.next(), d)
+		ch.msgs = append(ch.msgs, d)
+	}
+	g.fanout(channel, frame)
+	return ch.next() - 1
+}
+
+// Messages returns channel's epoch, first offset and the data held.
+func (g *Gateway) Messages(channel string) (epoch string, first uint64, data []json.RawMessage) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := g.channel(channel)
+	return ch.epoch, ch.first, append([]json.RawMessage(nil), ch.msgs...)
+}
+
+// Reset starts a new history of channel under epoch: no messages, offsets
+// from 1 again. Subscribers are not told (a real gateway would drop them).
+func (g *Gateway) Reset(name, epoch string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.chans[name] = &channel{epoch: epoch, first: 1, ids: map[string]uint64{}}
+}
+
+// Trim drops channel's messages below offset first, as retention does.
+func (g *Gateway) Trim(channel string, first uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := g.channel(channel)
+	for ch.first < first && len(ch.msgs) > 0 {
+		ch.msgs = ch.msgs[1:]
+		ch.first++
+	}
+}
+
+// Drop cuts every connection without a close frame, as a broken network
+// does.
+func (g *Gateway) Drop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		c.ws.NetConn().Close()
+		c.unstall()
+	}
+}
+
+// CloseConns closes every connection with a close frame of code (see the
+// Close* codes in wire).
+func (g *Gateway) CloseConns(code int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, "fake gateway"), time.Now().Add(time.Second))
+		c.ws.NetConn().Close()
+		c.unstall()
+	}
+}
+
+// Stall makes every open connection go silent, as a dead network does:
+// the gateway answers no ping and no frame, and writes nothing on them.
+// New connections are served.
+func (g *Gateway) Stall() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		if c.stalled == nil {
+			c.stalled = make(chan struct{})
+		}
+	}
+}
+
+// unstall lets c's reader go on (to find its connection closed); g.mu is
+// held.
+func (c *gconn) unstall() {
+	if c.stalled != nil {
+		close(c.stalled)
+		c.stalled = nil
+	}
+}
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	g.attempts++
+	refuse := g.down || g.closed
+	g.mu.Unlock()
+	if refuse {
+		http.Error(w, "fake gateway is down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	c := &gconn{ws: ws, subs: map[string]bool{}}
+	ws.SetPingHandler(func(data string) error {
+		g.mu.Lock()
+		stalled := c.stalled != nil
+		g.mu.Unlock()
+		if stalled {
+			return nil // a dead network: no pong
+		}
+		_ = ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
+	})
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		ws.Close()
+		return
+	}
+	g.accepted++
+	id := g.accepted
+	g.conns[c] = true
+	g.write(c, mustJSON(wire.Connected{Op: wire.OpConnected, Connection: "fake-" + strconv.Itoa(id)}))
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.conns, c)
+		g.mu.Unlock()
+		ws.Close()
+	}()
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		g.mu.Lock()
+		stalled := c.stalled
+		g.mu.Unlock()
+		if stalled != nil {
+			<-stalled // until the connection is cut
+			return
+		}
+		if !g.handle(c, b) {
+			return
+		}
+	}
+}
+
+// handle serves one client frame; false means the connection was cut.
+func (g *Gateway) handle(c *gconn, b []byte) bool {
+	f, err := wire.DecodeClientFrame(b)
+	g.mu.Lock()
+	hook := g.hook
+	g.mu.Unlock()
+	if hook != nil {
+		hook(f)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.frames = append(g.frames, f)
+	if err != nil {
+		g.writeError(c, f.ID, wire.CodeBadRequest, err.Error())
+		return true
+	}
+	switch f.Op {
+	case wire.OpSubscribe:
+		g.subscribe(c, f)
+	case wire.OpUnsubscribe:
+		delete(c.subs, f.Channel)
+		g.write(c, mustJSON(wire.Unsubscribed{Op: wire.OpUnsubscribed, ID: f.ID, Channel: f.Channel}))
+	case wire.OpPublish:
+		return g.publish(c, f)
+	case wire.OpRequest:
+		switch f.Route {
+		case RouteEcho:
+			g.write(c, mustJSON(wire.Response{Op: wire.OpResponse, ID: f.ID, Data: f.Data}))
+		case RouteNever:
+		default:
+			g.writeError(c, f.ID, wire.CodeNotFound, fmt.Sprintf("no worker serves route %q", f.Route))
+		}
+	case wire.OpPing:
+		g.write(c, mustJSON(struct {
+			Op string `json:"op"`
+			ID string `json:"id,omitempty"`
+		}{wire.OpPong, f.ID}))
+	}
+	return true
+}
+
+// subscribe answers subscribed and the replay in one frame; g.mu is held,
+// so no live message slips in between.
+func (g *Gateway) subscribe(c *gconn, f wire.ClientFrame) {
+	if c.subs[f.Channel] {
+		g.writeError(c, f.ID, wire.CodeBadRequest, "already subscribed to "+f.Channel)
+		return
+	}
+	if len(g.failSubs) > 0 {
+		code := g.failSubs[0]
+		g.failSubs = g.failSubs[1:]
+		g.writeError(c, f.ID, code, "fake failure")
+		return
+	}
+	ch := g.channel(f.Channel)
+	ans := wire.Subscribed{Op: wire.OpSubscribed, ID: f.ID, Channel: f.Channel, Epoch: ch.epoch,
+		Recovered: true, First: ch.first, Next: ch.next()}
+	start := ch.next()
+	if f.From != nil {
+		start = max(*f.From, 1)
+		if (f.Epoch != "" && f.Epoch != ch.epoch) || start < ch.first {
+			ans.Recovered = false
+			start = ch.first
+		}
+		if start > ch.first+g.replayOverlap {
+			start -= g.replayOverlap
+		} else {
+			start = ch.first
+		}
+	}
+	frame := mustJSON(ans)
+	for off := start; off < ch.next(); off++ {
+		frame = append(frame, '\n')
+		frame = wire.AppendMessage(frame, f.Channel, off, ch.msgs[off-ch.first])
+	}
+	c.subs[f.Channel] = true
+	g.write(c, frame)
+}
+
+// publish stores f's data once per id and acks it; g.mu is held.
+func (g *Gateway) publish(c *gconn, f wire.ClientFrame) bool {
+	if len(f.Data) > MaxDataBytes {
+		g.writeError(c, f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), MaxDataBytes))
+		return true
+	}
+	if len(g.failPublishes) > 0 {
+		code := g.failPublishes[0]
+		g.failPublishes = g.failPublishes[1:]
+		g.writeError(c, f.ID, code, "fake failure")
+		return true
+	}
+	ch := g.channel(f.Channel)
+	off, dup := ch.ids[f.ID]
+	if !dup || f.ID == "" {
+		off = ch.next()
+		ch.msgs = append(ch.msgs, f.Data)
+		g.stores++
+		if f.ID != "" {
+			ch.ids[f.ID] = off
+		}
+		g.fanout(f.Channel, wire.AppendMessage(nil, f.Channel, off, f.Data))
+	}
+	if g.dropBeforeAck > 0 {
+		g.dropBeforeAck--
+		c.ws.NetConn().Close()
+		return false
+	}
+	g.write(c, mustJSON(wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: f.Channel, Offset: off, Epoch: ch.epoch}))
+	return true
+}
+
+// fanout sends frame to the subscribers of channel; g.mu is held.
+func (g *Gateway) fanout(channel string, frame []byte) {
+	if len(frame) == 0 {
+		return
+	}
+	for c := range g.conns {
+		if c.subs[channel] {
+			g.write(c, frame)
+		}
+	}
+}
+
+func (g *Gateway) writeError(c *gconn, id, code, msg string) {
+	g.write(c, mustJSON(wire.ErrorFrame{Op: wire.OpError, ID: id, Code: code, Message: msg}))
+}
+
+// write sends one frame to c, unless c is stalled; a failed write cuts c.
+// g.mu is held: frames reach each connection in the order of the changes.
+func (g *Gateway) write(c *gconn, frame []byte) {
+	if c.stalled != nil {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		c.ws.NetConn().Close()
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,44 @@
+// Package client is the Go client of Comet's client protocol
+// (docs/protocol.md): it connects to gateways over WebSocket, subscribes to
+// channels, publishes and sends requests, and keeps doing so across bad
+// networks.
+//
+// A Client owns one connection at a time. It connects in the background to
+// one of Config.URLs (a random one first, the next one after a failure),
+// reconnects with exponential backoff and full jitter, and after every
+// reconnect:
+//
+//   - resubscribes every channel with from = the last offset delivered + 1
+//     and the epoch that offset belongs to, so that the gateway replays what
+//     was missed;
+//   - resends every publish not yet acknowledged, with the same id, so that
+//     the hubs store it once (the idempotency key of CONTRACT.md).
+//
+// It guarantees that a handler sees each offset of a channel at most once
+// and in increasing order within an epoch: a message at or below the last
+// offset delivered is dropped, whatever the gateway sends. When the gateway
+// answers a resubscribe with "recovered": false (the messages missed are
+// gone, or the channel's history was reset and its epoch changed), the
+// subscription's OnSubscribed callback is told, and delivery goes on from
+// the oldest message still held.
+//
+// Positions (last offset and epoch per channel) are kept in an OffsetStore:
+// in memory by default, or in a JSON file (NewFileStore) to resume after a
+// restart.
+//
+// # Caveats
+//
+//   - Handlers, OnSubscribed and OnState run on the client's one reading
+//     goroutine, in order. A slow handler slows reading; that is the
+//     backpressure: the gateway then disconnects the client as a slow
+//     consumer, and the client resumes. A handler must not wait for the
+//     client (Publish, Request, Subscribe, Unsubscribe or Close from inside a
+//     handler would wait for a reply that the blocked goroutine cannot
+//     read): start a goroutine for that.
+//   - A position is saved after the handler returns: after a crash, the last
+//     messages may be delivered again (at least once across restarts,
+//     exactly once on one Client).
+//   - Request is not retried: a request whose connection drops before the
+//     response fails with code "unavailable", and may or may not have been
+//     served.
+package client

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/comethq/comet/gateway"
+)
+
+// gatewayFlags are the client-facing settings shared by `comet gateway`
+// and `comet standalone`.
+type gatewayFlags struct {
+	listen, id, origins, logLevel                                string
+	maxFrameBytes, maxMessageBytes, maxSubscriptions, queueBytes int
+	cacheMessages, cacheBytes                                    int
+	ping, idle, linger, shutdownTimeout                          time.Duration
+}
+
+func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address (host:port) to serve clients on: /ws, /sockjs, /healthz, /readyz, /metrics")
+	if !standalone {
+		fs.StringVar(&f.id, "id", "", "this gateway's name, the prefix of its connection ids (default: random)")
+	}
+	fs.StringVar(&f.origins, "allowed-origins", "", "browser origins allowed besides the gateway's own, comma-separated: * for any, or scheme://host[:port], host may start with *.")
+	fs.IntVar(&f.maxFrameBytes, "max-frame-bytes", 80<<10, "largest client frame; larger ones are answered too_large")
+	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 64<<10, "largest message data a client may publish, in bytes")
+	fs.IntVar(&f.maxSubscriptions, "max-subscriptions", 1000, "most subscriptions per connection")
+	fs.IntVar(&f.queueBytes, "queue-bytes", 8<<20, "bytes queued for one connection before it is cut off as a slow consumer")
+	fs.IntVar(&f.cacheMessages, "cache-messages", 10000, "recent messages kept in memory per channel with subscribers, to serve resuming clients")
+	fs.IntVar(&f.cacheBytes, "cache-bytes", 4<<20, "bytes of recent messages kept per channel")
+	fs.DurationVar(&f.ping, "ping", 25*time.Second, "interval of WebSocket pings (and SockJS heartbeats)")
+	fs.DurationVar(&f.idle, "idle-timeout", 60*time.Second, "close a WebSocket connection silent for this long")
+	fs.DurationVar(&f.linger, "linger", time.Minute, "keep a channel's recent messages this long after its last subscriber leaves")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections flush before closing them")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Config, error) {
+	if err := checkAddr("listen", f.listen); err != nil {
+		return gateway.Config{}, err
+	}
+	var origins []string
+	for _, o := range strings.Split(f.origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	return gateway.Config{
+		Hub: hub, ID: f.id, AllowedOrigins: origins,
+		MaxFrameBytes: f.maxFrameBytes, MaxMessageBytes: f.maxMessageBytes, MaxSubscriptions: f.maxSubscriptions,
+		QueueBytes: f.queueBytes, CacheMessages: f.cacheMessages, CacheBytes: f.cacheBytes,
+		PingInterval: f.ping, IdleTimeout: f.idle, Linger: f.linger,
+		Logger: logger.With("component", "gateway"),
+	}, nil
+}
+
+func runGateway(args []string, stderr io.Writer) error {
+	var f gatewayFlags
+	var hubs string
+	fs := newFlagSet("gateway", "comet gateway --listen ADDR --hubs API,API,...", stderr)
+	f.register(fs, false)
+	fs.StringVar(&hubs, "hubs", "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103", "API addresses of the hubs (host:port, comma-separated); the gateway follows one and moves on when it fails")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	logger, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	var addrs []string
+	for _, a := range strings.Split(hubs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if err := checkAddr("hubs", a); err != nil {
+				return err
+			}
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("%w: --hubs is required", errUsage)
+	}
+	hub, err := gateway.NewHTTPHubs(addrs, 15*time.Second)
+	if err != nil {
+		return fmt.Errorf("%w: --hubs: %v", errUsage, err)
+	}
+	cfg, err := f.config(hub, logger)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	gw.Run()
+	logger.Info("gateway started", "listen", f.listen, "hubs", hubs)
+	return serveGateway(ctx, logger, ln, gw.Handler(), gw, f.shutdownTimeout)
+}
+
+// serveGateway serves h on ln until ctx ends, then shuts down: no new
+// connections, clients told to reconnect elsewhere, at most timeout spent.
+func serveGateway(ctx context.Context, logger *slog.Logger, ln net.Listener, h http.Handler, gw *gateway.Server, timeout time.Duration) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-serveErr:
+		gw.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// Stop accepting (WebSocket connections are hijacked: Shutdown does not
+	// wait for them), then close every client with "reconnect elsewhere".
+	go func() {
+		if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			logger.Warn("http shutdown", "err", err)
+		}
+	}()
+	if err := gw.Shutdown(shutCtx); err != nil {
+		logger.Warn("some connections did not flush in time", "err", err)
+	}
+	_ = srv.Close()
+	logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/comethq/comet/client"
+	"github.com/comethq/comet/wire"
+)
+
+// defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
+const defaultGatewayURL = "ws://127.0.0.1:8080/ws"
+
+const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] CHANNEL DATA
+
+Publish DATA to CHANNEL through a gateway and print {"channel":"c","offset":N}
+once the message is stored. DATA is sent as JSON if it parses as JSON (42,
+true, {"a":1}, '"quoted"'); otherwise it is sent as a JSON string:
+'comet pub chat hello' sends "hello". The publish is retried, across gateways
+and reconnects, with the same id until it is acknowledged or --timeout passes;
+the hubs store it once.`
+
+const subSynopsis = `comet sub [--url ws://127.0.0.1:8080/ws] [--from N] [--epoch E] [--count N] [--state FILE] CHANNEL...
+
+Subscribe to the channels and print one JSON line per message:
+{"channel":"c","offset":N,"epoch":"E","data":...}
+Each channel starts at --from if given, else after its position in --state,
+else with new messages only. Reconnects resume without gaps or duplicates; when
+messages were lost for good (trimmed by retention, or the channel's history was
+reset), a warning goes to stderr. Runs until --count messages were printed, or
+until SIGINT or SIGTERM; then saves --state and exits 0.`
+
+func runPub(args []string, stdout, stderr io.Writer) error {
+	var urls, id string
+	var timeout time.Duration
+	fs := newFlagSet("pub", pubSynopsis, stderr)
+	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
+	fs.StringVar(&id, "id", "", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key)")
+	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return fmt.Errorf("%w: comet pub [flags] CHANNEL DATA (see comet pub --help)", errUsage)
+	}
+	channel, data := fs.Arg(0), pubData(fs.Arg(1))
+	if err := wire.CheckChannel(channel); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", errUsage)
+	}
+	if id == "" {
+		id = client.NewID()
+	}
+	var lastMu sync.Mutex
+	var lastErr error // why the last connection attempt failed; nil once connected
+	c, err := newGatewayClient(urls, client.Config{OnState: func(s client.State, err error) {
+		lastMu.Lock()
+		defer lastMu.Unlock()
+		switch s {
+		case client.Connected:
+			lastErr = nil
+		case client.Disconnected:
+			lastErr = err
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	ack, err := c.PublishWithID(ctx, channel, id, data)
+	var refused *client.Error
+	switch {
+	case errors.As(err, &refused):
+		return fmt.Errorf("publish to %s refused: %s: %s", channel, refused.Code, refused.Message)
+	case errors.Is(err, context.DeadlineExceeded):
+		lastMu.Lock()
+		why := ""
+		if lastErr != nil {
+			why = fmt.Sprintf(" (not connected: %v)", lastErr)
+		}
+		lastMu.Unlock()
+		return fmt.Errorf("publish to %s: no ack within %v%s; it may or may not be stored: publish again with --id %s to store it once", channel, timeout, why, id)
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("publish to %s: interrupted; it may or may not be stored: publish again with --id %s to store it once", channel, id)
+	case err != nil:
+		return err
+	}
+	out, err := json.Marshal(struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+	}{ack.Channel, ack.Offset})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", out)
+	return err
+}
+
+// pubData is DATA as JSON: as given if it is JSON, else a JSON string.
+func pubData(s string) json.RawMessage {
+	if json.Valid([]byte(s)) {
+		return json.RawMessage(s)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// newGatewayClient starts a client of the gateways in urls (comma-separated),
+// with cfg's other settings.
+func newGatewayClient(urls string, cfg client.Config) (*client.Client, error) {
+	for _, u := range strings.Split(urls, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	if len(cfg.URLs) == 0 {
+		return nil, fmt.Errorf("%w: --url: no gateway URL", errUsage)
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --url: %v", errUsage, err)
+	}
+	return c, nil
+}
+
+func runSub(args []string, stdout, stderr io.Writer) error {
+	var urls, epoch, state string
+	var from uint64
+	var count int
+	fs := newFlagSet("sub", subSynopsis, stderr)
+	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
+	fs.Uint64Var(&from, "from", 0, "start every channel at this offset (1: all messages still held); 0: from --state, else new messages only")
+	fs.StringVar(&epoch, "epoch", "", "the epoch the --from offset belongs to: a channel whose epoch differs starts at its oldest message, with a warning")
+	fs.IntVar(&count, "count", 0, "exit after printing this many messages in all (0: run until interrupted)")
+	fs.StringVar(&state, "state", "", "file keeping each channel's last offset and epoch: resume from it at the next start")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("%w: comet sub [flags] CHANNEL... (see comet sub --help)", errUsage)
+	}
+	channels := fs.Args()
+	seen := map[string]bool{}
+	for _, ch := range channels {
+		if err := wire.CheckChannel(ch); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if seen[ch] {
+			return fmt.Errorf("%w: channel %s is given twice", errUsage, ch)
+		}
+		seen[ch] = true
+	}
+	if count < 0 {
+		return fmt.Errorf("%w: --count must be 0 or more", errUsage)
+	}
+	if epoch != "" && from == 0 {
+		return fmt.Errorf("%w: --epoch needs --from", errUsage)
+	}
+	var store client.OffsetStore = client.NewMemoryStore()
+	var fileStore *client.FileStore
+	if state != "" {
+		var err error
+		if fileStore, err = client.NewFileStore(state); err != nil {
+			return err
+		}
+		store = fileStore
+	}
+	gate := &gatedStore{OffsetStore: store}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p := &subPrinter{count: count, gate: gate, cancel: cancel}
+	p.enc = json.NewEncoder(stdout)
+	p.enc.SetEscapeHTML(false)
+	var warnMu sync.Mutex // warnings come from the client's goroutine, refusals from ours
+	warn := func(format string, a ...any) {
+		warnMu.Lock()
+		defer warnMu.Unlock()
+		fmt.Fprintf(stderr, "comet: warning: "+format+"\n", a...)
+	}
+	lastWarned := "" // the same failure again and again is said once
+	c, err := newGatewayClient(urls, client.Config{Store: gate, OnState: func(s client.State, err error) {
+		switch {
+		case s == client.Connected:
+			lastWarned = ""
+		case s == client.Disconnected && err != nil && err.Error() != lastWarned:
+			lastWarned = err.Error()
+			warn("%v; reconnecting", err)
+		}
+	}})
+	if err != nil {
+		if fileStore != nil {
+			fileStore.Close()
+		}
+		return err
+	}
+
+	opts := []client.SubscribeOption{client.OnSubscribed(func(i client.SubscribedInfo) {
+		if !i.Recovered {
+			warn("%s", lossWarning(i))
+		}
+	})}
+	if from > 0 {
+		opts = append(opts, client.From(from), client.Epoch(epoch))
+	}
+	var wg sync.WaitGroup
+	var subErr error
+	for _, ch := range channels {
+		sub, err := c.Subscribe(ctx, ch, p.handle, opts...)
+		if err != nil {
+			if ctx.Err() == nil {
+				subErr = err
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-sub.Done()
+			if err := sub.Err(); err != nil && !errors.Is(err, client.ErrClosed) {
+				cancel(fmt.Errorf("channel %s: %w", sub.Channel(), err))
+			}
+		}()
+	}
+	if subErr == nil {
+		<-ctx.Done()
+	}
+	// Stop the client (no handler runs after Close), then write the state.
+	c.Close()
+	wg.Wait()
+	var storeErr error
+	if fileStore != nil {
+		storeErr = fileStore.Close()
+	}
+	switch {
+	case subErr != nil:
+		return subErr
+	case p.err != nil:
+		return fmt.Errorf("write: %w", p.err)
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return storeErr
+}
+
+// lossWarning says what a recovered:false means.
+func lossWarning(i client.SubscribedInfo) string {
+	switch {
+	case i.FromEpoch != "" && i.FromEpoch != i.Epoch:
+		return fmt.Sprintf("channel %s: its history was reset (epoch %s, was %s), offsets of the old epoch mean nothing: starting at offset %d",
+			i.Channel, i.Epoch, i.FromEpoch, i.First)
+	case i.From > 0 && i.From < i.First:
+		return fmt.Sprintf("channel %s: offsets %d to %d are gone (retention): resuming at offset %d", i.Channel, i.From, i.First-1, i.First)
+	}
+	return fmt.Sprintf("channel %s: messages were lost (recovered: false): resuming at offset %d", i.Channel, i.First)
+}
+
+// subPrinter prints messages; it runs on the client's one goroutine.
+type subPrinter struct {
+	enc     *json.Encoder
+	count   int // 0: no limit
+	printed int
+	stopped bool
+	err     error
+	gate    *gatedStore
+	cancel  context.CancelCauseFunc
+}
+
+// subLine is one line of `comet sub`, keys in this order.
+type subLine struct {
+	Channel string          `json:"channel"`
+	Offset  uint64          `json:"offset"`
+	Epoch   string          `json:"epoch"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (p *subPrinter) handle(m client.Message) {
+	if p.stopped {
+		// Past --count (or a failed write): not printed, so its position
+		// must not be saved either.
+		p.gate.closed.Store(true)
+		return
+	}
+	if err := p.enc.Encode(subLine{m.Channel, m.Offset, m.Epoch, m.Data}); err != nil {
+		p.err, p.stopped = err, true
+		p.gate.closed.Store(true)
+		p.cancel(nil)
+		return
+	}
+	p.printed++
+	if p.count > 0 && p.printed >= p.count {
+		p.stopped = true
+		p.cancel(nil)
+	}
+}
+
+// gatedStore passes saves on until it is closed: `comet sub` closes it
+// when a message arrives that it will not print.
+type gatedStore struct {
+	client.OffsetStore
+	closed atomic.Bool
+}
+
+func (g *gatedStore) Save(channel string, p client.Position) error {
+	if g.closed.Load() {
+		return nil
+	}
+	return g.OffsetStore.Save(channel, p)
+}

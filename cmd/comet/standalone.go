@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/gateway"
+	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
+)
+
+// runStandalone runs a single-node hub and a gateway in one process: the
+// development and small-site setup, and what `comet` alone runs.
+func runStandalone(args []string, stderr io.Writer) error {
+	var f gatewayFlags
+	var data string
+	fs := newFlagSet("standalone", "comet standalone [--listen 127.0.0.1:8080] [--data ./comet-data]", stderr)
+	f.register(fs, true)
+	fs.StringVar(&data, "data", "./comet-data", "data directory: the channel log, the Raft log and snapshots")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	logger, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	if err := checkAddr("listen", f.listen); err != nil {
+		return err
+	}
+	if err := checkDataDir(data); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	defer ln.Close()
+	hub, err := broker.OpenHub(data,
+		raft.Config{ID: "standalone", Single: true, Logger: logger.With("component", "raft"),
+			// One node: no heartbeats to wait for; elect at once.
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond},
+		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Logger: logger.With("component", "hub")})
+	if err != nil {
+		return err
+	}
+	defer hub.Close()
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); hub.Service.Run(runCtx) }()
+	defer func() { cancelRun(); <-runDone }()
+
+	cfg, err := f.config(localHub{hub}, logger)
+	if err != nil {
+		return err
+	}
+	cfg.ID = "s"
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	gw.Run()
+	logger.Info("comet standalone started: a single-node hub and a gateway",
+		"ws", "ws://"+f.listen+"/ws", "sockjs", "http://"+f.listen+"/sockjs", "hub_api", "http://"+f.listen+"/v1/", "data", data)
+	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service), gw, f.shutdownTimeout)
+}
+
+// standaloneHandler serves the gateway, and the hub API under /v1/ (its
+// /healthz, /readyz and /metrics under /hub/).
+func standaloneHandler(gw *gateway.Server, svc *broker.Service) http.Handler {
+	mux := http.NewServeMux()
+	api := svc.Handler()
+	mux.Handle("/v1/", api)
+	mux.Handle("/hub/", http.StripPrefix("/hub", api))
+	mux.Handle("/", gw.Handler())
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := svc.Ready(); err != nil {
+			http.Error(w, "hub: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := gw.Ready(); err != nil {
+			http.Error(w, "gateway: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// localHub is the gateway's Hub over a hub in the same process.
+type localHub struct{ h *broker.Hub }
+
+func (l localHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
+	return l.h.Service.Publish(ctx, req.Channel, req.Data, req.ID)
+}
+
+func (l localHub) Read(ctx context.Context, channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
+	return l.h.Service.ReadApplied(channel, from, limit)
+}
+
+func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
+	return localStream{l.h.Stream.Follow(ctx, from)}, nil
+}
+
+type localStream struct{ *broker.Follower }
+
+func (localStream) Hub() string { return "local" }

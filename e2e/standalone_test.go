@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// startStandalone starts `comet [standalone] --listen ADDR --data DIR` and
+// waits until it is ready.
+func (c *cluster) startStandalone(data string, subcommand bool) *hub {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		addr := freeAddrs(c.t, 1, c.used)[0]
+		g := &hub{id: "standalone", api: addr, data: data,
+			logPath: filepath.Join(c.dir, fmt.Sprintf("standalone-try%d.log", attempt))}
+		g.args = []string{"--listen", addr, "--data", data}
+		if subcommand {
+			g.args = append([]string{"standalone"}, g.args...)
+		}
+		c.gateways = append(c.gateways, g)
+		c.start(g)
+		if c.waitGatewayReady(g, 20*time.Second) {
+			return g
+		}
+		if attempt < 4 && !g.running() && strings.Contains(g.logTail(3), "address already in use") {
+			continue
+		}
+		c.t.Fatalf("standalone not ready:\n%s", g.logTail(20))
+	}
+}
+
+func TestStandalonePubSubAndRestart(t *testing.T) {
+	c := newCluster(t)
+	data := filepath.Join(c.dir, "data")
+	s := c.startStandalone(data, false) // `comet --listen ... --data ...`
+	url := "ws://" + s.api + "/ws"
+
+	pub := func(ch, data string, want uint64) {
+		t.Helper()
+		code, out, errOut := runComet(t, nil, "pub", "--url", url, ch, data)
+		if code != 0 || out != fmt.Sprintf(`{"channel":%q,"offset":%d}`+"\n", ch, want) {
+			t.Fatalf("comet pub: exit %d, stdout %q, stderr %q; want offset %d", code, out, errOut, want)
+		}
+	}
+	pub("chat", `{"text":"hello"}`, 1)
+	pub("chat", `plain words`, 2)
+	code, out, errOut := runComet(t, nil, "sub", "--url", url, "--from", "1", "--count", "2", "chat")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 ||
+		!strings.HasPrefix(lines[0], `{"channel":"chat","offset":1,"epoch":"`) || !strings.HasSuffix(lines[0], `","data":{"text":"hello"}}`) ||
+		!strings.HasSuffix(lines[1], `","data":"plain words"}`) {
+		t.Fatalf("comet sub: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// SIGTERM: exit 0; restart on the same data.
+	c.stop(s, 15*time.Second)
+	s = c.startStandalone(data, true)
+	url = "ws://" + s.api + "/ws"
+	pub("chat", `3`, 3)
+
+	// kill -9, restart: nothing acknowledged is lost.
+	c.kill(s)
+	s = c.startStandalone(data, true)
+	url = "ws://" + s.api + "/ws"
+	pub("chat", `4`, 4)
+	code, out, errOut = runComet(t, nil, "sub", "--url", url, "--from", "1", "--count", "4", "chat")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 4 || !strings.Contains(lines[2], `"offset":3,`) || !strings.HasSuffix(lines[3], `"data":4}`) {
+		t.Fatalf("comet sub after restarts: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+
+	// --state: a second run resumes after what the first one printed.
+	state := filepath.Join(c.dir, "sub.state")
+	code, out, _ = runComet(t, nil, "sub", "--url", url, "--from", "1", "--count", "4", "--state", state, "chat")
+	if code != 0 || strings.Count(out, "\n") != 4 {
+		t.Fatalf("first run with --state: exit %d, %q", code, out)
+	}
+	pub("chat", `5`, 5)
+	code, out, errOut = runComet(t, nil, "sub", "--url", url, "--count", "1", "--state", state, "chat")
+	if code != 0 || !strings.Contains(out, `"offset":5,`) || strings.Count(out, "\n") != 1 {
+		t.Fatalf("second run with --state: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestGatewayGracefulStop: SIGTERM closes clients with 4001 and exits 0.
+func TestGatewayGracefulStop(t *testing.T) {
+	c := startCluster(t, 3)
+	g := c.startGateway("g1")
+	ws := dialWS(t, "ws://"+g.api+"/ws")
+	c.stop(g, 15*time.Second)
+	if code := ws.closeCode(10 * time.Second); code != 4001 {
+		t.Fatalf("close code %d, want 4001", code)
+	}
+}
+
+type wsConn struct{ c *websocket.Conn }
+
+func dialWS(t *testing.T, url string) *wsConn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &wsConn{c: c}
+}
+
+// closeCode reads until the connection ends and returns the close code the
+// server sent, or -1 if it sent none.
+func (w *wsConn) closeCode(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for {
+		_ = w.c.SetReadDeadline(deadline)
+		if _, _, err := w.c.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			return -1
+		}
+	}
+}
