@@ -137,6 +137,9 @@ type Server struct {
 	channels map[string]*channel
 	conns    map[*conn]struct{}
 	closing  bool
+	// active counts connections being served, from before their upgrade
+	// until they are closed: Shutdown waits for them.
+	active sync.WaitGroup
 
 	// Upstream position: every message of entries up to done was received;
 	// last is the highest index seen.
@@ -220,8 +223,9 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 
 // Shutdown closes every client connection with code 4001 (reconnect
 // elsewhere), waiting at most until ctx ends for their queues to flush,
-// then stops following the hubs. The caller stops its HTTP server first
-// so that no new connection arrives.
+// then stops following the hubs. Connections that arrive meanwhile are
+// closed with 4001 too. The caller stops its HTTP server as well, so that
+// no new connection arrives.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -233,19 +237,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
 	}
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
 	var err error
-	for _, c := range conns {
-		select {
-		case <-c.closed:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		if err != nil {
-			break
-		}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
 	}
 	s.Close()
 	return err
+}
+
+// enter counts a connection about to be served; false when shutting down.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.active.Add(1)
+	return true
 }
 
 // Close stops everything at once: connections are dropped without

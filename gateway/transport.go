@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comethq/comet/wire"
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
 )
@@ -35,6 +36,11 @@ var (
 
 // serveWS upgrades to a WebSocket and serves the connection.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		http.Error(w, "gateway shutting down: reconnect elsewhere", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.active.Done()
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
@@ -103,6 +109,11 @@ func (t *wsTransport) close() { t.closeOnce.Do(func() { _ = t.c.Close() }) }
 
 // serveSockJS serves one SockJS session.
 func (s *Server) serveSockJS(sess sockjs.Session) {
+	if !s.enter() {
+		_ = sess.Close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
+		return
+	}
+	defer s.active.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.newConn(&sockjsTransport{sess: sess, max: s.cfg.MaxFrameBytes, ctx: ctx, cancel: cancel}).serve()
