@@ -214,3 +214,75 @@ func benchFanout(b *testing.B, nsubs int) {
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkCatchUp: a client that missed 10,000 or 100,000 messages of 128
+// bytes resumes; the time is from its subscribe to its having the last
+// one. The messages are in a single-node hub reached over HTTP; with
+// source=cache another subscriber keeps the channel followed, so the
+// gateway serves what its cache holds (the last 10,000 by default) from
+// memory.
+func BenchmarkCatchUp(b *testing.B) {
+	hub := startHub(b)
+	const total = 100_000
+	var wg sync.WaitGroup
+	data := json.RawMessage(strconv.Quote(strings.Repeat("x", 126)))
+	for p := 0; p < 64; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := p; i < total; i += 64 {
+				if _, err := hub.Service.Publish(context.Background(), "missed", data, ""); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	epoch := hub.epoch(b, "missed")
+	for _, source := range []string{"hub", "cache"} {
+		for _, missed := range []uint64{10_000, 100_000} {
+			if source == "cache" && missed > 10_000 {
+				continue // more than the cache holds: the same as source=hub
+			}
+			b.Run(fmt.Sprintf("missed=%d/source=%s", missed, source), func(b *testing.B) {
+				g := startGateway(b, httpHubs(b, hub.api), Config{})
+				if source == "cache" {
+					keep := dial(b, g.url)
+					keep.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "missed", From: u64p(total - 10_000 + 1), Epoch: epoch})
+					keep.expect(wire.OpSubscribed)
+					keep.messages("missed", total-10_000+1, 10_000)
+				}
+				from := total - missed + 1
+				var spent time.Duration
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if source == "hub" && i > 0 {
+						// A fresh gateway: nothing cached by the previous client.
+						b.StopTimer()
+						g.Close()
+						g = startGateway(b, httpHubs(b, hub.api), Config{})
+						b.StartTimer()
+					}
+					c := dial(b, g.url)
+					start := time.Now()
+					c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "missed", From: u64p(from), Epoch: epoch})
+					got := uint64(0)
+					for got < missed {
+						_ = c.c.SetReadDeadline(time.Now().Add(60 * time.Second))
+						_, frame, err := c.c.ReadMessage()
+						if err != nil {
+							b.Fatal(err)
+						}
+						got += uint64(bytes.Count(frame, []byte(`"op":"message"`)))
+					}
+					spent += time.Since(start)
+					c.c.Close()
+				}
+				b.ReportMetric(float64(spent.Microseconds())/1000/float64(b.N), "ms/catch-up")
+				b.ReportMetric(float64(missed)*float64(b.N)/spent.Seconds(), "msgs/s")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package gateway
 
+import "slices"
+
 // cache keeps a channel's most recent messages as encoded frames, with
 // consecutive offsets, bounded by count and bytes.
 type cache struct {
@@ -73,4 +75,39 @@ func (c *cache) get(from, to uint64, max int) (frames [][]byte, ok bool) {
 func (c *cache) clear() {
 	clear(c.ring)
 	c.head, c.n, c.bytes = 0, 0, 0
+}
+
+// prepend puts frames, offsets first.., before what the cache holds, when
+// they end right where it starts, or, the cache being empty, where the
+// channel is (next); the oldest are dropped to keep within the bounds. A
+// replay read from the hubs warms the cache this way for the clients that
+// resume after it.
+func (c *cache) prepend(first uint64, frames [][]byte, next uint64) {
+	if c.maxMsgs <= 0 || len(frames) == 0 {
+		return
+	}
+	end := first + uint64(len(frames))
+	if (c.n > 0 && c.at(0).off != end) || (c.n == 0 && end != next) {
+		return
+	}
+	all := make([]cached, 0, min(c.maxMsgs, len(frames)+c.n))
+	bytes := 0
+	// Keep the newest: walk backwards from the end of the cache.
+	for i := c.n - 1; i >= 0 && len(all) < c.maxMsgs; i-- {
+		e := c.at(i)
+		if bytes+len(e.frame) > c.maxBytes && len(all) > 0 {
+			break
+		}
+		all, bytes = append(all, e), bytes+len(e.frame)
+	}
+	if len(all) == c.n { // the whole cache fits: add older frames
+		for i := len(frames) - 1; i >= 0 && len(all) < c.maxMsgs && bytes+len(frames[i]) <= c.maxBytes; i-- {
+			all, bytes = append(all, cached{off: first + uint64(i), frame: frames[i]}), bytes+len(frames[i])
+		}
+	}
+	slices.Reverse(all)
+	size := max(len(all), min(c.maxMsgs, 64))
+	c.ring = make([]cached, size)
+	copy(c.ring, all)
+	c.head, c.n, c.bytes = 0, len(all), bytes
 }

@@ -190,6 +190,9 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 	if p := *page; p != nil {
 		*page = nil
 		if frames := framesOf(sb.name, p.Messages, pos, to); len(frames) > 0 {
+			sb.ch.mu.Lock()
+			sb.ch.cache.prepend(pos, frames, sb.ch.next)
+			sb.ch.mu.Unlock()
 			m.replayed.WithLabelValues("hub").Add(float64(len(frames)))
 			return frames, true
 		}
@@ -206,6 +209,11 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 		return nil, false
 	}
 	frames = framesOf(sb.name, p.Messages, pos, to)
+	if len(frames) > 0 {
+		sb.ch.mu.Lock()
+		sb.ch.cache.prepend(pos, frames, sb.ch.next)
+		sb.ch.mu.Unlock()
+	}
 	if len(frames) == 0 {
 		// Retention removed them between reads.
 		sb.c.close(wire.CloseResync, "channel "+sb.name+" lost messages during the replay: resubscribe")
