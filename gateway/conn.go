@@ -221,7 +221,8 @@ func (c *conn) enqueueWait(ctx context.Context, frames [][]byte) bool {
 			return false
 		}
 		n := 0
-		for n < len(frames) && len(c.queue) < c.s.cfg.QueueMessages/2 && c.qbytes+len(frames[n]) <= c.s.cfg.QueueBytes/2 {
+		for n < len(frames) && (len(c.queue) == 0 ||
+			len(c.queue) < c.s.cfg.QueueMessages/2 && c.qbytes+len(frames[n]) <= c.s.cfg.QueueBytes/2) {
 			c.queue = append(c.queue, frames[n])
 			c.qbytes += len(frames[n])
 			n++

@@ -74,6 +74,10 @@ type Config struct {
 	// ReadLimit is the page size of range reads from the hubs (default
 	// 10,000 messages).
 	ReadLimit int
+	// MaxChannels bounds the channels followed at once (default 100,000):
+	// past it, lingering channels are dropped first, then subscribes to
+	// new channels are refused (unavailable).
+	MaxChannels int
 
 	Logger *slog.Logger
 }
@@ -106,6 +110,10 @@ func (c *Config) fill() error {
 	def(&c.CacheMessages, 10000)
 	def(&c.CacheBytes, 4<<20)
 	def(&c.ReadLimit, 10000)
+	def(&c.MaxChannels, 100_000)
+	if c.QueueMessages < 2 {
+		c.QueueMessages = 2
+	}
 	defD(&c.PingInterval, 25*time.Second)
 	defD(&c.IdleTimeout, 60*time.Second)
 	defD(&c.WriteTimeout, 10*time.Second)
@@ -140,6 +148,12 @@ type Server struct {
 	// active counts connections being served, from before their upgrade
 	// until they are closed: Shutdown waits for them.
 	active sync.WaitGroup
+
+	// goMu guards stopped and wg.Add: no goroutine is started once Close
+	// waits for them.
+	goMu    sync.Mutex
+	stopped bool
+	resync  atomic.Bool // the stream was reset: resync every channel once it is open again
 
 	// Upstream position: every message of entries up to done was received;
 	// last is the highest index seen.
@@ -181,11 +195,24 @@ func New(cfg Config) (*Server, error) {
 	s.sockjs = sockjs.NewHandler("/sockjs", opts, s.serveSockJS)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/ws", s.serveWS)
-	s.mux.Handle("/sockjs/", http.MaxBytesHandler(s.sockjs, int64(4*cfg.MaxFrameBytes)))
+	s.mux.Handle("/sockjs/", http.MaxBytesHandler(s.sockjsDeadline(s.sockjs), int64(4*cfg.MaxFrameBytes)))
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.mux.Handle("/metrics", s.m.handler())
 	return s, nil
+}
+
+// sockjsDeadline bounds the time SockJS spends writing one HTTP response
+// (polling waits up to a heartbeat; streaming responses are then cut and the
+// client opens another, as after ResponseLimit): a client that stops reading
+// cannot hold its session, and Close, forever.
+func (s *Server) sockjsDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/websocket") {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.PingInterval + s.cfg.WriteTimeout))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics.
@@ -193,12 +220,22 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 // Run follows the hubs' commit stream until Close. It returns at once;
 // Close waits for what it started.
-func (s *Server) Run() {
+func (s *Server) Run() { s.spawn(s.follow) }
+
+// spawn runs fn in a goroutine that Close waits for; after Close it does
+// nothing and reports false.
+func (s *Server) spawn(fn func()) bool {
+	s.goMu.Lock()
+	defer s.goMu.Unlock()
+	if s.stopped {
+		return false
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.follow()
+		fn()
 	}()
+	return true
 }
 
 // Ready returns nil when the gateway follows the commit stream and heard
@@ -272,9 +309,12 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
-		c.t.close() // no flush
+		go c.t.close() // no flush; a SockJS close may wait for a stuck response
 	}
 	s.cancel()
+	s.goMu.Lock()
+	s.stopped = true
+	s.goMu.Unlock()
 	s.wg.Wait()
 	return nil
 }

@@ -22,6 +22,7 @@ type sub struct {
 	// Under ch.mu.
 	live    bool
 	pending []cached
+	pbytes  int    // bytes in pending
 	lost    bool   // pending overflowed: read further before switching
 	last    uint64 // the last offset queued to the client
 	min     uint64 // offsets below are never sent (a client ahead of the channel)
@@ -43,10 +44,15 @@ func (c *conn) subscribe(f wire.ClientFrame) {
 		c.sendError(f.ID, wire.CodeBadRequest, fmt.Sprintf("too many subscriptions: at most %d per connection", c.s.cfg.MaxSubscriptions))
 		return
 	}
-	sb := &sub{c: c, name: f.Channel, done: make(chan struct{})}
+	ch, err := c.s.acquire(f.Channel)
+	if err != nil {
+		c.mu.Unlock()
+		c.sendError(f.ID, wire.CodeUnavailable, err.Error())
+		return
+	}
+	sb := &sub{c: c, ch: ch, name: f.Channel, done: make(chan struct{})}
 	c.subs[f.Channel] = sb
 	c.mu.Unlock()
-	sb.ch = c.s.acquire(f.Channel)
 	ctx, cancel := context.WithCancel(c.ctx)
 	sb.cancel = cancel
 	c.s.m.subscriptions.Inc()
@@ -81,10 +87,11 @@ func (sb *sub) deliver(off uint64, frame []byte) {
 	if !sb.live {
 		switch {
 		case sb.lost:
-		case len(sb.pending) >= sb.c.s.cfg.PendingMessages:
-			sb.pending, sb.lost = nil, true
+		case len(sb.pending) >= sb.c.s.cfg.PendingMessages || sb.pbytes+len(frame) > sb.c.s.cfg.QueueBytes/4:
+			sb.pending, sb.pbytes, sb.lost = nil, 0, true
 		default:
 			sb.pending = append(sb.pending, cached{off: off, frame: frame})
+			sb.pbytes += len(frame)
 		}
 		return
 	}
@@ -166,7 +173,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 		if sb.lost {
 			// Live messages came faster than the replay: read on to where
 			// the channel is now, and try again.
-			sb.pending, sb.lost = nil, false
+			sb.pending, sb.pbytes, sb.lost = nil, 0, false
 			n0 = ch.next
 			ch.mu.Unlock()
 			continue
@@ -177,7 +184,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 				pos = p.off + 1
 			}
 		}
-		sb.pending, sb.live, sb.last = nil, true, pos-1
+		sb.pending, sb.pbytes, sb.live, sb.last = nil, 0, true, pos-1
 		ch.mu.Unlock()
 		return
 	}
@@ -190,9 +197,7 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 	if p := *page; p != nil {
 		*page = nil
 		if frames := framesOf(sb.name, p.Messages, pos, to); len(frames) > 0 {
-			sb.ch.mu.Lock()
-			sb.ch.cache.prepend(pos, frames, sb.ch.next)
-			sb.ch.mu.Unlock()
+			sb.warm(pos, frames, epoch)
 			m.replayed.WithLabelValues("hub").Add(float64(len(frames)))
 			return frames, true
 		}
@@ -209,11 +214,7 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 		return nil, false
 	}
 	frames = framesOf(sb.name, p.Messages, pos, to)
-	if len(frames) > 0 {
-		sb.ch.mu.Lock()
-		sb.ch.cache.prepend(pos, frames, sb.ch.next)
-		sb.ch.mu.Unlock()
-	}
+	sb.warm(pos, frames, epoch)
 	if len(frames) == 0 {
 		// Retention removed them between reads.
 		sb.c.close(wire.CloseResync, "channel "+sb.name+" lost messages during the replay: resubscribe")
@@ -221,6 +222,15 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 	}
 	m.replayed.WithLabelValues("hub").Add(float64(len(frames)))
 	return frames, true
+}
+
+// warm offers frames read from the hubs to the channel's cache.
+func (sb *sub) warm(pos uint64, frames [][]byte, epoch string) {
+	sb.ch.mu.Lock()
+	if sb.ch.epoch == epoch {
+		sb.ch.cache.prepend(pos, frames, sb.ch.next)
+	}
+	sb.ch.mu.Unlock()
 }
 
 // framesOf encodes the messages with consecutive offsets from pos, below

@@ -145,11 +145,11 @@ func (t *sockjsTransport) write(frame []byte) error { return t.sess.Send(string(
 func (t *sockjsTransport) ping() error { return nil }
 
 func (t *sockjsTransport) closeWith(code int, reason string) {
+	t.cancel() // first: Close may wait for a response being written
 	_ = t.sess.Close(uint32(code), reason)
-	t.cancel()
 }
 
 func (t *sockjsTransport) close() {
-	_ = t.sess.Close(1000, "closed")
 	t.cancel()
+	_ = t.sess.Close(1000, "closed")
 }

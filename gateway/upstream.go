@@ -31,6 +31,12 @@ func (s *Server) follow() {
 			continue
 		}
 		s.log.Info("following the commit stream", "hub", r.Hub(), "from", from)
+		if s.resync.Swap(false) {
+			// After a reset: now that the stream is open again, every
+			// channel reads what it missed (reads go to the same hub, which
+			// has applied at least up to where the stream starts).
+			s.resyncAll()
+		}
 		s.streaming.Store(true)
 		s.lastLine.Store(time.Now().UnixNano())
 		err = s.read(r)
@@ -68,7 +74,7 @@ func (s *Server) read(r StreamReader) error {
 			// reads what it missed from the hubs, and we follow from now.
 			s.log.Warn("commit stream position lost; resyncing channels", "floor", line.Floor)
 			s.done.Store(0)
-			s.resyncAll()
+			s.resync.Store(true)
 			return errStreamReset
 		case line.Index == 0:
 			if line.Applied > s.done.Load() {
@@ -107,13 +113,20 @@ func (s *Server) resyncAll() {
 	}
 }
 
+// errTooManyChannels refuses a subscription to a new channel when the
+// gateway follows Config.MaxChannels and none of them is lingering.
+var errTooManyChannels = errors.New("this gateway follows too many channels")
+
 // acquire returns the state of channel name, creating it (and starting its
 // first sync) if needed, and counts one more user.
-func (s *Server) acquire(name string) *channel {
+func (s *Server) acquire(name string) (*channel, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.channels[name]
 	if ch == nil {
+		if len(s.channels) >= s.cfg.MaxChannels && !s.dropLingeringLocked() {
+			return nil, errTooManyChannels
+		}
 		ch = newChannel(s, name)
 		s.channels[name] = ch
 		s.m.channels.Inc()
@@ -126,7 +139,32 @@ func (s *Server) acquire(name string) *channel {
 		ch.linger = nil
 	}
 	ch.refs++
-	return ch
+	return ch, nil
+}
+
+// dropLingeringLocked drops one channel without subscribers, if any.
+func (s *Server) dropLingeringLocked() bool {
+	for _, ch := range s.channels {
+		if ch.refs == 0 {
+			s.dropLocked(ch)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) dropLocked(ch *channel) {
+	if ch.linger != nil {
+		ch.linger.Stop()
+		ch.linger = nil
+	}
+	delete(s.channels, ch.name)
+	s.m.channels.Dec()
+	ch.mu.Lock()
+	ch.dropped = true
+	ch.cache.clear()
+	ch.held, ch.heldBytes = nil, 0
+	ch.mu.Unlock()
 }
 
 // release counts one user less; the last one lets the channel linger, then
@@ -135,22 +173,19 @@ func (s *Server) release(ch *channel) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch.refs--
-	if ch.refs > 0 {
+	if ch.refs > 0 || ch.dropped {
 		return
 	}
-	ch.linger = time.AfterFunc(s.cfg.Linger, func() {
+	var t *time.Timer
+	t = time.AfterFunc(s.cfg.Linger, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if ch.refs > 0 || s.channels[ch.name] != ch {
-			return
+		// Only this timer's own expiry: a newer linger may have replaced it.
+		if ch.refs == 0 && ch.linger == t && s.channels[ch.name] == ch {
+			s.dropLocked(ch)
 		}
-		delete(s.channels, ch.name)
-		s.m.channels.Dec()
-		ch.mu.Lock()
-		ch.dropped = true
-		ch.cache.clear()
-		ch.mu.Unlock()
 	})
+	ch.linger = t
 }
 
 // channel is what a gateway knows of one channel with subscribers: its
@@ -163,19 +198,21 @@ type channel struct {
 	refs   int
 	linger *time.Timer
 
-	mu      sync.Mutex
-	known   bool          // epoch, first and next were read from a hub
-	ready   chan struct{} // closed once known
-	syncing bool          // reading from the hubs; stream lines are held
-	dropped bool
-	epoch   string
-	first   uint64
-	next    uint64 // the offset the next message will have
-	held    []wire.StreamLine
-	lost    bool   // held overflowed: read again
-	syncIdx uint64 // highest stream index dispatched when the sync began
-	cache   cache
-	subs    map[*sub]struct{}
+	mu        sync.Mutex
+	known     bool          // epoch, first and next were read from a hub
+	ready     chan struct{} // closed once known
+	syncing   bool          // reading from the hubs; stream lines are held
+	dropped   bool
+	epoch     string
+	first     uint64
+	next      uint64 // the offset the next message will have
+	held      []wire.StreamLine
+	heldBytes int
+	lost      bool   // held overflowed: read again
+	syncIdx   uint64 // a read must reflect at least this Raft index
+	asOf      uint64 // the Raft index the channel's state reflects: older lines are in it
+	cache     cache
+	subs      map[*sub]struct{}
 }
 
 func newChannel(s *Server, name string) *channel {
@@ -191,10 +228,14 @@ func (ch *channel) onStream(l wire.StreamLine) {
 	case ch.dropped:
 	case ch.syncing:
 		ch.hold(l)
+	case l.Index <= ch.asOf:
+		// Already in what the last read returned (an entry streamed again
+		// after a failover, possibly of an older epoch).
 	case l.Epoch != ch.epoch || l.Offset > ch.next:
 		// A reset channel, or a gap (the stream skipped entries): read
-		// what is missing from the hubs.
+		// what is missing from a hub that has applied this line.
 		ch.startSyncLocked()
+		ch.syncIdx = max(ch.syncIdx, l.Index)
 		ch.hold(l)
 	case l.Offset < ch.next:
 		// Already had it: an entry streamed again after a failover.
@@ -204,11 +245,15 @@ func (ch *channel) onStream(l wire.StreamLine) {
 }
 
 func (ch *channel) hold(l wire.StreamLine) {
-	if len(ch.held) >= ch.s.cfg.PendingMessages {
-		ch.held, ch.lost = nil, true
+	if ch.lost {
+		return
+	}
+	if len(ch.held) >= ch.s.cfg.PendingMessages || ch.heldBytes+len(l.Data) > ch.s.cfg.CacheBytes {
+		ch.held, ch.heldBytes, ch.lost = nil, 0, true
 		return
 	}
 	ch.held = append(ch.held, l)
+	ch.heldBytes += len(l.Data)
 }
 
 // deliverLocked appends message off to the channel: the cache, then every
@@ -228,14 +273,13 @@ func (ch *channel) startSyncLocked() {
 	if ch.syncing || ch.dropped {
 		return
 	}
-	ch.syncing, ch.held, ch.lost = true, nil, false
-	ch.syncIdx = ch.s.last.Load()
+	ch.syncing, ch.held, ch.heldBytes, ch.lost = true, nil, 0, false
+	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load())
+	if !ch.s.spawn(ch.sync) {
+		ch.syncing = false // closing
+		return
+	}
 	ch.s.m.resyncs.Inc()
-	ch.s.wg.Add(1)
-	go func() {
-		defer ch.s.wg.Done()
-		ch.sync()
-	}()
 }
 
 // sync reads from the hubs until the channel is contiguous with the lines
@@ -261,7 +305,7 @@ func (ch *channel) sync() {
 		cancel()
 		if err != nil {
 			if s.ctx.Err() == nil {
-				s.log.Warn("channel resync: read failed", "channel", ch.name, "err", err)
+				s.log.Warn("channel sync: read failed", "channel", ch.name, "err", err)
 			}
 			backoff.wait(s.ctx)
 			continue
@@ -271,9 +315,14 @@ func (ch *channel) sync() {
 			backoff.wait(s.ctx)
 			continue
 		}
-		backoff.reset()
-		if ch.apply(res) {
+		live, progress := ch.apply(res, applied)
+		if live {
 			return
+		}
+		if progress {
+			backoff.reset()
+		} else {
+			backoff.wait(s.ctx)
 		}
 	}
 	ch.mu.Lock()
@@ -281,11 +330,17 @@ func (ch *channel) sync() {
 	ch.mu.Unlock()
 }
 
-// apply takes one range read into the channel, then the held stream lines,
-// and reports whether the channel is live again.
-func (ch *channel) apply(res wire.MessagesResponse) bool {
+// apply takes one range read (reflecting Raft index applied) into the
+// channel, then the held stream lines. It reports whether the channel is
+// live again, and whether it moved at all.
+func (ch *channel) apply(res wire.MessagesResponse, applied uint64) (live, progress bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	before := [2]uint64{ch.next, ch.asOf}
+	beforeEpoch := ch.epoch
+	defer func() {
+		progress = live || before != [2]uint64{ch.next, ch.asOf} || beforeEpoch != ch.epoch
+	}()
 	switch {
 	case !ch.known:
 		ch.epoch, ch.first, ch.next, ch.known = res.Epoch, res.First, res.Next, true
@@ -295,13 +350,15 @@ func (ch *channel) apply(res wire.MessagesResponse) bool {
 		// nothing now. They reconnect and learn it from subscribed.
 		ch.s.log.Warn("channel epoch changed", "channel", ch.name, "old", ch.epoch, "new", res.Epoch)
 		ch.resetLocked(res)
-		return false
+		ch.asOf = max(ch.asOf, applied)
+		return false, true
 	default:
 		if res.First > ch.next {
 			// Retention removed messages before we could read them:
 			// subscribers would see a gap. They reconnect and learn it.
 			ch.resetLocked(res)
-			return false
+			ch.asOf = max(ch.asOf, applied)
+			return false, true
 		}
 		for _, m := range res.Messages {
 			if m.Offset == ch.next {
@@ -310,25 +367,33 @@ func (ch *channel) apply(res wire.MessagesResponse) bool {
 		}
 		ch.first = res.First
 		if res.Next > ch.next {
-			return false // more to read
+			return false, true // more to read
 		}
 	}
+	ch.asOf = max(ch.asOf, applied)
 	if ch.lost {
-		ch.held, ch.lost = nil, false
-		return false
+		// Held lines overflowed: read again, up to where the stream is now.
+		ch.held, ch.heldBytes, ch.lost = nil, 0, false
+		ch.syncIdx = max(ch.syncIdx, ch.s.last.Load())
+		return false, true
 	}
 	for i, l := range ch.held {
 		switch {
+		case l.Index <= ch.asOf:
+			// In the read already.
 		case l.Epoch != ch.epoch || l.Offset > ch.next:
+			// A newer epoch, or a gap: read again from a hub that has
+			// applied this line.
 			ch.held = ch.held[i:]
-			return false // read again: the gap or the new epoch
+			ch.syncIdx = max(ch.syncIdx, l.Index)
+			return false, false
 		case l.Offset == ch.next:
 			ch.deliverLocked(l.Offset, l.Data)
 		}
 	}
-	ch.held = nil
+	ch.held, ch.heldBytes = nil, 0
 	ch.syncing = false
-	return true
+	return true, true
 }
 
 // resetLocked starts the channel over at res: its subscribers are
@@ -336,6 +401,8 @@ func (ch *channel) apply(res wire.MessagesResponse) bool {
 func (ch *channel) resetLocked(res wire.MessagesResponse) {
 	ch.epoch, ch.first, ch.next = res.Epoch, res.First, res.First
 	ch.cache.clear()
+	// Held lines of the old history, or already in the read, are dropped
+	// by index when applied.
 	for sb := range ch.subs {
 		sb.c.close(wire.CloseResync, "channel "+ch.name+" lost messages it cannot replay: resubscribe")
 	}
