@@ -264,13 +264,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 // closed with 4001 too. The caller stops its HTTP server as well, so that
 // no new connection arrives.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.markClosing()
 	for _, c := range conns {
 		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
 	}
@@ -284,6 +278,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.Close()
 	return err
+}
+
+// markClosing refuses new connections from now on and returns the open
+// ones.
+func (s *Server) markClosing() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // enter counts a connection about to be served; false when shutting down.
@@ -300,13 +307,7 @@ func (s *Server) enter() bool {
 // Close stops everything at once: connections are dropped without
 // flushing. Use Shutdown for a graceful stop.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.markClosing()
 	for _, c := range conns {
 		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
 		go c.t.close() // no flush; a SockJS close may wait for a stuck response
