@@ -22,6 +22,16 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("hub answered %d %s: %s", e.Status, e.Body.Code, e.Body.Message)
 }
 
+// AnswerError is the *APIError of a hub's error answer resp, whose body
+// is data.
+func AnswerError(resp *http.Response, data []byte) *APIError {
+	e := &APIError{Status: resp.StatusCode}
+	if json.Unmarshal(data, &e.Body) != nil || e.Body.Code == "" {
+		e.Body = wire.Error{Code: wire.CodeUnavailable, Message: resp.Status + " " + string(bytes.TrimSpace(data))}
+	}
+	return e
+}
+
 // maxAnswerBytes bounds the answers the client reads.
 const maxAnswerBytes = 8 << 20
 
@@ -85,11 +95,7 @@ func (c *Client) do(req *http.Request, out any) error {
 		return fmt.Errorf("read answer of %s: %w", req.URL.Host, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, &e.Body) != nil || e.Body.Code == "" {
-			e.Body = wire.Error{Code: wire.CodeUnavailable, Message: resp.Status + " " + string(bytes.TrimSpace(data))}
-		}
-		return e
+		return AnswerError(resp, data)
 	}
 	if out == nil {
 		return nil

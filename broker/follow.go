@@ -37,6 +37,9 @@ func (s *Stream) Follow(ctx context.Context, from uint64) *Follower {
 	return &Follower{s: s, from: from, ctx: ctx, cancel: cancel}
 }
 
+// Buffered reports how many lines Next returns without waiting.
+func (f *Follower) Buffered() int { return len(f.buf) }
+
 // Close ends the Follower: a waiting Next returns.
 func (f *Follower) Close() error { f.cancel(); return nil }
 

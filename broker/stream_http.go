@@ -1,12 +1,11 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/comethq/comet/wire"
 )
 
 // streamHeartbeat is how often an idle commit stream says where it is.
@@ -30,50 +29,34 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fmt.Errorf("streaming is not supported by this connection"))
 		return
 	}
-	if from == 0 {
-		// From now on.
-		from = s.node.Indexes().Applied + 1
-	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush() // the reader learns it is connected now, not at the first line
-	enc := json.NewEncoder(w)
-	heartbeat := time.NewTicker(streamHeartbeat)
-	defer heartbeat.Stop()
-	for {
-		events, applied, wake, ok := s.cfg.Stream.Since(from, 1024)
-		if !ok {
-			_ = enc.Encode(wire.StreamLine{Reset: true, Floor: s.cfg.Stream.Floor(), Applied: applied})
-			flusher.Flush()
-			return
-		}
-		for i := range events {
-			e := &events[i]
-			t := e.Time
-			if err := enc.Encode(wire.StreamLine{Index: e.Index, Channel: e.Channel, Offset: e.Offset,
-				Epoch: e.Epoch, Time: &t, Data: e.Data}); err != nil {
-				return
-			}
-		}
-		if len(events) > 0 {
-			flusher.Flush()
-			from = events[len(events)-1].Index + 1
-			continue
-		}
-		if applied >= from {
-			from = applied + 1
-		}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
 		select {
-		case <-wake:
-		case <-heartbeat.C:
-			if err := enc.Encode(wire.StreamLine{Applied: from - 1}); err != nil {
-				return
-			}
-			flusher.Flush()
-		case <-r.Context().Done():
-			return
 		case <-s.drainCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	f := s.cfg.Stream.Follow(ctx, from) // from 0: from the next entry
+	defer f.Close()
+	enc := json.NewEncoder(w)
+	for {
+		line, err := f.Next()
+		if err != nil {
+			return
+		}
+		if err := enc.Encode(line); err != nil {
+			return
+		}
+		if f.Buffered() == 0 || line.Reset {
+			flusher.Flush()
+		}
+		if line.Reset {
 			return
 		}
 	}

@@ -254,11 +254,7 @@ func (s *httpStream) Close() error {
 
 func apiError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	e := &broker.APIError{Status: resp.StatusCode}
-	if json.Unmarshal(data, &e.Body) != nil || e.Body.Code == "" {
-		e.Body = wire.Error{Code: wire.CodeUnavailable, Message: resp.Status}
-	}
-	return e
+	return broker.AnswerError(resp, data)
 }
 
 // retryable reports whether a failed call may be tried on another hub:
