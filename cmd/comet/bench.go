@@ -19,8 +19,17 @@ import (
 )
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "publish" {
-		return fmt.Errorf("%w: comet bench publish [flags] (more scenarios arrive with the gateway)", errUsage)
+	if len(args) == 0 {
+		return fmt.Errorf("%w: comet bench publish|fanout|catchup [flags]", errUsage)
+	}
+	switch args[0] {
+	case "publish":
+	case "fanout":
+		return runBenchFanout(args[1:], stdout, stderr)
+	case "catchup":
+		return runBenchCatchup(args[1:], stdout, stderr)
+	default:
+		return fmt.Errorf("%w: unknown bench %q: comet bench publish|fanout|catchup [flags]", errUsage, args[0])
 	}
 	var b benchPublish
 	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128]", stderr)
@@ -155,7 +164,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "first error: %v\n", err)
 	}
 	if b.jsonOut {
-		return json.NewEncoder(stdout).Encode(res)
+		return jsonEncode(stdout, res)
 	}
 	fmt.Fprintf(stdout, "publishers %d  size %dB  acked %d  errors %d  in %.2fs\n", res.Publishers, res.Size, res.Messages, res.Errors, res.Seconds)
 	fmt.Fprintf(stdout, "throughput %.0f msgs/s  ack latency p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",

@@ -21,7 +21,7 @@ import (
 // gatewayFlags are the client-facing settings shared by `comet gateway`
 // and `comet standalone`.
 type gatewayFlags struct {
-	listen, id, origins, logLevel                                string
+	listen, id, origins, logLevel, pprof                         string
 	maxFrameBytes, maxMessageBytes, maxSubscriptions, queueBytes int
 	cacheMessages, cacheBytes                                    int
 	ping, idle, linger, shutdownTimeout                          time.Duration
@@ -44,6 +44,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.linger, "linger", time.Minute, "keep a channel's recent messages this long after its last subscriber leaves")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections flush before closing them")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 }
 
 func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Config, error) {
@@ -108,6 +109,9 @@ func runGateway(args []string, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	if err := servePprof(f.pprof, logger); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

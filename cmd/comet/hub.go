@@ -25,6 +25,7 @@ import (
 // hubFlags are the settings of `comet hub`.
 type hubFlags struct {
 	id, data, raftAddr, api, peers, join, retention, logLevel     string
+	pprof                                                         string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
@@ -49,6 +50,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 2048, "Raft entries kept after a snapshot for followers that lag")
 	fs.DurationVar(&f.raftTimeout, "raft-timeout", time.Second, "Raft heartbeat, election and leader-lease timeout: failover takes about 1-2x this; raise it on busy or slow machines")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +59,9 @@ func runHub(args []string, stderr io.Writer) error {
 	}
 	logger, err := newLogger(f.logLevel, stderr)
 	if err != nil {
+		return err
+	}
+	if err := servePprof(f.pprof, logger); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -31,6 +31,10 @@ Usage:
                          remove a hub from the cluster
   comet bench publish --api ADDR,...
                          load-test publishing through the hub API
+  comet bench fanout --url ws://ADDR/ws [--subscribers 1000] [--rate 1000]
+                         load-test a gateway's fan-out: deliveries/s and latency
+  comet bench catchup --url ws://ADDR/ws [--missed 10000,100000]
+                         time how long a resuming client takes to catch up
   comet version          print the version
 
 Every flag can also be set through an environment variable: --raft is

@@ -46,6 +46,9 @@ func runStandalone(args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
 	defer ln.Close()
+	if err := servePprof(f.pprof, logger); err != nil {
+		return err
+	}
 	hub, err := broker.OpenHub(data,
 		raft.Config{ID: "standalone", Single: true, Logger: logger.With("component", "raft"),
 			// One node: no heartbeats to wait for; elect at once.

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchFanoutAndCatchup runs `comet bench fanout` and `comet bench
+// catchup` against a real `comet standalone`: every subscriber must get
+// every message, in order, once (the bench checks offsets and fails on a
+// gap or a duplicate), and every resume must end with all it missed.
+func TestBenchFanoutAndCatchup(t *testing.T) {
+	c := newCluster(t)
+	s := c.startStandalone(filepath.Join(c.dir, "data"), true)
+	url := "ws://" + s.api + "/ws"
+
+	code, out, errOut := runComet(t, nil, "bench", "fanout", "--url", url,
+		"--subscribers", "20", "--messages", "200", "--rate", "0", "--publishers", "2", "--json")
+	if code != 0 {
+		t.Fatalf("bench fanout: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	var fan struct {
+		Subscribers int     `json:"subscribers"`
+		Published   int64   `json:"published"`
+		Delivered   int64   `json:"delivered"`
+		Gaps        int64   `json:"gaps"`
+		Duplicates  int64   `json:"duplicates"`
+		Rate        float64 `json:"deliveries_per_sec"`
+		P50         float64 `json:"p50_ms"`
+		P99         float64 `json:"p99_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &fan); err != nil {
+		t.Fatalf("bench fanout output %q: %v", out, err)
+	}
+	if fan.Subscribers != 20 || fan.Published != 200 || fan.Delivered != 20*200 || fan.Gaps != 0 || fan.Duplicates != 0 ||
+		fan.Rate <= 0 || fan.P50 <= 0 || fan.P99 < fan.P50 {
+		t.Fatalf("bench fanout result: %+v", fan)
+	}
+	if !strings.Contains(errOut, "publishing 200 messages") {
+		t.Errorf("bench fanout shows no progress on stderr: %q", errOut)
+	}
+
+	code, out, errOut = runComet(t, nil, "bench", "catchup", "--url", url,
+		"--messages", "3000", "--missed", "100,3000", "--runs", "2", "--json")
+	if code != 0 {
+		t.Fatalf("bench catchup: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("bench catchup printed %d results, want 4: %q", len(lines), out)
+	}
+	for i, line := range lines {
+		var r struct {
+			Missed  int     `json:"missed"`
+			Run     int     `json:"run"`
+			Seconds float64 `json:"seconds"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Seconds <= 0 || r.Missed != []int{100, 100, 3000, 3000}[i] || r.Run != i%2+1 {
+			t.Fatalf("bench catchup result %d: %q (%v)", i, line, err)
+		}
+	}
+}
