@@ -79,6 +79,9 @@ type memStream struct {
 	ctx context.Context
 }
 
+// Buffered lets the gateway batch the lines already fed (see Server.read).
+func (s *memStream) Buffered() int { return len(s.h.lines) }
+
 func (s *memStream) Hub() string  { return "memory" }
 func (s *memStream) Close() error { return nil }
 func (s *memStream) Next() (wire.StreamLine, error) {

@@ -182,24 +182,28 @@ func (c *conn) sendError(id, code, msg string) {
 	c.send(wire.ErrorFrame{Op: wire.OpError, ID: id, Code: code, Message: msg})
 }
 
-// enqueue queues one encoded object without waiting. A full queue means a
+// enqueue queues encoded objects without waiting. A full queue means a
 // client too slow to keep up: it is disconnected. It reports whether the
-// object was queued.
-func (c *conn) enqueue(b []byte) bool {
+// objects were queued.
+func (c *conn) enqueue(objs ...[]byte) bool {
 	c.qmu.Lock()
 	if c.dead {
 		c.qmu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.s.cfg.QueueMessages || c.qbytes+len(b) > c.s.cfg.QueueBytes {
+	size := 0
+	for _, b := range objs {
+		size += len(b)
+	}
+	if len(c.queue)+len(objs) > c.s.cfg.QueueMessages || c.qbytes+size > c.s.cfg.QueueBytes {
 		c.qmu.Unlock()
 		c.s.m.slowConsumers.Inc()
 		c.close(wire.CloseSlowConsumer, "slow consumer: queue overflowed; reconnect and resume")
 		return false
 	}
-	c.queue = append(c.queue, b)
-	c.qbytes += len(b)
-	first := len(c.queue) == 1
+	first := len(c.queue) == 0
+	c.queue = append(c.queue, objs...)
+	c.qbytes += size
 	c.qmu.Unlock()
 	if first {
 		select {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -244,6 +245,16 @@ func (s *httpStream) Next() (wire.StreamLine, error) {
 		return wire.StreamLine{}, fmt.Errorf("commit stream from %s: %w", s.hub, err)
 	}
 	return l, nil
+}
+
+// Buffered reports whether a whole line is already received (1) or Next
+// would wait for the network (0).
+func (s *httpStream) Buffered() int {
+	b, _ := s.in.Peek(s.in.Buffered())
+	if bytes.IndexByte(b, '\n') >= 0 {
+		return 1
+	}
+	return 0
 }
 
 func (s *httpStream) Close() error {

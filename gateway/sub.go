@@ -82,24 +82,33 @@ func (sb *sub) stop() {
 	sb.c.s.m.subscriptions.Dec()
 }
 
-// deliver takes a live message of the channel; ch.mu is held.
-func (sb *sub) deliver(off uint64, frame []byte) {
+// deliver takes live messages of the channel, offsets increasing; ch.mu
+// is held.
+func (sb *sub) deliver(offs []uint64, frames [][]byte) {
 	if !sb.live {
-		switch {
-		case sb.lost:
-		case len(sb.pending) >= sb.c.s.cfg.PendingMessages || sb.pbytes+len(frame) > sb.c.s.cfg.QueueBytes/4:
-			sb.pending, sb.pbytes, sb.lost = nil, 0, true
-		default:
-			sb.pending = append(sb.pending, cached{off: off, frame: frame})
-			sb.pbytes += len(frame)
+		for i, off := range offs {
+			frame := frames[i]
+			switch {
+			case sb.lost:
+				return
+			case len(sb.pending) >= sb.c.s.cfg.PendingMessages || sb.pbytes+len(frame) > sb.c.s.cfg.QueueBytes/4:
+				sb.pending, sb.pbytes, sb.lost = nil, 0, true
+			default:
+				sb.pending = append(sb.pending, cached{off: off, frame: frame})
+				sb.pbytes += len(frame)
+			}
 		}
 		return
 	}
-	if off <= sb.last || off < sb.min {
+	i := 0
+	for i < len(offs) && (offs[i] <= sb.last || offs[i] < sb.min) {
+		i++
+	}
+	if i == len(offs) {
 		return
 	}
-	sb.last = off
-	sb.c.enqueue(frame)
+	sb.last = offs[len(offs)-1]
+	sb.c.enqueue(frames[i:]...)
 }
 
 func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
