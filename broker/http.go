@@ -116,7 +116,45 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest st
 		return
 	}
 	w.Header().Set(HeaderApplied, strconv.FormatUint(applied, 10))
+	if q.Get("format") == "frames" {
+		writeFrames(w, ch, res)
+		return
+	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// Headers of a range read in frames (see writeFrames).
+const (
+	HeaderEpoch = "X-Comet-Epoch"
+	HeaderFirst = "X-Comet-First"
+	HeaderNext  = "X-Comet-Next"
+	// FramesType is the content type of a range read in frames.
+	FramesType = "application/x-comet-frames"
+)
+
+// writeFrames answers a range read asked with format=frames, the form
+// gateways read in: epoch, first and next in headers, and each message as
+// the message frame clients get (wire.AppendMessage), one per line. The
+// gateway passes the lines on as they are, with no JSON to decode and
+// encode again.
+func writeFrames(w http.ResponseWriter, ch string, res wire.MessagesResponse) {
+	h := w.Header()
+	h.Set("Content-Type", FramesType)
+	h.Set(HeaderEpoch, res.Epoch)
+	h.Set(HeaderFirst, strconv.FormatUint(res.First, 10))
+	h.Set(HeaderNext, strconv.FormatUint(res.Next, 10))
+	size := 0
+	for _, m := range res.Messages {
+		size += len(m.Data) + len(ch) + 48
+	}
+	buf := make([]byte, 0, size)
+	for _, m := range res.Messages {
+		buf = wire.AppendMessage(buf, ch, m.Offset, m.Data)
+		buf = append(buf, '\n')
+	}
+	h.Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf)
 }
 
 func queryUint(v string, def uint64) (uint64, error) {

@@ -59,7 +59,7 @@ func (h *memHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.Pub
 	return wire.PublishResponse{Channel: req.Channel, Offset: h.append(req.Channel, req.Data), Epoch: "e"}, nil
 }
 
-func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
+func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (Page, uint64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	all := h.msgs[ch]
@@ -67,7 +67,7 @@ func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (w
 	if from >= 1 && from <= uint64(len(all)) {
 		res.Messages = all[from-1 : min(uint64(len(all)), from-1+uint64(limit))]
 	}
-	return res, h.index, nil
+	return PageOf(ch, res), h.index, nil
 }
 
 func (h *memHub) Stream(ctx context.Context, from uint64) (StreamReader, error) {

@@ -30,7 +30,7 @@ type Hub interface {
 	// Read returns up to limit messages of channel from offset from, and the
 	// Raft index the answering hub had applied (the answer reflects at
 	// least every entry up to it).
-	Read(ctx context.Context, channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error)
+	Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
 	Stream(ctx context.Context, from uint64) (StreamReader, error)
 }
@@ -41,6 +41,44 @@ type StreamReader interface {
 	Close() error
 	// Hub names where the stream comes from, for logs.
 	Hub() string
+}
+
+// Page is a range read of one channel: its epoch, first and next offsets,
+// and messages with consecutive offsets, each already encoded as the
+// message frame clients get (wire.AppendMessage).
+type Page struct {
+	Epoch       string
+	First, Next uint64
+	Offsets     []uint64
+	Frames      [][]byte
+}
+
+// PageOf encodes a range read of channel ch as a Page.
+func PageOf(ch string, res wire.MessagesResponse) Page {
+	p := Page{Epoch: res.Epoch, First: res.First, Next: res.Next,
+		Offsets: make([]uint64, len(res.Messages)), Frames: make([][]byte, len(res.Messages))}
+	for i, m := range res.Messages {
+		p.Offsets[i] = m.Offset
+		p.Frames[i] = wire.AppendMessage(make([]byte, 0, len(m.Data)+len(ch)+48), ch, m.Offset, m.Data)
+	}
+	return p
+}
+
+// frames returns the frames of offsets pos, pos+1, ... below to that the
+// page holds.
+func (p *Page) frames(pos, to uint64) [][]byte {
+	if len(p.Offsets) == 0 || pos < p.Offsets[0] {
+		return nil
+	}
+	i := int(pos - p.Offsets[0])
+	j := i
+	for j < len(p.Offsets) && p.Offsets[j] == pos+uint64(j-i) && p.Offsets[j] < to {
+		j++
+	}
+	if i >= j {
+		return nil
+	}
+	return p.Frames[i:j]
 }
 
 // HTTPHubs reaches a hub cluster over its HTTP API. Publishes and reads go
@@ -101,10 +139,10 @@ func (h *HTTPHubs) Publish(ctx context.Context, req wire.PublishRequest) (wire.P
 }
 
 // Read tries the preferred hub, then the others.
-func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
+func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error) {
 	var err error
 	for _, addr := range h.order() {
-		var out wire.MessagesResponse
+		var out Page
 		var applied uint64
 		applied, err = h.read(ctx, addr, channel, from, limit, &out)
 		if err == nil {
@@ -114,11 +152,12 @@ func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit 
 			return out, 0, err
 		}
 	}
-	return wire.MessagesResponse{}, 0, err
+	return Page{}, 0, err
 }
 
-func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, limit int, out *wire.MessagesResponse) (uint64, error) {
-	u := "http://" + addr + "/v1/channels/" + url.PathEscape(channel) + "/messages?from=" +
+// read reads a page in frames (format=frames: see broker.FramesType).
+func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, limit int, out *Page) (uint64, error) {
+	u := "http://" + addr + "/v1/channels/" + url.PathEscape(channel) + "/messages?format=frames&from=" +
 		strconv.FormatUint(from, 10) + "&limit=" + strconv.Itoa(limit)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -132,11 +171,45 @@ func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, 
 	if resp.StatusCode != http.StatusOK {
 		return 0, apiError(resp)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := decodeFrames(resp, channel, out); err != nil {
 		return 0, fmt.Errorf("read %s from %s: %w", channel, addr, err)
 	}
 	applied, _ := strconv.ParseUint(resp.Header.Get(broker.HeaderApplied), 10, 64)
 	return applied, nil
+}
+
+// decodeFrames takes a range read in frames.
+func decodeFrames(resp *http.Response, channel string, out *Page) error {
+	if ct := resp.Header.Get("Content-Type"); ct != broker.FramesType {
+		return fmt.Errorf("the hub answered %q, not %s: is it an older version?", ct, broker.FramesType)
+	}
+	var err1, err2 error
+	out.Epoch = resp.Header.Get(broker.HeaderEpoch)
+	out.First, err1 = strconv.ParseUint(resp.Header.Get(broker.HeaderFirst), 10, 64)
+	out.Next, err2 = strconv.ParseUint(resp.Header.Get(broker.HeaderNext), 10, 64)
+	if err := errors.Join(err1, err2); err != nil || out.Epoch == "" {
+		return fmt.Errorf("bad page headers: epoch %q: %v", out.Epoch, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	for len(body) > 0 {
+		line, rest, ok := bytes.Cut(body, []byte("\n"))
+		if !ok {
+			return errors.New("page cut short")
+		}
+		body = rest
+		off, ok := wire.MessageOffset(line, channel)
+		if !ok {
+			return fmt.Errorf("not a message frame of %s: %.80q", channel, line)
+		}
+		out.Offsets = append(out.Offsets, off)
+		// A copy of its own: the cache keeps some frames far longer than
+		// others, and must not keep a whole page alive for one.
+		out.Frames = append(out.Frames, bytes.Clone(line))
+	}
+	return nil
 }
 
 // Stream opens the commit stream on the preferred hub, or the next one that

@@ -146,7 +146,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 		answer.Recovered = false
 		from = 1
 	}
-	var page *wire.MessagesResponse
+	var page *Page
 	if from < n0 && (inCache == 0 || from < inCache) {
 		// Not all in memory: the hubs' first page says what they still hold.
 		p, ok := sb.read(ctx, from, n0, epoch)
@@ -201,11 +201,11 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 
 // replayPage returns the next frames of the replay, from offset pos (< to):
 // from the hubs' page already read, the channel's cache, or a new read.
-func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos, to uint64, epoch string) ([][]byte, bool) {
+func (sb *sub) replayPage(ctx context.Context, page **Page, pos, to uint64, epoch string) ([][]byte, bool) {
 	m := sb.c.s.m
 	if p := *page; p != nil {
 		*page = nil
-		if frames := framesOf(sb.name, p.Messages, pos, to); len(frames) > 0 {
+		if frames := p.frames(pos, to); len(frames) > 0 {
 			sb.warm(pos, frames, epoch)
 			m.replayed.WithLabelValues("hub").Add(float64(len(frames)))
 			return frames, true
@@ -222,7 +222,7 @@ func (sb *sub) replayPage(ctx context.Context, page **wire.MessagesResponse, pos
 	if !ok {
 		return nil, false
 	}
-	frames = framesOf(sb.name, p.Messages, pos, to)
+	frames = p.frames(pos, to)
 	sb.warm(pos, frames, epoch)
 	if len(frames) == 0 {
 		// Retention removed them between reads.
@@ -242,27 +242,10 @@ func (sb *sub) warm(pos uint64, frames [][]byte, epoch string) {
 	sb.ch.mu.Unlock()
 }
 
-// framesOf encodes the messages with consecutive offsets from pos, below
-// to.
-func framesOf(ch string, msgs []wire.Message, pos, to uint64) [][]byte {
-	var frames [][]byte
-	for _, msg := range msgs {
-		if msg.Offset < pos {
-			continue
-		}
-		if msg.Offset != pos || pos >= to {
-			break
-		}
-		frames = append(frames, wire.AppendMessage(make([]byte, 0, len(msg.Data)+len(ch)+48), ch, msg.Offset, msg.Data))
-		pos++
-	}
-	return frames
-}
-
 // read reads the channel from offset from on a hub that holds messages up
 // to to-1, retrying for a while; on failure it closes the connection (the
 // client reconnects and tries again) and reports false.
-func (sb *sub) read(ctx context.Context, from, to uint64, epoch string) (wire.MessagesResponse, bool) {
+func (sb *sub) read(ctx context.Context, from, to uint64, epoch string) (Page, bool) {
 	s := sb.c.s
 	deadline := time.Now().Add(replayWait)
 	backoff := newBackoff(20*time.Millisecond, time.Second)

@@ -18,7 +18,7 @@ func TestOldLinesAreDroppedByIndex(t *testing.T) {
 	ch.syncing = true
 	ch.held = []wire.StreamLine{{Index: 5, Channel: "x", Offset: 3, Epoch: "old"}}
 	// The read (reflecting index 10) finds the channel reset: epoch new.
-	live, _ := ch.apply(wire.MessagesResponse{Epoch: "new", First: 1, Next: 1}, 10)
+	live, _ := ch.apply(Page{Epoch: "new", First: 1, Next: 1}, 10)
 	if !live || ch.epoch != "new" || ch.next != 1 || ch.asOf != 10 {
 		t.Fatalf("live %v, epoch %s, next %d, asOf %d", live, ch.epoch, ch.next, ch.asOf)
 	}

@@ -272,7 +272,7 @@ func (ch *channel) onStream(l wire.StreamLine) (fanout bool) {
 		// Already had it: an entry streamed again after a failover.
 	default:
 		fanout = len(ch.outOffs) == 0
-		ch.deliverLocked(l.Offset, l.Data)
+		ch.deliverLocked(l.Offset, ch.frame(l))
 	}
 	return fanout
 }
@@ -289,14 +289,19 @@ func (ch *channel) hold(l wire.StreamLine) {
 	ch.heldBytes += len(l.Data)
 }
 
-// deliverLocked appends message off to the channel: the cache, and the
-// messages to send to every subscriber at the next fanoutLocked.
-func (ch *channel) deliverLocked(off uint64, data []byte) {
-	frame := wire.AppendMessage(make([]byte, 0, len(data)+len(ch.name)+48), ch.name, off, data)
+// deliverLocked appends message off, encoded as its frame, to the
+// channel: the cache, and the messages to send to every subscriber at the
+// next fanoutLocked.
+func (ch *channel) deliverLocked(off uint64, frame []byte) {
 	ch.cache.push(off, frame)
 	ch.next = off + 1
 	ch.outOffs = append(ch.outOffs, off)
 	ch.outFrames = append(ch.outFrames, frame)
+}
+
+// frame encodes a stream line as the message frame clients get.
+func (ch *channel) frame(l wire.StreamLine) []byte {
+	return wire.AppendMessage(make([]byte, 0, len(l.Data)+len(ch.name)+48), ch.name, l.Offset, l.Data)
 }
 
 // fanoutLocked sends the messages delivered since the last call to every
@@ -383,7 +388,7 @@ func (ch *channel) sync() {
 // apply takes one range read (reflecting Raft index applied) into the
 // channel, then the held stream lines. It reports whether the channel is
 // live again, and whether it moved at all.
-func (ch *channel) apply(res wire.MessagesResponse, applied uint64) (live, progress bool) {
+func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	before := [2]uint64{ch.next, ch.asOf}
@@ -411,9 +416,9 @@ func (ch *channel) apply(res wire.MessagesResponse, applied uint64) (live, progr
 			ch.asOf = max(ch.asOf, applied)
 			return false, true
 		}
-		for _, m := range res.Messages {
-			if m.Offset == ch.next {
-				ch.deliverLocked(m.Offset, m.Data)
+		for i, off := range res.Offsets {
+			if off == ch.next {
+				ch.deliverLocked(off, res.Frames[i])
 			}
 		}
 		ch.first = res.First
@@ -439,7 +444,7 @@ func (ch *channel) apply(res wire.MessagesResponse, applied uint64) (live, progr
 			ch.syncIdx = max(ch.syncIdx, l.Index)
 			return false, false
 		case l.Offset == ch.next:
-			ch.deliverLocked(l.Offset, l.Data)
+			ch.deliverLocked(l.Offset, ch.frame(l))
 		}
 	}
 	ch.held, ch.heldBytes = nil, 0
@@ -449,7 +454,7 @@ func (ch *channel) apply(res wire.MessagesResponse, applied uint64) (live, progr
 
 // resetLocked starts the channel over at res: its subscribers are
 // disconnected so that they resubscribe and are told what they missed.
-func (ch *channel) resetLocked(res wire.MessagesResponse) {
+func (ch *channel) resetLocked(res Page) {
 	ch.epoch, ch.first, ch.next = res.Epoch, res.First, res.First
 	ch.cache.clear()
 	clear(ch.outFrames)

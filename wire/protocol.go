@@ -202,3 +202,20 @@ func AppendMessage(b []byte, ch string, off uint64, data []byte) []byte {
 	b = append(b, data...)
 	return append(b, '}')
 }
+
+// MessageOffset returns the offset of a message frame of channel ch, as
+// AppendMessage makes it.
+func MessageOffset(frame []byte, ch string) (uint64, bool) {
+	const head, mid = `{"op":"message","channel":"`, `","offset":`
+	n := len(head) + len(ch) + len(mid)
+	if len(frame) <= n || string(frame[:len(head)]) != head || string(frame[len(head):len(head)+len(ch)]) != ch ||
+		string(frame[len(head)+len(ch):n]) != mid {
+		return 0, false
+	}
+	end := n
+	for end < len(frame) && frame[end] >= '0' && frame[end] <= '9' {
+		end++
+	}
+	off, err := strconv.ParseUint(string(frame[n:end]), 10, 64)
+	return off, err == nil
+}

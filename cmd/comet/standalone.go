@@ -110,8 +110,9 @@ func (l localHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.Pu
 	return l.h.Service.Publish(ctx, req.Channel, req.Data, req.ID)
 }
 
-func (l localHub) Read(ctx context.Context, channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {
-	return l.h.Service.ReadApplied(channel, from, limit)
+func (l localHub) Read(ctx context.Context, channel string, from uint64, limit int) (gateway.Page, uint64, error) {
+	res, applied, err := l.h.Service.ReadApplied(channel, from, limit)
+	return gateway.PageOf(channel, res), applied, err
 }
 
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
