@@ -199,6 +199,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.mux.Handle("/metrics", s.m.handler())
+	s.mux.Handle("GET /{$}", static("demo/index.html")) // the demo page; other paths stay 404
+	s.mux.Handle("GET /comet.js", static("comet.js"))
+	s.mux.Handle("GET /sockjs.min.js", static("vendor/sockjs.min.js"))
 	return s, nil
 }
 
@@ -215,7 +218,8 @@ func (s *Server) sockjsDeadline(h http.Handler) http.Handler {
 	})
 }
 
-// Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics.
+// Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics, and to
+// browsers the demo page at /, /comet.js and /sockjs.min.js (static.go).
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Run follows the hubs' commit stream until Close. It returns at once;

@@ -1,0 +1,225 @@
+// Type declarations of comet.js, Comet's browser client (docs/browser.md).
+
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
+export type TransportName = 'websocket' | 'sockjs';
+
+/** A channel's message, as given to handlers and "channel" events. */
+export interface Message<T = unknown> {
+  channel: string;
+  /** Position in the channel: 1, 2, 3, ... within an epoch. */
+  offset: number;
+  epoch: string;
+  /** Exactly as published. */
+  data: T;
+  /** True for a message that was already in the channel when the
+   * subscription was made or made again after a reconnect. */
+  replayed: boolean;
+}
+
+/** The gateway's answer to a subscribe, and what the client asked. */
+export interface SubscribedInfo {
+  channel: string;
+  epoch: string;
+  /** False when messages the client asked for are gone; see lost. */
+  recovered: boolean;
+  /** Oldest offset still held; offset the next message will get. */
+  first: number;
+  next: number;
+  /** Position asked for: from 0 for live only. */
+  from: number;
+  fromEpoch: string;
+  /** When recovered is false: the offsets missed for good (to is null
+   * when the channel's history was reset: a new epoch). */
+  lost?: { from: number; to: number | null; epochChanged: boolean };
+}
+
+export interface Ack { channel: string; offset: number; epoch: string; }
+export interface Position { offset: number; epoch: string; }
+
+export interface CloseInfo {
+  code: number;
+  reason: string;
+  /** Whether the connection had been open ("connected" received). */
+  wasOpen: boolean;
+  /** How long it was open, in ms. */
+  openFor: number;
+  transport: TransportName;
+  url: string;
+  /** When the application asked to reconnect after a delay (ms). */
+  retryIn?: number;
+}
+
+export interface OpenInfo {
+  transport: TransportName;
+  /** SockJS's own transport (e.g. "xhr-streaming"), or null. */
+  detail: string | null;
+  url: string;
+  connection: string;
+}
+
+/** A transport made by createTransport (tests, exotic environments). */
+export interface Transport { send(text: string): void; close(code: number, reason: string): void; }
+export interface TransportHandlers {
+  open(detail?: string): void;
+  message(text: string): void;
+  close(code: number, reason: string): void;
+}
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(t: unknown): void;
+}
+
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+/** A plugin: installed by open(), its teardown called by close(). A plugin
+ * with reconnects: true reconnects the client after a drop (autoReconnect). */
+export interface Plugin {
+  name: string;
+  reconnects?: boolean;
+  install(comet: Comet): void | (() => void);
+}
+
+export interface AutoReconnectOptions {
+  /** Bounds of the delay between attempts, ms (defaults 100 and 10000). */
+  minRetry?: number;
+  maxRetry?: number;
+  /** A connection up this long starts the backoff again (default 5000). */
+  stableAfter?: number;
+  /** How long a ping may take when the page comes back online or into
+   * view, before the connection is dropped as dead (default 5000). */
+  probeTimeout?: number;
+}
+
+export interface Options {
+  /** Gateways' WebSocket URLs ("/ws" and http(s) URLs are resolved against
+   * the page); "{workerIndex}" expands to 0..workersCount-1. Default "/ws". */
+  urls?: string | string[];
+  workersCount?: number;
+  /** SockJS URLs, one per URL; default: each URL with ws->http, /ws->/sockjs. */
+  sockjsUrls?: string | string[];
+  /** Tried in this order (default ['websocket', 'sockjs']). */
+  transports?: TransportName[];
+  /** Connect at once (default true). */
+  autoOpen?: boolean;
+  /** The built-in reconnect plugin: true (default), false, or its options. */
+  autoReconnect?: boolean | AutoReconnectOptions;
+  /** Bounds of the reconnect and retry backoff, ms (defaults 100, 10000). */
+  minRetry?: number;
+  maxRetry?: number;
+  plugins?: Plugin[];
+  /** Timeout of request() and ping(), and of a publish's ack before it is
+   * sent again (default 10000 ms). */
+  requestTimeout?: number;
+  /** How long a connection may take to say "connected" (default 10000 ms). */
+  connectTimeout?: number;
+  /** How often the client pings (default 25000 ms). A connection from
+   * which nothing was heard between two pings is dropped as dead. */
+  pingInterval?: number;
+  /** Where positions are kept: localStorage by default; null: memory only. */
+  storage?: StorageLike | null;
+  /** Prefix of storage keys (default "comet:"). */
+  storagePrefix?: string;
+  /** Positions reach storage within this (default 100 ms), and at once
+   * when the page is hidden or left. */
+  saveDelay?: number;
+  /** This tab's id, sent with requests (default: random, per tab). */
+  station?: string;
+  /** The SockJS constructor, or where to load it from (default
+   * sockjs.min.js beside comet.js), and options for it. */
+  SockJS?: unknown;
+  sockjsScript?: string;
+  sockjsOptions?: Record<string, unknown>;
+  createTransport?: (name: TransportName, url: string, h: TransportHandlers) => Transport;
+  clock?: Clock;
+  random?: () => number;
+}
+
+export interface SubscribeOptions {
+  /** First offset wanted (1: all history still held), instead of the
+   * remembered position or, without one, live messages only. */
+  from?: number;
+  /** The epoch that from belongs to. */
+  epoch?: string;
+  /** Called with every answer to this subscription's subscribes. */
+  onSubscribed?: (info: SubscribedInfo) => void;
+}
+
+export class Subscription<T = unknown> {
+  readonly channel: string;
+  readonly state: 'subscribing' | 'subscribed' | 'unsubscribed';
+  /** The last offset delivered (or skipped as gone). */
+  readonly last: number;
+  readonly epoch: string;
+  readonly hasPos: boolean;
+  /** Resolves at the first "subscribed"; rejects on a refusal. */
+  readonly ready: Promise<SubscribedInfo>;
+  unsubscribe(): Promise<void>;
+}
+
+export class CometError extends Error {
+  constructor(code: string, message: string);
+  /** An error frame's code, or "closed", "unavailable", "timeout". */
+  readonly code: string;
+  channel?: string;
+}
+
+export interface Events {
+  state: (state: State, previous: State) => void;
+  open: (info: OpenInfo) => void;
+  close: (info: CloseInfo) => void;
+  /** Every object of every server frame, decoded. */
+  message: (frame: Record<string, unknown>) => void;
+  /** Every message delivered, of any channel. */
+  channel: (m: Message) => void;
+  /** Each frame before it is sent; listeners may change it. */
+  beforeSend: (frame: Record<string, unknown>) => void;
+  subscribed: (info: SubscribedInfo) => void;
+  /** A subscribe answered recovered: false. */
+  lost: (info: SubscribedInfo) => void;
+  /** From autoReconnect: the next attempt in delay ms. */
+  reconnect: (info: { delay: number; offline: boolean }) => void;
+  error: (err: Error) => void;
+}
+
+export class Comet {
+  constructor(options?: Options);
+  readonly state: State;
+  readonly transport: TransportName | null;
+  readonly url: string | null;
+  readonly connection: string | null;
+  readonly station: string;
+  on<E extends keyof Events>(event: E, fn: Events[E]): () => void;
+  on(event: `channel:${string}`, fn: (m: Message) => void): () => void;
+  once<E extends keyof Events>(event: E, fn: Events[E]): () => void;
+  off(event: string, fn: (...args: any[]) => void): void;
+  emit(event: string, ...args: unknown[]): void;
+  use(plugin: Plugin): this;
+  open(): this;
+  close(): this;
+  reconnect(options?: { delay?: number }): this;
+  subscribe<T = unknown>(channel: string, handler?: ((m: Message<T>) => void) | null, options?: SubscribeOptions): Subscription<T>;
+  position(channel: string): Position | null;
+  forget(channel: string): void;
+  publish(channel: string, data: unknown, options?: { id?: string; timeout?: number }): Promise<Ack>;
+  request<T = unknown>(route: string, data?: unknown, options?: { timeout?: number }): Promise<T>;
+  ping(options?: { timeout?: number }): Promise<void>;
+}
+
+export function autoReconnect(options?: AutoReconnectOptions): Plugin;
+export function loadSockJS(src?: string): Promise<unknown>;
+export function splitFrame(text: string, onBad?: (line: string) => void): Record<string, unknown>[];
+export function expandUrls(urls: string | string[], workersCount?: number, base?: string): string[];
+export function sockjsUrlFor(wsUrl: string): string;
+export function randomId(bytes?: number): string;
+export class Backoff {
+  constructor(min?: number, max?: number, random?: () => number);
+  next(): number;
+  reset(): void;
+}
+export default Comet;

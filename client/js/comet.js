@@ -1,0 +1,745 @@
+// comet.js: Comet's browser client. An ES2020 module with no dependencies
+// and no build step: this file is what gateways serve at /comet.js.
+//
+// It speaks the client protocol of docs/protocol.md over WebSocket, or over
+// SockJS when WebSocket fails (the SockJS build is loaded from beside this
+// file only then). It reconnects by itself, resubscribes every channel from
+// the last offset it delivered (kept in localStorage, so a reload resumes
+// too), and sends publishes again with the same id until they are
+// acknowledged. A handler never sees an offset twice within an epoch.
+// Guide: docs/browser.md. Types: comet.d.ts.
+
+const CHANNEL = /^[A-Za-z0-9_.:/@-]{1,255}$/;
+const RETRYABLE = new Set(['unavailable', 'timeout']);
+// Close codes after which the next connection goes to another gateway.
+const ELSEWHERE = new Set([4001, 4005]);
+
+/** CometError is an error frame from the gateway, or a call that could not
+ * be answered: code "closed" (close() was called), "unavailable" (the
+ * connection dropped before a request's response) or "timeout". */
+export class CometError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = 'CometError';
+    this.code = code;
+  }
+}
+
+/** splitFrame decodes a server frame: one or more JSON objects separated by
+ * newlines. Lines that are not JSON objects are given to onBad. */
+export function splitFrame(text, onBad = () => {}) {
+  const out = [];
+  for (const line of String(text).split('\n')) {
+    const s = line.trim();
+    if (!s) continue;
+    try {
+      const v = JSON.parse(s);
+      if (v && typeof v === 'object' && !Array.isArray(v)) out.push(v);
+      else onBad(s);
+    } catch {
+      onBad(s);
+    }
+  }
+  return out;
+}
+
+/** Backoff is exponential backoff with full jitter: the delay before retry n
+ * (from 0) is random in [0, min(max, min * 2^n)], as in the Go client. */
+export class Backoff {
+  constructor(min = 100, max = 10000, random = Math.random) {
+    Object.assign(this, { min, max, random, attempt: 0 });
+  }
+  ceiling(n) {
+    let d = this.min;
+    for (let i = 0; i < n && d < this.max; i++) d *= 2;
+    return Math.min(d, this.max);
+  }
+  next() {
+    const c = this.ceiling(this.attempt);
+    if (this.ceiling(this.attempt + 1) > c) this.attempt++;
+    return Math.floor(this.random() * (c + 1));
+  }
+  reset() { this.attempt = 0; }
+}
+
+/** randomId returns n random bytes in hex (crypto.getRandomValues works
+ * outside secure contexts too, unlike randomUUID). */
+export function randomId(n = 16) {
+  const b = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/** sockjsUrlFor derives a gateway's SockJS URL from its WebSocket URL:
+ * ws://host/ws -> http://host/sockjs (wss -> https), query kept. */
+export function sockjsUrlFor(wsUrl) {
+  const u = new URL(wsUrl);
+  if (!/\/ws$/.test(u.pathname)) throw new Error(`comet: cannot derive a SockJS URL from ${wsUrl} (path does not end in /ws): give sockjsUrls`);
+  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+  u.pathname = u.pathname.replace(/\/ws$/, '/sockjs');
+  return u.toString();
+}
+
+/** expandUrls resolves urls against the page (a bare "/ws" works) and
+ * expands {workerIndex} into workersCount URLs (0 .. workersCount-1). */
+export function expandUrls(urls, workersCount = 1, base = globalThis.location && globalThis.location.href) {
+  const out = [];
+  for (const pattern of [].concat(urls)) {
+    const n = String(pattern).includes('{workerIndex}') ? Math.max(1, workersCount | 0) : 1;
+    for (let i = 0; i < n; i++) {
+      const u = new URL(String(pattern).replaceAll('{workerIndex}', String(i)), base);
+      if (u.protocol === 'http:') u.protocol = 'ws:';
+      if (u.protocol === 'https:') u.protocol = 'wss:';
+      out.push(u.toString());
+    }
+  }
+  return out;
+}
+
+// Emitter: on/once/off/emit. A listener that throws is reported as an
+// "error" event and does not stop the others.
+class Emitter {
+  constructor() { this._ls = new Map(); }
+  on(event, fn) {
+    if (!this._ls.has(event)) this._ls.set(event, new Set());
+    this._ls.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+  once(event, fn) {
+    const off = this.on(event, (...a) => { off(); fn(...a); });
+    return off;
+  }
+  off(event, fn) { this._ls.get(event)?.delete(fn); }
+  emit(event, ...args) {
+    const ls = this._ls.get(event);
+    if (!ls) return;
+    for (const fn of [...ls]) {
+      try { fn(...args); } catch (err) {
+        if (event === 'error') console.error(err); else this.emit('error', err);
+      }
+    }
+  }
+}
+
+const realClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (t) => clearTimeout(t),
+};
+
+function defaultStorage() {
+  try { return globalThis.localStorage || null; } catch { return null; } // sandboxed frames throw
+}
+
+// Positions remembers each channel's last offset and epoch, in memory and
+// in storage (localStorage by default). Writes are batched: they reach
+// storage within saveDelay, and at once when the page is hidden or left.
+class Positions {
+  constructor(storage, prefix, saveDelay, clock) {
+    Object.assign(this, { storage, prefix, saveDelay, clock, mem: new Map(), dirty: new Set(), timer: null });
+  }
+  key(ch) { return `${this.prefix}pos:${ch}`; }
+  load(ch) {
+    if (this.mem.has(ch)) return this.mem.get(ch);
+    try {
+      const p = JSON.parse(this.storage?.getItem(this.key(ch)) || 'null');
+      if (p && Number.isSafeInteger(p.offset) && p.offset >= 0) return { offset: p.offset, epoch: String(p.epoch || '') };
+    } catch { /* unreadable: start afresh */ }
+    return null;
+  }
+  save(ch, pos) {
+    this.mem.set(ch, pos);
+    if (!this.storage) return;
+    this.dirty.add(ch);
+    if (this.timer === null) this.timer = this.clock.setTimeout(() => this.flush(), this.saveDelay);
+  }
+  forget(ch) {
+    this.mem.delete(ch);
+    this.dirty.delete(ch);
+    try { this.storage?.removeItem(this.key(ch)); } catch { /* ignore */ }
+  }
+  flush() {
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.timer = null;
+    for (const ch of this.dirty) {
+      try { this.storage.setItem(this.key(ch), JSON.stringify(this.mem.get(ch))); } catch { /* quota: memory still holds it */ }
+    }
+    this.dirty.clear();
+  }
+}
+
+// The two transports. A transport is {send(text), close(code, reason)}; it
+// calls h.open(), h.message(text) and h.close(code, reason) (once).
+function webSocketTransport(url, h) {
+  const WS = globalThis.WebSocket;
+  if (typeof WS !== 'function') throw new Error('WebSocket is not available in this page');
+  const ws = new WS(url);
+  ws.onopen = () => h.open();
+  ws.onmessage = (e) => h.message(e.data);
+  ws.onclose = (e) => h.close(e.code, e.reason);
+  return { send: (s) => ws.send(s), close: (code, reason) => { ws.onclose = null; ws.close(code, reason); } };
+}
+
+function sockjsTransport(SockJS, url, h, options) {
+  const sock = new SockJS(url, null, options);
+  sock.onopen = () => h.open(sock.transport);
+  sock.onmessage = (e) => h.message(e.data);
+  sock.onclose = (e) => h.close(e.code, e.reason);
+  return { send: (s) => sock.send(s), close: (code, reason) => { sock.onclose = null; sock.close(code, reason); } };
+}
+
+let sockjsLoading = null;
+
+/** loadSockJS returns the SockJS constructor: the page's global SockJS, or
+ * the build loaded once by a script tag from src (by default sockjs.min.js
+ * beside comet.js). */
+export function loadSockJS(src = new URL('sockjs.min.js', import.meta.url).href) {
+  if (typeof globalThis.SockJS === 'function') return Promise.resolve(globalThis.SockJS);
+  if (typeof document === 'undefined') return Promise.reject(new Error('SockJS is not loaded and there is no document to load it into'));
+  sockjsLoading ||= new Promise((resolve, reject) => {
+    const s = document.createElement('script');
+    s.src = src;
+    s.async = true;
+    s.onload = () => (typeof globalThis.SockJS === 'function' ? resolve(globalThis.SockJS) : reject(new Error(`${src} did not define SockJS`)));
+    s.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.appendChild(s);
+  }).catch((err) => { sockjsLoading = null; throw err; });
+  return sockjsLoading;
+}
+
+/** autoReconnect is the built-in plugin that reconnects after a drop, after
+ * an exponential backoff with full jitter between minRetry and maxRetry
+ * (ms). The backoff starts again after a connection that stayed up for
+ * stableAfter ms. While the browser says it is offline it waits for the
+ * "online" event; when the page comes back online or into view it retries
+ * at once, and checks a connection it believes open with a ping. */
+export function autoReconnect({ minRetry = 100, maxRetry = 10000, stableAfter = 5000, probeTimeout = 5000 } = {}) {
+  return {
+    name: 'autoReconnect',
+    reconnects: true,
+    install(comet) {
+      const clock = comet.clock;
+      const backoff = new Backoff(minRetry, maxRetry, comet.random);
+      let timer = null;
+      const cancel = () => { if (timer !== null) clock.clearTimeout(timer); timer = null; };
+      const retryNow = () => {
+        if (comet.state !== 'reconnecting') return;
+        cancel();
+        backoff.reset();
+        comet.open();
+      };
+      const probe = () => {
+        if (comet.state === 'open') comet.ping({ timeout: probeTimeout }).catch(() => comet.state === 'open' && comet.reconnect());
+        else retryNow();
+      };
+      const offs = [
+        comet.on('open', cancel),
+        comet.on('close', (info) => {
+          cancel();
+          if (comet.state !== 'reconnecting') return;
+          if (info.openFor >= stableAfter) backoff.reset();
+          const offline = globalThis.navigator?.onLine === false;
+          // Offline: wait for "online", but not forever (onLine can be wrong).
+          const delay = info.retryIn ?? (offline ? maxRetry : backoff.next());
+          timer = clock.setTimeout(() => { timer = null; comet.open(); }, delay);
+          comet.emit('reconnect', { delay, offline });
+        }),
+      ];
+      const win = typeof window !== 'undefined' && window.addEventListener ? window : null;
+      const onVisible = () => { if (document.visibilityState === 'visible') probe(); };
+      win?.addEventListener('online', probe);
+      if (win && typeof document !== 'undefined') document.addEventListener('visibilitychange', onVisible);
+      return () => {
+        cancel();
+        offs.forEach((off) => off());
+        win?.removeEventListener('online', probe);
+        if (win && typeof document !== 'undefined') document.removeEventListener('visibilitychange', onVisible);
+      };
+    },
+  };
+}
+
+/** Subscription is one channel of a Comet client; it lives across
+ * reconnects until unsubscribe(). */
+export class Subscription {
+  constructor(comet, channel, handler, opts) {
+    Object.assign(this, { comet, channel, handler, opts });
+    this.state = 'subscribing'; // subscribed | unsubscribed
+    // last: the last offset delivered (or skipped as gone), when hasPos;
+    // next: from the last "subscribed".
+    Object.assign(this, { hasPos: false, last: 0, epoch: '', next: 0 });
+    // Where the subscribe stands on this connection: wire is idle, sent,
+    // active or retry (refused as unavailable: again after a backoff).
+    Object.assign(this, { wire: 'idle', subId: '', attempts: 0, timer: null, askedFrom: 0, askedEpoch: '' });
+    this.ready = new Promise((res, rej) => { this._res = res; this._rej = rej; });
+    this.ready.catch(() => {}); // a refusal is also an "error" event
+  }
+  /** unsubscribe ends the subscription; the promise resolves once the
+   * gateway confirmed (or at once when not connected). */
+  unsubscribe() { return this.comet._unsubscribe(this); }
+}
+
+const DEFAULTS = {
+  transports: ['websocket', 'sockjs'], workersCount: 1, autoOpen: true, autoReconnect: true,
+  minRetry: 100, maxRetry: 10000, requestTimeout: 10000, connectTimeout: 10000, pingInterval: 25000,
+  storagePrefix: 'comet:', saveDelay: 100, sockjsOptions: {},
+};
+
+/** Comet is a connection to Comet gateways that survives reconnects. */
+export class Comet extends Emitter {
+  constructor(options = {}) {
+    super();
+    const o = (this.options = { ...DEFAULTS, ...options });
+    this.clock = o.clock || realClock;
+    this.random = o.random || Math.random;
+    this.urls = expandUrls(o.urls || '/ws', o.workersCount);
+    if (!this.urls.length) throw new Error('comet: no gateway URL');
+    this.transports = [].concat(o.transports).filter((t) => t === 'websocket' || t === 'sockjs');
+    if (!this.transports.length) throw new Error('comet: transports must list websocket and/or sockjs');
+    this.sockjsUrls = this.transports.includes('sockjs')
+      ? (o.sockjsUrls ? expandUrls(o.sockjsUrls, o.workersCount).map((u) => u.replace(/^ws/, 'http')) : this.urls.map(sockjsUrlFor))
+      : [];
+    if (this.sockjsUrls.length && this.sockjsUrls.length !== this.urls.length) throw new Error('comet: sockjsUrls must match urls one to one');
+    const storage = o.storage === undefined ? defaultStorage() : o.storage || null;
+    this.positions = new Positions(storage, o.storagePrefix, o.saveDelay, this.clock);
+    this.station = o.station || stationId(o.storagePrefix);
+    this.state = 'closed'; // connecting | open | reconnecting | closed
+    this.transport = null; // "websocket" or "sockjs" while open
+    this.url = null;
+    this.connection = null; // the gateway's connection id
+    this._urlIndex = Math.floor(this.random() * this.urls.length);
+    this._startTransport = 0; // the transport that last worked is tried first
+    this._tried = 0; // transports tried in this round on this URL
+    this._conn = null;
+    this._wanted = false;
+    this._everOpen = false;
+    this._seq = 0;
+    this._prefix = randomId(4) + '.';
+    this._subs = new Map(); // by channel
+    this._pubs = new Map(); // by id
+    this._reqs = new Map(); // by id
+    this._unsubs = new Map(); // by id
+    this._plugins = [];
+    this._teardowns = null; // installed plugins' teardowns; null when not installed
+    if (o.autoReconnect) this.use(autoReconnect({ minRetry: o.minRetry, maxRetry: o.maxRetry, ...(o.autoReconnect === true ? {} : o.autoReconnect) }));
+    for (const p of o.plugins || []) this.use(p);
+    if (typeof window !== 'undefined' && window.addEventListener) {
+      const flush = () => this.positions.flush();
+      window.addEventListener('pagehide', flush);
+      document.addEventListener?.('visibilitychange', () => document.visibilityState === 'hidden' && flush());
+    }
+    this._autoOpen = !!o.autoOpen;
+    if (this._autoOpen) queueMicrotask(() => this._autoOpen && this.open());
+  }
+
+  /** use adds a plugin: {name, install(comet) -> teardown?, reconnects?}.
+   * Plugins are installed by open() and torn down by close(). */
+  use(plugin) {
+    this._plugins.push(plugin);
+    if (this._teardowns) this._teardowns.push(plugin.install(this));
+    return this;
+  }
+
+  /** open connects (or, while reconnecting, tries again now). */
+  open() {
+    this._autoOpen = false;
+    if (!this._teardowns) this._teardowns = this._plugins.map((p) => p.install(this));
+    this._wanted = true;
+    if (!this._conn) this._dial();
+    return this;
+  }
+
+  /** close stops the client: it closes the connection, stops reconnecting,
+   * and fails pending publishes and requests with code "closed".
+   * Subscriptions stay: open() subscribes them again, from where they were. */
+  close() {
+    this._autoOpen = false;
+    this._wanted = false;
+    this._everOpen = false;
+    const conn = this._conn;
+    if (conn) {
+      conn.t?.close(1000, 'client closed');
+      this._dropped(conn, 1000, 'client closed');
+    } else this._setState('closed');
+    for (const [id, p] of this._pubs) { this._pubs.delete(id); this.clock.clearTimeout(p.timer); p.reject(new CometError('closed', 'client closed')); }
+    for (const [id, r] of this._reqs) { this._reqs.delete(id); this.clock.clearTimeout(r.timer); r.reject(new CometError('closed', 'client closed')); }
+    this.positions.flush();
+    (this._teardowns || []).forEach((td) => typeof td === 'function' && td());
+    this._teardowns = null;
+    return this;
+  }
+
+  /** reconnect drops the connection as a network failure would; the client
+   * then connects again (after delay ms if given, else as the reconnect
+   * plugin decides) and resumes every channel. While waiting to reconnect,
+   * it tries again now. */
+  reconnect({ delay } = {}) {
+    const conn = this._conn;
+    if (!conn) return this.state === 'reconnecting' ? this.open() : this;
+    conn.t?.close(4000, 'reconnect');
+    this._dropped(conn, 4000, 'dropped by the application', delay ?? (this._reconnects() ? undefined : 0));
+    return this;
+  }
+
+  /** subscribe delivers channel's messages to handler, in offset order, each
+   * offset once. It starts at opts.from (1: all retained history) if given,
+   * else after the position remembered for the channel, else with live
+   * messages only. */
+  subscribe(channel, handler = null, opts = {}) {
+    checkChannel(channel);
+    if (this._subs.has(channel)) throw new Error(`comet: already subscribed to ${channel}`);
+    const s = new Subscription(this, channel, handler, opts);
+    const pos = opts.from !== undefined ? { offset: Math.max(1, opts.from) - 1, epoch: opts.epoch || '' } : this.positions.load(channel);
+    if (pos) Object.assign(s, { hasPos: true, last: pos.offset, epoch: pos.epoch });
+    s.seq = ++this._seq;
+    this._subs.set(channel, s);
+    if (this._ready()) this._sendSubscribe(s);
+    return s;
+  }
+
+  /** position returns what the client remembers of channel: {offset, epoch}
+   * (offset = the last one delivered), or null. forget drops it. */
+  position(channel) { return this.positions.load(channel); }
+  forget(channel) { this.positions.forget(channel); }
+
+  /** publish sends data (any JSON value but null) to channel; the promise
+   * resolves with {channel, offset, epoch} once the message is stored. It
+   * is sent again with the same id until acknowledged. */
+  publish(channel, data, { id = randomId(), timeout = 0 } = {}) {
+    try {
+      checkChannel(channel);
+      if (data === undefined || data === null) throw new Error('comet: publish needs data (not null)');
+      if (this._pubs.has(id)) throw new Error(`comet: a publish with id ${id} is in flight`);
+    } catch (err) { return Promise.reject(err); }
+    return new Promise((resolve, reject) => {
+      let deadline = null;
+      const settle = (fn) => (v) => { this.clock.clearTimeout(deadline); fn(v); };
+      const p = { id, channel, frame: { op: 'publish', channel, data, id }, seq: ++this._seq, attempts: 0, timer: null,
+        resolve: settle(resolve), reject: settle(reject) };
+      this._pubs.set(id, p);
+      if (timeout > 0) {
+        deadline = this.clock.setTimeout(() => {
+          if (this._pubs.get(id) !== p) return;
+          this._pubs.delete(id);
+          this.clock.clearTimeout(p.timer);
+          reject(new CometError('timeout', `no ack within ${timeout} ms; it may be stored: publish again with id ${id} to know`));
+        }, timeout);
+      }
+      if (this._ready()) this._sendPublish(p);
+    });
+  }
+
+  /** request sends data to the worker serving route; the promise resolves
+   * with its response. Sent once; fails with code "timeout" after
+   * opts.timeout (default requestTimeout), "unavailable" if the
+   * connection drops first. */
+  request(route, data, { timeout = this.options.requestTimeout } = {}) {
+    if (!route) return Promise.reject(new Error('comet: request needs a route'));
+    const frame = { op: 'request', route, station: this.station };
+    if (data !== undefined) frame.data = data;
+    return this._call(frame, timeout);
+  }
+
+  /** ping asks the gateway for a pong; it fails like request. */
+  ping({ timeout = this.options.requestTimeout } = {}) { return this._call({ op: 'ping' }, timeout); }
+
+  _call(frame, timeout) {
+    return new Promise((resolve, reject) => {
+      const id = this._nextId('r');
+      const r = { frame: { ...frame, id }, seq: ++this._seq, sent: false, resolve, reject };
+      r.timer = this.clock.setTimeout(() => {
+        if (this._reqs.delete(id)) reject(new CometError('timeout', `no answer within ${timeout} ms`));
+      }, timeout);
+      this._reqs.set(id, r);
+      if (this._ready()) { r.sent = true; this._send(r.frame); }
+    });
+  }
+
+  // ---- connections -------------------------------------------------------
+
+  _ready() { return this._conn?.ready ? this._conn : null; }
+  _nextId(kind) { return `${this._prefix}${kind}${++this._seq}`; }
+
+  _setState(state) {
+    if (this.state === state) return;
+    const prev = this.state;
+    this.state = state;
+    this.emit('state', state, prev);
+  }
+
+  _send(frame, conn = this._conn) {
+    const f = { ...frame };
+    this.emit('beforeSend', f);
+    try { conn.t.send(JSON.stringify(f)); } catch (err) { this.emit('error', err); }
+  }
+
+  // _dial starts one connection attempt with the next transport of this
+  // round on the current URL.
+  _dial() {
+    const name = this.transports[(this._startTransport + this._tried) % this.transports.length];
+    const url = name === 'sockjs' ? this.sockjsUrls[this._urlIndex] : this.urls[this._urlIndex];
+    const conn = { name, url, t: null, ready: false, openedAt: 0, timer: null };
+    this._conn = conn;
+    this._setState(this._everOpen ? 'reconnecting' : 'connecting');
+    const h = {
+      open: (detail) => { conn.detail = detail || null; },
+      message: (text) => this._onFrame(conn, text),
+      close: (code, reason) => this._dropped(conn, code, reason),
+    };
+    conn.timer = this.clock.setTimeout(() => {
+      conn.t?.close(4000, 'connect timeout');
+      this._dropped(conn, 4000, 'no "connected" in time');
+    }, this.options.connectTimeout);
+    const make = this.options.createTransport
+      ? Promise.resolve().then(() => this.options.createTransport(name, url, h))
+      : name === 'websocket'
+        ? Promise.resolve().then(() => webSocketTransport(url, h))
+        : (this.options.SockJS ? Promise.resolve(this.options.SockJS) : loadSockJS(this.options.sockjsScript))
+          .then((SockJS) => sockjsTransport(SockJS, url, h, this.options.sockjsOptions));
+    make.then((t) => {
+      if (this._conn === conn) conn.t = t; else t.close(1000, 'not needed');
+    }, (err) => {
+      this.emit('error', err);
+      this._dropped(conn, 0, String(err.message || err));
+    });
+  }
+
+  _onFrame(conn, text) {
+    if (this._conn !== conn) return;
+    conn.heardSincePing = true;
+    for (const f of splitFrame(text, (bad) => this.emit('error', new Error(`undecodable server frame: ${bad.slice(0, 200)}`)))) {
+      if (this._conn !== conn) return; // a handler closed or cut the connection
+      this.emit('message', f);
+      if (!conn.ready) {
+        if (f.op !== 'connected') {
+          conn.t?.close(4000, 'protocol error');
+          this._dropped(conn, 4000, `first frame was ${f.op}, not connected`);
+          return;
+        }
+        this._attach(conn, f);
+        continue;
+      }
+      this._dispatch(conn, f);
+    }
+  }
+
+  // _attach makes conn the ready connection and sends, in this order, every
+  // subscription, every unacknowledged publish and every unsent request.
+  _attach(conn, f) {
+    Object.assign(conn, { ready: true, openedAt: this.clock.now() });
+    Object.assign(this, { transport: conn.name, url: conn.url, connection: f.connection, _everOpen: true, _tried: 0 });
+    this._startTransport = this.transports.indexOf(conn.name);
+    // Keep-alive: a ping every pingInterval; a connection from which
+    // nothing was heard since the last ping is dead. (Not a deadline since
+    // the last frame: background tabs run timers late.)
+    const ping = () => {
+      if (this._conn !== conn) return;
+      if (conn.pinged && !conn.heardSincePing) {
+        conn.t?.close(4000, 'no pong');
+        this._dropped(conn, 4000, `no answer to a ping in ${this.options.pingInterval} ms`);
+        return;
+      }
+      Object.assign(conn, { pinged: true, heardSincePing: false });
+      this._send({ op: 'ping' }, conn);
+      conn.timer = this.clock.setTimeout(ping, this.options.pingInterval);
+    };
+    this.clock.clearTimeout(conn.timer); // the connect timeout
+    conn.timer = this.clock.setTimeout(ping, this.options.pingInterval);
+    this._setState('open');
+    this.emit('open', { transport: conn.name, detail: conn.detail, url: conn.url, connection: f.connection });
+    if (this._conn !== conn) return;
+    const bySeq = (a, b) => a.seq - b.seq;
+    for (const s of [...this._subs.values()].sort(bySeq)) this._sendSubscribe(s);
+    for (const p of [...this._pubs.values()].sort(bySeq)) this._sendPublish(p);
+    for (const r of [...this._reqs.values()].sort(bySeq)) { r.sent = true; this._send(r.frame); }
+  }
+
+  _reconnects() { return this._plugins.some((p) => p.reconnects); }
+
+  // _dropped handles the end of conn, whatever ended it: it chooses where
+  // to connect next, resets what was in flight, and emits "close" unless
+  // the round of transports goes on. retryIn (ms), when given, is when to
+  // connect again, whatever the reconnect plugin would do.
+  _dropped(conn, code, reason, retryIn) {
+    if (this._conn !== conn) return;
+    this._conn = null;
+    this.clock.clearTimeout(conn.timer);
+    const wasOpen = conn.ready;
+    const openFor = wasOpen ? this.clock.now() - conn.openedAt : 0;
+    Object.assign(this, { transport: null, connection: null });
+    for (const s of this._subs.values()) { this.clock.clearTimeout(s.timer); Object.assign(s, { wire: 'idle', subId: '' }); }
+    for (const p of this._pubs.values()) { this.clock.clearTimeout(p.timer); p.timer = null; }
+    for (const [id, r] of this._reqs) {
+      if (!r.sent) continue;
+      this._reqs.delete(id);
+      this.clock.clearTimeout(r.timer);
+      r.reject(new CometError('unavailable', 'connection lost before the answer'));
+    }
+    for (const [id, done] of this._unsubs) { this._unsubs.delete(id); done(); }
+    if (!wasOpen && this._wanted && retryIn === undefined) {
+      // A failed attempt: the next transport on this URL, at once; after
+      // all of them, the next URL, after a backoff.
+      if (++this._tried < this.transports.length) { this._dial(); return; }
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    } else if (ELSEWHERE.has(code)) {
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    }
+    this._tried = 0;
+    if (this._wanted && retryIn !== undefined && !this._reconnects()) {
+      const t = this.clock.setTimeout(() => this._wanted && !this._conn && this._dial(), retryIn);
+      this.once('open', () => this.clock.clearTimeout(t));
+    } else if (!this._reconnects()) this._wanted = false;
+    this._setState(this._wanted ? 'reconnecting' : 'closed');
+    this.emit('close', { code, reason, wasOpen, openFor, transport: conn.name, url: conn.url, retryIn });
+  }
+
+  _dispatch(conn, f) {
+    switch (f.op) {
+      case 'message': return this._onMessage(f);
+      case 'subscribed': return this._onSubscribed(f);
+      case 'unsubscribed': { const done = this._unsubs.get(f.id); if (done) { this._unsubs.delete(f.id); done(); } return; }
+      case 'ack': {
+        const p = this._pubs.get(f.id);
+        if (!p || !f.id) return; // a second ack of a publish sent twice
+        this._pubs.delete(f.id);
+        this.clock.clearTimeout(p.timer);
+        return p.resolve({ channel: f.channel, offset: f.offset, epoch: f.epoch || '' });
+      }
+      case 'response': case 'pong': {
+        const r = this._reqs.get(f.id);
+        if (!r) return;
+        this._reqs.delete(f.id);
+        this.clock.clearTimeout(r.timer);
+        return r.resolve(f.data);
+      }
+      case 'error': return this._onError(conn, f);
+    }
+  }
+
+  _onError(conn, f) {
+    const err = new CometError(f.code, f.message);
+    const p = f.id && this._pubs.get(f.id);
+    if (p) {
+      this.clock.clearTimeout(p.timer);
+      if (RETRYABLE.has(f.code)) {
+        p.timer = this.clock.setTimeout(() => this._ready() && this._sendPublish(p), this._jitter(++p.attempts));
+        return;
+      }
+      this._pubs.delete(f.id);
+      return p.reject(err);
+    }
+    const r = f.id && this._reqs.get(f.id);
+    if (r) {
+      this._reqs.delete(f.id);
+      this.clock.clearTimeout(r.timer);
+      return r.reject(err);
+    }
+    const done = f.id && this._unsubs.get(f.id);
+    if (done) { this._unsubs.delete(f.id); return done(); }
+    const s = f.id && [...this._subs.values()].find((x) => x.subId === f.id && x.wire === 'sent');
+    if (s) {
+      if (RETRYABLE.has(f.code)) {
+        Object.assign(s, { wire: 'retry', subId: '' });
+        s.timer = this.clock.setTimeout(() => this._ready() && this._sendSubscribe(s), this._jitter(++s.attempts));
+        return;
+      }
+      this._subs.delete(s.channel);
+      s.state = 'unsubscribed';
+      s._rej(err);
+    }
+    err.channel = s?.channel;
+    this.emit('error', err);
+  }
+
+  _jitter(attempt) {
+    const b = new Backoff(this.options.minRetry, this.options.maxRetry, this.random);
+    b.attempt = attempt - 1;
+    return b.next();
+  }
+
+  // ---- subscriptions and publishes ----------------------------------------
+
+  _sendSubscribe(s) {
+    Object.assign(s, { subId: this._nextId('s'), wire: 'sent', askedFrom: 0, askedEpoch: '' });
+    const f = { op: 'subscribe', channel: s.channel, id: s.subId };
+    if (s.hasPos) {
+      f.from = s.last + 1;
+      if (s.epoch) f.epoch = s.epoch;
+      Object.assign(s, { askedFrom: f.from, askedEpoch: s.epoch });
+    }
+    this._send(f);
+  }
+
+  _sendPublish(p) {
+    this._send(p.frame);
+    this.clock.clearTimeout(p.timer);
+    // No answer in time: send it again with the same id (stored once).
+    p.timer = this.clock.setTimeout(() => this._ready() && this._sendPublish(p), this.options.requestTimeout);
+  }
+
+  _unsubscribe(s) {
+    if (this._subs.get(s.channel) !== s) return Promise.resolve();
+    this._subs.delete(s.channel);
+    this.clock.clearTimeout(s.timer);
+    s.state = 'unsubscribed';
+    s._rej(new CometError('closed', 'unsubscribed'));
+    if (!this._ready() || (s.wire !== 'sent' && s.wire !== 'active')) return Promise.resolve();
+    const id = this._nextId('u');
+    this._send({ op: 'unsubscribe', channel: s.channel, id });
+    return new Promise((resolve) => this._unsubs.set(id, resolve));
+  }
+
+  // _onSubscribed moves the position to what the gateway holds and tells the
+  // application, as the Go client does (client/subscribe.go).
+  _onSubscribed(f) {
+    const s = this._subs.get(f.channel);
+    if (!s || s.wire !== 'sent' || (f.id && f.id !== s.subId)) return;
+    Object.assign(s, { wire: 'active', attempts: 0, subId: '' });
+    const first = f.first || 0, next = f.next || 0;
+    const info = { channel: f.channel, epoch: f.epoch, recovered: f.recovered !== false, first, next, from: s.askedFrom, fromEpoch: s.askedEpoch };
+    if (!s.hasPos) s.last = Math.max(next, 1) - 1; // live only: resume later from what is next now
+    else if (s.epoch && s.epoch !== f.epoch) s.last = Math.max(first, 1) - 1; // a new history: replay from first
+    else if (!info.recovered && first > 0 && s.last < first - 1) s.last = first - 1; // trimmed: gone for good
+    Object.assign(s, { hasPos: true, epoch: f.epoch, next, state: 'subscribed' });
+    this.positions.save(s.channel, { offset: s.last, epoch: s.epoch });
+    if (!info.recovered) {
+      // What the client asked for and will never get.
+      const epochChanged = !!(info.fromEpoch && info.fromEpoch !== f.epoch);
+      info.lost = { from: info.from, to: epochChanged ? null : first - 1, epochChanged };
+    }
+    s._res(info);
+    if (s.opts.onSubscribed) { try { s.opts.onSubscribed(info); } catch (err) { this.emit('error', err); } }
+    this.emit('subscribed', info);
+    if (!info.recovered) this.emit('lost', info);
+  }
+
+  _onMessage(f) {
+    const s = this._subs.get(f.channel);
+    if (!s || s.wire !== 'active' || !(f.offset > s.last)) return; // not ours now, or a duplicate
+    const m = { channel: f.channel, offset: f.offset, epoch: s.epoch, data: f.data, replayed: f.offset < s.next };
+    s.last = f.offset;
+    this.positions.save(s.channel, { offset: s.last, epoch: s.epoch });
+    if (s.handler) { try { s.handler(m); } catch (err) { this.emit('error', err); } }
+    this.emit('channel', m);
+    this.emit(`channel:${f.channel}`, m);
+  }
+}
+
+function checkChannel(ch) {
+  if (typeof ch !== 'string' || !CHANNEL.test(ch)) throw new Error(`comet: bad channel name ${JSON.stringify(ch)}: 1-255 characters of A-Z a-z 0-9 _ . : / @ -`);
+}
+
+// stationId is the tab's id, kept in sessionStorage: the same across
+// reloads of a tab, different in another tab.
+function stationId(prefix) {
+  try {
+    const key = `${prefix}station`;
+    let id = globalThis.sessionStorage?.getItem(key);
+    if (!id) { id = randomId(8); globalThis.sessionStorage?.setItem(key, id); }
+    return id;
+  } catch {
+    return randomId(8);
+  }
+}
+
+export default Comet;

@@ -1,0 +1,386 @@
+// Unit tests of comet.js's logic, with a fake clock and fake transports:
+// node --test test/unit/
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { Comet, Backoff, splitFrame, expandUrls, sockjsUrlFor, autoReconnect } from '../../comet.js';
+import { FakeClock, FakeNet, FakeStorage, settle } from './fakes.mjs';
+
+// newClient returns a client on two fake gateways whose jitter is always
+// the longest delay (random close to 1) unless told otherwise.
+function newClient(opts = {}) {
+  const clock = new FakeClock();
+  const net = new FakeNet();
+  const storage = opts.storage || new FakeStorage();
+  const c = new Comet({
+    urls: ['ws://a.test/ws', 'ws://b.test/ws'], clock, random: () => 0, storage, station: 'tab1',
+    createTransport: (n, u, h) => net.create(n, u, h), autoOpen: false, ...opts,
+  });
+  const events = [];
+  for (const ev of ['state', 'open', 'close', 'reconnect', 'lost', 'error']) c.on(ev, (x) => events.push([ev, x]));
+  return { c, clock, net, storage, events };
+}
+
+// top is a random source that picks the first URL, then always the
+// longest delay of the backoff.
+function top() {
+  let calls = 0;
+  return () => (calls++ === 0 ? 0 : 0.9999999);
+}
+
+// connect opens c and lets the gateway say "connected" on the transport.
+async function connect(env, id = 'c1') {
+  env.c.open();
+  await settle();
+  const conn = env.net.last();
+  conn.connected(id);
+  return conn;
+}
+
+test('splitFrame splits on newlines and skips blank and bad lines', () => {
+  const bad = [];
+  const got = splitFrame('{"op":"message","offset":1}\n\n{"op":"message","offset":2}\r\nnot json\n[1]\n', (b) => bad.push(b));
+  assert.deepEqual(got.map((f) => f.offset), [1, 2]);
+  assert.deepEqual(bad, ['not json', '[1]']);
+});
+
+test('Backoff: full jitter under a ceiling that doubles up to max', () => {
+  const top = new Backoff(100, 1000, () => 0.9999999);
+  assert.deepEqual(Array.from({ length: 7 }, () => top.next()), [100, 200, 400, 800, 1000, 1000, 1000]);
+  top.reset();
+  assert.equal(top.next(), 100);
+  const low = new Backoff(100, 1000, () => 0);
+  assert.equal(low.next(), 0);
+});
+
+test('URLs: relative, http, {workerIndex} patterns, SockJS derived', () => {
+  assert.deepEqual(expandUrls('/ws', 1, 'https://example.com/app/'), ['wss://example.com/ws']);
+  assert.deepEqual(expandUrls(['http://h:1/ws?token=x'], 1, undefined), ['ws://h:1/ws?token=x']);
+  assert.deepEqual(expandUrls('wss://gw{workerIndex}.example.com/ws', 3), ['wss://gw0.example.com/ws', 'wss://gw1.example.com/ws', 'wss://gw2.example.com/ws']);
+  assert.equal(sockjsUrlFor('ws://h:1/ws?token=x'), 'http://h:1/sockjs?token=x');
+  assert.equal(sockjsUrlFor('wss://h/app/ws'), 'https://h/app/sockjs');
+  assert.throws(() => sockjsUrlFor('ws://h/socket'), /sockjsUrls/);
+  const c = new Comet({ urls: 'ws://gw{workerIndex}/ws', workersCount: 2, autoOpen: false, storage: null, createTransport() {} });
+  assert.deepEqual(c.sockjsUrls, ['http://gw0/sockjs', 'http://gw1/sockjs']);
+});
+
+test('reconnect schedule: backoff with jitter, reset after a stable connection, rotation on 4001', async () => {
+  const env = newClient({ random: top(), transports: ['websocket'], minRetry: 100, maxRetry: 800 });
+  const { c, clock, net, events } = env;
+  let conn = await connect(env);
+  assert.equal(c.state, 'open');
+  assert.equal(conn.url, 'ws://a.test/ws');
+  // A drop: reconnect to the same gateway after at most minRetry.
+  conn.drop(1006);
+  assert.equal(c.state, 'reconnecting');
+  const delays = () => events.filter(([e]) => e === 'reconnect').map(([, x]) => x.delay);
+  assert.deepEqual(delays(), [100]);
+  clock.tick(99);
+  await settle();
+  assert.equal(net.conns.length, 1);
+  clock.tick(1);
+  await settle();
+  assert.equal(net.conns.length, 2);
+  assert.equal(net.last().url, 'ws://a.test/ws');
+  // Failed attempts (no "connected"): the next URL each time, delays
+  // doubling up to maxRetry.
+  for (let i = 0; i < 4; i++) {
+    net.last().drop(1006);
+    clock.tick(delays().at(-1));
+    await settle();
+  }
+  assert.deepEqual(delays(), [100, 200, 400, 800, 800]);
+  assert.deepEqual(net.conns.map((x) => x.url.slice(5, 6)), ['a', 'a', 'b', 'a', 'b', 'a']);
+  // Connected for a while, then a drop: the backoff starts again.
+  net.last().connected('c2');
+  clock.tick(6000);
+  net.last().drop(1006);
+  assert.equal(delays().at(-1), 100);
+  clock.tick(100);
+  await settle();
+  // 4001 (shutting down): the next gateway.
+  conn = net.last();
+  conn.connected('c3');
+  conn.drop(4001, 'shutting down');
+  clock.tick(200);
+  await settle();
+  assert.notEqual(net.last().url, conn.url);
+  // close() stops reconnecting.
+  net.last().drop(1006);
+  c.close();
+  clock.tick(10000);
+  await settle();
+  assert.equal(c.state, 'closed');
+  assert.equal(net.conns.length, 8);
+  assert.deepEqual(events.filter(([e]) => e === 'state').map(([, s]) => s).slice(0, 4), ['connecting', 'open', 'reconnecting', 'open']);
+});
+
+test('offline: waits for the browser to be online, then retries at once', async () => {
+  const nav = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+  const win = new EventTarget();
+  globalThis.window = win;
+  globalThis.document = Object.assign(new EventTarget(), { visibilityState: 'visible' });
+  Object.defineProperty(globalThis, 'navigator', { value: { onLine: true }, configurable: true });
+  try {
+    const env = newClient({ transports: ['websocket'], maxRetry: 30000 });
+    const { c, clock, net, events } = env;
+    const conn = await connect(env);
+    globalThis.navigator.onLine = false;
+    conn.drop(1006);
+    assert.equal(events.filter(([e]) => e === 'reconnect').at(-1)[1].offline, true);
+    clock.tick(5000);
+    await settle();
+    assert.equal(net.conns.length, 1, 'no attempt while offline');
+    globalThis.navigator.onLine = true;
+    win.dispatchEvent(new Event('online'));
+    await settle();
+    assert.equal(net.conns.length, 2, 'an attempt as soon as online');
+    net.last().connected('c2');
+    assert.equal(c.state, 'open');
+    c.close();
+  } finally {
+    delete globalThis.window;
+    delete globalThis.document;
+    if (nav) Object.defineProperty(globalThis, 'navigator', nav); else delete globalThis.navigator;
+  }
+});
+
+test('WebSocket blocked: falls back to SockJS on the same gateway, and keeps using it', async () => {
+  const env = newClient({ random: top() });
+  const { c, clock, net } = env;
+  net.refuse.add('websocket');
+  c.open();
+  await settle();
+  await settle();
+  assert.equal(net.last().name, 'sockjs');
+  assert.equal(net.last().url, 'http://a.test/sockjs');
+  net.last().connected();
+  assert.equal(c.transport, 'sockjs');
+  net.last().drop(1006);
+  clock.tick(100);
+  await settle();
+  assert.equal(net.last().name, 'sockjs', 'the transport that worked is tried first');
+  // A WebSocket that opens but never says "connected" is dropped after
+  // connectTimeout and SockJS tried.
+  const env2 = newClient({ connectTimeout: 3000 });
+  env2.c.open();
+  await settle();
+  assert.equal(env2.net.last().name, 'websocket');
+  env2.clock.tick(3000);
+  await settle();
+  assert.equal(env2.net.conns[0].closed.code, 4000);
+  assert.equal(env2.net.last().name, 'sockjs');
+  assert.equal(env2.c.state, 'connecting');
+});
+
+test('resume: from the stored position, duplicates dropped, resubscribe after a drop', async () => {
+  const storage = new FakeStorage();
+  storage.setItem('comet:pos:chat', JSON.stringify({ offset: 4, epoch: 'E1' }));
+  const env = newClient({ storage });
+  const { c, clock, net } = env;
+  const got = [];
+  const sub = c.subscribe('chat', (m) => got.push([m.offset, m.replayed]));
+  const chatEvents = [];
+  c.on('channel:chat', (m) => chatEvents.push(m.offset));
+  let conn = await connect(env);
+  let [s] = conn.frames('subscribe');
+  assert.deepEqual([s.channel, s.from, s.epoch], ['chat', 5, 'E1']);
+  conn.push({ op: 'subscribed', id: s.id, channel: 'chat', epoch: 'E1', recovered: true, first: 1, next: 7 },
+    { op: 'message', channel: 'chat', offset: 4, data: 'old' }, // at or below the position: dropped
+    { op: 'message', channel: 'chat', offset: 5, data: 'a' }, { op: 'message', channel: 'chat', offset: 6, data: 'b' });
+  conn.push({ op: 'message', channel: 'chat', offset: 7, data: 'c' }, { op: 'message', channel: 'chat', offset: 6, data: 'b' });
+  assert.deepEqual(got, [[5, true], [6, true], [7, false]]);
+  assert.deepEqual(chatEvents, [5, 6, 7]);
+  assert.equal(sub.last, 7);
+  assert.deepEqual((await sub.ready).recovered, true);
+  // Saved to storage within saveDelay.
+  clock.tick(100);
+  assert.deepEqual(JSON.parse(storage.getItem('comet:pos:chat')), { offset: 7, epoch: 'E1' });
+  // A drop: resubscribe from 8; a replay that overlaps is cut.
+  conn.drop(4002, 'slow consumer');
+  clock.tick(1000);
+  await settle();
+  conn = net.last();
+  conn.connected('c2');
+  [s] = conn.frames('subscribe');
+  assert.deepEqual([s.from, s.epoch], [8, 'E1']);
+  conn.push({ op: 'subscribed', id: s.id, channel: 'chat', epoch: 'E1', recovered: true, first: 1, next: 9 },
+    { op: 'message', channel: 'chat', offset: 7, data: 'c' }, { op: 'message', channel: 'chat', offset: 8, data: 'd' });
+  assert.deepEqual(got.map(([o]) => o), [5, 6, 7, 8]);
+  // A new client on the same storage (a page reload) resumes after 8.
+  c.close();
+  const env2 = newClient({ storage });
+  env2.c.subscribe('chat', () => {});
+  const conn2 = await connect(env2);
+  assert.equal(conn2.frames('subscribe')[0].from, 9);
+});
+
+test('resume: recovered:false is told, and the position moves to what exists', async () => {
+  const env = newClient();
+  const { c, clock, net, events } = env;
+  const got = [];
+  const infos = [];
+  c.subscribe('feed', (m) => got.push(m.offset), { from: 3, epoch: 'E1', onSubscribed: (i) => infos.push(i) });
+  let conn = await connect(env);
+  let [s] = conn.frames('subscribe');
+  assert.deepEqual([s.from, s.epoch], [3, 'E1']);
+  // Retention trimmed 3..9.
+  conn.push({ op: 'subscribed', id: s.id, channel: 'feed', epoch: 'E1', recovered: false, first: 10, next: 12 },
+    { op: 'message', channel: 'feed', offset: 10, data: 1 }, { op: 'message', channel: 'feed', offset: 11, data: 1 });
+  assert.deepEqual(got, [10, 11]);
+  assert.deepEqual(infos[0].lost, { from: 3, to: 9, epochChanged: false });
+  assert.equal(events.filter(([e]) => e === 'lost').length, 1);
+  // The channel is reset (new epoch): the replay starts at its first.
+  conn.drop(4004, 'resync');
+  clock.tick(1000);
+  await settle();
+  conn = net.last();
+  conn.connected();
+  [s] = conn.frames('subscribe');
+  assert.deepEqual([s.from, s.epoch], [12, 'E1']);
+  conn.push({ op: 'subscribed', id: s.id, channel: 'feed', epoch: 'E2', recovered: false, first: 1, next: 3 },
+    { op: 'message', channel: 'feed', offset: 1, data: 1 }, { op: 'message', channel: 'feed', offset: 2, data: 1 });
+  assert.deepEqual(got, [10, 11, 1, 2]);
+  assert.deepEqual(infos[1].lost, { from: 12, to: null, epochChanged: true });
+  assert.equal(c.position('feed').epoch, 'E2');
+});
+
+test('live-only subscription resumes after a drop from what was next', async () => {
+  const env = newClient();
+  const { c, clock, net } = env;
+  c.subscribe('live', () => {});
+  let conn = await connect(env);
+  let [s] = conn.frames('subscribe');
+  assert.equal(s.from, undefined);
+  conn.push({ op: 'subscribed', id: s.id, channel: 'live', epoch: 'E', recovered: true, first: 1, next: 50 });
+  conn.drop(1006);
+  clock.tick(1000);
+  await settle();
+  conn = net.last();
+  conn.connected();
+  [s] = conn.frames('subscribe');
+  assert.deepEqual([s.from, s.epoch], [50, 'E']);
+});
+
+test('publish: queued until connected, retried with the same id across reconnects and errors, once acknowledged', async () => {
+  const env = newClient({ requestTimeout: 5000, random: top() });
+  const { c, clock, net } = env;
+  const p1 = c.publish('chat', { text: 'hi' }, { id: 'k1' });
+  const p2 = c.publish('chat', 'two');
+  let conn = await connect(env);
+  const sent = conn.frames('publish');
+  assert.deepEqual(sent.map((f) => f.id).slice(0, 1), ['k1']);
+  assert.equal(sent.length, 2);
+  // Dropped before the ack: both sent again, same ids, same order.
+  conn.drop(1006);
+  clock.tick(100);
+  await settle();
+  conn = net.last();
+  conn.connected('c2');
+  assert.deepEqual(conn.frames('publish').map((f) => f.id), sent.map((f) => f.id));
+  // unavailable: sent again after a backoff; timeout of the ack: sent again.
+  conn.push({ op: 'error', id: 'k1', code: 'unavailable', message: 'no leader' });
+  clock.tick(100);
+  assert.equal(conn.frames('publish').filter((f) => f.id === 'k1').length, 2);
+  conn.push({ op: 'ack', id: 'k1', channel: 'chat', offset: 41, epoch: 'E' });
+  conn.push({ op: 'ack', id: 'k1', channel: 'chat', offset: 41, epoch: 'E' }); // a second ack: ignored
+  assert.deepEqual(await p1, { channel: 'chat', offset: 41, epoch: 'E' });
+  clock.tick(5000);
+  assert.equal(conn.frames('publish').filter((f) => f.id === sent[1].id).length, 2, 'resent when no answer in requestTimeout');
+  conn.push({ op: 'error', id: sent[1].id, code: 'too_large', message: 'no' });
+  await assert.rejects(p2, (e) => e.code === 'too_large');
+  // Bad input fails at once; close() fails what is pending.
+  await assert.rejects(c.publish('bad name!', 1), /bad channel name/);
+  await assert.rejects(c.publish('chat', null), /not null/);
+  const p3 = c.publish('chat', 3);
+  c.close();
+  await assert.rejects(p3, (e) => e.code === 'closed');
+});
+
+test('request: carries the station, times out, fails when the connection drops', async () => {
+  const env = newClient({ requestTimeout: 2000 });
+  const { c, clock } = env;
+  const conn = await connect(env);
+  const r1 = c.request('todo.add', { title: 'x' });
+  const [f] = conn.frames('request');
+  assert.deepEqual([f.route, f.station, f.data.title], ['todo.add', 'tab1', 'x']);
+  conn.push({ op: 'response', id: f.id, data: { ok: true } });
+  assert.deepEqual(await r1, { ok: true });
+  const r2 = c.request('slow', 1);
+  clock.tick(2000);
+  await assert.rejects(r2, (e) => e.code === 'timeout');
+  const r3 = c.request('x', 1);
+  const r4 = c.request('y', 1);
+  const id4 = conn.frames('request').at(-1).id;
+  conn.push({ op: 'error', id: id4, code: 'not_found', message: 'no worker serves y' });
+  await assert.rejects(r4, (e) => e.code === 'not_found');
+  conn.drop(1006);
+  await assert.rejects(r3, (e) => e.code === 'unavailable');
+  c.close();
+});
+
+test('events: beforeSend may change frames; message sees every object; first frame must be connected', async () => {
+  const env = newClient();
+  const { c, net } = env;
+  c.on('beforeSend', (f) => { if (f.op === 'subscribe') f.token = 't'; });
+  const seen = [];
+  c.on('message', (f) => seen.push(f.op));
+  c.subscribe('a', () => {});
+  const conn = await connect(env);
+  assert.equal(conn.frames('subscribe')[0].token, 't');
+  conn.push({ op: 'pong' }, { op: 'unknown' });
+  assert.deepEqual(seen, ['connected', 'pong', 'unknown']);
+  // A gateway that does not start with connected is dropped.
+  conn.drop(1006);
+  env.clock.tick(1000);
+  await settle();
+  net.last().push({ op: 'message', channel: 'a', offset: 1 });
+  assert.equal(net.last().closed.code, 4000);
+  c.close();
+});
+
+test('reconnect(): drops and resumes; unsubscribe; plugins are installed on open and torn down on close', async () => {
+  const calls = [];
+  const plugin = { name: 'spy', install(comet) { calls.push('install'); const off = comet.on('open', () => calls.push('open')); return () => { off(); calls.push('teardown'); }; } };
+  const env = newClient({ plugins: [plugin] });
+  const { c, clock, net } = env;
+  const sub = c.subscribe('x', () => {});
+  let conn = await connect(env);
+  conn.push({ op: 'subscribed', id: conn.frames('subscribe')[0].id, channel: 'x', epoch: 'E', recovered: true, first: 1, next: 1 },
+    { op: 'message', channel: 'x', offset: 1, data: 1 });
+  c.reconnect({ delay: 2000 });
+  assert.equal(conn.closed.code, 4000);
+  clock.tick(1999);
+  await settle();
+  assert.equal(net.conns.length, 1, 'waits the delay asked');
+  clock.tick(1);
+  await settle();
+  conn = net.last();
+  conn.connected('c2');
+  assert.equal(conn.frames('subscribe')[0].from, 2);
+  const un = sub.unsubscribe();
+  const [u] = conn.frames('unsubscribe');
+  conn.push({ op: 'unsubscribed', id: u.id, channel: 'x' });
+  await un;
+  c.close();
+  assert.deepEqual(calls, ['install', 'open', 'open', 'teardown']);
+  assert.equal(typeof autoReconnect().install, 'function');
+});
+
+test('keep-alive: pings, and drops a connection that does not answer between two pings', async () => {
+  const env = newClient({ pingInterval: 25000, transports: ['websocket'] });
+  const { c, clock, net } = env;
+  const conn = await connect(env);
+  clock.tick(25000);
+  assert.equal(conn.frames('ping').length, 1);
+  conn.push({ op: 'pong' });
+  clock.tick(25000);
+  assert.equal(conn.frames('ping').length, 2);
+  assert.equal(conn.closed, null, 'answered: still up');
+  clock.tick(25000);
+  assert.equal(conn.closed.code, 4000, 'no answer: dropped');
+  assert.equal(c.state, 'reconnecting');
+  clock.tick(100);
+  await settle();
+  assert.equal(net.conns.length, 2);
+  c.close();
+});

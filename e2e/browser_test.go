@@ -1,0 +1,498 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The browser tests load the demo page from real comet processes into a
+// headless Chromium (Debian's chromium, driven by playwright-core from
+// client/js/node_modules through client/js/test/browser/driver.mjs), and
+// check what the pages received. They skip when node, playwright-core or
+// chromium are missing, unless COMET_BROWSER_TESTS=1 (as in CI): then they
+// fail.
+
+// needBrowser returns client/js's directory and the chromium to use.
+func needBrowser(t *testing.T) (jsDir, chromium string) {
+	t.Helper()
+	needBinary(t)
+	missing := func(format string, args ...any) {
+		t.Helper()
+		if os.Getenv("COMET_BROWSER_TESTS") == "1" {
+			t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
+		}
+		t.Skipf(format+" (set up by .ci/run)", args...)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		missing("node is not installed: %v", err)
+	}
+	jsDir, err := filepath.Abs(filepath.Join("..", "client", "js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "playwright-core")); err != nil {
+		missing("playwright-core is not installed (npm ci in client/js): %v", err)
+	}
+	chromium = os.Getenv("COMET_CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		missing("no chromium: %v", err)
+	}
+	return jsDir, chromium
+}
+
+// browser is a running driver.mjs: a headless Chromium with named pages.
+type browser struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	replies chan driverReply
+	done    chan struct{}
+	stderr  lockedBuffer
+	seq     int
+}
+
+type driverReply struct {
+	ID    int             `json:"id"`
+	OK    bool            `json:"ok"`
+	Value json.RawMessage `json:"value"`
+	Error string          `json:"error"`
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startBrowser(t *testing.T) *browser {
+	t.Helper()
+	jsDir, chromium := needBrowser(t)
+	b := &browser{t: t, replies: make(chan driverReply, 16), done: make(chan struct{})}
+	b.cmd = exec.Command("node", filepath.Join("test", "browser", "driver.mjs"))
+	b.cmd.Dir = jsDir
+	b.cmd.Env = append(os.Environ(), "COMET_CHROMIUM="+chromium)
+	b.cmd.Stderr = &b.stderr
+	b.cmd.SysProcAttr = sysProcAttr()
+	var err error
+	if b.stdin, err = b.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := b.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start the browser driver: %v", err)
+	}
+	go func() {
+		defer close(b.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var r driverReply
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				fmt.Fprintf(&b.stderr, "[driver stdout] %s\n", sc.Bytes())
+				continue
+			}
+			b.replies <- r
+		}
+		_ = b.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		// Closing stdin makes the driver close Chromium and exit.
+		b.stdin.Close()
+		select {
+		case <-b.done:
+		case <-time.After(15 * time.Second):
+			_ = b.cmd.Process.Kill()
+			<-b.done
+		}
+		if t.Failed() {
+			t.Logf("--- browser driver's log (the pages' consoles), last 80 lines ---\n%s", lastLines(b.stderr.String(), 80))
+		}
+	})
+	if r := b.await(0, 60*time.Second); string(r) != `"ready"` {
+		t.Fatalf("browser driver: %s", r)
+	}
+	return b
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// do sends one command and returns its value; it fails the test on an
+// error or no answer within d (the driver's own waits are shorter).
+func (b *browser) do(d time.Duration, cmd map[string]any) json.RawMessage {
+	b.t.Helper()
+	b.seq++
+	cmd["id"] = b.seq
+	line, _ := json.Marshal(cmd)
+	if _, err := b.stdin.Write(append(line, '\n')); err != nil {
+		b.t.Fatalf("browser driver: %v", err)
+	}
+	return b.await(b.seq, d)
+}
+
+func (b *browser) await(id int, d time.Duration) json.RawMessage {
+	b.t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-b.replies:
+			if r.ID != id {
+				continue // the answer to a command that timed out
+			}
+			if !r.OK {
+				b.t.Fatalf("browser: command %d: %s", id, r.Error)
+			}
+			return r.Value
+		case <-b.done:
+			b.t.Fatalf("browser driver exited: %s", lastLines(b.stderr.String(), 30))
+		case <-timer.C:
+			b.t.Fatalf("browser: no answer to command %d within %v", id, d)
+		}
+	}
+}
+
+func (b *browser) open(page, url string, noWebSocket bool) {
+	b.t.Helper()
+	b.do(60*time.Second, map[string]any{"op": "open", "page": page, "url": url, "noWebSocket": noWebSocket})
+}
+
+// eval returns the value of a JavaScript expression in page, decoded into v.
+func (b *browser) eval(page, expr string, v any) {
+	b.t.Helper()
+	raw := b.do(30*time.Second, map[string]any{"op": "eval", "page": page, "expr": expr})
+	if v != nil {
+		if err := json.Unmarshal(raw, v); err != nil {
+			b.t.Fatalf("eval %s: %v (%s)", expr, err, raw)
+		}
+	}
+}
+
+// wait waits until a JavaScript expression is truthy in page.
+func (b *browser) wait(page string, d time.Duration, what, expr string) json.RawMessage {
+	b.t.Helper()
+	start := time.Now()
+	b.seq++
+	cmd := map[string]any{"id": b.seq, "op": "wait", "page": page, "expr": expr, "timeout": d.Milliseconds()}
+	line, _ := json.Marshal(cmd)
+	if _, err := b.stdin.Write(append(line, '\n')); err != nil {
+		b.t.Fatalf("browser driver: %v", err)
+	}
+	timer := time.NewTimer(d + 30*time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-b.replies:
+			if r.ID != b.seq {
+				continue
+			}
+			if !r.OK {
+				b.t.Fatalf("page %s: waiting %v for %s: %s", page, time.Since(start).Round(time.Millisecond), what, r.Error)
+			}
+			if el := time.Since(start); el > d/2 {
+				b.t.Logf("page %s: waited %v for %s", page, el.Round(time.Millisecond), what)
+			}
+			return r.Value
+		case <-b.done:
+			b.t.Fatalf("browser driver exited: %s", lastLines(b.stderr.String(), 30))
+		case <-timer.C:
+			b.t.Fatalf("page %s: no answer waiting for %s", page, what)
+		}
+	}
+}
+
+// screenshot saves page as a PNG in client/js/test-output (gitignored) and
+// logs where.
+func (b *browser) screenshot(page, name string, width, height int) {
+	b.t.Helper()
+	jsDir, _ := needBrowser(b.t)
+	dir := filepath.Join(jsDir, "test-output")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	b.do(60*time.Second, map[string]any{"op": "screenshot", "page": page, "path": path, "width": width, "height": height})
+	b.t.Logf("screenshot of the demo page: %s", path)
+}
+
+// received returns the offsets page's demo delivered for channel.
+func (b *browser) received(page, channel string) []uint64 {
+	b.t.Helper()
+	var got []uint64
+	b.eval(page, fmt.Sprintf("cometDemo.received[%q] || []", channel), &got)
+	return got
+}
+
+// checkOffsets fails unless got is exactly from..to, in order.
+func checkOffsets(t *testing.T, who string, got []uint64, from, to uint64) {
+	t.Helper()
+	seen := map[uint64]int{}
+	for i, o := range got {
+		if seen[o]++; seen[o] == 2 {
+			t.Errorf("%s: offset %d delivered twice (at %d)", who, o, i)
+		}
+		if i > 0 && o <= got[i-1] {
+			t.Errorf("%s: offset %d after %d: out of order", who, o, got[i-1])
+		}
+	}
+	var missing []uint64
+	for o := from; o <= to; o++ {
+		if seen[o] == 0 {
+			missing = append(missing, o)
+		}
+	}
+	if len(missing) > 0 || uint64(len(got)) != to-from+1 {
+		t.Errorf("%s: got %d offsets, want %d..%d; missing %v", who, len(got), from, to, truncateList(missing))
+	}
+}
+
+func truncateList(l []uint64) string {
+	if len(l) > 20 {
+		return fmt.Sprintf("%v ... (%d in all)", l[:20], len(l))
+	}
+	return fmt.Sprint(l)
+}
+
+// waitOpen waits until page's client is connected, and returns its
+// transport.
+func waitOpen(b *browser, page string) string {
+	b.t.Helper()
+	var transport string
+	raw := b.wait(page, 30*time.Second, "the demo connected", `window.cometDemo && cometDemo.comet.state === 'open' && cometDemo.comet.transport`)
+	_ = json.Unmarshal(raw, &transport)
+	return transport
+}
+
+// TestBrowserDemo: the demo page of `comet standalone` in two pages, one
+// on WebSocket and one with WebSocket removed (SockJS): they chat through
+// the page's form, a cut connection resumes, and a page publishing while
+// comet is killed and restarted gets every publish acknowledged once.
+func TestBrowserDemo(t *testing.T) {
+	b := startBrowser(t)
+	c := newCluster(t)
+	data := filepath.Join(c.dir, "data")
+	s := c.startStandalone(data, true)
+	const ch = "t:demo"
+	url := "http://" + s.api + "/?record=1&channel=" + ch
+
+	b.open("ws", url, false)
+	b.open("sockjs", url, true)
+	if tr := waitOpen(b, "ws"); tr != "websocket" {
+		t.Fatalf("page ws uses %q, want websocket", tr)
+	}
+	if tr := waitOpen(b, "sockjs"); tr != "sockjs" {
+		t.Fatalf("page sockjs (no WebSocket) uses %q, want sockjs", tr)
+	}
+	var shown string
+	b.eval("sockjs", `document.querySelector('#transport').textContent`, &shown)
+	if !strings.HasPrefix(shown, "sockjs · ") {
+		t.Errorf("page sockjs shows transport %q", shown)
+	}
+
+	// The two pages chat through the form.
+	say := func(page, name, text string) {
+		t.Helper()
+		b.do(10*time.Second, map[string]any{"op": "fill", "page": page, "selector": "#name", "text": name})
+		b.do(10*time.Second, map[string]any{"op": "fill", "page": page, "selector": "#text", "text": text})
+		b.do(10*time.Second, map[string]any{"op": "click", "page": page, "selector": "#compose button"})
+	}
+	shows := func(text string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll('#messages .msg .text')].some((e) => e.textContent === %q)`, text)
+	}
+	say("ws", "ana", "hello from a WebSocket")
+	b.wait("sockjs", 20*time.Second, "ana's message", shows("hello from a WebSocket"))
+	say("sockjs", "bo", "hello from SockJS")
+	b.wait("ws", 20*time.Second, "bo's message", shows("hello from SockJS"))
+	for _, p := range []string{"ws", "sockjs"} {
+		b.wait(p, 20*time.Second, "both messages", `(cometDemo.received['t:demo'] || []).length === 2`)
+		checkOffsets(t, "page "+p, b.received(p, ch), 1, 2)
+	}
+
+	// The button that cuts the connection: the page reconnects and resumes
+	// with what the other page published meanwhile.
+	b.do(10*time.Second, map[string]any{"op": "click", "page": "ws", "selector": "#cut"})
+	b.eval("sockjs", `Promise.all([3, 4, 5].map((n) => cometDemo.comet.publish('t:demo', { user: 'bo', text: 'while cut ' + n }))).then((acks) => acks.map((a) => a.offset))`, nil)
+	b.wait("ws", 30*time.Second, "the messages published while cut", `cometDemo.reconnects >= 1 && cometDemo.received['t:demo'].length >= 5`)
+	checkOffsets(t, "page ws after the cut", b.received("ws", ch), 1, 5)
+	b.screenshot("ws", "demo-desktop.png", 1280, 800)
+	b.screenshot("sockjs", "demo-phone.png", 390, 844)
+
+	// Page ws publishes 60 messages, one every 20ms, and comet is killed
+	// (SIGKILL) and restarted on the same data and port in the middle:
+	// every publish is acknowledged, each stored once, and page sockjs
+	// gets them all.
+	const n = 60
+	b.eval("ws", fmt.Sprintf(`(() => {
+		const c = cometDemo.comet;
+		window.burst = { acked: 0, offsets: [], errors: [] };
+		(async () => {
+			const ps = [];
+			for (let i = 0; i < %d; i++) {
+				ps.push(c.publish('t:demo', { user: 'ana', text: 'burst ' + i }).then((a) => { burst.acked++; burst.offsets.push(a.offset); }, (e) => burst.errors.push(String(e))));
+				await new Promise((r) => setTimeout(r, 20));
+			}
+			await Promise.all(ps);
+			burst.done = true;
+		})();
+		return true;
+	})()`, n), nil)
+	b.wait("ws", 20*time.Second, "some of the burst acknowledged", `burst.acked >= 10`)
+	c.kill(s)
+	var acked int
+	b.eval("ws", `burst.acked`, &acked)
+	c.restart(s)
+	if !c.waitGatewayReady(s, 30*time.Second) {
+		t.Fatalf("standalone not ready after its restart:\n%s", s.logTail(20))
+	}
+	t.Logf("killed comet with %d of %d publishes acknowledged; restarted", acked, n)
+	b.wait("ws", 60*time.Second, "the whole burst acknowledged", `burst.done`)
+	var burst struct {
+		Acked   int      `json:"acked"`
+		Offsets []uint64 `json:"offsets"`
+		Errors  []string `json:"errors"`
+	}
+	b.eval("ws", `burst`, &burst)
+	if burst.Acked != n || len(burst.Errors) > 0 {
+		t.Fatalf("burst: %d of %d acknowledged, errors %v", burst.Acked, n, burst.Errors)
+	}
+	slices.Sort(burst.Offsets)
+	if want := 5 + n; burst.Offsets[0] != 6 || burst.Offsets[n-1] != uint64(want) || len(slices.Compact(burst.Offsets)) != n {
+		t.Errorf("burst acknowledged at offsets %v, want 6..%d once each", truncateList(burst.Offsets), want)
+	}
+	got, err := c.readAll(s, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Messages) != 5+n {
+		t.Errorf("%s holds %d messages after the restart, want %d (each publish stored once)", ch, len(got.Messages), 5+n)
+	}
+	for _, p := range []string{"sockjs", "ws"} {
+		b.wait(p, 60*time.Second, "the burst", fmt.Sprintf(`cometDemo.received['t:demo'].length >= %d && cometDemo.comet.state === 'open'`, 5+n))
+		checkOffsets(t, "page "+p+" after the restart", b.received(p, ch), 1, 5+n)
+	}
+}
+
+// TestBrowserResume: a hub and a gateway; two pages (WebSocket, and SockJS
+// with WebSocket removed) follow a channel while the test publishes to the
+// hub, kills the gateway with SIGKILL, goes on publishing, and restarts it:
+// both pages end with every offset once, in order. Then each page is
+// reloaded (or left and opened again while messages are published) and
+// resumes from localStorage: it gets what it missed and nothing twice.
+func TestBrowserResume(t *testing.T) {
+	b := startBrowser(t)
+	c := startCluster(t, 1)
+	g := c.startGateway("g1")
+	const ch = "t:resume"
+	url := "http://" + g.api + "/?record=1&channel=" + ch
+	b.open("ws", url, false)
+	b.open("sockjs", url, true)
+	if tr := waitOpen(b, "ws"); tr != "websocket" {
+		t.Fatalf("page ws uses %q", tr)
+	}
+	if tr := waitOpen(b, "sockjs"); tr != "sockjs" {
+		t.Fatalf("page sockjs uses %q", tr)
+	}
+	// Both pages have subscribed from offset 1 (the channel is new).
+	for _, p := range []string{"ws", "sockjs"} {
+		b.wait(p, 20*time.Second, "subscribed", `cometDemo.subscribed['t:resume']`)
+	}
+
+	published := 0
+	publish := func(k int) {
+		t.Helper()
+		for i := 0; i < k; i++ {
+			published++
+			c.mustPublish(ch, fmt.Sprintf("m%d", published), json.RawMessage(fmt.Sprintf(`{"user":"go","text":"message %d"}`, published)))
+		}
+	}
+	// Publish while the pages are live, kill the gateway, publish during
+	// the outage, restart it, publish again.
+	publish(40)
+	for _, p := range []string{"ws", "sockjs"} {
+		b.wait(p, 20*time.Second, "the first 40", `cometDemo.received['t:resume']?.length >= 40`)
+	}
+	c.kill(g)
+	for _, p := range []string{"ws", "sockjs"} {
+		b.wait(p, 20*time.Second, "the drop", `cometDemo.comet.state !== 'open'`)
+	}
+	publish(60)
+	c.restart(g)
+	if !c.waitGatewayReady(g, 30*time.Second) {
+		t.Fatalf("gateway not ready after its restart:\n%s", g.logTail(20))
+	}
+	publish(50)
+	for _, p := range []string{"ws", "sockjs"} {
+		b.wait(p, 60*time.Second, "all 150", `cometDemo.received['t:resume']?.length >= 150`)
+		checkOffsets(t, "page "+p, b.received(p, ch), 1, 150)
+		var replayed []uint64
+		b.eval(p, `cometDemo.replayed['t:resume'] || []`, &replayed)
+		// Offsets 41..100 were published while the gateway was down: the
+		// page can only have them replayed.
+		for o := uint64(41); o <= 100; o++ {
+			if !slices.Contains(replayed, o) {
+				t.Errorf("page %s: offset %d, published during the outage, is not marked replayed", p, o)
+				break
+			}
+		}
+		var lost int
+		b.eval(p, `cometDemo.lost.length`, &lost)
+		if lost != 0 {
+			t.Errorf("page %s: told of %d lost ranges, want none", p, lost)
+		}
+	}
+
+	// Page ws leaves; 20 messages are published; it comes back and
+	// resumes from localStorage: it gets exactly those 20, as replayed.
+	b.do(30*time.Second, map[string]any{"op": "goto", "page": "ws", "url": "about:blank"})
+	publish(20)
+	b.do(30*time.Second, map[string]any{"op": "goto", "page": "ws", "url": url})
+	b.wait("ws", 30*time.Second, "the 20 missed", `cometDemo.received['t:resume']?.length >= 20`)
+	checkOffsets(t, "page ws after coming back", b.received("ws", ch), 151, 170)
+	var replayed []uint64
+	b.eval("ws", `cometDemo.replayed['t:resume'] || []`, &replayed)
+	if len(replayed) != 20 {
+		t.Errorf("page ws after coming back: %d of 20 messages marked replayed", len(replayed))
+	}
+	// Page sockjs is reloaded; what is published next arrives once.
+	b.wait("sockjs", 30*time.Second, "the 20 (live)", `cometDemo.received['t:resume']?.length >= 170`)
+	b.do(30*time.Second, map[string]any{"op": "reload", "page": "sockjs"})
+	if tr := waitOpen(b, "sockjs"); tr != "sockjs" {
+		t.Fatalf("page sockjs uses %q after the reload", tr)
+	}
+	publish(10)
+	for _, p := range []string{"ws", "sockjs"} {
+		from := map[string]uint64{"ws": 151, "sockjs": 171}[p]
+		b.wait(p, 30*time.Second, "the last 10", `cometDemo.received['t:resume']?.at(-1) >= 180`)
+		checkOffsets(t, "page "+p+" at the end", b.received(p, ch), from, 180)
+	}
+}
