@@ -252,6 +252,41 @@ func (c *conn) enqueueWait(ctx context.Context, frames [][]byte) bool {
 	return true
 }
 
+// frameBufs are the buffers frames are assembled in: taken for a write and
+// given back, so that idle connections hold none.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeBatch writes queued objects as frames of up to WriteBatchBytes, the
+// objects of a frame separated by newlines.
+func (c *conn) writeBatch(batch [][]byte) error {
+	if len(batch) == 1 {
+		c.s.m.framesSent.Inc()
+		return c.t.write(batch[0])
+	}
+	bp := frameBufs.Get().(*[]byte)
+	buf := *bp
+	var err error
+	for i := 0; i < len(batch) && err == nil; {
+		buf = buf[:0]
+		for ; i < len(batch); i++ {
+			if len(buf) > 0 && len(buf)+len(batch[i]) > c.s.cfg.WriteBatchBytes {
+				break
+			}
+			if len(buf) > 0 {
+				buf = append(buf, '\n')
+			}
+			buf = append(buf, batch[i]...)
+		}
+		err = c.t.write(buf)
+		c.s.m.framesSent.Inc()
+	}
+	if cap(buf) <= 1<<20 {
+		*bp = buf[:0]
+		frameBufs.Put(bp)
+	}
+	return err
+}
+
 // close starts closing the connection with code and reason (0: no close
 // frame, the transport is simply closed): the writer sends what is queued,
 // then the close frame.
@@ -272,7 +307,6 @@ func (c *conn) writeLoop() {
 	ping := time.NewTicker(c.s.cfg.PingInterval)
 	defer ping.Stop()
 	var batch [][]byte
-	buf := make([]byte, 0, 4096)
 	for {
 		closing := false
 		select {
@@ -294,26 +328,9 @@ func (c *conn) writeLoop() {
 		c.space = make(chan struct{})
 		code, why := c.closeCode, c.closeWhy
 		c.qmu.Unlock()
-		var err error
-		for i := 0; i < len(batch) && err == nil; {
-			buf = buf[:0]
-			for ; i < len(batch); i++ {
-				if len(buf) > 0 && len(buf)+len(batch[i]) > c.s.cfg.WriteBatchBytes {
-					break
-				}
-				if len(buf) > 0 {
-					buf = append(buf, '\n')
-				}
-				buf = append(buf, batch[i]...)
-			}
-			err = c.t.write(buf)
-			c.s.m.framesSent.Inc()
-		}
+		err := c.writeBatch(batch)
 		c.s.m.delivered.Add(float64(len(batch)))
 		clear(batch)
-		if cap(buf) > 1<<20 {
-			buf = make([]byte, 0, 4096)
-		}
 		if err != nil {
 			c.close(0, "")
 			c.t.close()

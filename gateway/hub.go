@@ -178,10 +178,16 @@ func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, 
 	return applied, nil
 }
 
-// decodeFrames takes a range read in frames.
+// decodeFrames takes a range read in frames, or in JSON from a hub of an
+// older version (hubs and gateways are upgraded one at a time).
 func decodeFrames(resp *http.Response, channel string, out *Page) error {
 	if ct := resp.Header.Get("Content-Type"); ct != broker.FramesType {
-		return fmt.Errorf("the hub answered %q, not %s: is it an older version?", ct, broker.FramesType)
+		var res wire.MessagesResponse
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			return fmt.Errorf("answer of type %q: %w", ct, err)
+		}
+		*out = PageOf(channel, res)
+		return nil
 	}
 	var err1, err2 error
 	out.Epoch = resp.Header.Get(broker.HeaderEpoch)
