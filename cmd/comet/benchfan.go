@@ -391,17 +391,6 @@ func progress(stderr io.Writer, stop <-chan struct{}, line func(elapsed time.Dur
 	return func() { <-done }
 }
 
-// splitURLs returns the comma-separated URLs of a flag.
-func splitURLs(s string) []string {
-	var out []string
-	for u := range strings.SplitSeq(s, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
 // dialSubs connects n subscribers to channel, spread over urls, a few
 // dials at a time.
 func dialSubs(ctx context.Context, urls []string, n int, channel string, stderr io.Writer) ([]*benchSub, error) {
@@ -489,7 +478,7 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	if b.duration > 0 && b.rate > 0 {
 		b.messages = int(b.duration.Seconds() * float64(b.rate))
 	}
-	if b.subscribers < 1 || b.messages < 1 || b.size < 24 || b.publishers < 1 || b.window < 1 || b.rate < 0 || len(splitURLs(b.urls)) == 0 {
+	if b.subscribers < 1 || b.messages < 1 || b.size < 24 || b.publishers < 1 || b.window < 1 || b.rate < 0 || len(splitList(b.urls)) == 0 {
 		return fmt.Errorf("%w: --subscribers, --messages, --publishers, --window must be positive, --size at least 24, --url not empty", errUsage)
 	}
 	if b.channel == "" {
@@ -511,7 +500,7 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 
 func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	ctx := context.Background()
-	urls := splitURLs(b.urls)
+	urls := splitList(b.urls)
 	fmt.Fprintf(stderr, "connecting %d subscribers to %s on %s\n", b.subscribers, b.channel, strings.Join(urls, ", "))
 	subs, err := dialSubs(ctx, urls, b.subscribers, b.channel, stderr)
 	if err != nil {

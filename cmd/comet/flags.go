@@ -95,3 +95,15 @@ func servePprof(addr string, logger *slog.Logger) error {
 	logger.Info("profiler listening", "addr", "http://"+addr+"/debug/pprof/")
 	return nil
 }
+
+// splitList returns the comma-separated items of a flag, trimmed, without
+// empty ones.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

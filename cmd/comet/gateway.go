@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -51,14 +50,8 @@ func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Con
 	if err := checkAddr("listen", f.listen); err != nil {
 		return gateway.Config{}, err
 	}
-	var origins []string
-	for _, o := range strings.Split(f.origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
-	}
 	return gateway.Config{
-		Hub: hub, ID: f.id, AllowedOrigins: origins,
+		Hub: hub, ID: f.id, AllowedOrigins: splitList(f.origins),
 		MaxFrameBytes: f.maxFrameBytes, MaxMessageBytes: f.maxMessageBytes, MaxSubscriptions: f.maxSubscriptions,
 		QueueBytes: f.queueBytes, CacheMessages: f.cacheMessages, CacheBytes: f.cacheBytes,
 		PingInterval: f.ping, IdleTimeout: f.idle, Linger: f.linger,
@@ -82,13 +75,10 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var addrs []string
-	for _, a := range strings.Split(hubs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			if err := checkAddr("hubs", a); err != nil {
-				return err
-			}
-			addrs = append(addrs, a)
+	addrs := splitList(hubs)
+	for _, a := range addrs {
+		if err := checkAddr("hubs", a); err != nil {
+			return err
 		}
 	}
 	if len(addrs) == 0 {

@@ -172,13 +172,10 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var joins []string
-	for _, j := range strings.Split(f.join, ",") {
-		if j = strings.TrimSpace(j); j != "" {
-			if err := checkAddr("join", j); err != nil {
-				return err
-			}
-			joins = append(joins, j)
+	joins := splitList(f.join)
+	for _, j := range joins {
+		if err := checkAddr("join", j); err != nil {
+			return err
 		}
 	}
 	if len(peers) == 0 && len(joins) == 0 {

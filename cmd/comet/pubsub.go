@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -129,11 +128,7 @@ func pubData(s string) json.RawMessage {
 // newGatewayClient starts a client of the gateways in urls (comma-separated),
 // with cfg's other settings.
 func newGatewayClient(urls string, cfg client.Config) (*client.Client, error) {
-	for _, u := range strings.Split(urls, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			cfg.URLs = append(cfg.URLs, u)
-		}
-	}
+	cfg.URLs = append(cfg.URLs, splitList(urls)...)
 	if len(cfg.URLs) == 0 {
 		return nil, fmt.Errorf("%w: --url: no gateway URL", errUsage)
 	}
