@@ -14,6 +14,7 @@ const (
 	OpPublish     = "publish"
 	OpRequest     = "request"
 	OpPing        = "ping"
+	OpConnect     = "connect"
 
 	OpConnected    = "connected"
 	OpSubscribed   = "subscribed"
@@ -43,6 +44,10 @@ const (
 	// CloseUnavailable: the hubs could not be reached to replay what the
 	// client missed; reconnect later, or to another gateway.
 	CloseUnavailable = 4005
+	// CloseAuth: the connection's token was refused or has expired, or
+	// none was given where one is required: get a new token, then
+	// reconnect with it. The error frame before the close says which.
+	CloseAuth = 4006
 )
 
 // ClientFrame is one frame a client sends to a gateway. From is a pointer
@@ -55,6 +60,8 @@ type ClientFrame struct {
 	Epoch   string          `json:"epoch,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	Route   string          `json:"route,omitempty"`
+	// Token is the JWT of a connect frame.
+	Token string `json:"token,omitempty"`
 }
 
 // ErrFrame is wrapped by every error DecodeClientFrame returns.
@@ -101,6 +108,10 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 		if f.Route == "" {
 			return f, fmt.Errorf("%w: request needs a route", ErrFrame)
 		}
+	case OpConnect:
+		if f.Token == "" {
+			return f, fmt.Errorf("%w: connect needs a token", ErrFrame)
+		}
 	case OpPing:
 	case "":
 		return f, fmt.Errorf("%w: no op", ErrFrame)
@@ -143,10 +154,14 @@ type Unsubscribed struct {
 	Channel string `json:"channel"`
 }
 
-// Connected is the first frame of every connection.
+// Connected is the first frame of every connection, and the answer to a
+// connect frame. User is the authenticated user (the token's sub); it is
+// absent on an anonymous connection.
 type Connected struct {
 	Op         string `json:"op"`
+	ID         string `json:"id,omitempty"`
 	Connection string `json:"connection"`
+	User       string `json:"user,omitempty"`
 }
 
 // Ack answers a publish once it is committed.
@@ -179,6 +194,7 @@ type ServerFrame struct {
 	Op         string          `json:"op"`
 	ID         string          `json:"id,omitempty"`
 	Connection string          `json:"connection,omitempty"`
+	User       string          `json:"user,omitempty"`
 	Channel    string          `json:"channel,omitempty"`
 	Epoch      string          `json:"epoch,omitempty"`
 	Recovered  bool            `json:"recovered,omitempty"`
