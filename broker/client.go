@@ -43,6 +43,17 @@ type Client struct {
 	// Forwarder, when set, marks requests as forwarded by that hub (see
 	// headerForwarded).
 	Forwarder string
+	// Secret, when set, is sent as "Authorization: Bearer <Secret>": hubs
+	// started with --secret refuse API calls without it.
+	Secret string
+}
+
+// Authorize adds the client's secret, if it has one, to a request it does
+// not send itself (the commit stream, range reads in frames).
+func (c *Client) Authorize(req *http.Request) {
+	if c.Secret != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Secret)
+	}
 }
 
 // NewClient returns a client with keep-alive connections and the given
@@ -85,6 +96,7 @@ func (c *Client) do(req *http.Request, out any) error {
 	if c.Forwarder != "" {
 		req.Header.Set(headerForwarded, c.Forwarder)
 	}
+	c.Authorize(req)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return err

@@ -215,7 +215,7 @@ func (c *cluster) start(id string, bootstrap bool) *hub {
 	node, err := raft.New(raft.Config{
 		ID: id, Dir: filepath.Join(dir, "raft"), Addr: "127.0.0.1:0", Peers: peers, Log: l, Observer: stream,
 		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
-		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "",
+		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "", Secret: c.cfg.Secret,
 	})
 	if err != nil {
 		ln.Close()
@@ -359,6 +359,9 @@ func (c *cluster) do(method, api, path string, body []byte) (int, []byte) {
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.cfg.Secret != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Secret)
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

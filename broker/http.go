@@ -55,7 +55,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return requireSecret(s.cfg.Secret, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Channel names may hold '/' and "..": route them before ServeMux,
 		// which cleans paths ("a/../b" is a valid channel name, not "b").
 		if rest, ok := strings.CutPrefix(r.URL.Path, channelsPrefix); ok {
@@ -69,7 +69,7 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 const channelsPrefix = "/v1/channels/"

@@ -71,6 +71,10 @@ type Config struct {
 	// Client is used to forward to the leader (default: a client with a
 	// 15s timeout).
 	Client *http.Client
+	// Secret, when set, is required of every API call but /healthz,
+	// /readyz and /metrics, as "Authorization: Bearer <Secret>"; this hub
+	// sends it to the others. Every hub and gateway of a cluster shares it.
+	Secret string
 
 	Logger *slog.Logger
 }
@@ -157,7 +161,7 @@ func New(cfg Config) (*Service, error) {
 		doneCh:   make(chan struct{}),
 		drainCh:  make(chan struct{}),
 	}
-	s.client = &Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID()}
+	s.client = &Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
 	s.metrics = newMetrics(s)
 	return s, nil
 }

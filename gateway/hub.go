@@ -114,6 +114,10 @@ func NewHTTPHubs(addrs []string, timeout time.Duration) (*HTTPHubs, error) {
 	return h, nil
 }
 
+// SetSecret makes every request carry the hubs' secret (--secret). Call it
+// before the first request.
+func (h *HTTPHubs) SetSecret(secret string) { h.client.Secret = secret }
+
 func (h *HTTPHubs) order() []string {
 	start := int(h.current.Load())
 	out := make([]string, 0, len(h.addrs))
@@ -163,6 +167,7 @@ func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, 
 	if err != nil {
 		return 0, err
 	}
+	h.client.Authorize(req)
 	resp, err := h.client.HTTP.Do(req)
 	if err != nil {
 		return 0, err
@@ -256,6 +261,7 @@ func (h *HTTPHubs) open(ctx context.Context, addr string, from uint64) (StreamRe
 		cancel()
 		return nil, err
 	}
+	h.client.Authorize(req)
 	resp, err := h.stream.Do(req)
 	if err != nil {
 		cancel()

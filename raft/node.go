@@ -84,6 +84,10 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotRetain is how many snapshots are kept on disk (default 2).
 	SnapshotRetain int
+	// Secret, when set, must be proven first on every Raft connection
+	// (see raftProof): hubs without it cannot take part. Every hub of a
+	// cluster shares it.
+	Secret string
 	// NoSync skips fsync of the Raft log. Tests and benchmarks only.
 	NoSync bool
 
@@ -199,7 +203,16 @@ func New(cfg Config) (*Node, error) {
 		if addr.Port == 0 {
 			advertise = nil // advertise the port the listener got
 		}
-		tcp, err := hraft.NewTCPTransportWithLogger(cfg.Addr, advertise, 3, 10*time.Second, hlog.Named("transport"))
+		var tcp *hraft.NetworkTransport
+		if cfg.Secret != "" {
+			var stream *secretStream
+			stream, err = listenSecret(cfg.Addr, advertise, cfg.Secret, cfg.Logger.With("component", "raft-transport"))
+			if err == nil {
+				tcp = hraft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hlog.Named("transport"))
+			}
+		} else {
+			tcp, err = hraft.NewTCPTransportWithLogger(cfg.Addr, advertise, 3, 10*time.Second, hlog.Named("transport"))
+		}
 		if err != nil {
 			n.store.Close()
 			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err)

@@ -41,6 +41,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&b.channels, "channels", 16, "channels to spread messages over")
 	fs.BoolVar(&b.ids, "ids", true, "give every publish an idempotency id")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
+	fs.StringVar(&b.secret, "secret", "", "the cluster's shared secret, when its hubs have one")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 type benchPublish struct {
-	apis                                 string
+	apis, secret                         string
 	publishers, messages, size, channels int
 	duration                             time.Duration
 	ids, jsonOut                         bool
@@ -74,6 +75,7 @@ type benchResult struct {
 func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	apis := strings.Split(b.apis, ",")
 	client := broker.NewClient(30*time.Second, b.publishers+8)
+	client.Secret = b.secret
 	ctx := context.Background()
 	target := apis[0]
 	var st wire.ClusterStatus

@@ -16,7 +16,7 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: comet cluster status|remove ...", errUsage)
 	}
-	var api string
+	var api, secret string
 	var asJSON bool
 	sub := args[0]
 	switch sub {
@@ -24,13 +24,15 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 		fs := newFlagSet("cluster status", "comet cluster status --api ADDR [--json]", stderr)
 		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub")
 		fs.BoolVar(&asJSON, "json", false, "print the raw JSON of GET /v1/cluster")
+		fs.StringVar(&secret, "secret", "", "the cluster's shared secret, when its hubs have one")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		return clusterStatus(api, asJSON, stdout)
+		return clusterStatus(api, secret, asJSON, stdout)
 	case "remove":
 		fs := newFlagSet("cluster remove", "comet cluster remove --api ADDR ID", stderr)
 		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub")
+		fs.StringVar(&secret, "secret", "", "the cluster's shared secret, when its hubs have one")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
@@ -39,7 +41,9 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := broker.NewClient(20*time.Second, 2).Post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
+		client := broker.NewClient(20*time.Second, 2)
+		client.Secret = secret
+		if err := client.Post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed %s\n", fs.Arg(0))
@@ -49,11 +53,13 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func clusterStatus(api string, asJSON bool, stdout io.Writer) error {
+func clusterStatus(api, secret string, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st wire.ClusterStatus
-	if err := broker.NewClient(5*time.Second, 2).Get(ctx, api, "/v1/cluster", &st); err != nil {
+	client := broker.NewClient(5*time.Second, 2)
+	client.Secret = secret
+	if err := client.Get(ctx, api, "/v1/cluster", &st); err != nil {
 		return fmt.Errorf("cluster status from %s: %w", api, err)
 	}
 	if asJSON {

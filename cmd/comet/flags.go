@@ -96,6 +96,9 @@ func servePprof(addr string, logger *slog.Logger) error {
 	return nil
 }
 
+// secretUsage explains --secret wherever it is taken.
+const secretUsage = "the cluster's shared secret: hubs require it (Authorization: Bearer) on every API call but /healthz, /readyz and /metrics, and on Raft connections; gateways, workers and tools send it. Give every hub and gateway the same (default: none, and hubs warn)"
+
 // splitList returns the comma-separated items of a flag, trimmed, without
 // empty ones.
 func splitList(s string) []string {

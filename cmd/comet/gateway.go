@@ -20,7 +20,7 @@ import (
 // gatewayFlags are the client-facing settings shared by `comet gateway`
 // and `comet standalone`.
 type gatewayFlags struct {
-	listen, id, origins, logLevel, pprof                         string
+	listen, id, origins, logLevel, pprof, secret                 string
 	maxFrameBytes, maxMessageBytes, maxSubscriptions, queueBytes int
 	cacheMessages, cacheBytes                                    int
 	ping, idle, linger, shutdownTimeout                          time.Duration
@@ -44,6 +44,11 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections flush before closing them")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
+	if standalone {
+		fs.StringVar(&f.secret, "secret", "", "a secret the hub API under /v1/ then requires (Authorization: Bearer), for workers and tools; clients never need it (default: none)")
+	} else {
+		fs.StringVar(&f.secret, "secret", "", secretUsage)
+	}
 }
 
 func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Config, error) {
@@ -88,6 +93,7 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: --hubs: %v", errUsage, err)
 	}
+	hub.SetSecret(f.secret)
 	cfg, err := f.config(hub, logger)
 	if err != nil {
 		return err

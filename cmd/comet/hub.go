@@ -25,7 +25,7 @@ import (
 // hubFlags are the settings of `comet hub`.
 type hubFlags struct {
 	id, data, raftAddr, api, peers, join, retention, logLevel     string
-	pprof                                                         string
+	pprof, secret                                                 string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
@@ -51,6 +51,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.DurationVar(&f.raftTimeout, "raft-timeout", time.Second, "Raft heartbeat, election and leader-lease timeout: failover takes about 1-2x this; raise it on busy or slow machines")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
+	fs.StringVar(&f.secret, "secret", "", secretUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -210,7 +211,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog, Observer: stream,
 		HeartbeatTimeout: f.raftTimeout, ElectionTimeout: f.raftTimeout, LeaderLeaseTimeout: f.raftTimeout,
 		SnapshotInterval: f.snapshotInterval, SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
-		Logger: logger.With("component", "raft"),
+		Secret: f.secret, Logger: logger.With("component", "raft"),
 	})
 	if err != nil {
 		return err
@@ -219,7 +220,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	svc, err := broker.New(broker.Config{
 		Node: node, API: f.api, Retention: rules, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
-		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight,
+		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret,
 		Logger: logger.With("component", "broker"),
 	})
 	if err != nil {
@@ -234,14 +235,17 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	srv.RegisterOnShutdown(svc.Drain)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Warn("hub API has no authentication yet: bind --api to a private address")
+	if f.secret == "" {
+		logger.Warn("NO --secret: anyone who can reach --api " + f.api + " and --raft " + f.raftAddr +
+			" can publish, read every channel, send to connections and change the cluster; set --secret (COMET_SECRET) on every hub and gateway, or bind them to a private network")
+	}
 	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
 
 	joinDone := make(chan struct{})
 	go func() {
 		defer close(joinDone)
 		if len(joins) > 0 {
-			joinCluster(ctx, logger, joins, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api})
+			joinCluster(ctx, logger, joins, f.secret, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api})
 		}
 	}()
 
@@ -287,8 +291,9 @@ func containsPeer(peers []raft.Peer, id string) bool {
 
 // joinCluster asks the hubs at apis, in turn, to add this hub, until one
 // succeeds or ctx ends.
-func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, req wire.JoinRequest) {
+func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, req wire.JoinRequest) {
 	client := broker.NewClient(15*time.Second, 2)
+	client.Secret = secret
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		api := apis[attempt%len(apis)]
