@@ -194,7 +194,7 @@ func TestJoinFourthHub(t *testing.T) {
 
 	h4 := c.addHub("h4", "--join", follower.api)
 	statusRow := func(api, id string) []string {
-		code, out, errOut := runComet(t, nil, "cluster", "status", "--api", api)
+		code, out, errOut := runComet(t, c.env(), "cluster", "status", "--api", api)
 		if code != 0 {
 			t.Logf("comet cluster status --api %s: exit %d: %s", api, code, errOut)
 			return nil
@@ -240,17 +240,17 @@ func TestJoinFourthHub(t *testing.T) {
 		t.Errorf("publish through h4: %+v, %v; want offset 51", res, err)
 	}
 
-	code, out, errOut := runComet(t, nil, "cluster", "remove", "--api", follower.api, "h4")
+	code, out, errOut := runComet(t, c.env(), "cluster", "remove", "--api", follower.api, "h4")
 	if code != 0 || !strings.Contains(out, "removed h4") {
 		t.Fatalf("comet cluster remove h4: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	for _, h := range []*hub{leader, follower} {
 		waitFor(t, 15*time.Second, "h4 gone from `comet cluster status --api "+h.id+"`", func() bool {
-			code, out, _ := runComet(t, nil, "cluster", "status", "--api", h.api)
+			code, out, _ := runComet(t, c.env(), "cluster", "status", "--api", h.api)
 			return code == 0 && !regexp.MustCompile(`(?m)^h4\s`).MatchString(out) && regexp.MustCompile(`(?m)^h1\s`).MatchString(out)
 		})
 	}
-	code, _, errOut = runComet(t, nil, "cluster", "remove", "--api", leader.api, "h4")
+	code, _, errOut = runComet(t, c.env(), "cluster", "remove", "--api", leader.api, "h4")
 	if code == 0 || !strings.Contains(errOut, "h4") {
 		t.Errorf("removing h4 twice: exit %d, stderr %q; want an error naming h4", code, errOut)
 	}
@@ -462,7 +462,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 				check(h, r.name, r.status, code, raw)
 			}
 		}
-		code, raw := hugeBody(t, h.api, 10<<20)
+		code, raw := hugeBody(t, h.api, c.secret, 10<<20)
 		check(h, "10 MiB body", 413, code, raw)
 	}
 
@@ -499,7 +499,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 // hugeBody posts n bytes to /v1/publish over a raw connection, reading
 // the answer while it writes (the hub may answer, and close, before
 // reading it all), and returns the status and body.
-func hugeBody(t *testing.T, api string, n int) (int, []byte) {
+func hugeBody(t *testing.T, api, secret string, n int) (int, []byte) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", api, 5*time.Second)
 	if err != nil {
@@ -509,7 +509,7 @@ func hugeBody(t *testing.T, api string, n int) (int, []byte) {
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	go func() {
 		w := bufio.NewWriter(conn)
-		fmt.Fprintf(w, "POST /v1/publish HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", api, n)
+		fmt.Fprintf(w, "POST /v1/publish HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", api, secret, n)
 		fmt.Fprint(w, `{"channel":"c","data":"`)
 		chunk := []byte(strings.Repeat("x", 64<<10))
 		for left := n - 23; left > 0; left -= len(chunk) {

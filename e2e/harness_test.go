@@ -219,6 +219,16 @@ type cluster struct {
 	discarded []*hub
 	// gateways are `comet gateway` processes (api is their listen address).
 	gateways []*hub
+	// secret is the cluster's --secret, given to every process through
+	// COMET_SECRET (gateways also get COMET_ALLOW_ANONYMOUS=true), and sent
+	// by the test's own API calls.
+	secret string
+}
+
+// env is the environment of the cluster's processes and of tools run
+// against it.
+func (c *cluster) env() []string {
+	return []string{"COMET_SECRET=" + c.secret, "COMET_ALLOW_ANONYMOUS=true"}
 }
 
 func newClient() *http.Client {
@@ -238,7 +248,8 @@ func newClient() *http.Client {
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	needBinary(t)
-	c := &cluster{t: t, dir: t.TempDir(), client: newClient(), used: map[string]bool{}}
+	c := &cluster{t: t, dir: t.TempDir(), client: newClient(), used: map[string]bool{},
+		secret: fmt.Sprintf("e2e-%d-%d", os.Getpid(), time.Now().UnixNano())}
 	// Cleanups run last-registered first: kill, then print the logs, then
 	// (registered by t.TempDir above) remove the directory.
 	t.Cleanup(func() {
@@ -366,7 +377,7 @@ func (c *cluster) start(h *hub) {
 	defer f.Close() // the child has its own copy
 	fmt.Fprintf(f, "=== e2e: %s start %s: comet %s\n", time.Now().Format(time.RFC3339Nano), h.id, strings.Join(h.args, " "))
 	cmd := exec.Command(cometBin, h.args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = cleanEnv(c.env()...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -568,6 +579,7 @@ func (c *cluster) do(method, api, path string, body []byte) (int, []byte, error)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return 0, nil, err

@@ -122,7 +122,7 @@ func benchFanout(b *testing.B, nsubs int) {
 		}
 	}
 	hub := newMemHub()
-	s, err := New(Config{Hub: hub})
+	s, err := New(Config{Hub: hub, AllowAnonymous: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/wire"
 )
@@ -36,13 +37,20 @@ type conn struct {
 
 	mu   sync.Mutex
 	subs map[string]*sub
+	// admitted: the connected frame was sent, as ident (auth.go).
+	admitted    bool
+	ident       auth.Identity
+	expiry      uint64 // admissions so far: an expiry timer is for one of them
+	expireTimer *time.Timer
 
 	pubs chan struct{} // semaphore of publishes in flight
+	reqs chan struct{} // semaphore of requests in flight
 }
 
 func (s *Server) newConn(t transport) *conn {
 	c := &conn{
 		s: s, id: s.newConnID(), t: t,
+		reqs: make(chan struct{}, s.cfg.MaxRequestsInFlight),
 		wake: make(chan struct{}, 1), space: make(chan struct{}),
 		closing: make(chan struct{}), closed: make(chan struct{}),
 		subs: make(map[string]*sub),
@@ -52,8 +60,9 @@ func (s *Server) newConn(t transport) *conn {
 	return c
 }
 
-// serve runs the connection until it ends.
-func (c *conn) serve() {
+// serve runs the connection until it ends. token is the one given in the
+// URL, if any.
+func (c *conn) serve(token string) {
 	s := c.s
 	if !s.addConn(c) {
 		c.t.closeWith(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
@@ -62,7 +71,24 @@ func (c *conn) serve() {
 	s.m.connections.WithLabelValues(c.t.name()).Inc()
 	defer s.m.connections.WithLabelValues(c.t.name()).Dec()
 	go c.writeLoop()
-	c.send(wire.Connected{Op: wire.OpConnected, Connection: c.id})
+	switch {
+	case token != "":
+		c.connect(wire.ClientFrame{Op: wire.OpConnect, Token: token})
+	case s.cfg.AllowAnonymous:
+		c.admit(auth.Identity{}, "")
+	default:
+		// Wait for a connect frame (readLoop), for a while.
+		t := time.AfterFunc(s.cfg.AuthTimeout, func() {
+			c.mu.Lock()
+			admitted := c.admitted
+			c.mu.Unlock()
+			if !admitted {
+				c.s.m.authFailures.WithLabelValues("missing").Inc()
+				c.refuse("", msgTokenRequired)
+			}
+		})
+		defer t.Stop()
+	}
 	c.readLoop()
 	c.close(0, "")
 	c.cancel()
@@ -72,7 +98,15 @@ func (c *conn) serve() {
 		subs = append(subs, sb)
 	}
 	c.subs = map[string]*sub{}
+	admitted, user := c.admitted, c.ident.User
+	if c.expireTimer != nil {
+		c.expireTimer.Stop()
+	}
+	c.expiry++ // a timer already firing finds itself outdated
 	c.mu.Unlock()
+	if admitted {
+		s.event(Event{Type: EventDisconnected, Conn: c.id, User: user})
+	}
 	for _, sb := range subs {
 		sb.stop()
 	}
@@ -100,15 +134,35 @@ func (c *conn) readLoop() {
 			continue
 		}
 		c.s.m.frames.WithLabelValues(f.Op).Inc()
+		if f.Op == wire.OpConnect {
+			c.connect(f)
+			continue
+		}
+		c.mu.Lock()
+		admitted := c.admitted
+		c.mu.Unlock()
+		if !admitted {
+			c.s.m.authFailures.WithLabelValues("missing").Inc()
+			c.refuse(f.ID, msgTokenRequired)
+			return
+		}
 		switch f.Op {
 		case wire.OpSubscribe:
+			if !c.allowed(auth.Subscribe, f.Channel) {
+				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to subscribe to %q", f.Channel))
+				continue
+			}
 			c.subscribe(f)
 		case wire.OpUnsubscribe:
 			c.unsubscribe(f)
 		case wire.OpPublish:
+			if !c.allowed(auth.Publish, f.Channel) {
+				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to publish to %q", f.Channel))
+				continue
+			}
 			c.publish(f)
 		case wire.OpRequest:
-			c.sendError(f.ID, wire.CodeNotFound, fmt.Sprintf("no worker serves route %q", f.Route))
+			c.request(f)
 		case wire.OpPing:
 			c.send(struct {
 				Op string `json:"op"`

@@ -83,6 +83,9 @@ type testGateway struct {
 func startGateway(t testing.TB, hub Hub, cfg Config) *testGateway {
 	t.Helper()
 	cfg.Hub = hub
+	if cfg.Tokens == nil {
+		cfg.AllowAnonymous = true // no way to authenticate otherwise
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,10 @@ type metrics struct {
 	resyncs        prometheus.Counter
 	upstreamErrors prometheus.Counter
 	upstreamIndex  prometheus.Gauge
+	authFailures   *prometheus.CounterVec
+	requests       *prometheus.CounterVec
+	requestTime    prometheus.Histogram
+	directMessages prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -68,6 +72,20 @@ func newMetrics(s *Server) *metrics {
 	m.upstreamIndex = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "comet_gateway_stream_index", Help: "Last Raft index seen on the commit stream.",
 	})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "comet_gateway_auth_failures_total", Help: "Connections refused or cut off for their token, by reason (missing, invalid, expired, no_key).",
+	}, []string{"reason"})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "comet_gateway_requests_total", Help: "Client requests answered, by result (ok, or the error code).",
+	}, []string{"result"})
+	m.requestTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "comet_gateway_request_duration_seconds", Help: "Client request to response.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	})
+	m.directMessages = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "comet_gateway_direct_messages_total", Help: "Messages sent to one connection by workers.",
+	})
+	m.reg.MustRegister(m.authFailures, m.requests, m.requestTime, m.directMessages)
 	m.reg.MustRegister(m.connections, m.subscriptions, m.channels, m.frames, m.framesSent, m.delivered,
 		m.slowConsumers, m.publishes, m.publishTime, m.replayed, m.resyncs, m.upstreamErrors, m.upstreamIndex,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/wire"
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
@@ -62,6 +63,27 @@ type Config struct {
 	// "https://*.example.com".
 	AllowedOrigins []string
 
+	// Tokens checks clients' tokens (JWT); nil: tokens are refused.
+	Tokens *auth.Verifier
+	// AllowAnonymous lets clients without a token in, as the anonymous
+	// user. Otherwise a connection without ?token= must send a connect
+	// frame within AuthTimeout (default 10s).
+	AllowAnonymous bool
+	AuthTimeout    time.Duration
+	// Policy decides who may subscribe and publish where (nil: any
+	// connection let in may do both anywhere).
+	Policy *auth.Policy
+
+	// Workers answer request frames (nil: every route is not_found), within
+	// RequestTimeout (default 10s) each; a connection has at most
+	// MaxRequestsInFlight (default 64) at once.
+	Workers             Workers
+	RequestTimeout      time.Duration
+	MaxRequestsInFlight int
+	// Events, when set, is told of every connection event (connected,
+	// disconnected, subscribed, unsubscribed). It must not block.
+	Events func(Event)
+
 	// CacheMessages and CacheBytes bound the recent messages kept per
 	// channel with subscribers, to serve resuming clients without asking
 	// the hubs (defaults 10,000 messages, 4 MiB).
@@ -107,6 +129,7 @@ func (c *Config) fill() error {
 	def(&c.PendingMessages, 4096)
 	def(&c.WriteBatchBytes, 256<<10)
 	def(&c.MaxPublishesInFlight, 256)
+	def(&c.MaxRequestsInFlight, 64)
 	def(&c.CacheMessages, 10000)
 	def(&c.CacheBytes, 4<<20)
 	def(&c.ReadLimit, 10000)
@@ -118,6 +141,8 @@ func (c *Config) fill() error {
 	defD(&c.IdleTimeout, 60*time.Second)
 	defD(&c.WriteTimeout, 10*time.Second)
 	defD(&c.PublishTimeout, 10*time.Second)
+	defD(&c.RequestTimeout, 10*time.Second)
+	defD(&c.AuthTimeout, 10*time.Second)
 	defD(&c.Linger, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -144,6 +169,7 @@ type Server struct {
 	mu       sync.Mutex
 	channels map[string]*channel
 	conns    map[*conn]struct{}
+	byID     map[string]*conn
 	closing  bool
 	// active counts connections being served, from before their upgrade
 	// until they are closed: Shutdown waits for them.
@@ -179,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 		hub:      cfg.Hub,
 		channels: make(map[string]*channel),
 		conns:    make(map[*conn]struct{}),
+		byID:     make(map[string]*conn),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(s)
@@ -369,12 +396,14 @@ func (s *Server) addConn(c *conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.byID[c.id] = c
 	return true
 }
 
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	delete(s.byID, c.id)
 	s.mu.Unlock()
 }
 

@@ -66,6 +66,7 @@ func (c *conn) unsubscribe(f wire.ClientFrame) {
 	c.mu.Unlock()
 	if sb != nil {
 		sb.stop()
+		c.channelEvent(EventUnsubscribed, f.Channel)
 	}
 	c.send(wire.Unsubscribed{Op: wire.OpUnsubscribed, ID: f.ID, Channel: f.Channel})
 }
@@ -136,6 +137,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 		sb.live, sb.last, sb.min = true, n0-1, n0
 		c.send(answer)
 		ch.mu.Unlock()
+		c.channelEvent(EventSubscribed, sb.name)
 		return
 	}
 	inCache := ch.cache.first()
@@ -168,6 +170,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 		answer.First = from
 	}
 	c.send(answer)
+	c.channelEvent(EventSubscribed, sb.name)
 
 	pos := from
 	for {

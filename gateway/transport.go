@@ -50,7 +50,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(int64(4 * s.cfg.MaxFrameBytes))
 	t.touch()
 	ws.SetPongHandler(func(string) error { t.touch(); return nil })
-	s.newConn(t).serve()
+	s.newConn(t).serve(r.URL.Query().Get("token"))
 }
 
 type wsTransport struct {
@@ -116,7 +116,11 @@ func (s *Server) serveSockJS(sess sockjs.Session) {
 	defer s.active.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.newConn(&sockjsTransport{sess: sess, max: s.cfg.MaxFrameBytes, ctx: ctx, cancel: cancel}).serve()
+	token := ""
+	if r := sess.Request(); r != nil {
+		token = r.URL.Query().Get("token")
+	}
+	s.newConn(&sockjsTransport{sess: sess, max: s.cfg.MaxFrameBytes, ctx: ctx, cancel: cancel}).serve(token)
 }
 
 type sockjsTransport struct {

@@ -38,7 +38,8 @@ func envName(flagName string) string {
 }
 
 // parseFlags parses args, then fills every flag not given on the command
-// line from its environment variable.
+// line from its environment variable, then from the --config file, if the
+// command takes one (config.go).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -57,9 +58,18 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, serr)
 			}
+			set[f.Name] = true
 		}
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if f := fs.Lookup("config"); f != nil {
+		if c, ok := f.Value.(*configFile); ok {
+			return c.load(fs, set)
+		}
+	}
+	return nil
 }
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {

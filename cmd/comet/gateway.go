@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/gateway"
 )
 
@@ -24,6 +25,13 @@ type gatewayFlags struct {
 	maxFrameBytes, maxMessageBytes, maxSubscriptions, queueBytes int
 	cacheMessages, cacheBytes                                    int
 	ping, idle, linger, shutdownTimeout                          time.Duration
+
+	// Auth and workers.
+	allowAnonymous                              bool
+	tokenHMACSecret, tokenRSAKey, rules, rpcURL string
+	tokenIssuer, tokenAudience                  string
+	requestTimeout                              time.Duration
+	cfgFile                                     *configFile
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
@@ -44,6 +52,15 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections flush before closing them")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
+	fs.BoolVar(&f.allowAnonymous, "allow-anonymous", standalone, "let clients in without a token, as the anonymous user (--allow-anonymous=false to refuse them)")
+	fs.StringVar(&f.tokenHMACSecret, "token-hmac-secret", "", "accept client tokens (JWT) signed HS256 with this secret (at least 32 bytes)")
+	fs.StringVar(&f.tokenRSAKey, "token-rsa-public-key", "", "accept client tokens (JWT) signed RS256 by the private key of this PEM public key file")
+	fs.StringVar(&f.tokenIssuer, "token-issuer", "", "when set, a token's iss must be this")
+	fs.StringVar(&f.tokenAudience, "token-audience", "", "when set, a token's aud must be or include this")
+	fs.StringVar(&f.rules, "channel-rules", "", "who may subscribe and publish where, first match wins: pattern=subscribe/publish,... each anyone, users or none; {sub} in a pattern is the user, e.g. 'public:*=anyone/users,user:{sub}:*=users/none' (default: any client let in may do both anywhere; also `channels` in --config)")
+	fs.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Second, "how long a client's request may wait for a worker's answer before it gets timeout")
+	fs.StringVar(&f.rpcURL, "rpc-url", "", "answer clients' requests by POSTing them to this HTTP endpoint instead of through workers (docs/workers.md)")
+	f.cfgFile = addConfigFlag(fs, true)
 	if standalone {
 		fs.StringVar(&f.secret, "secret", "", "a secret the hub API under /v1/ then requires (Authorization: Bearer), for workers and tools; clients never need it (default: none)")
 	} else {
@@ -55,13 +72,67 @@ func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Con
 	if err := checkAddr("listen", f.listen); err != nil {
 		return gateway.Config{}, err
 	}
-	return gateway.Config{
+	cfg := gateway.Config{
 		Hub: hub, ID: f.id, AllowedOrigins: splitList(f.origins),
 		MaxFrameBytes: f.maxFrameBytes, MaxMessageBytes: f.maxMessageBytes, MaxSubscriptions: f.maxSubscriptions,
 		QueueBytes: f.queueBytes, CacheMessages: f.cacheMessages, CacheBytes: f.cacheBytes,
 		PingInterval: f.ping, IdleTimeout: f.idle, Linger: f.linger,
+		AllowAnonymous: f.allowAnonymous, RequestTimeout: f.requestTimeout,
 		Logger: logger.With("component", "gateway"),
-	}, nil
+	}
+	if err := f.authConfig(&cfg); err != nil {
+		return gateway.Config{}, err
+	}
+	if f.rpcURL != "" {
+		p, err := gateway.NewRPCProxy(f.rpcURL)
+		if err != nil {
+			return gateway.Config{}, fmt.Errorf("%w: --rpc-url: %v", errUsage, err)
+		}
+		cfg.Workers = p
+	}
+	return cfg, nil
+}
+
+// authConfig sets the gateway's token verifier and channel rules.
+func (f *gatewayFlags) authConfig(cfg *gateway.Config) error {
+	var ac auth.Config
+	if f.tokenHMACSecret != "" {
+		ac.HMACSecret = []byte(f.tokenHMACSecret)
+	}
+	if f.tokenRSAKey != "" {
+		pemBytes, err := os.ReadFile(f.tokenRSAKey)
+		if err != nil {
+			return fmt.Errorf("%w: --token-rsa-public-key: %v", errUsage, err)
+		}
+		if ac.RSAPublicKey, err = auth.LoadRSAPublicKey(pemBytes); err != nil {
+			return fmt.Errorf("%w: --token-rsa-public-key %s: %v", errUsage, f.tokenRSAKey, err)
+		}
+	}
+	if ac.HMACSecret != nil || ac.RSAPublicKey != nil {
+		ac.Issuer, ac.Audience = f.tokenIssuer, f.tokenAudience
+		v, err := auth.NewVerifier(ac)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		cfg.Tokens = v
+	} else if !f.allowAnonymous {
+		return fmt.Errorf("%w: no client could connect: give --token-hmac-secret or --token-rsa-public-key, or --allow-anonymous", errUsage)
+	}
+	rules := f.cfgFile.channels
+	if f.rules != "" {
+		var err error
+		if rules, err = parseRules(f.rules); err != nil {
+			return err
+		}
+	}
+	if len(rules) > 0 {
+		p, err := auth.NewPolicy(rules)
+		if err != nil {
+			return fmt.Errorf("%w: channel rules: %v", errUsage, err)
+		}
+		cfg.Policy = p
+	}
+	return nil
 }
 
 func runGateway(args []string, stderr io.Writer) error {

@@ -52,6 +52,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	fs.StringVar(&f.secret, "secret", "", secretUsage)
+	addConfigFlag(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
