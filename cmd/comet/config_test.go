@@ -139,3 +139,30 @@ func TestGatewayAuthFlags(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestTokenCommand(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	var out, errOut strings.Builder
+	if err := runToken([]string{"--sub", "alice", "--token-hmac-secret", secret, "--ttl", "1h", "--publish", "user:{sub}:*"}, &out, &errOut); err != nil {
+		t.Fatal(err, errOut.String())
+	}
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.Verify(strings.TrimSpace(out.String()), time.Now())
+	if err != nil || id.User != "alice" || !reflect.DeepEqual(id.Publish, []string{"user:{sub}:*"}) ||
+		id.Expires.Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("token verifies as %+v, %v", id, err)
+	}
+	for _, args := range [][]string{
+		{"--token-hmac-secret", secret},
+		{"--sub", "alice"},
+		{"--sub", "alice", "--token-hmac-secret", "short"},
+		{"--sub", "alice", "--token-hmac-secret", secret, "--subscribe", "bad pattern"},
+	} {
+		if err := runToken(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Fatalf("comet token %v: %v, want a usage error", args, err)
+		}
+	}
+}

@@ -35,6 +35,8 @@ Usage:
                          load-test a gateway's fan-out: deliveries/s and latency
   comet bench catchup --url ws://ADDR/ws [--missed 10000,100000]
                          time how long a resuming client takes to catch up
+  comet token --sub USER --token-hmac-secret S [--ttl 1h]
+                         print a client token (JWT) for development and tests
   comet version          print the version
 
 Every flag can also be set through an environment variable: --raft is
@@ -89,6 +91,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runCluster(args[1:], stdout, stderr)
 	case "bench":
 		return runBench(args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "comet", version)
 		return nil
