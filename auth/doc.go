@@ -85,7 +85,7 @@
 //
 // In a config file:
 //
-//	rules:
+//	channels:
 //	  - match: "public:*"
 //	    subscribe: anyone
 //	    publish: users
