@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,12 @@ var (
 	// ErrProtocol reports a gateway that broke the client protocol (its
 	// first frame was not "connected", say). The client reconnects.
 	ErrProtocol = errors.New("protocol error")
+	// ErrAuth is wrapped by the error of a connection the gateway closed
+	// with code 4006: its token was refused, has expired, or is required.
+	// The error also wraps the gateway's *Error ("invalid token", "token
+	// expired", "token required") when one came before the close. The
+	// client gets a new token from Config.Token and reconnects.
+	ErrAuth = errors.New("authentication refused")
 )
 
 // Error codes of error frames (docs/protocol.md).
@@ -134,8 +141,32 @@ type Config struct {
 	// Dialer dials the WebSocket connections (default: a dialer with a
 	// handshake timeout of RequestTimeout that honours HTTP(S)_PROXY).
 	Dialer *websocket.Dialer
-	// Header is sent with every WebSocket handshake (e.g. Authorization).
+	// Header is sent with every WebSocket handshake.
 	Header http.Header
+	// Token, when set, returns the JWT the client authenticates with; nil,
+	// or an empty token, connects anonymously. The token is sent in a
+	// connect frame, the first frame of the connection (not in the URL,
+	// where proxies would log it). Token is called before every connection
+	// attempt, and, on a live connection, again at 80% of the token's
+	// remaining lifetime (from its exp claim, read without verifying the
+	// token; a token without exp is never refreshed), so that the gateway
+	// gets a fresh token before the old one expires.
+	//
+	// An error from Token is reported through OnState (Disconnected) and
+	// retried after the backoff; a failed refresh is logged and retried
+	// with backoff until the token expires. When the gateway refuses a
+	// token, or one expires, it closes the connection with code 4006: the
+	// error wraps ErrAuth, and the client calls Token again before it
+	// reconnects, after the backoff. ctx ends after RequestTimeout, and at
+	// Close. Token is never called concurrently with itself.
+	Token func(ctx context.Context) (string, error)
+	// OnMessage, when set, is called with the data of every direct message:
+	// a message sent to this connection alone (by a worker), with no
+	// channel and no offset. Direct messages are not resumed: those sent
+	// while the client is disconnected are lost. It runs on the client's
+	// reading goroutine: it must return quickly and must not wait for the
+	// client. Without it, direct messages are dropped.
+	OnMessage func(data json.RawMessage)
 	// Logger receives the client's logs; nil discards them.
 	Logger *slog.Logger
 
@@ -164,8 +195,9 @@ type Client struct {
 	mu      sync.Mutex
 	closed  bool
 	state   State
-	conn    *conn // the current connection, ready or not; nil between connections
-	lastErr error // why the last dial or connection failed
+	conn    *conn  // the current connection, ready or not; nil between connections
+	user    string // the user of the ready connection
+	lastErr error  // why the last dial or connection failed
 	seq     uint64
 	subs    map[string]*Subscription // by channel
 	pubs    map[string]*pendingPub   // by id
@@ -267,6 +299,15 @@ func (c *Client) State() State {
 	return c.state
 }
 
+// User returns the user the gateway authenticated the connection as (the
+// token's sub, from the "connected" frame): "" when the connection is
+// anonymous, or when the client is not connected.
+func (c *Client) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
 // setState records s and tells OnState. It is called only by the run
 // goroutine, and by Close once run has returned.
 func (c *Client) setState(s State, err error) {
@@ -314,7 +355,14 @@ func (c *Client) run() {
 		}
 		u := c.cfg.URLs[idx]
 		c.setState(Connecting, nil)
-		readyAt, err := c.connect(u)
+		var readyAt time.Time
+		token, err := c.token(c.ctx)
+		tokenFailed := err != nil
+		if tokenFailed {
+			c.setLastErr(err)
+		} else {
+			readyAt, err = c.connect(u, token)
+		}
 		if c.isClosed() {
 			return
 		}
@@ -323,7 +371,10 @@ func (c *Client) run() {
 		if !readyAt.IsZero() && time.Since(readyAt) >= c.cfg.stableAfter {
 			bo.reset()
 		}
-		if readyAt.IsZero() || elsewhere(err) {
+		// A gateway that could not be reached or did not say connected:
+		// the next one. A refused token or a failed Token call is no
+		// gateway's fault: the same one again.
+		if (readyAt.IsZero() && !tokenFailed && !errors.Is(err, ErrAuth)) || elsewhere(err) {
 			idx = (idx + 1) % len(c.cfg.URLs)
 		}
 		timer.Reset(bo.next())

@@ -2,11 +2,13 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +20,11 @@ import (
 // its writer goroutine, in the order they were queued; the reading
 // goroutine is the client's run goroutine.
 type conn struct {
-	ws  *websocket.Conn
-	url string
-	id  string // the gateway's connection id
+	ws    *websocket.Conn
+	url   string
+	token string // sent in the connect frame; "" for an anonymous connection
+	hello string // the id of that connect frame
+	id    string // the gateway's connection id
 	// ready is set, under Client.mu, once the gateway said "connected" and
 	// the subscriptions and pending publishes were queued again. Frames are
 	// queued on a connection only when it is ready.
@@ -73,10 +77,10 @@ func encode(v any) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
-// connect dials u and serves the connection until it fails. It returns when
-// the gateway said "connected" (zero if it never did) and why the
-// connection ended.
-func (c *Client) connect(u string) (readyAt time.Time, err error) {
+// connect dials u, authenticates with token unless it is "", and serves
+// the connection until it fails. It returns when the gateway said
+// "connected" (zero if it never did) and why the connection ended.
+func (c *Client) connect(u, token string) (readyAt time.Time, err error) {
 	ws, resp, err := c.cfg.Dialer.DialContext(c.ctx, u, c.cfg.Header.Clone())
 	if err != nil {
 		if resp != nil {
@@ -87,7 +91,7 @@ func (c *Client) connect(u string) (readyAt time.Time, err error) {
 		c.setLastErr(err)
 		return time.Time{}, err
 	}
-	cn := &conn{ws: ws, url: u, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	cn := &conn{ws: ws, url: u, token: token, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -95,7 +99,22 @@ func (c *Client) connect(u string) (readyAt time.Time, err error) {
 		return time.Time{}, ErrClosed
 	}
 	c.conn = cn
+	if token != "" {
+		cn.hello = c.nextID("c")
+	}
 	c.mu.Unlock()
+	if token != "" {
+		// The connect frame goes first, before the writer starts: nothing
+		// else is sent before the gateway answers it with "connected".
+		_ = ws.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
+		if err := ws.WriteMessage(websocket.TextMessage, encode(wire.ClientFrame{Op: wire.OpConnect, ID: cn.hello, Token: token})); err != nil {
+			ws.Close()
+			c.detach(cn)
+			err = fmt.Errorf("%s: send connect: %w", u, err)
+			c.setLastErr(err)
+			return time.Time{}, err
+		}
+	}
 	readyAt, err = c.serve(cn)
 	c.setLastErr(err)
 	return readyAt, err
@@ -108,6 +127,8 @@ func (c *Client) setLastErr(err error) {
 }
 
 // serve reads cn until it fails: first "connected", then everything else.
+// While it is ready, a writer goroutine sends its frames and, when it has a
+// token, a refresher goroutine keeps the token fresh.
 func (c *Client) serve(cn *conn) (readyAt time.Time, err error) {
 	ws := cn.ws
 	alive := func() { _ = ws.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout)) }
@@ -123,22 +144,28 @@ func (c *Client) serve(cn *conn) (readyAt time.Time, err error) {
 	ws.SetPongHandler(func(string) error { alive(); return nil })
 	_ = ws.SetReadDeadline(time.Now().Add(c.cfg.RequestTimeout))
 
-	writerDone := make(chan struct{})
+	writerDone, refresherDone := make(chan struct{}), make(chan struct{})
 	started := false
+	rctx, rcancel := context.WithCancel(c.ctx)
 	defer func() {
 		// Close the socket so that the writer's writes fail at once, stop
-		// and wait for the writer, then forget the connection.
+		// and wait for the writer and the refresher, then forget the
+		// connection.
 		ws.Close()
 		close(cn.stop)
+		rcancel()
 		if started {
 			<-writerDone
+			<-refresherDone
 		}
 		c.detach(cn)
 	}()
 
+	var refused *Error // what the gateway said before a close with 4006
 	for {
 		_, b, err := ws.ReadMessage()
 		if err != nil {
+			err = authError(err, refused)
 			if readyAt.IsZero() {
 				err = fmt.Errorf("%s: waiting for connected: %w", cn.url, err)
 			}
@@ -153,25 +180,53 @@ func (c *Client) serve(cn *conn) (readyAt time.Time, err error) {
 				c.log.Warn("undecodable server frame", "err", err, "frame", truncate(line))
 				continue
 			}
+			if f.Op == wire.OpError && f.Code == CodeForbidden && (f.ID == "" || c.isConnectID(f.ID)) {
+				refused = &Error{Code: f.Code, Message: f.Message}
+			}
 			if readyAt.IsZero() {
-				if f.Op != wire.OpConnected {
+				switch f.Op {
+				case wire.OpConnected:
+					if !cn.answered(&f) {
+						c.log.Debug("connected as anonymous before the token's answer", "url", cn.url)
+						continue
+					}
+				case wire.OpError:
+					// A refused token: the close (4006) follows.
+					c.log.Warn("error from gateway before connected", "url", cn.url, "err", &Error{Code: f.Code, Message: f.Message})
+					continue
+				default:
 					return readyAt, fmt.Errorf("%w: %s sent %q first, not connected", ErrProtocol, cn.url, f.Op)
 				}
 				cn.id = f.Connection
-				if !c.attach(cn) {
+				if !c.attach(cn, f.User) {
 					return readyAt, ErrClosed
 				}
 				readyAt = time.Now()
 				alive()
 				started = true
 				go func() { defer close(writerDone); c.writeLoop(cn) }()
-				c.log.Info("connected", "url", cn.url, "connection", cn.id)
+				go func() { defer close(refresherDone); c.refresh(rctx, cn, cn.token) }()
+				c.log.Info("connected", "url", cn.url, "connection", cn.id, "user", f.User)
 				c.setState(Connected, nil)
 				continue
 			}
 			c.dispatch(cn, &f)
 		}
 	}
+}
+
+// answered reports whether f, a "connected", makes cn ready: the first one
+// on an anonymous connection; else the answer to cn's connect frame (its id
+// echoed, or a user named by a gateway that does not echo it), not the
+// admission as anonymous that a gateway letting anonymous clients in may
+// send before.
+func (cn *conn) answered(f *wire.ServerFrame) bool {
+	return cn.hello == "" || f.ID == cn.hello || (f.ID == "" && f.User != "")
+}
+
+// isConnectID reports whether id is one of the client's connect frames.
+func (c *Client) isConnectID(id string) bool {
+	return strings.HasPrefix(id, c.idPrefix+"c")
 }
 
 // splitLines yields the non-empty lines of a server frame: a frame holds one
@@ -246,10 +301,11 @@ func (c *Client) writeLoop(cn *conn) {
 	}
 }
 
-// attach makes cn the ready connection and queues on it, in this order,
-// every subscription, every publish not yet acknowledged and every request
-// not yet sent. It reports false if the client is closed.
-func (c *Client) attach(cn *conn) bool {
+// attach makes cn, authenticated as user, the ready connection and queues
+// on it, in this order, every subscription, every publish not yet
+// acknowledged and every request not yet sent. It reports false if the
+// client is closed.
+func (c *Client) attach(cn *conn, user string) bool {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -257,6 +313,7 @@ func (c *Client) attach(cn *conn) bool {
 		return false
 	}
 	cn.ready = true
+	c.user = user
 	subs := make([]*Subscription, 0, len(c.subs))
 	for _, s := range c.subs {
 		subs = append(subs, s)
@@ -305,6 +362,7 @@ func (c *Client) detach(cn *conn) {
 		return
 	}
 	c.conn = nil
+	c.user = ""
 	for _, s := range c.subs {
 		s.state, s.subID, s.retryAt = subIdle, "", time.Time{}
 	}
@@ -377,6 +435,10 @@ func (c *Client) resendDue(cn *conn) time.Time {
 func (c *Client) dispatch(cn *conn, f *wire.ServerFrame) {
 	switch f.Op {
 	case wire.OpMessage:
+		if f.Channel == "" {
+			c.onDirect(f)
+			return
+		}
 		c.onMessage(f)
 	case wire.OpSubscribed:
 		c.onSubscribed(cn, f)
@@ -399,10 +461,28 @@ func (c *Client) dispatch(cn *conn, f *wire.ServerFrame) {
 		c.mu.Unlock()
 	case wire.OpError:
 		c.onError(cn, f)
-	case wire.OpPong, wire.OpConnected:
+	case wire.OpConnected:
+		// The answer to a connect frame with a fresh token.
+		c.mu.Lock()
+		if c.conn == cn {
+			c.user = f.User
+		}
+		c.mu.Unlock()
+		c.log.Debug("token refreshed", "id", f.ID, "user", f.User)
+	case wire.OpPong:
 	default:
 		c.log.Debug("unknown server op", "op", f.Op)
 	}
+}
+
+// onDirect hands a direct message (no channel: sent to this connection
+// alone) to Config.OnMessage.
+func (c *Client) onDirect(f *wire.ServerFrame) {
+	if c.cfg.OnMessage == nil {
+		c.log.Debug("direct message dropped: no OnMessage")
+		return
+	}
+	c.cfg.OnMessage(f.Data)
 }
 
 // onError routes an error frame to the call it answers, by id.

@@ -26,15 +26,46 @@
 // in memory by default, or in a JSON file (NewFileStore) to resume after a
 // restart.
 //
+// # Authentication and direct messages
+//
+// With Config.Token, the client authenticates with a JWT from the
+// application: it sends {"op":"connect","token":...} as the first frame of
+// every connection, and nothing else until the gateway answers
+// "connected" (User then returns the token's user). Token is called before
+// every connection, and again before the token expires (at 80% of the
+// lifetime left by its exp claim): the fresh token is sent on the live
+// connection, which goes on undisturbed. A token the gateway refuses, or
+// one that expires, ends the connection with close code 4006: OnState gets
+// an error that wraps ErrAuth and the gateway's *Error ("invalid token",
+// "token expired", "token required"), and the client reconnects after the
+// backoff with a new token. An error from Token is told through OnState
+// too, and retried after the backoff.
+//
+//	c, err := client.New(client.Config{
+//		URLs:  []string{"wss://gw.example.com/ws"},
+//		Token: func(ctx context.Context) (string, error) { return myAuth.Token(ctx) },
+//		OnState: func(s client.State, err error) {
+//			if errors.Is(err, client.ErrAuth) {
+//				log.Printf("comet refused the token: %v", err)
+//			}
+//		},
+//		OnMessage: func(data json.RawMessage) { log.Printf("direct message: %s", data) },
+//	})
+//
+// Direct messages, sent by a worker to this connection alone (no channel,
+// no offset), go to Config.OnMessage. They are not resumed: those sent
+// while the client is disconnected are lost.
+//
 // # Caveats
 //
-//   - Handlers, OnSubscribed and OnState run on the client's one reading
-//     goroutine, in order. A slow handler slows reading; that is the
+//   - Handlers, OnSubscribed, OnState and OnMessage run on the client's one
+//     reading goroutine, in order. A slow handler slows reading; that is the
 //     backpressure: the gateway then disconnects the client as a slow
 //     consumer, and the client resumes. A handler must not wait for the
 //     client (Publish, Request, Subscribe, Unsubscribe or Close from inside a
 //     handler would wait for a reply that the blocked goroutine cannot
-//     read): start a goroutine for that.
+//     read): start a goroutine for that. Token must not wait for the
+//     client either: it runs before a connection exists.
 //   - A position is saved after the handler returns: after a crash, the last
 //     messages may be delivered again (at least once across restarts,
 //     exactly once on one Client).

@@ -1,7 +1,9 @@
 // Package clienttest provides a fake Comet gateway for tests of clients: it
 // speaks the client protocol (docs/protocol.md) over WebSocket from memory,
-// with knobs to inject the faults of bad networks. It is not the real
-// gateway: no hubs, no limits beyond the data size, no SockJS.
+// with knobs to inject the faults of bad networks, and optional token
+// authentication. It is not the real gateway: no hubs, no limits beyond the
+// data size, no SockJS, no JWT verification (tests check tokens with a
+// function of their own).
 package clienttest
 
 import (
@@ -40,10 +42,15 @@ type channel struct {
 func (ch *channel) next() uint64 { return ch.first + uint64(len(ch.msgs)) }
 
 type gconn struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
-	subs    map[string]bool // guarded by Gateway.mu
-	stalled chan struct{}   // non-nil while stalled; closed to resume
+	ws  *websocket.Conn
+	id  string // the connection id
+	wmu sync.Mutex
+	// Guarded by Gateway.mu.
+	subs    map[string]bool
+	stalled chan struct{} // non-nil while stalled; closed to resume
+	authed  bool          // "connected" was sent
+	user    string
+	expiry  *time.Timer // ends the connection when its token expires
 }
 
 // Gateway is a fake gateway on 127.0.0.1. All its methods are safe for
@@ -65,6 +72,26 @@ type Gateway struct {
 	dropBeforeAck int
 	replayOverlap uint64
 	hook          func(wire.ClientFrame)
+	auth          func(token string) (user string, exp time.Time, err error)
+	anonymous     bool
+}
+
+// SetAuth has the gateway check the tokens of connect frames
+// ({"op":"connect","token":...,"id":...}) with check, as the real gateway
+// does (docs/protocol.md): an accepted one is answered with "connected",
+// echoing the frame's id, with the user check returned; a refused one with
+// an error frame (code forbidden, check's error as the message) and a close
+// with 4006. A connection must send one before anything else ("token
+// required"), unless anonymous: then "connected" (no user) is sent at once,
+// and a connect frame later makes the connection the token's user. When
+// exp is not zero, the connection gets "token expired" and 4006 at exp,
+// unless a connect frame with a new token for the same user came before (a
+// token for another user is refused, without a close). A nil check (the
+// default): connections are anonymous and connect frames are ignored.
+func (g *Gateway) SetAuth(check func(token string) (user string, exp time.Time, err error), anonymous bool) {
+	g.mu.Lock()
+	g.auth, g.anonymous = check, anonymous
+	g.mu.Unlock()
 }
 
 // NewGateway starts a fake gateway. Close it when done.
@@ -214,6 +241,40 @@ func (g *Gateway) Append(channel string, data ...json.RawMessage) uint64 {
 	return ch.next() - 1
 }
 
+// Direct sends a direct message, {"op":"message","data":data} without
+// channel and offset, to every connected connection, as a worker sends one
+// to a connection. It returns to how many.
+func (g *Gateway) Direct(data json.RawMessage) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	frame := mustJSON(struct {
+		Op   string          `json:"op"`
+		Data json.RawMessage `json:"data"`
+	}{wire.OpMessage, data})
+	n := 0
+	for c := range g.conns {
+		if c.authed {
+			g.write(c, frame)
+			n++
+		}
+	}
+	return n
+}
+
+// Users returns the users of the open connections, "" for anonymous ones,
+// in no order.
+func (g *Gateway) Users() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var users []string
+	for c := range g.conns {
+		if c.authed {
+			users = append(users, c.user)
+		}
+	}
+	return users
+}
+
 // Messages returns channel's epoch, first offset and the data held.
 func (g *Gateway) Messages(channel string) (epoch string, first uint64, data []json.RawMessage) {
 	g.mu.Lock()
@@ -319,13 +380,19 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.accepted++
-	id := g.accepted
+	c.id = "fake-" + strconv.Itoa(g.accepted)
 	g.conns[c] = true
-	g.write(c, mustJSON(wire.Connected{Op: wire.OpConnected, Connection: "fake-" + strconv.Itoa(id)}))
+	if g.auth == nil || g.anonymous {
+		c.authed = true
+		g.write(c, mustJSON(wire.Connected{Op: wire.OpConnected, Connection: c.id}))
+	}
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
 		delete(g.conns, c)
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		g.mu.Unlock()
 		ws.Close()
 	}()
@@ -359,6 +426,13 @@ func (g *Gateway) handle(c *gconn, b []byte) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.frames = append(g.frames, f)
+	if g.auth != nil && f.Op == wire.OpConnect {
+		return g.connect(c, f)
+	}
+	if !c.authed {
+		g.refuse(c, f.ID, "token required")
+		return false
+	}
 	if err != nil {
 		g.writeError(c, f.ID, wire.CodeBadRequest, err.Error())
 		return true
@@ -386,6 +460,46 @@ func (g *Gateway) handle(c *gconn, b []byte) bool {
 		}{wire.OpPong, f.ID}))
 	}
 	return true
+}
+
+// connect checks the token of a connect frame and answers "connected", or
+// refuses it; false means the connection was cut. g.mu is held.
+func (g *Gateway) connect(c *gconn, f wire.ClientFrame) bool {
+	user, exp, err := g.auth(f.Token)
+	if err != nil {
+		g.refuse(c, f.ID, err.Error())
+		return false
+	}
+	if c.user != "" && user != c.user {
+		g.writeError(c, f.ID, wire.CodeForbidden, "a connection cannot change user")
+		return true
+	}
+	c.authed, c.user = true, user
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+	if !exp.IsZero() {
+		var t *time.Timer
+		t = time.AfterFunc(time.Until(exp), func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if c.expiry == t && g.conns[c] {
+				g.refuse(c, "", "token expired")
+			}
+		})
+		c.expiry = t
+	}
+	g.write(c, mustJSON(wire.Connected{Op: wire.OpConnected, ID: f.ID, Connection: c.id, User: user}))
+	return true
+}
+
+// refuse sends an error frame (forbidden, msg, answering frame id) and
+// closes c with 4006; g.mu is held.
+func (g *Gateway) refuse(c *gconn, id, msg string) {
+	g.writeError(c, id, wire.CodeForbidden, msg)
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(wire.CloseAuth, msg), time.Now().Add(time.Second))
+	c.ws.NetConn().Close()
 }
 
 // subscribe answers subscribed and the replay in one frame; g.mu is held,

@@ -55,6 +55,9 @@ export interface OpenInfo {
   detail: string | null;
   url: string;
   connection: string;
+  /** The user the gateway authenticated (the token's sub); null when
+   * anonymous. */
+  user: string | null;
 }
 
 /** A transport made by createTransport (tests, exotic environments). */
@@ -128,8 +131,13 @@ export interface Options {
   /** Positions reach storage within this (default 100 ms), and at once
    * when the page is hidden or left. */
   saveDelay?: number;
-  /** This tab's id, sent with requests (default: random, per tab). */
-  station?: string;
+  /** The JWT to authenticate with, sent in a connect frame first on every
+   * connection (not in the URL). A function is called before every
+   * connection and again at 80% of the token's remaining lifetime (its exp,
+   * read without verifying), and the fresh token sent on the live
+   * connection; a string is sent as is and never refreshed. None, or an
+   * empty token: anonymous. */
+  token?: string | (() => string | Promise<string>);
   /** The SockJS constructor, or where to load it from (default
    * sockjs.min.js beside comet.js), and options for it. */
   SockJS?: unknown;
@@ -163,8 +171,9 @@ export class Subscription<T = unknown> {
 }
 
 export class CometError extends Error {
-  constructor(code: string, message: string);
-  /** An error frame's code, or "closed", "unavailable", "timeout". */
+  constructor(code: string, message: string, cause?: unknown);
+  /** An error frame's code, or "closed", "unavailable", "timeout", or
+   * "token" (the token function failed: cause is its error). */
   readonly code: string;
   channel?: string;
 }
@@ -179,6 +188,14 @@ export interface Events {
   channel: (m: Message) => void;
   /** Each frame before it is sent; listeners may change it. */
   beforeSend: (frame: Record<string, unknown>) => void;
+  /** A direct message: sent to this connection alone (by a worker), with
+   * no channel and no offset. */
+  direct: (data: unknown) => void;
+  /** A connection attempt failed for want of a valid token: the gateway
+   * refused it or it expired (code "forbidden", closed with 4006), or the
+   * token function failed (code "token"). The client gets a new token and
+   * reconnects, after a backoff. */
+  auth: (err: CometError) => void;
   subscribed: (info: SubscribedInfo) => void;
   /** A subscribe answered recovered: false. */
   lost: (info: SubscribedInfo) => void;
@@ -193,7 +210,9 @@ export class Comet {
   readonly transport: TransportName | null;
   readonly url: string | null;
   readonly connection: string | null;
-  readonly station: string;
+  /** The user of the open connection (the token's sub); null when
+   * anonymous or not open. */
+  readonly user: string | null;
   on<E extends keyof Events>(event: E, fn: Events[E]): () => void;
   on(event: `channel:${string}`, fn: (m: Message) => void): () => void;
   once<E extends keyof Events>(event: E, fn: Events[E]): () => void;
@@ -217,6 +236,8 @@ export function splitFrame(text: string, onBad?: (line: string) => void): Record
 export function expandUrls(urls: string | string[], workersCount?: number, base?: string): string[];
 export function sockjsUrlFor(wsUrl: string): string;
 export function randomId(bytes?: number): string;
+/** A JWT's exp claim in ms since the epoch, read without verifying; 0 if none. */
+export function tokenExpiry(token: string): number;
 export class Backoff {
   constructor(min?: number, max?: number, random?: () => number);
   next(): number;

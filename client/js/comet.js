@@ -6,23 +6,54 @@
 // file only then). It reconnects by itself, resubscribes every channel from
 // the last offset it delivered (kept in localStorage, so a reload resumes
 // too), and sends publishes again with the same id until they are
-// acknowledged. A handler never sees an offset twice within an epoch.
+// acknowledged. A handler never sees an offset twice within an epoch. With
+// a token, it authenticates every connection with a connect frame and
+// refreshes the token before it expires.
 // Guide: docs/browser.md. Types: comet.d.ts.
 
 const CHANNEL = /^[A-Za-z0-9_.:/@-]{1,255}$/;
 const RETRYABLE = new Set(['unavailable', 'timeout']);
 // Close codes after which the next connection goes to another gateway.
 const ELSEWHERE = new Set([4001, 4005]);
+// The close code of a refused or expired token.
+const CLOSE_AUTH = 4006;
 
 /** CometError is an error frame from the gateway, or a call that could not
  * be answered: code "closed" (close() was called), "unavailable" (the
- * connection dropped before a request's response) or "timeout". */
+ * connection dropped before a request's response) or "timeout"; or code
+ * "token": the token option's function failed (cause: its error). */
 export class CometError extends Error {
-  constructor(code, message) {
+  constructor(code, message, cause) {
     super(`${code}: ${message}`);
     this.name = 'CometError';
     this.code = code;
+    if (cause !== undefined) this.cause = cause; // not Error's option: ES2022
   }
+}
+
+/** tokenExpiry returns the exp claim of a JWT in ms since the epoch, read
+ * without verifying the token (the gateway does that), or 0 when it has
+ * none or is not a JWT. */
+export function tokenExpiry(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3) return 0;
+  try {
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/').replace(/=+$/, '');
+    const exp = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))).exp;
+    return typeof exp === 'number' && exp > 0 && Number.isFinite(exp) ? exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+// refreshDelay returns in how many ms to refresh a token that expires at
+// exp (ms): at 80% of its remaining lifetime; null (never) without exp, or
+// when that is less than floor ms away (a race with the expiry; the
+// reconnect after it is backed off).
+function refreshDelay(now, exp, floor) {
+  if (!exp) return null;
+  const d = Math.floor((exp - now) * 0.8);
+  return d >= Math.max(floor, 1) ? d : null;
 }
 
 /** splitFrame decodes a server frame: one or more JSON objects separated by
@@ -302,11 +333,11 @@ export class Comet extends Emitter {
     if (this.sockjsUrls.length && this.sockjsUrls.length !== this.urls.length) throw new Error('comet: sockjsUrls must match urls one to one');
     const storage = o.storage === undefined ? defaultStorage() : o.storage || null;
     this.positions = new Positions(storage, o.storagePrefix, o.saveDelay, this.clock);
-    this.station = o.station || stationId(o.storagePrefix);
     this.state = 'closed'; // connecting | open | reconnecting | closed
     this.transport = null; // "websocket" or "sockjs" while open
     this.url = null;
     this.connection = null; // the gateway's connection id
+    this.user = null; // the connection's user (the token's sub); null when anonymous
     this._urlIndex = Math.floor(this.random() * this.urls.length);
     this._startTransport = 0; // the transport that last worked is tried first
     this._tried = 0; // transports tried in this round on this URL
@@ -435,7 +466,7 @@ export class Comet extends Emitter {
    * connection drops first. */
   request(route, data, { timeout = this.options.requestTimeout } = {}) {
     if (!route) return Promise.reject(new Error('comet: request needs a route'));
-    const frame = { op: 'request', route, station: this.station };
+    const frame = { op: 'request', route };
     if (data !== undefined) frame.data = data;
     return this._call(frame, timeout);
   }
@@ -478,29 +509,90 @@ export class Comet extends Emitter {
   _dial() {
     const name = this.transports[(this._startTransport + this._tried) % this.transports.length];
     const url = name === 'sockjs' ? this.sockjsUrls[this._urlIndex] : this.urls[this._urlIndex];
-    const conn = { name, url, t: null, ready: false, openedAt: 0, timer: null };
+    // token: for the connect frame ('' when anonymous); authError: why the
+    // token could not be had (a CometError with code "token").
+    const conn = { name, url, t: null, ready: false, openedAt: 0, timer: null, token: '', authError: null, refreshTimer: null };
     this._conn = conn;
     this._setState(this._everOpen ? 'reconnecting' : 'connecting');
     const h = {
-      open: (detail) => { conn.detail = detail || null; },
+      open: (detail) => { conn.detail = detail || null; conn.opened = true; this._hello(conn); },
       message: (text) => this._onFrame(conn, text),
       close: (code, reason) => this._dropped(conn, code, reason),
     };
     conn.timer = this.clock.setTimeout(() => {
       conn.t?.close(4000, 'connect timeout');
+      // A token function that does not answer is no transport's fault.
+      if (conn.fetching) conn.authError = new CometError('token', `no token within ${this.options.connectTimeout} ms`);
       this._dropped(conn, 4000, 'no "connected" in time');
     }, this.options.connectTimeout);
-    const make = this.options.createTransport
-      ? Promise.resolve().then(() => this.options.createTransport(name, url, h))
+    const create = () => (this.options.createTransport
+      ? this.options.createTransport(name, url, h)
       : name === 'websocket'
-        ? Promise.resolve().then(() => webSocketTransport(url, h))
+        ? webSocketTransport(url, h)
         : (this.options.SockJS ? Promise.resolve(this.options.SockJS) : loadSockJS(this.options.sockjsScript))
-          .then((SockJS) => sockjsTransport(SockJS, url, h, this.options.sockjsOptions));
+          .then((SockJS) => sockjsTransport(SockJS, url, h, this.options.sockjsOptions)));
+    // The token first, so that no socket waits open for it.
+    const make = this._token(conn).then(() => (this._conn === conn ? create() : null));
     make.then((t) => {
-      if (this._conn === conn) conn.t = t; else t.close(1000, 'not needed');
+      if (!t) return;
+      if (this._conn !== conn) { t.close(1000, 'not needed'); return; }
+      conn.t = t;
+      this._hello(conn);
     }, (err) => {
       this.emit('error', err);
       this._dropped(conn, 0, String(err.message || err));
+    });
+  }
+
+  // _token gets conn's token from the token option: a string, or a function
+  // that returns one or a promise of one. '' is anonymous.
+  _token(conn) {
+    const opt = this.options.token;
+    if (!opt) return Promise.resolve();
+    conn.fetching = true;
+    return Promise.resolve().then(() => (typeof opt === 'function' ? opt() : opt)).then((t) => {
+      conn.fetching = false;
+      conn.token = t ? String(t) : '';
+    }, (cause) => {
+      conn.fetching = false;
+      conn.authError = new CometError('token', `the token function failed: ${cause?.message || cause}`, cause);
+      throw conn.authError;
+    });
+  }
+
+  // _hello sends the connect frame, the first frame of conn, once conn is
+  // open and has a token. Nothing else is sent before the gateway answers
+  // it with "connected".
+  _hello(conn) {
+    if (!conn.opened || !conn.t || !conn.token || conn.hello || this._conn !== conn) return;
+    conn.hello = this._nextId('c');
+    this._send({ op: 'connect', token: conn.token, id: conn.hello }, conn);
+  }
+
+  // _scheduleRefresh has conn's token, from the token function, replaced at
+  // 80% of its remaining lifetime.
+  _scheduleRefresh(conn, token) {
+    const exp = tokenExpiry(token);
+    const delay = refreshDelay(this.clock.now(), exp, this.options.minRetry);
+    if (delay !== null) conn.refreshTimer = this.clock.setTimeout(() => this._refresh(conn, exp, 1), delay);
+  }
+
+  // _refresh sends a fresh token on conn (the gateway answers "connected").
+  // A failure is an "error" event, retried with backoff until the token
+  // expires; the gateway then closes conn with 4006 and the client
+  // reconnects with a new token.
+  _refresh(conn, exp, attempt) {
+    conn.refreshTimer = null;
+    Promise.resolve().then(() => this.options.token()).then((t) => {
+      if (!t) throw new Error('it returned no token');
+      if (this._conn !== conn) return;
+      this._send({ op: 'connect', token: String(t), id: this._nextId('c') }, conn);
+      this._scheduleRefresh(conn, String(t));
+    }).catch((cause) => {
+      if (this._conn !== conn) return;
+      this.emit('error', new CometError('token', `could not refresh the token: ${cause?.message || cause}`, cause));
+      const delay = this._jitter(attempt);
+      if (this.clock.now() + delay < exp) conn.refreshTimer = this.clock.setTimeout(() => this._refresh(conn, exp, attempt + 1), delay);
     });
   }
 
@@ -511,6 +603,18 @@ export class Comet extends Emitter {
       if (this._conn !== conn) return; // a handler closed or cut the connection
       this.emit('message', f);
       if (!conn.ready) {
+        if (f.op === 'error') {
+          // A refused token: the close (4006) follows.
+          const err = new CometError(f.code, f.message);
+          if (f.code === 'forbidden') conn.refused = err;
+          this.emit('error', err);
+          continue;
+        }
+        // With a token, the answer to the connect frame (its id echoed, or a
+        // user named by a gateway that does not echo it), not the admission
+        // as anonymous that a gateway letting anonymous clients in may send
+        // before.
+        if (f.op === 'connected' && conn.hello && f.id !== conn.hello && (f.id || !f.user)) continue;
         if (f.op !== 'connected') {
           conn.t?.close(4000, 'protocol error');
           this._dropped(conn, 4000, `first frame was ${f.op}, not connected`);
@@ -527,7 +631,7 @@ export class Comet extends Emitter {
   // subscription, every unacknowledged publish and every unsent request.
   _attach(conn, f) {
     Object.assign(conn, { ready: true, openedAt: this.clock.now() });
-    Object.assign(this, { transport: conn.name, url: conn.url, connection: f.connection, _everOpen: true, _tried: 0 });
+    Object.assign(this, { transport: conn.name, url: conn.url, connection: f.connection, user: f.user || null, _everOpen: true, _tried: 0 });
     this._startTransport = this.transports.indexOf(conn.name);
     // Keep-alive: a ping every pingInterval; a connection from which
     // nothing was heard since the last ping is dead. (Not a deadline since
@@ -545,8 +649,9 @@ export class Comet extends Emitter {
     };
     this.clock.clearTimeout(conn.timer); // the connect timeout
     conn.timer = this.clock.setTimeout(ping, this.options.pingInterval);
+    if (typeof this.options.token === 'function') this._scheduleRefresh(conn, conn.token);
     this._setState('open');
-    this.emit('open', { transport: conn.name, detail: conn.detail, url: conn.url, connection: f.connection });
+    this.emit('open', { transport: conn.name, detail: conn.detail, url: conn.url, connection: f.connection, user: this.user });
     if (this._conn !== conn) return;
     const bySeq = (a, b) => a.seq - b.seq;
     for (const s of [...this._subs.values()].sort(bySeq)) this._sendSubscribe(s);
@@ -558,15 +663,20 @@ export class Comet extends Emitter {
 
   // _dropped handles the end of conn, whatever ended it: it chooses where
   // to connect next, resets what was in flight, and emits "close" unless
-  // the round of transports goes on. retryIn (ms), when given, is when to
-  // connect again, whatever the reconnect plugin would do.
+  // the round of transports goes on, then "auth" if it ended for want of
+  // a valid token. retryIn (ms), when given, is when to connect again,
+  // whatever the reconnect plugin would do.
   _dropped(conn, code, reason, retryIn) {
     if (this._conn !== conn) return;
     this._conn = null;
     this.clock.clearTimeout(conn.timer);
+    this.clock.clearTimeout(conn.refreshTimer);
     const wasOpen = conn.ready;
     const openFor = wasOpen ? this.clock.now() - conn.openedAt : 0;
-    Object.assign(this, { transport: null, connection: null });
+    // A refused or expired token, or none to be had: neither the
+    // transport's fault nor the gateway's.
+    const auth = conn.authError || (code === CLOSE_AUTH ? conn.refused || new CometError('forbidden', reason || 'token refused') : null);
+    Object.assign(this, { transport: null, connection: null, user: null });
     for (const s of this._subs.values()) { this.clock.clearTimeout(s.timer); Object.assign(s, { wire: 'idle', subId: '' }); }
     for (const p of this._pubs.values()) { this.clock.clearTimeout(p.timer); p.timer = null; }
     for (const [id, r] of this._reqs) {
@@ -576,7 +686,7 @@ export class Comet extends Emitter {
       r.reject(new CometError('unavailable', 'connection lost before the answer'));
     }
     for (const [id, done] of this._unsubs) { this._unsubs.delete(id); done(); }
-    if (!wasOpen && this._wanted && retryIn === undefined) {
+    if (!wasOpen && this._wanted && retryIn === undefined && !auth) {
       // A failed attempt: the next transport on this URL, at once; after
       // all of them, the next URL, after a backoff.
       if (++this._tried < this.transports.length) { this._dial(); return; }
@@ -591,6 +701,7 @@ export class Comet extends Emitter {
     } else if (!this._reconnects()) this._wanted = false;
     this._setState(this._wanted ? 'reconnecting' : 'closed');
     this.emit('close', { code, reason, wasOpen, openFor, transport: conn.name, url: conn.url, retryIn });
+    if (auth) this.emit('auth', auth);
   }
 
   _dispatch(conn, f) {
@@ -613,6 +724,7 @@ export class Comet extends Emitter {
         return r.resolve(f.data);
       }
       case 'error': return this._onError(conn, f);
+      case 'connected': this.user = f.user || null; return; // the answer to a fresh token
     }
   }
 
@@ -647,6 +759,8 @@ export class Comet extends Emitter {
       s.state = 'unsubscribed';
       s._rej(err);
     }
+    // An expired or refused token: the close (4006) follows.
+    if (f.code === 'forbidden' && (!f.id || f.id.startsWith(`${this._prefix}c`))) conn.refused = err;
     err.channel = s?.channel;
     this.emit('error', err);
   }
@@ -714,6 +828,7 @@ export class Comet extends Emitter {
   }
 
   _onMessage(f) {
+    if (f.channel == null) { this.emit('direct', f.data); return; } // to this connection alone
     const s = this._subs.get(f.channel);
     if (!s || s.wire !== 'active' || !(f.offset > s.last)) return; // not ours now, or a duplicate
     const m = { channel: f.channel, offset: f.offset, epoch: s.epoch, data: f.data, replayed: f.offset < s.next };
@@ -727,19 +842,6 @@ export class Comet extends Emitter {
 
 function checkChannel(ch) {
   if (typeof ch !== 'string' || !CHANNEL.test(ch)) throw new Error(`comet: bad channel name ${JSON.stringify(ch)}: 1-255 characters of A-Z a-z 0-9 _ . : / @ -`);
-}
-
-// stationId is the tab's id, kept in sessionStorage: the same across
-// reloads of a tab, different in another tab.
-function stationId(prefix) {
-  try {
-    const key = `${prefix}station`;
-    let id = globalThis.sessionStorage?.getItem(key);
-    if (!id) { id = randomId(8); globalThis.sessionStorage?.setItem(key, id); }
-    return id;
-  } catch {
-    return randomId(8);
-  }
 }
 
 export default Comet;

@@ -2,7 +2,7 @@
 // node --test test/unit/
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Comet, Backoff, splitFrame, expandUrls, sockjsUrlFor, autoReconnect } from '../../comet.js';
+import { Comet, Backoff, splitFrame, expandUrls, sockjsUrlFor, autoReconnect, tokenExpiry } from '../../comet.js';
 import { FakeClock, FakeNet, FakeStorage, settle } from './fakes.mjs';
 
 // newClient returns a client on two fake gateways whose jitter is always
@@ -12,11 +12,11 @@ function newClient(opts = {}) {
   const net = new FakeNet();
   const storage = opts.storage || new FakeStorage();
   const c = new Comet({
-    urls: ['ws://a.test/ws', 'ws://b.test/ws'], clock, random: () => 0, storage, station: 'tab1',
+    urls: ['ws://a.test/ws', 'ws://b.test/ws'], clock, random: () => 0, storage,
     createTransport: (n, u, h) => net.create(n, u, h), autoOpen: false, ...opts,
   });
   const events = [];
-  for (const ev of ['state', 'open', 'close', 'reconnect', 'lost', 'error']) c.on(ev, (x) => events.push([ev, x]));
+  for (const ev of ['state', 'open', 'close', 'reconnect', 'lost', 'error', 'auth', 'direct']) c.on(ev, (x) => events.push([ev, x]));
   return { c, clock, net, storage, events };
 }
 
@@ -296,13 +296,14 @@ test('publish: queued until connected, retried with the same id across reconnect
   await assert.rejects(p3, (e) => e.code === 'closed');
 });
 
-test('request: carries the station, times out, fails when the connection drops', async () => {
+test('request: the protocol frame, times out, fails when the connection drops', async () => {
   const env = newClient({ requestTimeout: 2000 });
   const { c, clock } = env;
   const conn = await connect(env);
   const r1 = c.request('todo.add', { title: 'x' });
   const [f] = conn.frames('request');
-  assert.deepEqual([f.route, f.station, f.data.title], ['todo.add', 'tab1', 'x']);
+  assert.deepEqual(Object.keys(f).sort(), ['data', 'id', 'op', 'route']);
+  assert.deepEqual([f.route, f.data.title], ['todo.add', 'x']);
   conn.push({ op: 'response', id: f.id, data: { ok: true } });
   assert.deepEqual(await r1, { ok: true });
   const r2 = c.request('slow', 1);
@@ -382,5 +383,191 @@ test('keep-alive: pings, and drops a connection that does not answer between two
   clock.tick(100);
   await settle();
   assert.equal(net.conns.length, 2);
+  c.close();
+});
+
+// jwt returns an unsigned JWT for sub, expiring at exp (seconds; none if
+// undefined).
+const b64u = (s) => Buffer.from(s).toString('base64url');
+const jwt = (sub, exp) => `${b64u('{"alg":"HS256","typ":"JWT"}')}.${b64u(JSON.stringify(exp === undefined ? { sub } : { sub, exp }))}.sig`;
+const of = (events, name) => events.filter(([e]) => e === name).map(([, x]) => x);
+
+test('tokenExpiry reads exp without verifying', () => {
+  assert.equal(tokenExpiry(jwt('a', 1732540000.25)), 1732540000250);
+  assert.equal(tokenExpiry(jwt('a')), 0);
+  assert.equal(tokenExpiry('opaque'), 0);
+  assert.equal(tokenExpiry('a.%%%.c'), 0);
+  assert.equal(tokenExpiry(`a.${b64u('{"exp":"soon"}')}.c`), 0);
+  assert.equal(tokenExpiry(`a.${Buffer.from('{"exp":1}').toString('base64')}.c`), 1000);
+});
+
+test('token: a connect frame first, nothing else before connected, the user, refreshed before it expires', async () => {
+  let calls = 0;
+  const env = newClient({ pingInterval: 1e9, token: async () => { calls++; return jwt('alice', (env.clock.now() + 60000) / 1000); } });
+  const { c, clock, net, events } = env;
+  c.subscribe('chat', () => {});
+  const p1 = c.publish('chat', 1, { id: 'k1' });
+  c.open();
+  await settle();
+  const conn = net.last();
+  assert.equal(conn.url, 'ws://a.test/ws', 'no token in the URL');
+  assert.deepEqual(conn.sent, [], 'nothing before the transport is open');
+  conn.open();
+  assert.deepEqual(conn.frames().map((f) => f.op), ['connect']);
+  assert.equal(tokenExpiry(conn.frames()[0].token), 60000);
+  assert.ok(conn.frames()[0].id);
+  clock.tick(5000);
+  // A gateway that lets anonymous clients in says connected at once: not
+  // the answer to the token.
+  conn.push({ op: 'connected', connection: 'c1' });
+  assert.equal(c.state, 'connecting');
+  assert.deepEqual(conn.frames().map((f) => f.op), ['connect'], 'still nothing before the answer');
+  conn.connected('c1', 'alice');
+  assert.deepEqual(conn.frames().map((f) => f.op), ['connect', 'subscribe', 'publish']);
+  assert.equal(c.user, 'alice');
+  assert.equal(of(events, 'open')[0].user, 'alice');
+  conn.push({ op: 'ack', id: 'k1', channel: 'chat', offset: 1 });
+  await p1;
+  // At 80% of the remaining lifetime (55 s left at 5 s: at 49 s), a fresh
+  // token on the same connection.
+  clock.tick(43999);
+  await settle();
+  assert.equal(calls, 1);
+  clock.tick(1);
+  await settle();
+  assert.equal(calls, 2);
+  const [, fresh] = conn.frames('connect');
+  assert.equal(tokenExpiry(fresh.token), 109000);
+  assert.ok(fresh.id);
+  conn.push({ op: 'connected', id: fresh.id, connection: 'c1', user: 'alice' });
+  assert.equal(conn.closed, null);
+  assert.equal(c.state, 'open');
+  // And again at 80% of the new token's lifetime.
+  clock.tick(48000);
+  await settle();
+  assert.equal(conn.frames('connect').length, 3);
+  assert.deepEqual(of(events, 'auth'), []);
+  // A refused refresh: the error answers it, then the close.
+  conn.push({ op: 'error', id: conn.frames('connect')[2].id, code: 'forbidden', message: 'invalid token' });
+  conn.drop(4006, 'invalid token');
+  assert.equal(of(events, 'auth')[0].message, 'forbidden: invalid token');
+  assert.equal(c.user, null);
+  c.close();
+});
+
+test('token refused: the auth event, no SockJS fallback, the same gateway after a backoff, a new token', async () => {
+  const tokens = ['bad', jwt('bob')];
+  let calls = 0;
+  const env = newClient({ random: top(), token: () => tokens[calls++] });
+  const { c, clock, net, events } = env;
+  c.open();
+  await settle();
+  let conn = net.last();
+  conn.open();
+  assert.equal(conn.frames('connect')[0].token, 'bad');
+  conn.push({ op: 'error', code: 'forbidden', message: 'invalid token' });
+  assert.equal(conn.closed, null, 'an error frame before connected waits for the close');
+  conn.drop(4006, 'invalid token');
+  const [auth] = of(events, 'auth');
+  assert.deepEqual([auth.code, auth.message], ['forbidden', 'forbidden: invalid token']);
+  assert.equal(of(events, 'error')[0].code, 'forbidden');
+  assert.equal(net.conns.length, 1, 'no SockJS attempt: the transport worked');
+  assert.deepEqual(of(events, 'reconnect').map((x) => x.delay), [100]);
+  clock.tick(100);
+  await settle();
+  conn = net.last();
+  assert.deepEqual([conn.name, conn.url, calls], ['websocket', 'ws://a.test/ws', 2]);
+  conn.open();
+  conn.connected('c2', 'bob');
+  assert.equal(c.state, 'open');
+  assert.equal(c.user, 'bob');
+  c.close();
+});
+
+test('token function failing: error and auth events, retried with backoff, no transport meanwhile', async () => {
+  let calls = 0;
+  const boom = new Error('auth server down');
+  const env = newClient({ random: top(), token: async () => { if (++calls <= 3) throw boom; return 'tok'; } });
+  const { c, clock, net, events } = env;
+  c.open();
+  await settle();
+  for (const delay of [100, 200, 400]) {
+    assert.equal(of(events, 'reconnect').at(-1).delay, delay);
+    clock.tick(delay);
+    await settle();
+  }
+  assert.equal(calls, 4);
+  assert.equal(net.conns.length, 1, 'a transport only once there is a token');
+  assert.equal(net.last().url, 'ws://a.test/ws', 'not a gateway failure: the same URL');
+  const auths = of(events, 'auth');
+  assert.equal(auths.length, 3);
+  assert.deepEqual([auths[0].code, auths[0].cause], ['token', boom]);
+  assert.equal(of(events, 'error').length, 3);
+  net.last().open();
+  assert.equal(net.last().frames('connect')[0].token, 'tok');
+  net.last().connected();
+  assert.equal(c.state, 'open');
+  assert.equal(c.user, null, 'no user in connected');
+  c.close();
+});
+
+test('token expiry: a string token is never refreshed; a failed refresh is retried until expiry; 4006 reconnects', async () => {
+  const env = newClient({ random: top(), token: jwt('carol', 30) });
+  const { c, clock, net, events } = env;
+  c.subscribe('chat', () => {});
+  c.open();
+  await settle();
+  let conn = net.last();
+  conn.open();
+  conn.connected('c1', 'carol');
+  const [s] = conn.frames('subscribe');
+  conn.push({ op: 'subscribed', id: s.id, channel: 'chat', epoch: 'E', recovered: true, first: 1, next: 3 });
+  clock.tick(29999);
+  await settle();
+  assert.equal(conn.frames('connect').length, 1, 'a string cannot be refreshed');
+  conn.push({ op: 'error', code: 'forbidden', message: 'token expired' });
+  conn.drop(4006, 'token expired');
+  assert.equal(of(events, 'auth')[0].message, 'forbidden: token expired');
+  assert.equal(c.user, null);
+  clock.tick(100);
+  await settle();
+  conn = net.last();
+  conn.open();
+  conn.connected('c2', 'carol');
+  assert.equal(conn.frames('connect')[0].token, jwt('carol', 30));
+  assert.deepEqual(conn.frames('subscribe')[0].from, 3, 'resumed');
+  c.close();
+
+  // A token function that fails to refresh: retried with backoff, but not
+  // past the expiry.
+  let calls = 0;
+  const env2 = newClient({ random: top(), pingInterval: 1e9, token: async () => { if (calls++) throw new Error('down'); return jwt('dave', 10); } });
+  env2.c.open();
+  await settle();
+  env2.net.last().open();
+  env2.net.last().connected('c1', 'dave');
+  for (let t = 0; t < 10000; t += 50) {
+    env2.clock.tick(50);
+    await settle();
+  }
+  // At 8 s, then after 100, 200, 400 and 800 ms; the next, 1600 ms later,
+  // would be past the expiry at 10 s.
+  assert.equal(calls, 6);
+  assert.equal(env2.clock.pending().length, 1, 'only the ping timer is left');
+  assert.ok(of(env2.events, 'error').every((e) => e.code === 'token'));
+  assert.equal(env2.net.last().frames('connect').length, 1);
+  env2.c.close();
+});
+
+test('direct messages: the direct event, without channel or offset', async () => {
+  const env = newClient();
+  const { c, events } = env;
+  const got = [];
+  c.subscribe('chat', (m) => got.push(m));
+  const conn = await connect(env);
+  conn.push({ op: 'message', data: { text: 'for you' } });
+  assert.deepEqual(of(events, 'direct'), [{ text: 'for you' }]);
+  assert.deepEqual(got, []);
+  assert.deepEqual(of(events, 'error'), []);
   c.close();
 });

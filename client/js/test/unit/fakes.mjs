@@ -38,7 +38,9 @@ export class FakeConn {
   close(code, reason) { this.closed = { code, reason, by: 'client' }; }
   frames(op) { return this.sent.map((s) => JSON.parse(s)).filter((f) => !op || f.op === op); }
   // server side
-  connected(id = 'c1') { this.push({ op: 'connected', connection: id }); }
+  open(detail) { this.h.open(detail); }
+  // connected answers the client's connect frame, if it sent one.
+  connected(id = 'c1', user) { this.push({ op: 'connected', connection: id, user, id: this.frames('connect').at(-1)?.id }); }
   push(...objs) { this.h.message(objs.map((o) => (typeof o === 'string' ? o : JSON.stringify(o))).join('\n')); }
   drop(code = 1006, reason = '') { this.closed = { code, reason, by: 'server' }; this.h.close(code, reason); }
 }
