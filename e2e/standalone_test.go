@@ -13,7 +13,7 @@ import (
 
 // startStandalone starts `comet [standalone] --listen ADDR --data DIR` and
 // waits until it is ready.
-func (c *cluster) startStandalone(data string, subcommand bool) *hub {
+func (c *cluster) startStandalone(data string, subcommand bool, extra ...string) *hub {
 	c.t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr := freeAddrs(c.t, 1, c.used)[0]
@@ -23,6 +23,7 @@ func (c *cluster) startStandalone(data string, subcommand bool) *hub {
 		if subcommand {
 			g.args = append([]string{"standalone"}, g.args...)
 		}
+		g.args = append(g.args, extra...)
 		c.gateways = append(c.gateways, g)
 		c.start(g)
 		if c.waitGatewayReady(g, 20*time.Second) {

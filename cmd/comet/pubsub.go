@@ -18,6 +18,9 @@ import (
 	"github.com/comethq/comet/wire"
 )
 
+// tokenUsage explains the --token flag of the client commands.
+const tokenUsage = "a client token (JWT) for gateways that require one, e.g. from comet token (default: connect anonymously)"
+
 // defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
 const defaultGatewayURL = "ws://127.0.0.1:8080/ws"
 
@@ -41,10 +44,11 @@ reset), a warning goes to stderr. Runs until --count messages were printed, or
 until SIGINT or SIGTERM; then saves --state and exits 0.`
 
 func runPub(args []string, stdout, stderr io.Writer) error {
-	var urls, id string
+	var urls, id, token string
 	var timeout time.Duration
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
+	fs.StringVar(&token, "token", "", tokenUsage)
 	fs.StringVar(&id, "id", "", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
 	if err := parseFlags(fs, args); err != nil {
@@ -63,9 +67,15 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	if id == "" {
 		id = client.NewID()
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil)
 	var lastMu sync.Mutex
 	var lastErr error // why the last connection attempt failed; nil once connected
-	c, err := newGatewayClient(urls, client.Config{OnState: func(s client.State, err error) {
+	c, err := newGatewayClient(urls, token, client.Config{OnState: func(s client.State, err error) {
 		lastMu.Lock()
 		defer lastMu.Unlock()
 		switch s {
@@ -73,20 +83,21 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 			lastErr = nil
 		case client.Disconnected:
 			lastErr = err
+			if errors.Is(err, client.ErrAuth) {
+				refuse(err) // the same token will not do better
+			}
 		}
 	}})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 
 	ack, err := c.PublishWithID(ctx, channel, id, data)
 	var refused *client.Error
 	switch {
+	case errors.Is(context.Cause(ctx), client.ErrAuth):
+		return fmt.Errorf("publish to %s: the gateway refused the token: %w", channel, context.Cause(ctx))
 	case errors.As(err, &refused):
 		return fmt.Errorf("publish to %s refused: %s: %s", channel, refused.Code, refused.Message)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -126,9 +137,12 @@ func pubData(s string) json.RawMessage {
 }
 
 // newGatewayClient starts a client of the gateways in urls (comma-separated),
-// with cfg's other settings.
-func newGatewayClient(urls string, cfg client.Config) (*client.Client, error) {
+// authenticated with token (empty: anonymous), with cfg's other settings.
+func newGatewayClient(urls, token string, cfg client.Config) (*client.Client, error) {
 	cfg.URLs = append(cfg.URLs, splitList(urls)...)
+	if token != "" {
+		cfg.Token = func(context.Context) (string, error) { return token, nil }
+	}
 	if len(cfg.URLs) == 0 {
 		return nil, fmt.Errorf("%w: --url: no gateway URL", errUsage)
 	}
@@ -140,11 +154,12 @@ func newGatewayClient(urls string, cfg client.Config) (*client.Client, error) {
 }
 
 func runSub(args []string, stdout, stderr io.Writer) error {
-	var urls, epoch, state string
+	var urls, epoch, state, token string
 	var from uint64
 	var count int
 	fs := newFlagSet("sub", subSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
+	fs.StringVar(&token, "token", "", tokenUsage)
 	fs.Uint64Var(&from, "from", 0, "start every channel at this offset (1: all messages still held); 0: from --state, else new messages only")
 	fs.StringVar(&epoch, "epoch", "", "the epoch the --from offset belongs to: a channel whose epoch differs starts at its oldest message, with a warning")
 	fs.IntVar(&count, "count", 0, "exit after printing this many messages in all (0: run until interrupted)")
@@ -197,10 +212,12 @@ func runSub(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "comet: warning: "+format+"\n", a...)
 	}
 	lastWarned := "" // the same failure again and again is said once
-	c, err := newGatewayClient(urls, client.Config{Store: gate, OnState: func(s client.State, err error) {
+	c, err := newGatewayClient(urls, token, client.Config{Store: gate, OnState: func(s client.State, err error) {
 		switch {
 		case s == client.Connected:
 			lastWarned = ""
+		case s == client.Disconnected && errors.Is(err, client.ErrAuth):
+			cancel(fmt.Errorf("the gateway refused the token: %w", err)) // the same token will not do better
 		case s == client.Disconnected && err != nil && err.Error() != lastWarned:
 			lastWarned = err.Error()
 			warn("%v; reconnecting", err)
