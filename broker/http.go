@@ -31,6 +31,8 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/stream", s.handleStream)
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.handleRemove)
+	mux.HandleFunc("GET /v1/bus", s.handleBus)                     // router.go
+	mux.HandleFunc("POST /v1/connections/{id}/send", s.handleSend) // router.go
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -19,6 +19,9 @@ type metrics struct {
 	batchBytes   prometheus.Histogram
 	publishOK    prometheus.Counter
 	publishError prometheus.Counter
+	// The router's (router.go).
+	busRequests      *prometheus.CounterVec
+	busEventsDropped prometheus.Counter
 }
 
 func newMetrics(s *Service) *metrics {
@@ -41,12 +44,21 @@ func newMetrics(s *Service) *metrics {
 		Name: "comet_batch_bytes", Help: "Bytes of messages per Raft entry proposed by this hub.",
 		Buckets: prometheus.ExponentialBuckets(64, 4, 10),
 	})
+	m.busRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "comet_bus_requests_total", Help: "Worker requests routed by this hub, by result (ok, error, not_found, timeout, unavailable).",
+	}, []string{"result"})
+	m.busEventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "comet_bus_events_dropped_total", Help: "Connection events not queued for a worker too slow to take them.",
+	})
 	node := s.node
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.reg.MustRegister(
 		m.publishes, m.publishTime, m.batchMsgs, m.batchBytes,
+		m.busRequests, m.busEventsDropped,
+		gauge("comet_bus_workers", "Worker sessions attached to this hub's router.", func() float64 { w, _ := s.router.counts(); return float64(w) }),
+		gauge("comet_bus_gateways", "Gateway sessions attached to this hub's router.", func() float64 { _, g := s.router.counts(); return float64(g) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("comet_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Indexes().Commit) }),

@@ -122,6 +122,7 @@ type Service struct {
 	logger  *slog.Logger
 	metrics *metrics
 	client  *Client // to other hubs
+	router  *router // requests to workers (bus sessions), on the leader
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -162,6 +163,7 @@ func New(cfg Config) (*Service, error) {
 		drainCh:  make(chan struct{}),
 	}
 	s.client = &Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
+	s.router = newRouter(s)
 	s.metrics = newMetrics(s)
 	return s, nil
 }
@@ -183,9 +185,10 @@ func (s *Service) Run(ctx context.Context) {
 		}
 	}()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.batch(ctx) }()
 	go func() { defer wg.Done(); s.duties(ctx) }()
+	go func() { defer wg.Done(); s.router.run(ctx) }()
 	wg.Wait()
 	s.wg.Wait()
 }
@@ -202,10 +205,15 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// Drain ends the long-lived commit streams (their readers move to another
-// hub), so that an HTTP server shutdown does not wait for them. Give it to
-// http.Server.RegisterOnShutdown. It is idempotent.
-func (s *Service) Drain() { s.drain1.Do(func() { close(s.drainCh) }) }
+// Drain ends the long-lived commit streams and bus sessions (their peers
+// move to another hub), so that an HTTP server shutdown does not wait for
+// them. Give it to http.Server.RegisterOnShutdown. It is idempotent.
+func (s *Service) Drain() {
+	s.drain1.Do(func() {
+		close(s.drainCh)
+		s.router.close() // bus sessions too: peers find the next leader
+	})
+}
 
 // Publish stores data (JSON) as the next message of channel and returns its
 // offset once a quorum has it on disk. With a non-empty id, a publish

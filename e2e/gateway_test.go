@@ -24,7 +24,7 @@ func (c *cluster) startGateway(id string, extra ...string) *hub {
 	for attempt := 1; ; attempt++ {
 		addr := freeAddrs(c.t, 1, c.used)[0]
 		g := &hub{id: id, api: addr, logPath: filepath.Join(c.dir, fmt.Sprintf("%s-try%d.log", id, attempt))}
-		g.args = append([]string{"gateway", "--listen", addr, "--hubs", strings.Join(apis, ",")}, extra...)
+		g.args = append([]string{"gateway", "--id", id, "--listen", addr, "--hubs", strings.Join(apis, ",")}, extra...)
 		c.gateways = append(c.gateways, g)
 		c.start(g)
 		if c.waitGatewayReady(g, 20*time.Second) {

@@ -25,8 +25,9 @@ import (
 	"github.com/comethq/comet/wire"
 )
 
-// cometBin is the comet binary TestMain built; empty under -short.
-var cometBin string
+// cometBin is the comet binary TestMain built, workerBin the test worker
+// (e2e/testworker); empty under -short.
+var cometBin, workerBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -38,15 +39,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	bin := filepath.Join(dir, "comet")
 	goTool := findGo()
-	build := exec.Command(goTool, "build", "-o", bin, "github.com/comethq/comet/cmd/comet")
+	build := exec.Command(goTool, "build", "-o", dir+string(filepath.Separator),
+		"github.com/comethq/comet/cmd/comet", "github.com/comethq/comet/e2e/testworker")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %s build: %v\n%s", goTool, err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	cometBin = bin
+	cometBin, workerBin = filepath.Join(dir, "comet"), filepath.Join(dir, "testworker")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -165,6 +166,7 @@ type hub struct {
 	id, data, raft, api string
 	args                []string
 	logPath             string
+	bin                 string // the program (default: comet)
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -375,8 +377,12 @@ func (c *cluster) start(h *hub) {
 		c.t.Fatal(err)
 	}
 	defer f.Close() // the child has its own copy
-	fmt.Fprintf(f, "=== e2e: %s start %s: comet %s\n", time.Now().Format(time.RFC3339Nano), h.id, strings.Join(h.args, " "))
-	cmd := exec.Command(cometBin, h.args...)
+	bin := h.bin
+	if bin == "" {
+		bin = cometBin
+	}
+	fmt.Fprintf(f, "=== e2e: %s start %s: %s %s\n", time.Now().Format(time.RFC3339Nano), h.id, filepath.Base(bin), strings.Join(h.args, " "))
+	cmd := exec.Command(bin, h.args...)
 	cmd.Env = cleanEnv(c.env()...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/auth"
+	"github.com/comethq/comet/bus"
 	"github.com/comethq/comet/gateway"
 )
 
@@ -169,10 +170,22 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.ID == "" {
+		cfg.ID = randomHex(4) // named here: the bus needs it too
+	}
+	gb, err := newGatewayBus(&cfg, bus.HubDialer(addrs, f.secret, logger.With("component", "bus")), logger)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	gb.attach(gw)
+	busCtx, stopBus := context.WithCancel(context.Background())
+	busDone := make(chan struct{})
+	go func() { defer close(busDone); gb.run(busCtx) }()
+	defer func() { stopBus(); <-busDone }()
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)

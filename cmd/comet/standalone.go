@@ -69,12 +69,21 @@ func runStandalone(args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.ID = "s"
+	gb, err := newGatewayBus(&cfg, localBusDialer(hub.Service), logger)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	gb.attach(gw)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	busCtx, stopBus := context.WithCancel(context.Background())
+	busDone := make(chan struct{})
+	go func() { defer close(busDone); gb.run(busCtx) }()
+	defer func() { stopBus(); <-busDone }()
 	gw.Run()
 	logger.Info("comet standalone started: a single-node hub and a gateway",
 		"ws", "ws://"+f.listen+"/ws", "sockjs", "http://"+f.listen+"/sockjs", "hub_api", "http://"+f.listen+"/v1/", "data", data)

@@ -1,0 +1,386 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comethq/comet/wire"
+)
+
+// GatewayConfig configures a Gateway. Zero fields take the defaults named.
+type GatewayConfig struct {
+	// ID is the gateway's id, the prefix of its connection ids. Required.
+	// Two gateways attached with the same id replace each other.
+	ID string
+	// Dial opens a session link to the router (HubDialer, or a Pipe end
+	// attached to an in-process hub). Required.
+	Dial func(ctx context.Context) (Link, error)
+	// Deliver puts data on the connection conn, returning ErrNoConnection
+	// when the gateway holds no such connection. It is called from the
+	// session's reader and must not block for long. Required.
+	Deliver func(conn string, data json.RawMessage) error
+	// QueueSize bounds the messages waiting to go to the router (default
+	// 4096): requests wait for room, events are dropped.
+	QueueSize int
+	// DefaultTimeout bounds a request whose context has no deadline
+	// (default 30s).
+	DefaultTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Request is a client's request, as a gateway forwards it.
+type Request struct {
+	Route string
+	Data  json.RawMessage
+	// Conn is the requesting connection's id, User its user ("" when
+	// anonymous).
+	Conn, User string
+}
+
+// Event is a connection event a gateway reports: Type is one of
+// EventConnected, EventDisconnected, EventSubscribed, EventUnsubscribed;
+// Channel is set for the last two.
+type Event struct {
+	Type, Conn, User, Channel string
+}
+
+// Gateway is a gateway's side of its session to the router: it keeps the
+// session up, sends client requests and connection events, and delivers
+// the messages workers send to its connections.
+type Gateway struct {
+	cfg     GatewayConfig
+	log     *slog.Logger
+	running atomic.Bool
+	dropped atomic.Uint64
+
+	mu   sync.Mutex
+	sess *gwSession
+}
+
+// NewGateway returns a Gateway; Run keeps its session up.
+func NewGateway(cfg GatewayConfig) (*Gateway, error) {
+	if cfg.ID == "" || cfg.Dial == nil || cfg.Deliver == nil {
+		return nil, errors.New("bus: GatewayConfig needs ID, Dial and Deliver")
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 4096
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Gateway{cfg: cfg, log: cfg.Logger.With("component", "bus", "gateway", cfg.ID)}, nil
+}
+
+// gwSession is one session: its link, outgoing queue and requests waiting
+// for an answer.
+type gwSession struct {
+	link   Link
+	out    chan []byte
+	done   chan struct{} // closed when the session has ended
+	broken chan struct{} // closed when the writer has stopped
+
+	mu      sync.Mutex
+	closed  bool
+	nextID  uint64
+	pending map[uint64]chan Msg
+}
+
+// Run keeps a session to the router up until ctx ends: it dials, and
+// dials again after a failure or the end of a session, waiting 50ms to 2s
+// between attempts. Requests made while no session is up fail at once
+// (unavailable). Run returns nil when ctx ends; calling it twice at once is
+// an error.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return errors.New("bus: Gateway.Run is already running")
+	}
+	defer g.running.Store(false)
+	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	failing := false
+	for ctx.Err() == nil {
+		link, err := g.cfg.Dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if !failing {
+				g.log.Warn("cannot reach the router; retrying", "err", err)
+				failing = true
+			} else {
+				g.log.Debug("cannot reach the router", "err", err)
+			}
+			b.Wait(ctx)
+			continue
+		}
+		up, err := g.session(ctx, link)
+		if up {
+			failing = false
+			b.Reset()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		g.log.Info("router session ended; dialing again", "err", err)
+		b.Wait(ctx)
+	}
+	return nil
+}
+
+// Connected reports whether a session to the router is up.
+func (g *Gateway) Connected() bool { return g.current() != nil }
+
+// Dropped returns how many events were dropped so far because no session
+// was up or its queue was full.
+func (g *Gateway) Dropped() uint64 { return g.dropped.Load() }
+
+func (g *Gateway) current() *gwSession {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sess
+}
+
+// helloTimeout bounds the wait for the router's welcome.
+const helloTimeout = 10 * time.Second
+
+// session runs one session until it breaks; up reports whether the router
+// welcomed it.
+func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
+	defer link.Close()
+	stop := context.AfterFunc(ctx, func() { link.Close() })
+	defer stop()
+	if err := Hello(ctx, link, Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID}); err != nil {
+		return false, err
+	}
+	s := &gwSession{link: link, out: make(chan []byte, g.cfg.QueueSize), done: make(chan struct{}),
+		broken: make(chan struct{}), pending: map[uint64]chan Msg{}}
+	g.mu.Lock()
+	g.sess = s
+	g.mu.Unlock()
+	g.log.Info("router session up")
+	var wg sync.WaitGroup
+	wg.Go(func() { s.write() })
+	defer func() {
+		g.mu.Lock()
+		if g.sess == s {
+			g.sess = nil
+		}
+		g.mu.Unlock()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.done) // waiting requests fail: unavailable
+		link.Close()
+		wg.Wait()
+	}()
+	for {
+		b, err := link.Recv()
+		if err != nil {
+			return true, err
+		}
+		m, err := Decode(b)
+		if err != nil {
+			return true, err
+		}
+		switch m.Type {
+		case TypeResponse:
+			s.answer(m)
+		case TypeSend:
+			res := Msg{Type: TypeSent, ID: m.ID}
+			if err := g.cfg.Deliver(m.Conn, m.Data); errors.Is(err, ErrNoConnection) {
+				res.Error = &wire.Error{Code: wire.CodeNotFound, Message: "no connection " + m.Conn + " on gateway " + g.cfg.ID}
+			} else if err != nil {
+				res.Error = &wire.Error{Code: wire.CodeUnavailable, Message: err.Error()}
+			}
+			select {
+			case s.out <- res.Encode():
+			case <-s.broken:
+				return true, ErrClosed
+			}
+		case TypeError:
+			return true, m.Error
+		default:
+			g.log.Debug("unexpected bus message", "type", m.Type)
+		}
+	}
+}
+
+// Hello sends hello on link and waits (at most 10s, or until ctx ends) for
+// the router's welcome. A refusal comes back as the router's *wire.Error.
+func Hello(ctx context.Context, link Link, hello Msg) error {
+	t := time.AfterFunc(helloTimeout, func() { link.Close() })
+	defer t.Stop()
+	if err := link.Send(ctx, hello.Encode()); err != nil {
+		return err
+	}
+	b, err := link.Recv()
+	if err != nil {
+		return err
+	}
+	m, err := Decode(b)
+	switch {
+	case err != nil:
+		return err
+	case m.Type == TypeError && m.Error != nil:
+		return m.Error
+	case m.Type != TypeWelcome:
+		return errors.New("bus: the router answered hello with " + m.Type)
+	}
+	return nil
+}
+
+func (s *gwSession) write() {
+	defer close(s.broken)
+	for {
+		select {
+		case b := <-s.out:
+			if err := s.link.Send(context.Background(), b); err != nil {
+				s.link.Close()
+				return
+			}
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *gwSession) register() (uint64, chan Msg, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, nil, false
+	}
+	s.nextID++
+	ch := make(chan Msg, 1)
+	s.pending[s.nextID] = ch
+	return s.nextID, ch, true
+}
+
+func (s *gwSession) forget(id uint64) {
+	s.mu.Lock()
+	delete(s.pending, id)
+	s.mu.Unlock()
+}
+
+func (s *gwSession) answer(m Msg) {
+	s.mu.Lock()
+	ch := s.pending[m.ID]
+	delete(s.pending, m.ID)
+	s.mu.Unlock()
+	if ch != nil {
+		ch <- m
+	}
+}
+
+// Errors of Request besides the worker's own.
+var (
+	errNoSession = &wire.Error{Code: wire.CodeUnavailable, Message: "no session to the router right now"}
+	errBroke     = &wire.Error{Code: wire.CodeUnavailable, Message: "the session to the router broke during the request"}
+	errTimeout   = &wire.Error{Code: wire.CodeTimeout, Message: "no answer from a worker in time"}
+	errCanceled  = &wire.Error{Code: wire.CodeUnavailable, Message: "request canceled"}
+)
+
+// Request asks a worker serving req.Route and returns its answer. ctx's
+// deadline (DefaultTimeout without one) travels to the worker. Failures are
+// *wire.Error: not_found when no worker serves the route, timeout when the
+// deadline passes, unavailable when no session is up or it breaks, or the
+// worker dies while handling a request it may not retry, or the worker's
+// own error.
+func (g *Gateway) Request(ctx context.Context, req Request) (json.RawMessage, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.cfg.DefaultTimeout)
+		defer cancel()
+		deadline, _ = ctx.Deadline()
+	}
+	if req.Route == "" {
+		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: "request needs a route"}
+	}
+	s := g.current()
+	if s == nil {
+		return nil, errNoSession
+	}
+	id, ch, ok := s.register()
+	if !ok {
+		return nil, errNoSession
+	}
+	m := Msg{Type: TypeRequest, ID: id, Route: req.Route, Data: req.Data, Conn: req.Conn, User: req.User, Timeout: TimeoutOf(deadline)}
+	select {
+	case s.out <- m.Encode():
+	case <-s.done:
+		return nil, errBroke
+	case <-ctx.Done():
+		s.forget(id)
+		return nil, ctxError(ctx)
+	}
+	select {
+	case m := <-ch:
+		if m.Error != nil {
+			return nil, m.Error
+		}
+		if len(m.Data) == 0 {
+			return json.RawMessage("null"), nil
+		}
+		return m.Data, nil
+	case <-s.done:
+		return nil, errBroke
+	case <-ctx.Done():
+		s.forget(id)
+		return nil, ctxError(ctx)
+	}
+}
+
+func ctxError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return errTimeout
+	}
+	return errCanceled
+}
+
+// Event reports a connection event to the workers that watch events. It
+// never blocks: without a session, or with its queue full, the event is
+// dropped and counted (Dropped).
+func (g *Gateway) Event(ev Event) {
+	s := g.current()
+	if s == nil {
+		g.dropped.Add(1)
+		return
+	}
+	m := Msg{Type: TypeEvent, Event: ev.Type, Conn: ev.Conn, User: ev.User, Channel: ev.Channel}
+	select {
+	case s.out <- m.Encode():
+	default:
+		g.dropped.Add(1)
+	}
+}
+
+// Backoff waits between attempts: Min at first, doubling up to Max.
+type Backoff struct {
+	Min, Max time.Duration
+	cur      time.Duration
+}
+
+// Wait waits for the current delay, or until ctx ends, and doubles it.
+func (b *Backoff) Wait(ctx context.Context) {
+	if b.cur < b.Min {
+		b.cur = b.Min
+	}
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	b.cur = min(b.cur*2, b.Max)
+}
+
+// Reset starts the delays over from Min.
+func (b *Backoff) Reset() { b.cur = b.Min }

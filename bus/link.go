@@ -1,0 +1,218 @@
+package bus
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Link carries the messages of one session, each a JSON object, in order.
+// Send and Recv may be called at the same time from two goroutines; Send is
+// safe for concurrent use; Close may be called at any time, more than once,
+// and makes waiting Send and Recv calls return.
+type Link interface {
+	// Send sends one message. It returns when the message is handed to the
+	// peer's side (an in-process peer's buffer, or the socket); a Send
+	// still writing when ctx ends may break the link.
+	Send(ctx context.Context, msg []byte) error
+	// Recv returns the next message, or an error once the link is broken
+	// or closed.
+	Recv() ([]byte, error)
+	// Close ends the link; the peer's Recv then fails.
+	Close() error
+}
+
+// pipeBuffer is how many messages one direction of a Pipe holds before Send
+// waits for the peer to read.
+const pipeBuffer = 64
+
+// Pipe returns the two ends of an in-process Link. Each direction holds
+// up to 64 messages; past that, Send waits for the peer to read. Closing
+// either end closes both; what was sent before is still received. Messages
+// are copied.
+func Pipe() (Link, Link) {
+	p := &pipe{done: make(chan struct{})}
+	ab := make(chan []byte, pipeBuffer)
+	ba := make(chan []byte, pipeBuffer)
+	return &pipeEnd{p: p, in: ba, out: ab}, &pipeEnd{p: p, in: ab, out: ba}
+}
+
+type pipe struct {
+	once sync.Once
+	done chan struct{}
+}
+
+type pipeEnd struct {
+	p       *pipe
+	in, out chan []byte
+}
+
+func (e *pipeEnd) Send(ctx context.Context, msg []byte) error {
+	select {
+	case <-e.p.done:
+		return ErrClosed
+	default:
+	}
+	select {
+	case e.out <- append([]byte(nil), msg...):
+		return nil
+	case <-e.p.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Recv returns the messages sent before the pipe closed, then ErrClosed.
+func (e *pipeEnd) Recv() ([]byte, error) {
+	select {
+	case m := <-e.in:
+		return m, nil
+	case <-e.p.done:
+		select {
+		case m := <-e.in:
+			return m, nil
+		default:
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (e *pipeEnd) Close() error {
+	e.p.once.Do(func() { close(e.p.done) })
+	return nil
+}
+
+// Keep-alive of WebSocket links. Each side pings every pingInterval and
+// takes the peer for dead when it hears nothing (no message, no pong) for
+// readTimeout; a write that takes longer than writeTimeout breaks the link.
+var (
+	pingInterval = 10 * time.Second
+	readTimeout  = 30 * time.Second
+	writeTimeout = 10 * time.Second
+)
+
+// BusPath is where hubs serve sessions on their API.
+const BusPath = "/v1/bus"
+
+var upgrader = websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}
+
+// Upgrade turns an HTTP request into the server side of a WebSocket Link.
+// On failure it has answered the request with an HTTP error.
+func Upgrade(w http.ResponseWriter, r *http.Request) (Link, error) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, err
+	}
+	return newWSLink(c), nil
+}
+
+// Dial opens the client side of a WebSocket Link to url (ws://host/v1/bus),
+// with header added to the handshake. When the server answers without
+// upgrading, the error is websocket.ErrBadHandshake and resp holds its
+// status and up to 1 KiB of its body.
+func Dial(ctx context.Context, url string, header http.Header) (Link, *http.Response, error) {
+	d := websocket.Dialer{
+		HandshakeTimeout: writeTimeout,
+		ReadBufferSize:   16 << 10,
+		WriteBufferSize:  16 << 10,
+		NetDialContext:   (&net.Dialer{Timeout: writeTimeout}).DialContext,
+	}
+	c, resp, err := d.DialContext(ctx, url, header)
+	if err != nil {
+		return nil, resp, err
+	}
+	return newWSLink(c), resp, nil
+}
+
+type wsLink struct {
+	c       *websocket.Conn
+	wmu     sync.Mutex // one writer at a time
+	once    sync.Once
+	closeCh chan struct{}
+	doneCh  chan struct{} // the pinger ended
+}
+
+func newWSLink(c *websocket.Conn) *wsLink {
+	l := &wsLink{c: c, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
+	c.SetReadLimit(MaxMsgBytes)
+	_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+	c.SetPongHandler(func(string) error {
+		return c.SetReadDeadline(time.Now().Add(readTimeout))
+	})
+	go l.ping()
+	return l
+}
+
+// ping pings the peer until the link closes. WriteControl may run beside
+// a Send.
+func (l *wsLink) ping() {
+	defer close(l.doneCh)
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closeCh:
+			return
+		case <-t.C:
+			if err := l.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+				l.c.Close() // Recv fails, and the owner closes the link
+				return
+			}
+		}
+	}
+}
+
+func (l *wsLink) Send(ctx context.Context, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-l.closeCh:
+		return ErrClosed
+	default:
+	}
+	deadline := time.Now().Add(writeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_ = l.c.SetWriteDeadline(deadline)
+	return l.c.WriteMessage(websocket.TextMessage, msg)
+}
+
+func (l *wsLink) Recv() ([]byte, error) {
+	for {
+		typ, msg, err := l.c.ReadMessage()
+		if err != nil {
+			select {
+			case <-l.closeCh:
+				return nil, ErrClosed
+			default:
+			}
+			return nil, err
+		}
+		_ = l.c.SetReadDeadline(time.Now().Add(readTimeout))
+		if typ == websocket.TextMessage {
+			return msg, nil
+		}
+	}
+}
+
+// Close sends a close frame (briefly: a dead peer is not waited for) and
+// closes the connection.
+func (l *wsLink) Close() error {
+	l.once.Do(func() {
+		close(l.closeCh)
+		_ = l.c.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		_ = l.c.Close()
+		<-l.doneCh
+	})
+	return nil
+}

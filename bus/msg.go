@@ -1,0 +1,165 @@
+package bus
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/comethq/comet/wire"
+)
+
+// Message types (Msg.Type); see the package documentation.
+const (
+	TypeHello    = "hello"
+	TypeWelcome  = "welcome"
+	TypeUpdate   = "update"
+	TypeRequest  = "request"
+	TypeResponse = "response"
+	TypeSend     = "send"
+	TypeSent     = "sent"
+	TypeEvent    = "event"
+	TypeDropped  = "dropped"
+	TypeError    = "error"
+)
+
+// Session kinds (Msg.Kind of a hello).
+const (
+	KindGateway = "gateway"
+	KindWorker  = "worker"
+)
+
+// Connection event kinds (Msg.Event, Event.Type).
+const (
+	EventConnected    = "connected"
+	EventDisconnected = "disconnected"
+	EventSubscribed   = "subscribed"
+	EventUnsubscribed = "unsubscribed"
+)
+
+// MaxMsgBytes bounds one session message. Client frames and messages are
+// far smaller (80 KiB and 64 KiB by default).
+const MaxMsgBytes = 4 << 20
+
+// MaxTimeout bounds the time a request or a send may wait, whatever its
+// sender asks.
+const MaxTimeout = 5 * time.Minute
+
+var (
+	// ErrNoConnection is returned by GatewayConfig.Deliver when the
+	// gateway holds no connection with that id.
+	ErrNoConnection = errors.New("no such connection")
+	// ErrClosed is returned by calls on a closed Link.
+	ErrClosed = errors.New("bus link closed")
+)
+
+// Route is a route a worker serves. Idempotent routes may be tried again on
+// another worker when the first one goes away while handling a request.
+type Route struct {
+	Route      string `json:"route"`
+	Idempotent bool   `json:"idempotent,omitempty"`
+}
+
+// Msg is one session message, the union of the fields of every type.
+type Msg struct {
+	Type    string          `json:"type"`
+	ID      uint64          `json:"id,omitempty"`
+	Kind    string          `json:"kind,omitempty"`
+	Name    string          `json:"name,omitempty"`
+	Routes  []Route         `json:"routes,omitempty"`
+	Events  bool            `json:"events,omitempty"`
+	Max     int             `json:"max,omitempty"`
+	Route   string          `json:"route,omitempty"`
+	Conn    string          `json:"conn,omitempty"`
+	User    string          `json:"user,omitempty"`
+	Channel string          `json:"channel,omitempty"`
+	Event   string          `json:"event,omitempty"`
+	Timeout int64           `json:"timeout_ms,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Error   *wire.Error     `json:"error,omitempty"`
+	Count   uint64          `json:"count,omitempty"`
+}
+
+// Encode returns m as JSON.
+func (m *Msg) Encode() []byte {
+	b, err := json.Marshal(m)
+	if err != nil {
+		// Only Data can fail, and every producer checks it first.
+		b, _ = json.Marshal(Msg{Type: m.Type, ID: m.ID, Error: &wire.Error{Code: wire.CodeUnavailable, Message: "cannot encode: " + err.Error()}})
+	}
+	return b
+}
+
+// Decode reads one session message.
+func Decode(b []byte) (Msg, error) {
+	var m Msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("bad bus message: %w", err)
+	}
+	if m.Type == "" {
+		return m, errors.New("bad bus message: no type")
+	}
+	return m, nil
+}
+
+// TimeoutOf returns what goes in timeout_ms for a deadline: the
+// milliseconds left, at least 1, at most MaxTimeout.
+func TimeoutOf(deadline time.Time) int64 {
+	ms := time.Until(deadline).Milliseconds()
+	return max(1, min(ms, MaxTimeout.Milliseconds()))
+}
+
+// DeadlineOf returns the deadline a received timeout_ms stands for; def is
+// used when it is absent.
+func DeadlineOf(ms int64, def time.Duration) time.Time {
+	d := def
+	if ms > 0 {
+		d = time.Duration(ms) * time.Millisecond
+	}
+	return time.Now().Add(min(d, MaxTimeout))
+}
+
+// SplitConn returns the gateway id of a connection id
+// ("<gateway>-<hex>"), split at its last '-'.
+func SplitConn(conn string) (gateway string, ok bool) {
+	i := strings.LastIndexByte(conn, '-')
+	if i <= 0 || i == len(conn)-1 {
+		return "", false
+	}
+	return conn[:i], true
+}
+
+// CheckConn returns an error unless conn is a valid connection id: 3-255
+// bytes of [A-Za-z0-9_.-], a gateway id, '-', and at least one more byte.
+func CheckConn(conn string) error {
+	if len(conn) > 255 || strings.Trim(conn, idChars) != "" {
+		return fmt.Errorf("connection id %.80q must be at most 255 bytes of [A-Za-z0-9_.-]", conn)
+	}
+	if _, ok := SplitConn(conn); !ok {
+		return fmt.Errorf("connection id %.80q is not <gateway>-<id>", conn)
+	}
+	return nil
+}
+
+const idChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+
+// Compact checks that data is one JSON value and returns it on one line
+// (gateways frame messages by newlines). Empty data is an error.
+func Compact(data json.RawMessage) (json.RawMessage, error) {
+	if len(data) == 0 {
+		return nil, errors.New("data is required")
+	}
+	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
+		if !json.Valid(data) {
+			return nil, errors.New("data is not valid JSON")
+		}
+		return data, nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil {
+		return nil, errors.New("data is not valid JSON")
+	}
+	return buf.Bytes(), nil
+}

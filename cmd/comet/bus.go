@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/gateway"
+)
+
+// gatewayBus joins a gateway to the hub leader's router (the worker bus):
+// client requests go to workers (unless --rpc-url answers them), connection
+// events go to workers that watch them, and workers' direct messages come
+// to the gateway's connections.
+type gatewayBus struct {
+	bus *bus.Gateway
+	gw  *gateway.Server // set once the gateway exists
+}
+
+// newGatewayBus returns the bus link of gateway id, dialing with dial, and
+// sets cfg's Workers (unless already set) and Events to it. Call attach
+// with the gateway made from cfg, then run.
+func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
+	gb := &gatewayBus{}
+	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
+		Logger: logger.With("component", "bus")})
+	if err != nil {
+		return nil, err
+	}
+	gb.bus = b
+	if cfg.Workers == nil {
+		cfg.Workers = gb
+	}
+	cfg.Events = gb.event
+	return gb, nil
+}
+
+func (gb *gatewayBus) attach(gw *gateway.Server) { gb.gw = gw }
+
+// run keeps the session up until ctx ends.
+func (gb *gatewayBus) run(ctx context.Context) { _ = gb.bus.Run(ctx) }
+
+func (gb *gatewayBus) Request(ctx context.Context, req gateway.Request) (json.RawMessage, error) {
+	return gb.bus.Request(ctx, bus.Request{Route: req.Route, Data: req.Data, Conn: req.Conn, User: req.User})
+}
+
+func (gb *gatewayBus) event(ev gateway.Event) {
+	gb.bus.Event(bus.Event{Type: ev.Type, Conn: ev.Conn, User: ev.User, Channel: ev.Channel})
+}
+
+func (gb *gatewayBus) deliver(conn string, data json.RawMessage) error {
+	if gb.gw == nil {
+		return bus.ErrNoConnection
+	}
+	err := gb.gw.SendToConnection(conn, data)
+	if errors.Is(err, gateway.ErrNoConnection) {
+		return bus.ErrNoConnection
+	}
+	return err
+}
+
+// localBusDialer dials the router of a hub in this process over a pipe.
+func localBusDialer(svc *broker.Service) func(context.Context) (bus.Link, error) {
+	return func(context.Context) (bus.Link, error) {
+		mine, theirs := bus.Pipe()
+		if err := svc.AttachBus(theirs); err != nil {
+			mine.Close()
+			return nil, err
+		}
+		return mine, nil
+	}
+}
