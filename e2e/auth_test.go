@@ -50,7 +50,7 @@ channels:
 		{"a channel the rules close", []string{"--token", alice, "user:alice:inbox", "x"}, false, "forbidden"},
 	} {
 		// Without a token, the client waits for connected and the gateway
-		// for a connect frame: the gateway gives up after 10s.
+		// for a connect frame: the gateway gives up after 5s.
 		args := append([]string{"pub", "--url", url, "--timeout", "25s"}, tc.args...)
 		code, out, errOut := runComet(t, nil, args...)
 		if (code == 0) != tc.ok || !strings.Contains(out+errOut, tc.contain) {

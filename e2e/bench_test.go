@@ -62,3 +62,30 @@ func TestBenchFanoutAndCatchup(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchRequest runs `comet bench request` against a real `comet
+// standalone` with the secret: its echo workers attach to the router, every
+// request is answered, and the figures are sane.
+func TestBenchRequest(t *testing.T) {
+	c := newCluster(t)
+	s := c.startStandalone(filepath.Join(c.dir, "data"), true)
+	code, out, errOut := runComet(t, c.env(), "bench", "request", "--url", "ws://"+s.api+"/ws", "--hubs", s.api,
+		"--workers", "2", "--clients", "3", "--inflight", "2", "--duration", "1s", "--json")
+	if code != 0 {
+		t.Fatalf("bench request: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	var r struct {
+		Workers  int            `json:"workers"`
+		Answered int64          `json:"answered"`
+		Errors   map[string]int `json:"errors"`
+		Rate     float64        `json:"requests_per_sec"`
+		P50      float64        `json:"p50_ms"`
+		P99      float64        `json:"p99_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("bench request output %q: %v", out, err)
+	}
+	if r.Workers != 2 || r.Answered < 10 || len(r.Errors) != 0 || r.Rate <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
+		t.Fatalf("bench request result: %+v", r)
+	}
+}

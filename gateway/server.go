@@ -67,7 +67,8 @@ type Config struct {
 	Tokens *auth.Verifier
 	// AllowAnonymous lets clients without a token in, as the anonymous
 	// user. Otherwise a connection without ?token= must send a connect
-	// frame within AuthTimeout (default 10s).
+	// frame within AuthTimeout (default 5s: less than clients wait for the
+	// connected frame, so that they hear why).
 	AllowAnonymous bool
 	AuthTimeout    time.Duration
 	// Policy decides who may subscribe and publish where (nil: any
@@ -83,6 +84,8 @@ type Config struct {
 	// Events, when set, is told of every connection event (connected,
 	// disconnected, subscribed, unsubscribed). It must not block.
 	Events func(Event)
+	// ReadyCheck, when set, is one more condition of Ready (/readyz).
+	ReadyCheck func() error
 
 	// CacheMessages and CacheBytes bound the recent messages kept per
 	// channel with subscribers, to serve resuming clients without asking
@@ -142,7 +145,7 @@ func (c *Config) fill() error {
 	defD(&c.WriteTimeout, 10*time.Second)
 	defD(&c.PublishTimeout, 10*time.Second)
 	defD(&c.RequestTimeout, 10*time.Second)
-	defD(&c.AuthTimeout, 10*time.Second)
+	defD(&c.AuthTimeout, 5*time.Second)
 	defD(&c.Linger, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -282,6 +285,9 @@ func (s *Server) Ready() error {
 	}
 	if age := time.Since(time.Unix(0, s.lastLine.Load())); age > 5*time.Second {
 		return fmt.Errorf("commit stream silent for %v", age.Round(time.Millisecond))
+	}
+	if s.cfg.ReadyCheck != nil {
+		return s.cfg.ReadyCheck()
 	}
 	return nil
 }

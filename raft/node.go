@@ -565,17 +565,19 @@ func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
 		}
 	}
 	// For an id already present, AddVoter updates its address.
-	return mapErr(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout).Error())
+	return n.wait(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout))
 }
 
-// RemoveServer removes a member. Leader only.
+// RemoveServer removes a member. Leader only. A leader removing itself
+// shuts its Raft down, and hashicorp/raft may then never answer the
+// change: the answer is then ErrUnknownOutcome (see wait).
 func (n *Node) RemoveServer(id string, timeout time.Duration) error {
-	return mapErr(n.raft.RemoveServer(hraft.ServerID(id), 0, timeout).Error())
+	return n.wait(n.raft.RemoveServer(hraft.ServerID(id), 0, timeout))
 }
 
 // TransferLeadership asks another voter to take over. Leader only.
 func (n *Node) TransferLeadership() error {
-	return mapErr(n.raft.LeadershipTransfer().Error())
+	return n.wait(n.raft.LeadershipTransfer())
 }
 
 // Snapshot takes a snapshot now (and so truncates the Raft log).

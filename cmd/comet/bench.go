@@ -20,7 +20,7 @@ import (
 
 func runBench(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: comet bench publish|fanout|catchup [flags]", errUsage)
+		return fmt.Errorf("%w: comet bench publish|fanout|catchup|request [flags]", errUsage)
 	}
 	switch args[0] {
 	case "publish":
@@ -28,8 +28,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return runBenchFanout(args[1:], stdout, stderr)
 	case "catchup":
 		return runBenchCatchup(args[1:], stdout, stderr)
+	case "request":
+		return runBenchRequest(args[1:], stdout, stderr)
 	default:
-		return fmt.Errorf("%w: unknown bench %q: comet bench publish|fanout|catchup [flags]", errUsage, args[0])
+		return fmt.Errorf("%w: unknown bench %q: comet bench publish|fanout|catchup|request [flags]", errUsage, args[0])
 	}
 	var b benchPublish
 	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128]", stderr)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/bus"
@@ -18,6 +19,7 @@ import (
 type gatewayBus struct {
 	bus *bus.Gateway
 	gw  *gateway.Server // set once the gateway exists
+	up  atomic.Bool     // the session was up once
 }
 
 // newGatewayBus returns the bus link of gateway id, dialing with dial, and
@@ -35,7 +37,23 @@ func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, er
 		cfg.Workers = gb
 	}
 	cfg.Events = gb.event
+	cfg.ReadyCheck = gb.ready
 	return gb, nil
+}
+
+// ready holds the gateway back from /readyz until its first session to the
+// router is up, so that requests do not fail just after a start. Later
+// outages (a leader election) are not held against it: clients' channels
+// still work, and requests fail fast with unavailable.
+func (gb *gatewayBus) ready() error {
+	if gb.up.Load() {
+		return nil
+	}
+	if gb.bus.Connected() {
+		gb.up.Store(true)
+		return nil
+	}
+	return errors.New("not attached to the worker router (the hub leader's /v1/bus) yet")
 }
 
 func (gb *gatewayBus) attach(gw *gateway.Server) { gb.gw = gw }

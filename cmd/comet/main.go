@@ -35,6 +35,8 @@ Usage:
                          load-test a gateway's fan-out: deliveries/s and latency
   comet bench catchup --url ws://ADDR/ws [--missed 10000,100000]
                          time how long a resuming client takes to catch up
+  comet bench request --url ws://ADDR/ws --hubs API,... [--workers 1] [--clients 16]
+                         load-test requests: client -> gateway -> worker -> back
   comet token --sub USER --token-hmac-secret S [--ttl 1h]
                          print a client token (JWT) for development and tests
   comet version          print the version
