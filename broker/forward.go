@@ -8,12 +8,9 @@ import (
 
 	"github.com/comethq/comet/raft"
 
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
-
-// headerForwarded marks a request forwarded by a hub, so that a hub that is
-// not the leader either answers instead of forwarding again.
-const headerForwarded = "X-Comet-Forwarded"
 
 // HeaderApplied, on an answer to a range read, is the Raft index the hub
 // had applied when it read: the answer reflects at least every entry up to
@@ -62,7 +59,7 @@ func (s *Service) forwardPublish(ctx context.Context, req wire.PublishRequest) (
 }
 
 // post sends body to another hub's API (the leader, mostly). Its error
-// answers come back as *APIError; running out of time is
+// answers come back as *hubapi.APIError; running out of time is
 // context.DeadlineExceeded; any other failure is raft.ErrUnknownOutcome,
 // since the request may have been carried out before the answer was lost.
 func (s *Service) post(ctx context.Context, api, path string, body, out any) error {
@@ -76,9 +73,9 @@ func (s *Service) post(ctx context.Context, api, path string, body, out any) err
 	return fmt.Errorf("%w: forwarding to the leader at %s failed: %v", raft.ErrUnknownOutcome, api, err)
 }
 
-// asAPIError returns err as an *APIError when it is one.
-func asAPIError(err error) (*APIError, bool) {
-	var e *APIError
+// asAPIError returns err as an *hubapi.APIError when it is one.
+func asAPIError(err error) (*hubapi.APIError, bool) {
+	var e *hubapi.APIError
 	ok := errors.As(err, &e)
 	return e, ok
 }

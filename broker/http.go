@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -82,7 +83,7 @@ func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if r.Header.Get(headerForwarded) != "" {
+	if r.Header.Get(hubapi.HeaderForwarded) != "" {
 		ctx = withForwarded(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
@@ -345,7 +346,7 @@ func (s *Service) writeError(w http.ResponseWriter, err error) {
 }
 
 // ErrorCode returns the error code of CONTRACT.md (wire.Code*) for an error
-// of the Service or of a hub's answer (*APIError).
+// of the Service or of a hub's answer (*hubapi.APIError).
 func ErrorCode(err error) string {
 	if e, ok := asAPIError(err); ok {
 		return e.Body.Code

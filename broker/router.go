@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
 )
@@ -798,7 +799,7 @@ func (s *Service) SendToConnection(ctx context.Context, conn string, data json.R
 		if e == nil {
 			return nil
 		}
-		return &APIError{Status: codeStatus(e.Code), Body: *e}
+		return &hubapi.APIError{Status: codeStatus(e.Code), Body: *e}
 	case <-ctx.Done():
 		return fmt.Errorf("send to %s: %w", conn, ctx.Err())
 	}
@@ -844,7 +845,7 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if r.Header.Get(headerForwarded) != "" {
+	if r.Header.Get(hubapi.HeaderForwarded) != "" {
 		ctx = withForwarded(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -121,8 +122,8 @@ type Service struct {
 	log     *log.Log
 	logger  *slog.Logger
 	metrics *metrics
-	client  *Client // to other hubs
-	router  *router // requests to workers (bus sessions), on the leader
+	client  *hubapi.Client // to other hubs
+	router  *router        // requests to workers (bus sessions), on the leader
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -162,7 +163,7 @@ func New(cfg Config) (*Service, error) {
 		doneCh:   make(chan struct{}),
 		drainCh:  make(chan struct{}),
 	}
-	s.client = &Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
+	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
 	s.router = newRouter(s)
 	s.metrics = newMetrics(s)
 	return s, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
 
@@ -209,7 +210,7 @@ func (c *conn) publish(f wire.ClientFrame) {
 
 // publishError is the message of a failed publish's error frame.
 func publishError(err error) string {
-	var api *broker.APIError
+	var api *hubapi.APIError
 	if errors.As(err, &api) {
 		return api.Body.Message
 	}

@@ -3,11 +3,17 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/hubapi"
 )
+
+// errReset ends the reading of a stream to open it again elsewhere: its
+// position is gone, or the worker closes.
+var errReset = errors.New("commit stream reset")
 
 // Event types (Event.Type).
 const (
@@ -65,9 +71,12 @@ func (w *Worker) Events() <-chan Event {
 		// this call have lower positions; a hub's applied index is at most
 		// the commit index, so nothing committed from now on is missed.
 		// Without an answer, the stream starts wherever it first opens.
-		ctx, cancel := context.WithTimeout(w.ctx, 2*time.Second)
-		from, _ := w.hubs.applied(ctx)
-		cancel()
+		var from uint64
+		if w.hubs != nil {
+			ctx, cancel := context.WithTimeout(w.ctx, 2*time.Second)
+			from, _ = w.hubs.Applied(ctx)
+			cancel()
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if w.closed {
@@ -89,7 +98,11 @@ func (w *Worker) startEventsLocked() {
 	if from > 0 {
 		from++
 	}
-	w.wg.Go(func() { w.follow(from) })
+	if w.hubs != nil {
+		w.wg.Go(func() { w.follow(from) })
+	} else {
+		w.log.Warn("no Config.Hubs: Events gets connection events only, no channel messages")
+	}
 	w.wg.Go(w.pump)
 }
 
@@ -109,7 +122,7 @@ func (w *Worker) follow(from uint64) {
 	pos := streamPos{next: from}
 	b := bus.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for w.ctx.Err() == nil {
-		st, err := w.hubs.stream(w.ctx, pos.next)
+		st, err := w.hubs.Stream(w.ctx, pos.next)
 		if err != nil {
 			if w.ctx.Err() == nil {
 				w.log.Warn("cannot open the commit stream", "err", err)
@@ -118,7 +131,7 @@ func (w *Worker) follow(from uint64) {
 			continue
 		}
 		err = w.read(st, &pos)
-		st.close()
+		st.Close()
 		if w.ctx.Err() != nil {
 			return
 		}
@@ -126,8 +139,8 @@ func (w *Worker) follow(from uint64) {
 			b.Reset()
 			continue
 		}
-		w.log.Warn("commit stream ended; moving on", "hub", st.hub, "err", err)
-		w.hubs.failed(st.hub)
+		w.log.Warn("commit stream ended; moving on", "hub", st.Hub(), "err", err)
+		w.hubs.Failed(st.Hub())
 		b.Wait(w.ctx)
 	}
 }
@@ -143,10 +156,10 @@ type streamPos struct {
 }
 
 // read delivers the lines of one stream until it fails.
-func (w *Worker) read(st *hubStream, pos *streamPos) error {
+func (w *Worker) read(st *hubapi.Stream, pos *streamPos) error {
 	skip := pos.seen // messages of entry pos.next to skip on this stream
 	for {
-		line, err := st.next()
+		line, err := st.Next()
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
 
@@ -131,7 +132,7 @@ type route struct {
 type Worker struct {
 	cfg    Config
 	log    *slog.Logger
-	hubs   *hubClient
+	hubs   *hubapi.Hubs // nil without Config.Hubs
 	sem    chan struct{}
 	events chan Event
 	conns  *connEvents
@@ -160,12 +161,19 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "worker", "name", cfg.Name),
-		hubs:   newHubClient(cfg.Hubs, cfg.Secret, cfg.Timeout),
 		sem:    make(chan struct{}, cfg.MaxInFlight),
 		events: make(chan Event, cfg.EventBuffer),
 		conns:  newConnEvents(cfg.EventBuffer),
 		routes: map[string]route{},
 		upCh:   make(chan struct{}),
+	}
+	if len(cfg.Hubs) > 0 {
+		hubs, err := hubapi.NewHubs(cfg.Hubs, cfg.Timeout, 64)
+		if err != nil {
+			return nil, fmt.Errorf("worker: Config.Hubs: %w", err)
+		}
+		hubs.SetSecret(cfg.Secret)
+		w.hubs = hubs
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return w, nil
@@ -223,7 +231,9 @@ func (w *Worker) Close() error {
 		w.cancel()
 		w.wg.Wait()
 		close(w.events)
-		w.hubs.close()
+		if w.hubs != nil {
+			w.hubs.CloseIdleConnections()
+		}
 	})
 	return nil
 }
@@ -606,9 +616,10 @@ func (w *Worker) SendToConnection(ctx context.Context, conn string, data any) er
 // channel through the hubs' HTTP API, moving to another hub when one cannot
 // be reached (and, with an id, when one answers unavailable: the retry is
 // harmless, guarantee 4). It returns once the message is committed. A
-// hub's error answer is a *wire.Error.
+// hub's error answer is a *hubapi.APIError, and errors.As finds its
+// *wire.Error.
 func (w *Worker) Publish(ctx context.Context, channel string, data any, id string) (wire.PublishResponse, error) {
-	if w.hubs == nil || len(w.cfg.Hubs) == 0 {
+	if w.hubs == nil {
 		return wire.PublishResponse{}, errors.New("worker: Publish needs Config.Hubs")
 	}
 	raw, err := encode(data)
@@ -620,5 +631,5 @@ func (w *Worker) Publish(ctx context.Context, channel string, data any, id strin
 		ctx, cancel = context.WithTimeout(ctx, w.cfg.Timeout)
 		defer cancel()
 	}
-	return w.hubs.publish(ctx, wire.PublishRequest{Channel: channel, Data: raw, ID: id})
+	return w.hubs.Publish(ctx, wire.PublishRequest{Channel: channel, Data: raw, ID: id})
 }

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
 
@@ -76,7 +76,7 @@ type benchResult struct {
 
 func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	apis := strings.Split(b.apis, ",")
-	client := broker.NewClient(30*time.Second, b.publishers+8)
+	client := hubapi.NewClient(30*time.Second, b.publishers+8)
 	client.Secret = b.secret
 	ctx := context.Background()
 	target := apis[0]
@@ -143,7 +143,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 				if err := client.Post(ctx, target, "/v1/publish", req, nil); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
-					var apiErr *broker.APIError
+					var apiErr *hubapi.APIError
 					if errors.As(err, &apiErr) {
 						continue
 					}

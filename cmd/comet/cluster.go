@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
 
@@ -41,7 +41,7 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		client := broker.NewClient(20*time.Second, 2)
+		client := hubapi.NewClient(20*time.Second, 2)
 		client.Secret = secret
 		if err := client.Post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
 			return err
@@ -57,7 +57,7 @@ func clusterStatus(api, secret string, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st wire.ClusterStatus
-	client := broker.NewClient(5*time.Second, 2)
+	client := hubapi.NewClient(5*time.Second, 2)
 	client.Secret = secret
 	if err := client.Get(ctx, api, "/v1/cluster", &st); err != nil {
 		return fmt.Errorf("cluster status from %s: %w", api, err)

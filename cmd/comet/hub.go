@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -293,7 +294,7 @@ func containsPeer(peers []raft.Peer, id string) bool {
 // joinCluster asks the hubs at apis, in turn, to add this hub, until one
 // succeeds or ctx ends.
 func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, req wire.JoinRequest) {
-	client := broker.NewClient(15*time.Second, 2)
+	client := hubapi.NewClient(15*time.Second, 2)
 	client.Secret = secret
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -303,7 +304,7 @@ func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret
 			logger.Info("joined cluster", "via", api)
 			return
 		}
-		var apiErr *broker.APIError
+		var apiErr *hubapi.APIError
 		if errors.As(err, &apiErr) && apiErr.Status/100 == 4 {
 			logger.Error("the cluster refused to add this hub; not retrying", "via", api, "err", err)
 			return

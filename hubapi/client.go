@@ -1,4 +1,9 @@
-package broker
+// Package hubapi calls the hubs' HTTP API (docs/hub-api.md): Client sends
+// one request to one hub, with the cluster secret; Hubs is a set of hubs
+// with failover, for publishes and the commit stream. Hubs forwarding to
+// their leader, gateways, workers and the comet tools use it. It imports
+// nothing of Comet but wire, so that a worker binary links no hub.
+package hubapi
 
 import (
 	"bytes"
@@ -22,6 +27,10 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("hub answered %d %s: %s", e.Status, e.Body.Code, e.Body.Message)
 }
 
+// Unwrap gives the answer's body: errors.As(err, &we) with we a
+// *wire.Error finds it.
+func (e *APIError) Unwrap() error { return &e.Body }
+
 // AnswerError is the *APIError of a hub's error answer resp, whose body
 // is data.
 func AnswerError(resp *http.Response, data []byte) *APIError {
@@ -35,13 +44,18 @@ func AnswerError(resp *http.Response, data []byte) *APIError {
 // maxAnswerBytes bounds the answers the client reads.
 const maxAnswerBytes = 8 << 20
 
-// Client calls hubs' HTTP API: hubs forwarding to the leader, the comet
-// command line and gateways use it. It is safe for concurrent use.
+// HeaderForwarded marks a request forwarded by a hub (Client.Forwarder),
+// so that a hub that is not the leader either answers instead of
+// forwarding again.
+const HeaderForwarded = "X-Comet-Forwarded"
+
+// Client calls one hub's HTTP API at a time. It is safe for concurrent
+// use.
 type Client struct {
 	// HTTP does the requests.
 	HTTP *http.Client
 	// Forwarder, when set, marks requests as forwarded by that hub (see
-	// headerForwarded).
+	// HeaderForwarded).
 	Forwarder string
 	// Secret, when set, is sent as "Authorization: Bearer <Secret>": hubs
 	// started with --secret refuse API calls without it.
@@ -94,7 +108,7 @@ func (c *Client) Get(ctx context.Context, api, path string, out any) error {
 
 func (c *Client) do(req *http.Request, out any) error {
 	if c.Forwarder != "" {
-		req.Header.Set(headerForwarded, c.Forwarder)
+		req.Header.Set(HeaderForwarded, c.Forwarder)
 	}
 	c.Authorize(req)
 	resp, err := c.HTTP.Do(req)
