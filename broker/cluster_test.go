@@ -137,7 +137,7 @@ func newCluster(t testing.TB, opts ...clusterOption) *cluster {
 	tr := &http.Transport{MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second}
 	c := &cluster{
 		t:      t,
-		cfg:    broker.Config{MaxMessageBytes: testMaxMessageBytes},
+		cfg:    broker.Config{MaxMessageBytes: testMaxMessageBytes, BusSettle: time.Millisecond},
 		client: &http.Client{Timeout: 30 * time.Second, Transport: tr},
 	}
 	for _, o := range opts {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +71,10 @@ type router struct {
 	requests map[uint64]*routed
 	sends    map[uint64]*sendOp
 	wg       sync.WaitGroup // session goroutines
+	// leading is when this hub was first seen leading (zero: not leading);
+	// gone is when each gateway's last session ended.
+	leading time.Time
+	gone    map[string]time.Time
 }
 
 // session is one peer's session.
@@ -123,7 +126,14 @@ func newRouter(s *Service) *router {
 		routes:   map[string][]*session{},
 		requests: map[uint64]*routed{},
 		sends:    map[uint64]*sendOp{},
+		gone:     map[string]time.Time{},
 	}
+}
+
+// settlingLocked reports whether peers may still be attaching to this
+// router: it began leading less than Config.BusSettle ago.
+func (r *router) settlingLocked() bool {
+	return r.leading.IsZero() || time.Since(r.leading) < r.s.cfg.BusSettle
 }
 
 // run closes every session when this hub stops leading, until ctx ends.
@@ -140,7 +150,21 @@ func (r *router) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !r.s.node.IsLeader() {
+		leader := r.s.node.IsLeader()
+		r.mu.Lock()
+		switch {
+		case leader && r.leading.IsZero():
+			r.leading = time.Now()
+		case !leader:
+			r.leading = time.Time{}
+		}
+		for name, at := range r.gone {
+			if time.Since(at) > r.s.cfg.BusSettle {
+				delete(r.gone, name)
+			}
+		}
+		r.mu.Unlock()
+		if !leader {
 			r.closeAll("this hub no longer leads")
 		}
 	}
@@ -329,8 +353,8 @@ func (r *router) hello(s *session, m bus.Msg) error {
 	var old *session
 	switch m.Kind {
 	case bus.KindGateway:
-		if m.Name == "" || strings.Trim(m.Name, idChars) != "" {
-			return fmt.Errorf("gateway id %q must be 1-%d bytes of [A-Za-z0-9_.-]", m.Name, maxPeerName)
+		if err := bus.CheckGatewayID(m.Name); err != nil {
+			return err
 		}
 	case bus.KindWorker:
 		if err := checkRoutes(m.Routes); err != nil {
@@ -402,6 +426,10 @@ func (r *router) unindexLocked(route string, s *session) {
 func (r *router) pickLocked(route string) (*session, *wire.Error) {
 	ws := r.routes[route]
 	if len(ws) == 0 {
+		if r.settlingLocked() {
+			// Just after a leader change its workers may still be dialing.
+			return nil, &wire.Error{Code: wire.CodeUnavailable, Message: "no worker serving route " + route + " has attached to the new leader yet; retry"}
+		}
 		return nil, &wire.Error{Code: wire.CodeNotFound, Message: "no worker serves route " + route}
 	}
 	r.rot++
@@ -477,8 +505,13 @@ func (r *router) response(w *session, m bus.Msg) {
 	w.inflight--
 	r.mu.Unlock()
 	if m.Error != nil {
-		if m.Error.Code == "" {
+		switch {
+		case m.Error.Code == "":
 			m.Error.Code = wire.CodeUnavailable
+		case !wire.KnownCode(m.Error.Code):
+			// A worker of another language may say anything; clients
+			// know only the protocol's codes.
+			m.Error.Code = wire.CodeBadRequest
 		}
 		r.finish(rq, nil, m.Error, resultError)
 		return
@@ -520,7 +553,13 @@ func (r *router) send(conn string, data json.RawMessage, deadline time.Time, don
 	r.mu.Lock()
 	gw := r.gateways[gwName]
 	if gw == nil {
+		_, recent := r.gone[gwName]
+		settling := r.settlingLocked() || recent
 		r.mu.Unlock()
+		if settling {
+			done(&wire.Error{Code: wire.CodeUnavailable, Message: "gateway " + gwName + " is not attached right now (a leader change, or it is dialing again); retry"})
+			return
+		}
 		done(&wire.Error{Code: wire.CodeNotFound, Message: "no connection " + conn + ": gateway " + gwName + " is not attached"})
 		return
 	}
@@ -600,6 +639,7 @@ func (r *router) detach(s *session) {
 	delete(r.sessions, s)
 	if s.kind == bus.KindGateway && r.gateways[s.name] == s {
 		delete(r.gateways, s.name)
+		r.gone[s.name] = time.Now()
 	}
 	if s.kind == bus.KindWorker {
 		for rt := range s.routes {

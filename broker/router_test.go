@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/bus"
 	"github.com/comethq/comet/wire"
 )
@@ -633,4 +634,20 @@ func newReconnectingWorker(t testing.TB, dial func(context.Context) (bus.Link, e
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return w
+}
+
+// TestRouterSettling: just after a hub begins to lead, a route nobody
+// serves yet and a gateway not attached yet are unavailable (retry), not
+// not_found: workers and gateways are still dialing the new leader. So is
+// a gateway whose session ended a moment ago.
+func TestRouterSettling(t *testing.T) {
+	c, h := startOne(t, func(cfg *broker.Config) { cfg.BusSettle = time.Hour })
+	g, _ := startGateway(t, "gw1", hubDial(h))
+	if _, err := request(g, 5*time.Second, "echo", `1`); code(err) != wire.CodeUnavailable {
+		t.Fatalf("request while settling: %v; want unavailable", err)
+	}
+	status, body := c.do(http.MethodPost, h.api, "/v1/connections/other-c1/send", []byte(`{"data":1}`))
+	if e := errorBody(t, "other-c1", body); status != http.StatusServiceUnavailable || e.Code != wire.CodeUnavailable {
+		t.Fatalf("send to an unattached gateway while settling: %d %s; want 503 unavailable", status, body)
+	}
 }

@@ -48,6 +48,8 @@ func TestSecret(t *testing.T) {
 		{"GET", "/v1/stream", ""},
 		{"POST", "/v1/cluster/join", `{"id":"h9","raft":"127.0.0.1:1","api":"127.0.0.1:2"}`},
 		{"POST", "/v1/cluster/remove", `{"id":"h2"}`},
+		{"GET", "/v1/bus", ""},
+		{"POST", "/v1/connections/g1-0a1b/send", `{"data":1}`},
 		{"GET", "/v1/no-such-endpoint", ""},
 	} {
 		for _, auth := range []string{"", "Bearer wrong", "Bearer " + secret + "x", "Basic " + secret, secret} {

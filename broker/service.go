@@ -72,6 +72,11 @@ type Config struct {
 	// Client is used to forward to the leader (default: a client with a
 	// 15s timeout).
 	Client *http.Client
+	// BusSettle is how long after this hub began to lead, or after a
+	// gateway's bus session ended, that a missing worker or gateway is
+	// taken for one still dialing (unavailable: retry) rather than for
+	// none (not_found); default 5s (peers dial again within about 2s).
+	BusSettle time.Duration
 	// Secret, when set, is required of every API call but /healthz,
 	// /readyz and /metrics, as "Authorization: Bearer <Secret>"; this hub
 	// sends it to the others. Every hub and gateway of a cluster shares it.
@@ -102,6 +107,9 @@ func (c *Config) setDefaults() error {
 	setInt(&c.QueueSize, 16384)
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Minute
+	}
+	if c.BusSettle <= 0 {
+		c.BusSettle = 5 * time.Second
 	}
 	if c.ApplyTimeout <= 0 {
 		c.ApplyTimeout = 10 * time.Second

@@ -173,7 +173,9 @@ func TestWSLinkDeadPeer(t *testing.T) {
 // link up past the read timeout while nothing is sent.
 func TestWSLinkKeepsAlive(t *testing.T) {
 	oldPing, oldRead := pingInterval, readTimeout
-	pingInterval, readTimeout = 20*time.Millisecond, 200*time.Millisecond
+	// Pings 10 times per read timeout: a scheduling stall of a second on
+	// 2 busy cores does not break the link.
+	pingInterval, readTimeout = 100*time.Millisecond, time.Second
 	t.Cleanup(func() { pingInterval, readTimeout = oldPing, oldRead })
 	c, s := wsPair(t)
 	got := make(chan error, 1)

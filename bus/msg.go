@@ -145,6 +145,18 @@ func CheckConn(conn string) error {
 
 const idChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
+// MaxGatewayID is the longest gateway id.
+const MaxGatewayID = 128
+
+// CheckGatewayID returns an error unless id can name a gateway: 1-128
+// bytes of [A-Za-z0-9_.-] (it prefixes the gateway's connection ids).
+func CheckGatewayID(id string) error {
+	if id == "" || len(id) > MaxGatewayID || strings.Trim(id, idChars) != "" {
+		return fmt.Errorf("gateway id %.80q must be 1-%d bytes of [A-Za-z0-9_.-]", id, MaxGatewayID)
+	}
+	return nil
+}
+
 // Compact checks that data is one JSON value and returns it on one line
 // (gateways frame messages by newlines). Empty data is an error.
 func Compact(data json.RawMessage) (json.RawMessage, error) {

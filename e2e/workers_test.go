@@ -127,7 +127,14 @@ func TestWorkers(t *testing.T) {
 			t.Fatalf("got %v, want %s containing %q", err, code, contains)
 		}
 	}
-	_, err := call(a, "nobody-serves-this", nil)
+	// For a few seconds after a leader is elected, a route nobody serves
+	// is unavailable (its workers may still be attaching), then not_found.
+	var err error
+	waitFor(t, 15*time.Second, "not_found for a route nobody serves", func() bool {
+		_, err = call(a, "nobody-serves-this", nil)
+		var e *client.Error
+		return !errors.As(err, &e) || e.Code != wire.CodeUnavailable
+	})
 	wantErr(err, wire.CodeNotFound, "nobody-serves-this")
 	_, err = call(b, "slow", nil)
 	wantErr(err, wire.CodeTimeout, "")

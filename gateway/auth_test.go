@@ -241,7 +241,8 @@ func TestTokenRequired(t *testing.T) {
 func TestTokenExpiry(t *testing.T) {
 	g := authGateway(t, false)
 	short := func(sub string) (string, time.Time) {
-		exp := time.Now().Add(2 * time.Second).Truncate(time.Second)
+		// exp counts whole seconds: this token lives 3 to 4 s.
+		exp := time.Now().Add(4 * time.Second).Truncate(time.Second)
 		tok, err := auth.Sign("HS256", testSecret, map[string]any{"sub": sub, "exp": exp.Unix()})
 		if err != nil {
 			t.Fatal(err)

@@ -105,11 +105,11 @@ func (c *conn) serve(token string) {
 	}
 	c.expiry++ // a timer already firing finds itself outdated
 	c.mu.Unlock()
+	for _, sb := range subs {
+		sb.stop() // waits for its run: a subscribed event comes before disconnected
+	}
 	if admitted {
 		s.event(Event{Type: EventDisconnected, Conn: c.id, User: user})
-	}
-	for _, sb := range subs {
-		sb.stop()
 	}
 	<-c.closed
 	s.removeConn(c)
@@ -135,6 +135,11 @@ func (c *conn) readLoop() {
 			continue
 		}
 		c.s.m.frames.WithLabelValues(f.Op).Inc()
+		select {
+		case <-c.closing:
+			return // refused or expired meanwhile: serve nothing more
+		default:
+		}
 		if f.Op == wire.OpConnect {
 			c.connect(f)
 			continue

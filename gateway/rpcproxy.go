@@ -85,21 +85,12 @@ func (p *RPCProxy) Request(ctx context.Context, req Request) (json.RawMessage, e
 	}
 	if ans.Error != nil {
 		e := &wire.Error{Code: ans.Error.Code, Message: ans.Error.Message}
-		if !knownCode(e.Code) {
+		if !wire.KnownCode(e.Code) {
 			e.Code = wire.CodeBadRequest
 		}
 		return nil, e
 	}
 	return ans.Data, nil
-}
-
-// knownCode reports whether code is one of the protocol's error codes.
-func knownCode(code string) bool {
-	switch code {
-	case wire.CodeBadRequest, wire.CodeNotFound, wire.CodeForbidden, wire.CodeTooLarge, wire.CodeUnavailable, wire.CodeTimeout:
-		return true
-	}
-	return false
 }
 
 var _ Workers = (*RPCProxy)(nil)

@@ -22,6 +22,17 @@ const (
 	CodeTimeout     = "timeout"
 )
 
+// KnownCode reports whether code is one of the error codes above: an error
+// a worker or an application endpoint gives with another code reaches
+// clients as bad_request.
+func KnownCode(code string) bool {
+	switch code {
+	case CodeBadRequest, CodeNotFound, CodeForbidden, CodeTooLarge, CodeUnavailable, CodeTimeout:
+		return true
+	}
+	return false
+}
+
 // ValidChannel reports whether name is a valid channel name: 1-255 bytes of
 // [A-Za-z0-9_.:/@-].
 func ValidChannel(name string) bool {

@@ -181,7 +181,13 @@ func New(cfg Config) (*Worker, error) {
 
 // Handle serves route with h, replacing any handler it had. It may be
 // called before or after Start; after, the router learns of it at once.
+// Like http.HandleFunc, it panics on a programming error: an empty route,
+// one over 255 bytes, or a nil handler (the router would refuse the
+// worker's every route for it).
 func (w *Worker) Handle(route string, h Handler, opts ...RouteOption) {
+	if route == "" || len(route) > 255 || h == nil {
+		panic(fmt.Sprintf("worker: Handle(%.80q): a route is 1-255 bytes, with a non-nil handler", route))
+	}
 	r := routeOf(h, opts)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -519,8 +525,7 @@ func errorOf(ctx context.Context, err error) *wire.Error {
 }
 
 func knownCode(code string) string {
-	switch code {
-	case wire.CodeBadRequest, wire.CodeNotFound, wire.CodeForbidden, wire.CodeTooLarge, wire.CodeUnavailable, wire.CodeTimeout:
+	if wire.KnownCode(code) {
 		return code
 	}
 	return wire.CodeBadRequest

@@ -36,7 +36,7 @@ func startHub(t testing.TB) string {
 	hub, err := broker.OpenHub(t.TempDir(),
 		raft.Config{ID: "h1", Single: true, HeartbeatTimeout: 100 * time.Millisecond,
 			ElectionTimeout: 100 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond},
-		broker.Config{API: api})
+		broker.Config{API: api, BusSettle: time.Millisecond}) // not_found at once for a missing worker
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -441,5 +441,27 @@ func TestCloseEndsEvents(t *testing.T) {
 	}
 	if !strings.Contains(worker.ErrNotFound.Error(), "not_found") {
 		t.Fatal(worker.ErrNotFound.Error())
+	}
+}
+
+func TestHandlePanicsOnBadRoutes(t *testing.T) {
+	w, err := worker.New(worker.Config{Hubs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ok := func(context.Context, worker.Request) (any, error) { return nil, nil }
+	for _, tc := range []struct {
+		route string
+		h     worker.Handler
+	}{{"", ok}, {strings.Repeat("r", 256), ok}, {"r", nil}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Handle(%.20q, %v): no panic", tc.route, tc.h != nil)
+				}
+			}()
+			w.Handle(tc.route, tc.h)
+		}()
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -164,5 +166,40 @@ func TestTokenCommand(t *testing.T) {
 		if err := runToken(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Fatalf("comet token %v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestLocalOnly: without a secret, the standalone's hub API answers local
+// tools only: not other machines, not browsers; probes stay open.
+func TestLocalOnly(t *testing.T) {
+	h := localOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	for _, tc := range []struct {
+		remote, origin, path string
+		want                 int
+	}{
+		{"127.0.0.1:5000", "", "/v1/publish", http.StatusTeapot},
+		{"[::1]:5000", "", "/v1/bus", http.StatusTeapot},
+		{"127.0.0.1:5000", "https://evil.example", "/v1/publish", http.StatusForbidden},
+		{"192.0.2.7:5000", "", "/v1/publish", http.StatusForbidden},
+		{"192.0.2.7:5000", "", "/v1/connections/s-1/send", http.StatusForbidden},
+		{"192.0.2.7:5000", "", "/hub/readyz", http.StatusTeapot},
+	} {
+		r := httptest.NewRequest(http.MethodPost, tc.path, nil)
+		r.RemoteAddr = tc.remote
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("%s from %s (origin %q): %d, want %d", tc.path, tc.remote, tc.origin, w.Code, tc.want)
+		}
+	}
+}
+
+func TestGatewayIDChecked(t *testing.T) {
+	err := runGateway([]string{"--id", "edge 1", "--allow-anonymous", "--listen", "127.0.0.1:0"}, io.Discard)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--id") {
+		t.Fatalf("a gateway id with a space: %v, want a usage error about --id", err)
 	}
 }

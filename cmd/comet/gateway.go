@@ -173,6 +173,9 @@ func runGateway(args []string, stderr io.Writer) error {
 	if cfg.ID == "" {
 		cfg.ID = randomHex(4) // named here: the bus needs it too
 	}
+	if err := bus.CheckGatewayID(cfg.ID); err != nil {
+		return fmt.Errorf("%w: --id: %v", errUsage, err)
+	}
 	gb, err := newGatewayBus(&cfg, bus.HubDialer(addrs, f.secret, logger.With("component", "bus")), logger)
 	if err != nil {
 		return err

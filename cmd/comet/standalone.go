@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -87,14 +88,22 @@ func runStandalone(args []string, stderr io.Writer) error {
 	gw.Run()
 	logger.Info("comet standalone started: a single-node hub and a gateway",
 		"ws", "ws://"+f.listen+"/ws", "sockjs", "http://"+f.listen+"/sockjs", "hub_api", "http://"+f.listen+"/v1/", "data", data)
-	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service), gw, f.shutdownTimeout)
+	if f.secret == "" {
+		logger.Warn("no --secret: the hub API under /v1/ (publish to any channel, read any channel, attach workers, send to connections) answers only requests from this machine; set --secret to reach it from elsewhere")
+	}
+	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service, f.secret), gw, f.shutdownTimeout)
 }
 
 // standaloneHandler serves the gateway, and the hub API under /v1/ (its
-// /healthz, /readyz and /metrics under /hub/).
-func standaloneHandler(gw *gateway.Server, svc *broker.Service) http.Handler {
+// /healthz, /readyz and /metrics under /hub/). The hub API bypasses the
+// clients' tokens and channel rules: with a secret it requires it; without,
+// it answers only local, non-browser requests.
+func standaloneHandler(gw *gateway.Server, svc *broker.Service, secret string) http.Handler {
 	mux := http.NewServeMux()
 	api := svc.Handler()
+	if secret == "" {
+		api = localOnly(api)
+	}
 	mux.Handle("/v1/", api)
 	mux.Handle("/hub/", http.StripPrefix("/hub", api))
 	mux.Handle("/", gw.Handler())
@@ -110,6 +119,25 @@ func standaloneHandler(gw *gateway.Server, svc *broker.Service) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// localOnly lets through requests from a loopback address that no browser
+// sent (no Origin header: a web page could otherwise post to a hub API on
+// the developer's machine). The probes /healthz, /readyz and /metrics stay
+// open.
+func localOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		probe := strings.HasSuffix(r.URL.Path, "/healthz") || strings.HasSuffix(r.URL.Path, "/readyz") || strings.HasSuffix(r.URL.Path, "/metrics")
+		if !probe && (ip == nil || !ip.IsLoopback() || r.Header.Get("Origin") != "") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintln(w, `{"code":"forbidden","message":"without --secret, this hub API answers only local tools, not other machines or browsers: start comet with --secret and send Authorization: Bearer <secret>"}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // localHub is the gateway's Hub over a hub in the same process.
