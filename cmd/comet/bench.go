@@ -68,10 +68,7 @@ type benchResult struct {
 	Errors     int64   `json:"errors"`
 	Seconds    float64 `json:"seconds"`
 	Rate       float64 `json:"msgs_per_sec"`
-	P50        float64 `json:"p50_ms"`
-	P90        float64 `json:"p90_ms"`
-	P99        float64 `json:"p99_ms"`
-	Max        float64 `json:"max_ms"`
+	latencies
 }
 
 func (b *benchPublish) run(stdout, stderr io.Writer) error {
@@ -163,7 +160,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	slices.Sort(lat)
 	res := benchResult{Publishers: b.publishers, Size: b.size, Messages: done.Load(), Errors: failed.Load(),
 		Seconds: elapsed.Seconds(), Rate: float64(done.Load()) / elapsed.Seconds(),
-		P50: pct(lat, 0.50), P90: pct(lat, 0.90), P99: pct(lat, 0.99), Max: pct(lat, 1)}
+		latencies: latencies{P50: pct(lat, 0.50), P90: pct(lat, 0.90), P99: pct(lat, 0.99), Max: pct(lat, 1)}}
 	if err, ok := firstErr.Load().(string); ok {
 		fmt.Fprintf(stderr, "first error: %v\n", err)
 	}

@@ -51,6 +51,18 @@ func (h *latHist) add(d time.Duration) {
 	h.max = max(h.max, d)
 }
 
+// latencies are the figures the benches report, in milliseconds.
+type latencies struct {
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+func (h *latHist) latencies() latencies {
+	return latencies{P50: h.quantile(0.5), P90: h.quantile(0.9), P99: h.quantile(0.99), Max: h.quantile(1)}
+}
+
 func (h *latHist) merge(o *latHist) {
 	for i, c := range o.counts {
 		h.counts[i] += c
@@ -451,10 +463,7 @@ type fanoutResult struct {
 	Duplicates  int64   `json:"duplicates"`
 	Seconds     float64 `json:"seconds"`
 	Rate        float64 `json:"deliveries_per_sec"`
-	P50         float64 `json:"p50_ms"`
-	P90         float64 `json:"p90_ms"`
-	P99         float64 `json:"p99_ms"`
-	Max         float64 `json:"max_ms"`
+	latencies
 }
 
 func runBenchFanout(args []string, stdout, stderr io.Writer) error {
@@ -583,7 +592,7 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	if res.Seconds > 0 {
 		res.Rate = float64(res.Delivered) / res.Seconds
 	}
-	res.P50, res.P90, res.P99, res.Max = h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.quantile(1)
+	res.latencies = h.latencies()
 	if b.jsonOut {
 		if err := jsonEncode(stdout, res); err != nil {
 			return err

@@ -39,10 +39,7 @@ type requestResult struct {
 	Errors   map[string]int `json:"errors"`
 	Seconds  float64        `json:"seconds"`
 	Rate     float64        `json:"requests_per_sec"`
-	P50      float64        `json:"p50_ms"`
-	P90      float64        `json:"p90_ms"`
-	P99      float64        `json:"p99_ms"`
-	Max      float64        `json:"max_ms"`
+	latencies
 }
 
 func runBenchRequest(args []string, stdout, stderr io.Writer) error {
@@ -145,7 +142,7 @@ func (b *benchRequest) run(stdout, stderr io.Writer) error {
 		}
 	}
 	res.Rate = float64(res.Answered) / elapsed.Seconds()
-	res.P50, res.P90, res.P99, res.Max = lat.quantile(0.5), lat.quantile(0.9), lat.quantile(0.99), lat.quantile(1)
+	res.latencies = lat.latencies()
 	if b.jsonOut {
 		if err := jsonEncode(stdout, res); err != nil {
 			return err
