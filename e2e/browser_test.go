@@ -496,3 +496,63 @@ func TestBrowserResume(t *testing.T) {
 		checkOffsets(t, "page "+p+" at the end", b.received(p, ch), from, 180)
 	}
 }
+
+// TestBrowserAuthAndWorkers: in Chromium, comet.js signs in with a token
+// from a function, asks a worker (a separate process) who it is, and gets a
+// direct message the worker sends it; a forged token is refused with an
+// auth event. Both over WebSocket and SockJS.
+func TestBrowserAuthAndWorkers(t *testing.T) {
+	b := startBrowser(t)
+	c := newCluster(t)
+	const hmac = "e2e-browser-token-secret-of-32-bytes-or-more"
+	s := c.startStandalone(filepath.Join(c.dir, "data"), true, "--allow-anonymous=false", "--token-hmac-secret", hmac,
+		"--channel-rules", "public:*=anyone/users,user:{sub}:*=users/none")
+	w := &hub{id: "worker", bin: workerBin, logPath: filepath.Join(c.dir, "worker.log"),
+		args: []string{"--hubs", s.api, "--name", "w1", "--routes", "whoami,send"}}
+	c.gateways = append(c.gateways, w)
+	c.start(w)
+	waitFor(t, 30*time.Second, "the worker ready", func() bool { return w.logContains("\nready\n") })
+	code, out, errOut := runComet(t, []string{"COMET_TOKEN_HMAC_SECRET=" + hmac}, "token", "--sub", "alice")
+	if code != 0 {
+		t.Fatalf("comet token: %d %s", code, errOut)
+	}
+	token := strings.TrimSpace(out)
+
+	for _, page := range []string{"ws", "sockjs"} {
+		t.Run(page, func(t *testing.T) {
+			b.t = t
+			defer func() { b.t = c.t }()
+			b.open(page, "http://"+s.api+"/comet.js", page == "sockjs")
+			var who struct{ Worker, Conn, User string }
+			b.eval(page, fmt.Sprintf(`(async () => {
+				const { Comet } = await import('/comet.js');
+				const c = new Comet({ token: async () => %q });
+				window.t = { c, direct: [], auth: [] };
+				c.on('direct', (d) => window.t.direct.push(d));
+				const who = await c.request('whoami', null);
+				await c.request('send', { conn: who.conn, text: 'hello ' + who.user });
+				const bad = new Comet({ token: 'forged.token.value' });
+				bad.on('auth', (e) => { window.t.auth.push(e.code + ': ' + e.message); bad.close(); });
+				return who;
+			})()`, token), &who)
+			if who.Worker != "w1" || who.User != "alice" || who.Conn == "" {
+				t.Fatalf("whoami from the browser: %+v", who)
+			}
+			var direct []struct{ Text string }
+			raw := b.do(30*time.Second, map[string]any{"op": "wait", "page": page, "expr": "window.t.direct.length > 0 && window.t.direct"})
+			if err := json.Unmarshal(raw, &direct); err != nil || len(direct) != 1 || direct[0].Text != "hello alice" {
+				t.Fatalf("direct messages %s: %v", raw, err)
+			}
+			var user string
+			b.eval(page, "window.t.c.user", &user)
+			if user != "alice" {
+				t.Fatalf("comet.user %q, want alice", user)
+			}
+			raw = b.do(30*time.Second, map[string]any{"op": "wait", "page": page, "expr": "window.t.auth.length > 0 && window.t.auth"})
+			var auth []string
+			if err := json.Unmarshal(raw, &auth); err != nil || len(auth) == 0 || !strings.Contains(auth[0], "invalid token") {
+				t.Fatalf("auth events of the forged token %s: %v", raw, err)
+			}
+		})
+	}
+}
