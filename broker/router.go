@@ -423,7 +423,7 @@ func (r *router) unindexLocked(route string, s *session) {
 // pickLocked returns the worker serving route with the fewest requests in
 // flight (ties rotate), skipping those at their max. When there is none,
 // it returns the error to answer.
-func (r *router) pickLocked(route string) (*session, *wire.Error) {
+func (r *router) pickLocked(route string, except *session) (*session, *wire.Error) {
 	ws := r.routes[route]
 	if len(ws) == 0 {
 		if r.settlingLocked() {
@@ -436,7 +436,7 @@ func (r *router) pickLocked(route string) (*session, *wire.Error) {
 	var best *session
 	for i := range ws {
 		w := ws[(int(r.rot%uint64(len(ws)))+i)%len(ws)]
-		if w.inflight < w.max && (best == nil || w.inflight < best.inflight) {
+		if w != except && w.inflight < w.max && (best == nil || w.inflight < best.inflight) {
 			best = w
 		}
 	}
@@ -451,7 +451,7 @@ func (r *router) request(gw *session, m bus.Msg) {
 	deadline := bus.DeadlineOf(m.Timeout, routerDefaultTimeout)
 	rq := &routed{gw: gw, gwID: m.ID, route: m.Route, data: m.Data, conn: m.Conn, user: m.User, deadline: deadline}
 	r.mu.Lock()
-	w, e := r.pickLocked(m.Route)
+	w, e := r.pickLocked(m.Route, nil)
 	if e != nil {
 		r.mu.Unlock()
 		r.finish(rq, nil, e, codeResult(e.Code))
@@ -500,9 +500,20 @@ func (r *router) response(w *session, m bus.Msg) {
 		r.mu.Unlock()
 		return // late: past its deadline
 	}
+	w.inflight--
+	if m.Busy && !rq.retried && time.Until(rq.deadline) > time.Millisecond {
+		// The worker refused it unhandled (its handlers are all busy,
+		// some perhaps for a router that led before): another may take it.
+		if other, _ := r.pickLocked(rq.route, w); other != nil {
+			rq.worker, rq.retried = other, true
+			other.inflight++
+			r.mu.Unlock()
+			other.push(rq.msg(m.ID))
+			return
+		}
+	}
 	delete(r.requests, m.ID)
 	rq.timer.Stop()
-	w.inflight--
 	r.mu.Unlock()
 	if m.Error != nil {
 		switch {
@@ -654,7 +665,7 @@ func (r *router) detach(s *session) {
 			continue
 		}
 		if s.routes[rq.route] && !rq.retried && time.Until(rq.deadline) > time.Millisecond {
-			if w, _ := r.pickLocked(rq.route); w != nil {
+			if w, _ := r.pickLocked(rq.route, nil); w != nil {
 				rq.worker, rq.retried = w, true
 				w.inflight++
 				b := rq.msg(id)

@@ -651,3 +651,21 @@ func TestRouterSettling(t *testing.T) {
 		t.Fatalf("send to an unattached gateway while settling: %d %s; want 503 unavailable", status, body)
 	}
 }
+
+// TestRouterBusyRetry: a worker that refuses a request unhandled (busy)
+// does not fail it: another worker serving the route answers, whatever the
+// route (nothing ran).
+func TestRouterBusyRetry(t *testing.T) {
+	_, h := startOne(t)
+	g, _ := startGateway(t, "gw1", hubDial(h))
+	attachWorker(t, hubDial(h), bus.Msg{Name: "busy", Routes: []bus.Route{{Route: "r"}}}, func(m bus.Msg) *bus.Msg {
+		return &bus.Msg{Type: bus.TypeResponse, ID: m.ID, Busy: true, Error: &wire.Error{Code: wire.CodeUnavailable, Message: "worker at capacity"}}
+	})
+	attachWorker(t, hubDial(h), bus.Msg{Name: "free", Routes: []bus.Route{{Route: "r"}}}, echo("free"))
+	for i := range 10 {
+		data, err := request(g, 5*time.Second, "r", `1`)
+		if err != nil || !strings.Contains(string(data), "free") {
+			t.Fatalf("request %d: %s, %v; want the free worker's answer", i, data, err)
+		}
+	}
+}

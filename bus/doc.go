@@ -37,6 +37,7 @@
 //	worker -> router -> gateway, its answer (data, or an error):
 //	  {"type":"response","id":7,"data":...}
 //	  {"type":"response","id":7,"error":{"code":"not_found","message":"..."}}
+//	  {"type":"response","id":7,"busy":true,"error":{...}}  refused unhandled: the router may try another worker
 //	worker -> router -> gateway, a message for one connection:
 //	  {"type":"send","id":3,"conn":"g1-ab12","data":...,"timeout_ms":10000}
 //	gateway -> router -> worker, its result:

@@ -80,6 +80,10 @@ type Msg struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 	Error   *wire.Error     `json:"error,omitempty"`
 	Count   uint64          `json:"count,omitempty"`
+	// Busy, on a worker's error response, says it refused the request
+	// without handling it (at capacity): the router may try another
+	// worker, whatever the route.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // Encode returns m as JSON.

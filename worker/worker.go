@@ -402,7 +402,8 @@ func (w *Worker) session(link bus.Link) (up bool, err error) {
 			default:
 				// The router sends no more than MaxInFlight; this one came
 				// as a handler past its deadline still runs.
-				s.answer(w.ctx, bus.Msg{Type: bus.TypeResponse, ID: m.ID, Error: &wire.Error{Code: wire.CodeUnavailable, Message: "worker at capacity"}})
+				s.answer(w.ctx, bus.Msg{Type: bus.TypeResponse, ID: m.ID, Busy: true,
+					Error: &wire.Error{Code: wire.CodeUnavailable, Message: "worker at capacity"}})
 			}
 		case bus.TypeSent:
 			s.mu.Lock()
