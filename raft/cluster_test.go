@@ -16,7 +16,8 @@ import (
 // A future hashicorp/raft never answers (Node.wait gives up on it) leaves a
 // goroutine blocked on it for good.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*deferError).Error"))
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*deferError).Error"),
+		goleak.IgnoreAnyFunction("github.com/comethq/comet/raft.parkForever"))
 }
 
 // waitFor polls cond every 10ms until it holds or d passes.

@@ -150,7 +150,7 @@ type Node struct {
 	raft      *hraft.Raft
 	trans     hraft.Transport
 	closeable *hraft.NetworkTransport // the TCP transport, when ours
-	store     *raftboltdb.BoltStore
+	store     *guardedStore
 
 	leaderChanges atomic.Uint64
 	obsCh         chan hraft.Observation
@@ -179,13 +179,14 @@ func New(cfg Config) (*Node, error) {
 	hlog := newHclog(cfg.Logger)
 
 	var err error
-	n.store, err = raftboltdb.New(raftboltdb.Options{
+	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:   filepath.Join(cfg.Dir, "raft.db"),
 		NoSync: cfg.NoSync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: open log store %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
 	}
+	n.store = &guardedStore{s: bolt}
 	snaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		n.store.Close()
