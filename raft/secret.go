@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -53,6 +54,12 @@ func listenSecret(addr string, advertise net.Addr, secret string, logger *slog.L
 	}
 	s := &secretStream{ln: ln, advertise: advertise, proof: raftProof(secret), logger: logger,
 		conns: make(chan net.Conn), closing: make(chan struct{})}
+	// As hashicorp/raft's TCP transport: other hubs must be able to dial
+	// the address this hub gives them.
+	if a, ok := s.Addr().(*net.TCPAddr); !ok || a.IP == nil || a.IP.IsUnspecified() {
+		ln.Close()
+		return nil, fmt.Errorf("%s is not an address other hubs can reach: give a specific IP, not 0.0.0.0 or ::", s.Addr())
+	}
 	go s.acceptLoop()
 	return s, nil
 }
@@ -90,8 +97,14 @@ func (s *secretStream) acceptLoop() {
 func (s *secretStream) check(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(proofTimeout))
 	got := make([]byte, proofSize)
-	if _, err := io.ReadFull(c, got); err != nil || !hmac.Equal(got, s.proof) {
-		s.logger.Warn("raft connection refused: it did not prove the cluster secret (--secret differs?)", "remote", c.RemoteAddr().String())
+	n, err := io.ReadFull(c, got)
+	if err != nil || !hmac.Equal(got, s.proof) {
+		if n == 0 {
+			// Connected and sent nothing: a port probe, most likely.
+			s.logger.Debug("raft connection closed before any proof", "remote", c.RemoteAddr().String())
+		} else {
+			s.logger.Warn("raft connection refused: it did not prove the cluster secret (--secret differs?)", "remote", c.RemoteAddr().String())
+		}
 		c.Close()
 		return
 	}

@@ -87,3 +87,10 @@ func TestSingleNodeTCPWithSecret(t *testing.T) {
 		t.Fatalf("publish: %+v", r)
 	}
 }
+
+func TestSecretStreamNeedsAnAdvertisableAddress(t *testing.T) {
+	if s, err := listenSecret("0.0.0.0:0", nil, "s", slog.New(slog.DiscardHandler)); err == nil {
+		s.Close()
+		t.Fatal("listening on 0.0.0.0 with nothing to advertise: no error")
+	}
+}

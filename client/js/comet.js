@@ -46,6 +46,9 @@ export function tokenExpiry(token) {
   }
 }
 
+// MAX_TIMER is the longest delay setTimeout honours (2^31-1 ms).
+const MAX_TIMER = 2 ** 31 - 1;
+
 // refreshDelay returns in how many ms to refresh a token that expires at
 // exp (ms): at 80% of its remaining lifetime; null (never) without exp, or
 // when that is less than floor ms away (a race with the expiry; the
@@ -574,7 +577,17 @@ export class Comet extends Emitter {
   _scheduleRefresh(conn, token) {
     const exp = tokenExpiry(token);
     const delay = refreshDelay(this.clock.now(), exp, this.options.minRetry);
-    if (delay !== null) conn.refreshTimer = this.clock.setTimeout(() => this._refresh(conn, exp, 1), delay);
+    if (delay === null) return;
+    const at = this.clock.now() + delay;
+    // setTimeout takes at most 2^31-1 ms (24.8 days) and fires at once
+    // beyond: a longer wait is made of several.
+    const wait = () => {
+      const left = at - this.clock.now();
+      conn.refreshTimer = left > MAX_TIMER
+        ? this.clock.setTimeout(wait, MAX_TIMER)
+        : this.clock.setTimeout(() => this._refresh(conn, exp, 1), left);
+    };
+    wait();
   }
 
   // _refresh sends a fresh token on conn (the gateway answers "connected").

@@ -511,6 +511,30 @@ test('token function failing: error and auth events, retried with backoff, no tr
   c.close();
 });
 
+test('token: a token living longer than setTimeout can wait (24.8 days) is not refreshed in a loop', async () => {
+  const day = 24 * 3600 * 1000;
+  let calls = 0;
+  const env = newClient({ pingInterval: 3600 * 1000, token: async () => { calls++; return jwt('alice', (env.clock.now() + 60 * day) / 1000); } });
+  const { c, clock, net } = env;
+  c.open();
+  await settle();
+  const conn = net.last();
+  conn.open();
+  conn.connected('c1', 'alice');
+  for (let i = 0; i < 50; i++) { clock.tick(10); await settle(); }
+  assert.equal(calls, 1, 'no refresh long before 80% of 60 days');
+  assert.equal(conn.frames('connect').length, 1);
+  // At 80% (48 days), one refresh. The gateway answers every hourly ping.
+  for (let h = 0; h < 48 * 24; h++) {
+    clock.tick(3600 * 1000);
+    conn.push({ op: 'pong' });
+    await settle();
+  }
+  assert.equal(conn.closed, null);
+  assert.equal(calls, 2);
+  assert.equal(conn.frames('connect').length, 2);
+});
+
 test('token expiry: a string token is never refreshed; a failed refresh is retried until expiry; 4006 reconnects', async () => {
   const env = newClient({ random: top(), token: jwt('carol', 30) });
   const { c, clock, net, events } = env;

@@ -5,7 +5,13 @@
 export class FakeClock {
   constructor() { this.t = 0; this.timers = new Map(); this.seq = 0; }
   now() { return this.t; }
-  setTimeout(fn, ms) { const id = ++this.seq; this.timers.set(id, { at: this.t + Math.max(0, ms || 0), fn }); return id; }
+  // As browsers and Node, a delay over 2^31-1 ms fires at once (1 ms).
+  setTimeout(fn, ms) {
+    const id = ++this.seq;
+    const d = ms > 2 ** 31 - 1 ? 1 : Math.max(0, ms || 0);
+    this.timers.set(id, { at: this.t + d, fn });
+    return id;
+  }
   clearTimeout(id) { this.timers.delete(id); }
   // tick advances time by ms, running every timer due on the way, in order.
   tick(ms) {
