@@ -738,15 +738,11 @@ func (s *session) write() {
 			return
 		}
 		msgs, dropped := s.q.take()
-		for _, b := range msgs {
-			if s.link.Send(context.Background(), b) != nil {
-				return
-			}
-		}
 		if dropped > 0 {
-			if s.link.Send(context.Background(), (&bus.Msg{Type: bus.TypeDropped, Count: dropped}).Encode()) != nil {
-				return
-			}
+			msgs = append(msgs, (&bus.Msg{Type: bus.TypeDropped, Count: dropped}).Encode())
+		}
+		if s.link.SendBatch(context.Background(), msgs) != nil {
+			return
 		}
 	}
 }

@@ -18,8 +18,10 @@
 //
 // # Messages
 //
-// Each WebSocket text message holds one JSON object, a Msg; its "type" says
-// which of the following it is. Fields not listed are absent. Ids are
+// Each WebSocket text message holds one or more JSON objects, Msgs,
+// separated by newlines (a writer sends what it has queued in one frame;
+// an object never holds a newline); its "type" says which of the following
+// it is. Fields not listed are absent. Ids are
 // numbers chosen by the sender of a request or send, unique within one
 // session and one direction; the answer carries the same id. timeout_ms is
 // the time left, in milliseconds, when the message was sent: each hop

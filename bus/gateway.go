@@ -241,7 +241,9 @@ func (s *gwSession) write() {
 	for {
 		select {
 		case b := <-s.out:
-			if err := s.link.Send(context.Background(), b); err != nil {
+			// Whatever else is queued goes in the same write.
+			batch := DrainInto([][]byte{b}, s.out, maxBatchMsgs)
+			if err := s.link.SendBatch(context.Background(), batch); err != nil {
 				s.link.Close()
 				return
 			}

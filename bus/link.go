@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -19,8 +20,12 @@ type Link interface {
 	// peer's side (an in-process peer's buffer, or the socket); a Send
 	// still writing when ctx ends may break the link.
 	Send(ctx context.Context, msg []byte) error
+	// SendBatch sends msgs, in order, as Send would one by one, in as few
+	// writes as it can: over WebSocket, a frame holds several messages
+	// separated by newlines (a message, compact JSON, holds none).
+	SendBatch(ctx context.Context, msgs [][]byte) error
 	// Recv returns the next message, or an error once the link is broken
-	// or closed.
+	// or closed. One goroutine at a time calls it.
 	Recv() ([]byte, error)
 	// Close ends the link; the peer's Recv then fails.
 	Close() error
@@ -65,6 +70,15 @@ func (e *pipeEnd) Send(ctx context.Context, msg []byte) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func (e *pipeEnd) SendBatch(ctx context.Context, msgs [][]byte) error {
+	for _, m := range msgs {
+		if err := e.Send(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Recv returns the messages sent before the pipe closed, then ErrClosed.
@@ -131,6 +145,7 @@ func Dial(ctx context.Context, url string, header http.Header) (Link, *http.Resp
 
 type wsLink struct {
 	c       *websocket.Conn
+	pending [][]byte   // messages of the last frame not yet returned by Recv
 	wmu     sync.Mutex // one writer at a time
 	once    sync.Once
 	closeCh chan struct{}
@@ -186,7 +201,86 @@ func (l *wsLink) Send(ctx context.Context, msg []byte) error {
 	return l.c.WriteMessage(websocket.TextMessage, msg)
 }
 
+// maxBatchMsgs bounds the messages a writer takes from its queue for one
+// SendBatch.
+const maxBatchMsgs = 256
+
+// DrainInto appends to batch what ch holds now, without waiting, up to max
+// messages in all: a session writer sends a burst in one write.
+func DrainInto(batch [][]byte, ch <-chan []byte, max int) [][]byte {
+	for len(batch) < max {
+		select {
+		case b := <-ch:
+			batch = append(batch, b)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// maxBatchBytes bounds the frame SendBatch makes of several messages (a
+// larger message goes alone, up to MaxMsgBytes).
+const maxBatchBytes = 256 << 10
+
+func (l *wsLink) SendBatch(ctx context.Context, msgs [][]byte) error {
+	for len(msgs) > 0 {
+		n, size := 1, len(msgs[0])
+		for n < len(msgs) && size+1+len(msgs[n]) <= maxBatchBytes {
+			size += 1 + len(msgs[n])
+			n++
+		}
+		if err := l.sendFrame(ctx, msgs[:n]); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// sendFrame writes msgs as one frame, separated by newlines.
+func (l *wsLink) sendFrame(ctx context.Context, msgs [][]byte) error {
+	if len(msgs) == 1 {
+		return l.Send(ctx, msgs[0])
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-l.closeCh:
+		return ErrClosed
+	default:
+	}
+	deadline := time.Now().Add(writeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_ = l.c.SetWriteDeadline(deadline)
+	w, err := l.c.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		if i > 0 {
+			if _, err := w.Write([]byte{'\n'}); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(m); err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
 func (l *wsLink) Recv() ([]byte, error) {
+	if len(l.pending) > 0 {
+		m := l.pending[0]
+		l.pending = l.pending[1:]
+		return m, nil
+	}
 	for {
 		typ, msg, err := l.c.ReadMessage()
 		if err != nil {
@@ -198,8 +292,22 @@ func (l *wsLink) Recv() ([]byte, error) {
 			return nil, err
 		}
 		_ = l.c.SetReadDeadline(time.Now().Add(readTimeout))
-		if typ == websocket.TextMessage {
+		if typ != websocket.TextMessage {
+			continue
+		}
+		if bytes.IndexByte(msg, '\n') < 0 {
 			return msg, nil
+		}
+		// Several messages in one frame (SendBatch).
+		for line := range bytes.SplitSeq(msg, []byte{'\n'}) {
+			if len(line) > 0 {
+				l.pending = append(l.pending, line)
+			}
+		}
+		if len(l.pending) > 0 {
+			m := l.pending[0]
+			l.pending = l.pending[1:]
+			return m, nil
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -304,6 +305,26 @@ func TestMsgRoundTrip(t *testing.T) {
 	for _, bad := range []string{"", "{", "1 2"} {
 		if _, err := Compact(json.RawMessage(bad)); err == nil {
 			t.Errorf("Compact(%q) accepted", bad)
+		}
+	}
+}
+
+// TestWSLinkSendBatch: a batch arrives as the messages it holds, in order,
+// whether they share a frame or not (over maxBatchBytes they do not).
+func TestWSLinkSendBatch(t *testing.T) {
+	c, s := wsPair(t)
+	big := bytes.Repeat([]byte("x"), maxBatchBytes/2)
+	batch := [][]byte{[]byte(`{"a":1}`), []byte(`{"b":2}`), big, big, []byte(`{"c":3}`)}
+	if err := c.SendBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Send(context.Background(), []byte(`{"d":4}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range append(batch, []byte(`{"d":4}`)) {
+		got, err := recvWithin(t, s, 5*time.Second)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("message %d: %.40q, %v; want %.40q", i, got, err, want)
 		}
 	}
 }

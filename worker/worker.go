@@ -433,18 +433,20 @@ func sameRoutes(a, b bus.Msg) bool {
 func (w *Worker) write(s *session) {
 	defer close(s.broken)
 	for {
-		var b []byte
+		var batch [][]byte
 		select {
-		case b = <-s.out:
+		case b := <-s.out:
+			// Whatever else is queued goes in the same write.
+			batch = bus.DrainInto([][]byte{b}, s.out, 256)
 		case <-s.update:
 			w.mu.Lock()
 			m := w.helloLocked(bus.TypeUpdate)
 			w.mu.Unlock()
-			b = m.Encode()
+			batch = [][]byte{m.Encode()}
 		case <-s.done:
 			return
 		}
-		if err := s.link.Send(context.Background(), b); err != nil {
+		if err := s.link.SendBatch(context.Background(), batch); err != nil {
 			s.link.Close()
 			return
 		}
