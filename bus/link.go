@@ -183,22 +183,7 @@ func (l *wsLink) ping() {
 }
 
 func (l *wsLink) Send(ctx context.Context, msg []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case <-l.closeCh:
-		return ErrClosed
-	default:
-	}
-	deadline := time.Now().Add(writeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	_ = l.c.SetWriteDeadline(deadline)
-	return l.c.WriteMessage(websocket.TextMessage, msg)
+	return l.sendFrame(ctx, [][]byte{msg})
 }
 
 // maxBatchMsgs bounds the messages a writer takes from its queue for one
@@ -240,9 +225,6 @@ func (l *wsLink) SendBatch(ctx context.Context, msgs [][]byte) error {
 
 // sendFrame writes msgs as one frame, separated by newlines.
 func (l *wsLink) sendFrame(ctx context.Context, msgs [][]byte) error {
-	if len(msgs) == 1 {
-		return l.Send(ctx, msgs[0])
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -258,6 +240,9 @@ func (l *wsLink) sendFrame(ctx context.Context, msgs [][]byte) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	_ = l.c.SetWriteDeadline(deadline)
+	if len(msgs) == 1 {
+		return l.c.WriteMessage(websocket.TextMessage, msgs[0])
+	}
 	w, err := l.c.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err

@@ -58,8 +58,14 @@ func (gb *gatewayBus) ready() error {
 
 func (gb *gatewayBus) attach(gw *gateway.Server) { gb.gw = gw }
 
-// run keeps the session up until ctx ends.
-func (gb *gatewayBus) run(ctx context.Context) { _ = gb.bus.Run(ctx) }
+// start keeps the session up until the returned stop is called; stop
+// returns once the session has ended.
+func (gb *gatewayBus) start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gb.bus.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
 
 func (gb *gatewayBus) Request(ctx context.Context, req gateway.Request) (json.RawMessage, error) {
 	return gb.bus.Request(ctx, bus.Request{Route: req.Route, Data: req.Data, Conn: req.Conn, User: req.User})

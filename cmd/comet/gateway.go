@@ -185,10 +185,7 @@ func runGateway(args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	gb.attach(gw)
-	busCtx, stopBus := context.WithCancel(context.Background())
-	busDone := make(chan struct{})
-	go func() { defer close(busDone); gb.run(busCtx) }()
-	defer func() { stopBus(); <-busDone }()
+	defer gb.start()()
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)

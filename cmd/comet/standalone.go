@@ -81,10 +81,7 @@ func runStandalone(args []string, stderr io.Writer) error {
 	gb.attach(gw)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	busCtx, stopBus := context.WithCancel(context.Background())
-	busDone := make(chan struct{})
-	go func() { defer close(busDone); gb.run(busCtx) }()
-	defer func() { stopBus(); <-busDone }()
+	defer gb.start()()
 	gw.Run()
 	logger.Info("comet standalone started: a single-node hub and a gateway",
 		"ws", "ws://"+f.listen+"/ws", "sockjs", "http://"+f.listen+"/sockjs", "hub_api", "http://"+f.listen+"/v1/", "data", data)
