@@ -2,7 +2,9 @@ package log
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -26,20 +28,47 @@ import (
 // the "d" bucket (see encodeIDs), whose records leave with the window.
 // Open and Restore rebuild the index from "d" alone. An Update stages its
 // changes in its Tx and they reach the index only once bbolt has committed.
+//
+// The index holds millions of ids at high publish rates, so it is built to
+// cost the garbage collector nothing per id: no pointers per record.
+//
+//   - The records are appended, key bytes included, to an arena of byte
+//     blocks, in the order they were added; that order is also the order in
+//     which they expire (time order, unless times went backwards: entries
+//     not stamped through Tick; expire then sorts the arena first).
+//   - A map from a hash of (channel, id) to a slot (offset, time, the
+//     record's position in the arena) finds a record. The hash is seeded at
+//     random per index, and a hit is confirmed against the key bytes in the
+//     arena. Two keys with one hash (about never) are handled: the second
+//     one's slot goes to a small map keyed by the strings.
+//   - Deleting a channel is O(1): each channel name has a generation, every
+//     slot the generation it was added in, and a slot of an older
+//     generation is not held. It leaves the arena with the window.
 type idIndex struct {
-	chans map[string]*chanIDs
-	// queue holds the records in the order they were added, for expiry. It
-	// is in time order unless times went backwards (entries not stamped
-	// through Tick), in which case expire sorts it first.
-	queue    []queued
-	head     int
-	unsorted bool
-	n        atomic.Int64 // ids held, for HeldIDs
+	seed     maphash.Seed
+	narrow   uint64 // hash bits cleared: tests set it to make keys collide
+	slots    map[uint64]idSlot
+	more     map[idKey]idSlot // keys whose hash another held key's slot has
+	chans    map[string]*chanIDs
+	arena    idArena
+	lastT    int64 // time of the newest record in the arena
+	unsorted bool  // the arena is not in time order
+	n        atomic.Int64
 }
 
+// chanIDs is what the index knows of a channel name.
 type chanIDs struct {
-	name string
-	ids  map[string]idRec
+	gen  uint32 // raised when the channel is deleted
+	held int    // ids of the current history held
+	recs int    // records of this name in the arena, of any generation
+}
+
+// idSlot is where the index finds a record.
+type idSlot struct {
+	off uint64
+	t   int64
+	pos uint64 // of the record in the arena
+	gen uint32
 }
 
 type idRec struct {
@@ -47,10 +76,15 @@ type idRec struct {
 	t   int64 // unix nanos
 }
 
-type queued struct {
-	c  *chanIDs
-	id string
-	t  int64
+type idKey struct{ ch, id string }
+
+func newIDIndex() *idIndex {
+	return &idIndex{seed: maphash.MakeSeed(), slots: make(map[uint64]idSlot), chans: make(map[string]*chanIDs)}
+}
+
+// hash is the index's hash of (ch, id); a Tx and its stage use it too.
+func (x *idIndex) hash(ch, id string) uint64 {
+	return maphash.Comparable(x.seed, idKey{ch, id}) &^ x.narrow
 }
 
 // expired reports whether a record of time t has left the window at now.
@@ -58,81 +92,228 @@ func expired(t, now int64) bool {
 	return now > t && uint64(now-t) >= uint64(IdempotencyWindow)
 }
 
-func (x *idIndex) get(ch, id string) (idRec, bool) {
+// get returns the held record of id on ch; h is x.hash(ch, id). free
+// reports that no record of any key has the hash h, so that put may skip
+// looking for one.
+func (x *idIndex) get(ch, id string, h uint64) (r idRec, ok, free bool) {
+	s, ok := x.slots[h]
+	free = !ok && len(x.more) == 0
 	c := x.chans[ch]
 	if c == nil {
-		return idRec{}, false
+		return idRec{}, false, free
 	}
-	r, ok := c.ids[id]
-	return r, ok
+	if ok && s.gen == c.gen && x.arena.keyIs(s.pos, ch, id) {
+		return idRec{off: s.off, t: s.t}, true, false
+	}
+	if len(x.more) > 0 {
+		if s, ok := x.more[idKey{ch, id}]; ok && s.gen == c.gen {
+			return idRec{off: s.off, t: s.t}, true, false
+		}
+	}
+	return idRec{}, false, free
 }
 
-func (x *idIndex) put(ch, id string, r idRec) {
+// put makes r the record of id on ch; h is x.hash(ch, id). With free, no
+// record has the hash h (get said so, and nothing was put since).
+func (x *idIndex) put(ch, id string, h uint64, r idRec, free bool) {
 	c := x.chans[ch]
 	if c == nil {
-		if x.chans == nil {
-			x.chans = make(map[string]*chanIDs)
-		}
-		c = &chanIDs{name: strings.Clone(ch), ids: make(map[string]idRec)}
-		x.chans[ch] = c
+		c = &chanIDs{}
+		x.chans[strings.Clone(ch)] = c
 	}
-	if _, ok := c.ids[id]; !ok {
-		x.n.Add(1)
-	}
-	c.ids[id] = r
-	if q := len(x.queue); q > x.head && x.queue[q-1].t > r.t {
+	if r.t < x.lastT && x.arena.tail != x.arena.head {
 		x.unsorted = true
 	}
-	x.queue = append(x.queue, queued{c: c, id: id, t: r.t})
+	x.lastT = r.t
+	s := idSlot{off: r.off, t: r.t, pos: x.arena.add(r.t, h, c.gen, ch, id), gen: c.gen}
+	c.recs++
+	if free {
+		x.slots[h] = s
+		c.held++
+		x.n.Add(1)
+		return
+	}
+	if !x.place(ch, id, h, s) {
+		c.held++
+		x.n.Add(1)
+	}
 }
 
+// place stores slot s of (ch, id) and reports whether it replaced a held
+// record of that key.
+func (x *idIndex) place(ch, id string, h uint64, s idSlot) (replaced bool) {
+	if old, ok := x.slots[h]; ok {
+		if x.arena.keyIs(old.pos, ch, id) {
+			x.slots[h] = s
+			return old.gen == s.gen
+		}
+		if x.live(old) { // another key's: a collision
+			if x.more == nil {
+				x.more = make(map[idKey]idSlot)
+			}
+			k := idKey{strings.Clone(ch), strings.Clone(id)}
+			prev, ok := x.more[k]
+			x.more[k] = s
+			return ok && prev.gen == s.gen
+		}
+	}
+	if len(x.more) > 0 {
+		if prev, ok := x.more[idKey{ch, id}]; ok {
+			delete(x.more, idKey{ch, id})
+			replaced = prev.gen == s.gen
+		}
+	}
+	x.slots[h] = s
+	return replaced
+}
+
+// live reports whether s is a record of its channel's current history.
+func (x *idIndex) live(s idSlot) bool {
+	c := x.chans[string(x.arena.chanAt(s.pos))]
+	return c != nil && c.gen == s.gen
+}
+
+// drop forgets the ids of ch (deleted).
 func (x *idIndex) drop(ch string) {
 	if c := x.chans[ch]; c != nil {
-		x.n.Add(-int64(len(c.ids)))
-		delete(x.chans, ch)
+		x.n.Add(-int64(c.held))
+		c.held = 0
+		c.gen++
+	}
+}
+
+// forget removes the arena record rec from the index.
+func (x *idIndex) forget(rec idRecord) {
+	c := x.chans[string(rec.ch)]
+	if c == nil {
+		panic("log: idempotency record of an unknown channel")
+	}
+	var (
+		s  idSlot
+		ok bool
+	)
+	if s, ok = x.slots[rec.h]; ok && s.pos == rec.pos {
+		delete(x.slots, rec.h)
+	} else if len(x.more) > 0 {
+		k := idKey{string(rec.ch), string(rec.id)}
+		if s, ok = x.more[k]; ok && s.pos == rec.pos {
+			delete(x.more, k)
+		} else {
+			ok = false
+		}
+	} else {
+		ok = false
+	}
+	if ok && s.gen == c.gen {
+		c.held--
+		x.n.Add(-1)
+	}
+	c.recs--
+	if c.recs == 0 {
+		delete(x.chans, string(rec.ch))
 	}
 }
 
 // expire forgets the records that expired as of clock.
 func (x *idIndex) expire(clock int64) {
 	if x.unsorted {
-		live := x.queue[:0]
-		for _, q := range x.queue[x.head:] {
-			if r, ok := q.c.ids[q.id]; ok && r.t == q.t && x.chans[q.c.name] == q.c {
-				live = append(live, q)
-			}
-		}
-		clear(x.queue[len(live):])
-		slices.SortStableFunc(live, func(a, b queued) int { return cmp.Compare(a.t, b.t) })
-		x.queue, x.head, x.unsorted = live, 0, false
+		x.sort()
 	}
-	for x.head < len(x.queue) && expired(x.queue[x.head].t, clock) {
-		q := x.queue[x.head]
-		x.queue[x.head] = queued{}
-		x.head++
-		// The record may have been replaced since, or its channel deleted:
-		// the test on the time covers both (a replacement is later).
-		if r, ok := q.c.ids[q.id]; ok && expired(r.t, clock) {
-			delete(q.c.ids, q.id)
-			if x.chans[q.c.name] == q.c {
-				x.n.Add(-1)
-				if len(q.c.ids) == 0 {
-					delete(x.chans, q.c.name)
+	for x.arena.head != x.arena.tail {
+		rec := x.arena.at(x.arena.head)
+		if !expired(rec.t, clock) {
+			break
+		}
+		x.forget(rec)
+		x.arena.pop(rec.next)
+	}
+}
+
+// sort rewrites the arena with the records still held, in time order.
+func (x *idIndex) sort() {
+	type held struct {
+		rec  idRecord
+		slot idSlot
+		more bool
+	}
+	var keep []held
+	for pos := x.arena.head; pos != x.arena.tail; {
+		rec := x.arena.at(pos)
+		if s, ok := x.slots[rec.h]; ok && s.pos == rec.pos {
+			if x.live(s) {
+				keep = append(keep, held{rec: rec, slot: s})
+			} else {
+				delete(x.slots, rec.h)
+			}
+		} else if len(x.more) > 0 {
+			k := idKey{string(rec.ch), string(rec.id)}
+			if s, ok := x.more[k]; ok && s.pos == rec.pos {
+				if x.live(s) {
+					keep = append(keep, held{rec: rec, slot: s, more: true})
+				} else {
+					delete(x.more, k)
 				}
 			}
 		}
+		pos = rec.next
 	}
-	if x.head > 1024 && x.head > len(x.queue)/2 {
-		x.queue = append(x.queue[:0], x.queue[x.head:]...)
-		clear(x.queue[len(x.queue):cap(x.queue)])
-		x.head = 0
+	slices.SortStableFunc(keep, func(a, b held) int { return cmp.Compare(a.rec.t, b.rec.t) })
+	// Positions are not reused: the new arena starts after the old one.
+	first := x.arena.first + uint64(len(x.arena.blocks))
+	arena := idArena{first: first, head: first * arenaBlock, tail: first * arenaBlock}
+	for _, c := range x.chans {
+		c.recs = 0
 	}
+	for _, k := range keep {
+		k.slot.pos = arena.add(k.rec.t, k.rec.h, k.rec.gen, string(k.rec.ch), string(k.rec.id))
+		x.chans[string(k.rec.ch)].recs++
+		if k.more {
+			x.more[idKey{string(k.rec.ch), string(k.rec.id)}] = k.slot
+		} else {
+			x.slots[k.rec.h] = k.slot
+		}
+	}
+	for name, c := range x.chans {
+		if c.recs == 0 {
+			delete(x.chans, name)
+		}
+	}
+	x.arena, x.unsorted = arena, false
+	if len(keep) > 0 {
+		x.lastT = keep[len(keep)-1].rec.t
+	}
+}
+
+// each calls fn with every held record.
+func (x *idIndex) each(fn func(ch, id string, r idRec)) {
+	for _, s := range x.slots {
+		if x.live(s) {
+			rec := x.arena.at(s.pos)
+			fn(string(rec.ch), string(rec.id), idRec{off: s.off, t: s.t})
+		}
+	}
+	for k, s := range x.more {
+		if x.live(s) {
+			fn(k.ch, k.id, idRec{off: s.off, t: s.t})
+		}
+	}
+}
+
+// heldIn returns the number of ids of ch held.
+func (x *idIndex) heldIn(ch string) int {
+	if c := x.chans[ch]; c != nil {
+		return c.held
+	}
+	return 0
 }
 
 // load replaces the index with the held records of a committed state.
 func (x *idIndex) load(tx *bolt.Tx) error {
-	x.chans, x.queue, x.head, x.unsorted = nil, nil, 0, false
-	x.n.Store(0)
+	seed := x.seed
+	if seed == (maphash.Seed{}) {
+		seed = maphash.MakeSeed()
+	}
+	*x = idIndex{seed: seed, narrow: x.narrow, slots: make(map[uint64]idSlot), chans: make(map[string]*chanIDs)}
 	clock := int64(u64(tx.Bucket(bucketSys).Get(keyClock)))
 	chans := tx.Bucket(bucketChannels)
 	created := make(map[string]uint64) // 0: no such channel
@@ -158,10 +339,12 @@ func (x *idIndex) load(tx *bolt.Tx) error {
 			if want == 0 || cr != want {
 				return // a deleted channel's
 			}
-			if r, ok := x.get(ch, p.id); ok && r.off > p.off {
+			h := x.hash(ch, p.id)
+			r, ok, free := x.get(ch, p.id, h)
+			if ok && r.off > p.off {
 				return // an earlier record of an id reused after it expired
 			}
-			x.put(ch, p.id, idRec{off: p.off, t: p.t})
+			x.put(ch, p.id, h, idRec{off: p.off, t: p.t}, free)
 		})
 		if derr != nil {
 			return derr
@@ -170,7 +353,7 @@ func (x *idIndex) load(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	// put queued an entry for every record it was given, replaced ones
+	// put added a record for every one it was given, replaced ones
 	// included, in the order of "d": keep the live ones, in time order.
 	x.unsorted = true
 	x.expire(clock)
@@ -180,39 +363,148 @@ func (x *idIndex) load(tx *bolt.Tx) error {
 // held returns the number of ids held.
 func (x *idIndex) held() int { return int(x.n.Load()) }
 
+// The arena holds records in blocks of arenaBlock bytes; a record does not
+// cross blocks. A position is a block number times arenaBlock plus an offset
+// in the block; block numbers only grow.
+const arenaBlock = 64 << 10
+
+// A record is a header (time, hash, generation, channel length, id length)
+// and the channel and id bytes.
+const recHeader = 8 + 8 + 4 + 2 + 2
+
+type idArena struct {
+	blocks     [][]byte // block first+i; len is what is used of it
+	first      uint64
+	head, tail uint64 // oldest record, end of the newest
+}
+
+// idRecord is a record read from the arena; ch and id alias the arena.
+type idRecord struct {
+	pos, next uint64
+	t         int64
+	h         uint64
+	gen       uint32
+	ch, id    []byte
+}
+
+func (a *idArena) add(t int64, h uint64, gen uint32, ch, id string) uint64 {
+	need := recHeader + len(ch) + len(id)
+	if n := len(a.blocks); n == 0 || len(a.blocks[n-1])+need > arenaBlock {
+		a.blocks = append(a.blocks, make([]byte, 0, arenaBlock))
+	}
+	n := len(a.blocks)
+	b := a.blocks[n-1]
+	pos := (a.first+uint64(n)-1)*arenaBlock + uint64(len(b))
+	b = binary.LittleEndian.AppendUint64(b, uint64(t))
+	b = binary.LittleEndian.AppendUint64(b, h)
+	b = binary.LittleEndian.AppendUint32(b, gen)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(ch)))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(id)))
+	b = append(b, ch...)
+	b = append(b, id...)
+	a.blocks[n-1] = b
+	if a.head == a.tail {
+		a.head = pos // the first record (the head may have been at a block's end)
+	}
+	a.tail = pos + uint64(need)
+	return pos
+}
+
+// at reads the record at pos: a record's position, or the end of a block
+// or of a record, whose next record it reads.
+func (a *idArena) at(pos uint64) idRecord {
+	i := pos/arenaBlock - a.first
+	if off := pos % arenaBlock; off >= uint64(len(a.blocks[i])) {
+		i++
+		pos = (a.first + i) * arenaBlock
+	}
+	b := a.blocks[i][pos%arenaBlock:]
+	chLen, idLen := int(binary.LittleEndian.Uint16(b[20:])), int(binary.LittleEndian.Uint16(b[22:]))
+	return idRecord{
+		pos:  pos,
+		next: pos + uint64(recHeader+chLen+idLen),
+		t:    int64(binary.LittleEndian.Uint64(b)),
+		h:    binary.LittleEndian.Uint64(b[8:]),
+		gen:  binary.LittleEndian.Uint32(b[16:]),
+		ch:   b[recHeader : recHeader+chLen],
+		id:   b[recHeader+chLen : recHeader+chLen+idLen],
+	}
+}
+
+// keyIs reports whether the record at pos is of (ch, id).
+func (a *idArena) keyIs(pos uint64, ch, id string) bool {
+	rec := a.at(pos)
+	return string(rec.ch) == ch && string(rec.id) == id
+}
+
+// chanAt returns the channel of the record at pos.
+func (a *idArena) chanAt(pos uint64) []byte { return a.at(pos).ch }
+
+// pop removes the head record; next is its end. Blocks the head has left
+// are released; the last one stays for the next records.
+func (a *idArena) pop(next uint64) {
+	a.head = next
+	for len(a.blocks) > 1 && a.head >= a.first*arenaBlock+uint64(len(a.blocks[0])) {
+		a.blocks[0] = nil
+		a.blocks = a.blocks[1:]
+		a.first++
+		a.head = max(a.head, a.first*arenaBlock)
+	}
+}
+
 // stagedIDs is what a Tx changes in the index, applied after its commit.
 // The Log keeps one and clears it for each Update.
 type stagedIDs struct {
-	dropped map[string]bool // channels deleted in this Tx
-	ids     map[idKey]idRec
-	order   []stagedID // ids in the order they were appended
+	dropped  map[string]bool // channels deleted in this Tx
+	slots    map[uint64]int  // hash -> the latest entry of order with it
+	order    []stagedID      // ids in the order they were appended
+	collided bool            // two keys of order share a hash
 }
 
-type idKey struct{ ch, id string }
-
 type stagedID struct {
-	idKey
-	r idRec
+	h      uint64
+	ch, id string
+	r      idRec
+	free   bool // no record in the index had the hash h, nor in order before
 }
 
 func (s *stagedIDs) reset() {
 	clear(s.dropped)
-	clear(s.ids)
+	clear(s.slots)
 	clear(s.order)
 	s.order = s.order[:0]
+	s.collided = false
 }
 
-func (s *stagedIDs) get(ch, id string) (idRec, bool) {
-	r, ok := s.ids[idKey{ch, id}]
-	return r, ok
-}
-
-func (s *stagedIDs) put(ch, id string, r idRec) {
-	if s.ids == nil {
-		s.ids = make(map[idKey]idRec)
+// get returns the latest staged record of id on ch; h is its hash. taken
+// reports that a staged record, of any key, has the hash h.
+func (s *stagedIDs) get(ch, id string, h uint64) (r idRec, ok, taken bool) {
+	i, taken := s.slots[h]
+	if taken {
+		if e := s.order[i]; e.ch == ch && e.id == id {
+			return e.r, true, true
+		}
 	}
-	s.ids[idKey{ch, id}] = r
-	s.order = append(s.order, stagedID{idKey{ch, id}, r})
+	if s.collided {
+		for i := len(s.order) - 1; i >= 0; i-- {
+			if e := s.order[i]; e.h == h && e.ch == ch && e.id == id {
+				return e.r, true, true
+			}
+		}
+	}
+	return idRec{}, false, taken
+}
+
+// put stages r as the record of id on ch; free is for idIndex.put.
+func (s *stagedIDs) put(ch, id string, h uint64, r idRec, free bool) {
+	if s.slots == nil {
+		s.slots = make(map[uint64]int)
+	}
+	if i, ok := s.slots[h]; ok && (s.order[i].ch != ch || s.order[i].id != id) {
+		s.collided = true
+	}
+	s.slots[h] = len(s.order)
+	s.order = append(s.order, stagedID{h: h, ch: ch, id: id, r: r, free: free})
 }
 
 func (s *stagedIDs) drop(ch string) {
@@ -220,13 +512,11 @@ func (s *stagedIDs) drop(ch string) {
 		s.dropped = make(map[string]bool)
 	}
 	s.dropped[ch] = true
-	s.order = slices.DeleteFunc(s.order, func(e stagedID) bool {
-		if e.ch == ch {
-			delete(s.ids, e.idKey)
-			return true
-		}
-		return false
-	})
+	s.order = slices.DeleteFunc(s.order, func(e stagedID) bool { return e.ch == ch })
+	clear(s.slots)
+	for i, e := range s.order {
+		s.slots[e.h] = i
+	}
 }
 
 // apply makes a committed Tx's changes to the index, as of the clock the
@@ -237,7 +527,7 @@ func (x *idIndex) apply(s *stagedIDs, clock int64) {
 		x.drop(ch)
 	}
 	for _, e := range s.order {
-		x.put(e.ch, e.id, e.r)
+		x.put(e.ch, e.id, e.h, e.r, e.free)
 	}
 	x.expire(clock)
 }

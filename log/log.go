@@ -199,7 +199,7 @@ func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
 		}
 		return nil, nil, fmt.Errorf("log: open %s: %w", path, err)
 	}
-	ids := &idIndex{}
+	ids := newIDIndex()
 	err = db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSys) == nil {
 			// A new file.
@@ -581,7 +581,7 @@ func (l *Log) Restore(r io.Reader) error {
 			}
 			// Its idempotency records must load, or the restored log
 			// could not open.
-			return (&idIndex{}).load(tx)
+			return newIDIndex().load(tx)
 		})
 		check.Close()
 	}

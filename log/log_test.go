@@ -200,24 +200,24 @@ func indexDump(t testing.TB, l *Log) ([]string, int) {
 	defer l.wmu.Unlock()
 	list := func(x *idIndex) []string {
 		var out []string
-		n := 0
-		for ch, c := range x.chans {
-			if c.name != ch || len(c.ids) == 0 {
-				t.Fatalf("index entry %q for channel %q with %d ids", c.name, ch, len(c.ids))
-			}
-			for id, r := range c.ids {
-				out = append(out, fmt.Sprintf("%s/%s=%d@%d", ch, id, r.off, r.t))
-				n++
-			}
+		perChan := make(map[string]int)
+		x.each(func(ch, id string, r idRec) {
+			out = append(out, fmt.Sprintf("%s/%s=%d@%d", ch, id, r.off, r.t))
+			perChan[ch]++
+		})
+		if int64(len(out)) != x.n.Load() {
+			t.Fatalf("index counts %d ids, holds %d", x.n.Load(), len(out))
 		}
-		if int64(n) != x.n.Load() {
-			t.Fatalf("index counts %d ids, holds %d", x.n.Load(), n)
+		for ch, c := range x.chans {
+			if c.held != perChan[ch] {
+				t.Fatalf("index counts %d ids of %q, holds %d", c.held, ch, perChan[ch])
+			}
 		}
 		slices.Sort(out)
 		return out
 	}
 	got := list(l.ids)
-	rebuilt := &idIndex{}
+	rebuilt := newIDIndex()
 	if err := l.db.View(rebuilt.load); err != nil {
 		t.Fatalf("rebuild the index: %v", err)
 	}

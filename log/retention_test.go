@@ -266,9 +266,7 @@ func idRecords(t *testing.T, l *Log, ch string) (held, stored int) {
 	defer l.mu.RUnlock()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if c := l.ids.chans[ch]; c != nil {
-		held = len(c.ids)
-	}
+	held = l.ids.heldIn(ch)
 	if int64(held) > l.ids.n.Load() {
 		t.Errorf("index holds %d ids of %s, %d in all", held, ch, l.ids.n.Load())
 	}

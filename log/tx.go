@@ -102,9 +102,7 @@ func (tx *Tx) InitEpoch(epoch string) error {
 // Append stores data as the next message of ch at time now. With a non-empty
 // id, a second Append of the same id on ch within IdempotencyWindow stores
 // nothing and returns the first offset. A refused message is reported in
-// Result.Err, not as an error; the error is for storage failures. The log
-// keeps id in memory for the window: it should not be a piece of a larger
-// string.
+// Result.Err, not as an error; the error is for storage failures.
 func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) {
 	res := Result{Channel: ch}
 	if !wire.ValidChannel(ch) {
@@ -124,8 +122,17 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 		return res, nil
 	}
 	t := now.UnixNano()
+	var (
+		h    uint64
+		free bool
+	)
 	if id != "" {
-		if r, ok := tx.lookup(ch, id); ok && !expired(r.t, t) {
+		h = tx.committed.hash(ch, id)
+		var (
+			r  idRec
+			ok bool
+		)
+		if r, ok, free = tx.lookup(ch, id, h); ok && !expired(r.t, t) {
 			res.Offset, res.Duplicate = r.off, true
 			return res, nil
 		}
@@ -133,7 +140,7 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 	off := st.meta.Next
 	st.add(t, id, data)
 	if id != "" {
-		tx.staged.put(ch, id, idRec{off: off, t: t})
+		tx.staged.put(ch, id, h, idRec{off: off, t: t}, free)
 		st.ids = append(st.ids, pendID{off: off, t: t, id: id})
 	}
 	res.Offset = off
@@ -141,15 +148,28 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 }
 
 // lookup returns the latest record of id on ch: appended in this Tx, or
-// held by the index (unless ch was deleted in this Tx).
-func (tx *Tx) lookup(ch, id string) (idRec, bool) {
-	if r, ok := tx.staged.get(ch, id); ok {
-		return r, true
+// held by the index (unless ch was deleted in this Tx). h is the index's
+// hash of (ch, id). free reports that neither holds a record of any key
+// with the hash h.
+func (tx *Tx) lookup(ch, id string, h uint64) (r idRec, ok, free bool) {
+	r, ok, taken := tx.staged.get(ch, id, h)
+	if ok {
+		return r, true, false
 	}
+	if taken {
+		// Another key's staged record has the hash: the index may hold one
+		// too, but put will have to look either way.
+		if tx.staged.dropped[ch] {
+			return idRec{}, false, false
+		}
+		r, ok, _ = tx.committed.get(ch, id, h)
+		return r, ok, false
+	}
+	r, ok, free = tx.committed.get(ch, id, h)
 	if tx.staged.dropped[ch] {
-		return idRec{}, false
+		return idRec{}, false, free
 	}
-	return tx.committed.get(ch, id)
+	return r, ok, free
 }
 
 // DeleteChannel removes every message of ch and starts a new history in

@@ -17,6 +17,7 @@ import (
 	"github.com/comethq/comet/log"
 	hraft "github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bbolt "go.etcd.io/bbolt"
 )
 
 var (
@@ -182,7 +183,18 @@ func New(cfg Config) (*Node, error) {
 	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:   filepath.Join(cfg.Dir, "raft.db"),
 		NoSync: cfg.NoSync,
+		// As etcd does: the free list is rebuilt at open instead of being
+		// written on every commit (fewer pages written per append), and
+		// kept as a map (constant-time allocation in a large file).
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
 	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("raft: open log store %s: locked by another process", filepath.Join(cfg.Dir, "raft.db"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("raft: open log store %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
 	}
@@ -272,7 +284,17 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	f := &fsm{log: cfg.Log, observer: cfg.Observer, logger: cfg.Logger}
-	n.raft, err = hraft.NewRaft(rc, f, n.store, n.store, snaps, n.trans)
+	// The newest entries are read again right after they are stored: by
+	// the leader's replication to each follower and by a follower's apply.
+	// A small cache serves them from memory (at most logCacheEntries times
+	// BatchMaxBytes, 64 MiB with the defaults).
+	logs, err := hraft.NewLogCache(logCacheEntries, n.store)
+	if err != nil {
+		n.closeTransport()
+		n.store.Close()
+		return nil, fmt.Errorf("raft: log cache: %w", err)
+	}
+	n.raft, err = hraft.NewRaft(rc, f, logs, n.store, snaps, n.trans)
 	if err != nil {
 		n.closeTransport()
 		n.store.Close()
@@ -615,3 +637,6 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+// logCacheEntries is how many of the newest Raft entries are kept in memory.
+const logCacheEntries = 64

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,6 +110,25 @@ func TestNewValidates(t *testing.T) {
 	defer n.Close()
 	if err := n.WaitLeader(ctxTimeout(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDirInUse: a second node on a directory a running node uses is
+// refused with a clear error, not left waiting for raft.db's lock.
+func TestDirInUse(t *testing.T) {
+	c := newCluster(t, 1)
+	tn := c.leader()
+	_, trans := hraft.NewInmemTransport("h9")
+	t.Cleanup(func() { trans.Close() })
+	cfg := Config{ID: "h9", Dir: tn.dir, Log: mustOpenLog(t), Transport: trans, NoSync: true}
+	fastConfig(&cfg)
+	n, err := New(cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("a second node opened a directory in use")
+	}
+	if !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("error %q: want it to say the directory is locked", err)
 	}
 }
 
