@@ -52,11 +52,52 @@ type segment struct {
 	done  bool   // bytes was called
 }
 
-func newSegment(first uint64, t int64, hint int) *segment {
-	buf := make([]byte, chunkHeader, chunkHeader+hint)
+func newSegment(first uint64, t int64, hint int, bufs *segBufs) *segment {
+	buf := bufs.get(chunkHeader + hint)[:chunkHeader]
+	clear(buf)
 	buf[0] = chunkV1
 	binary.BigEndian.PutUint64(buf[5:], uint64(t))
 	return &segment{buf: buf, first: first, last: t}
+}
+
+// segBufs keeps the buffers of the segments of past Updates for the next
+// ones: a segment grows to the size of a channel's share of an Update, and
+// allocating and growing that again for every Update is a good part of the
+// cost of an append. bbolt is done with a value once its transaction has
+// ended. Used under the Log's wmu.
+type segBufs struct {
+	free  [][]byte
+	bytes int
+}
+
+// segBufsMax bounds the bytes segBufs keeps.
+const segBufsMax = 16 << 20
+
+func (p *segBufs) get(size int) []byte {
+	if p != nil {
+		if n := len(p.free); n > 0 {
+			b := p.free[n-1]
+			p.free[n-1] = nil
+			p.free = p.free[:n-1]
+			p.bytes -= cap(b)
+			if cap(b) >= size {
+				return b
+			}
+		}
+	}
+	return make([]byte, 0, size)
+}
+
+// put gives back the buffers of segs, whose Update has ended.
+func (p *segBufs) put(segs []*segment) {
+	for _, s := range segs {
+		if s == nil || cap(s.buf) > 2*maxChunkBytes || p.bytes+cap(s.buf) > segBufsMax {
+			continue
+		}
+		p.free = append(p.free, s.buf[:0])
+		p.bytes += cap(s.buf)
+		s.buf = nil
+	}
 }
 
 // full reports whether the segment must be closed before another message.

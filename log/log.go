@@ -138,6 +138,7 @@ type Log struct {
 	wmu   sync.Mutex
 	ids   *idIndex  // of the committed state; changed under wmu or mu
 	stage stagedIDs // an Update's changes to ids, under wmu
+	bufs  segBufs   // segment buffers for Updates, under wmu
 }
 
 // Open opens or creates the log at cfg.Path.
@@ -484,7 +485,15 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	defer l.wmu.Unlock()
 	defer l.stage.reset()
 	l.stage.reset()
-	var done *Tx
+	var done, last *Tx
+	defer func() {
+		// bbolt is done with the chunks: keep their buffers.
+		if last != nil {
+			for _, st := range last.touched {
+				l.bufs.put(st.pend)
+			}
+		}
+	}()
 	err := l.db.Update(func(btx *bolt.Tx) error {
 		sys := btx.Bucket(bucketSys)
 		prev := u64(sys.Get(keyApplied))
@@ -493,8 +502,9 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 		}
 		tx := &Tx{
 			btx: btx, sys: sys, chans: btx.Bucket(bucketChannels), dids: btx.Bucket(bucketIDs),
-			applied: prev, index: index, committed: l.ids, staged: &l.stage,
+			applied: prev, index: index, committed: l.ids, staged: &l.stage, bufs: &l.bufs,
 		}
+		last = tx
 		if err := fn(tx); err != nil {
 			return err
 		}

@@ -32,6 +32,7 @@ type Tx struct {
 	applied uint64    // Applied before this Update
 	index   uint64    // this Update's index
 
+	bufs      *segBufs   // the Log's, for segments
 	committed *idIndex   // as of the last commit; not changed here
 	staged    *stagedIDs // this Update's changes to it
 	clock     int64      // the log's clock once this Update commits (finish)
@@ -46,6 +47,7 @@ type chanState struct {
 
 	stored uint64     // offsets below are in chunks, the others in pend
 	pend   []*segment // messages appended in this Tx, from First on
+	bufs   *segBufs   // for new segments
 	ids    []pendID   // ids appended in this Tx
 
 	// The stored chunk [fk, fend) that holds First, and a reader on it, for
@@ -286,6 +288,7 @@ func (tx *Tx) create(ch, epoch string) (*chanState, error) {
 }
 
 func (tx *Tx) track(ch string, st *chanState) *chanState {
+	st.bufs = tx.bufs
 	if tx.touched == nil {
 		tx.touched = make(map[string]*chanState)
 	}
@@ -354,7 +357,7 @@ func (st *chanState) add(t int64, id string, data []byte) {
 	n := len(st.pend)
 	if n == 0 || st.pend[n-1].full() {
 		hint := min(16*(len(id)+len(data)+8), maxChunkBytes)
-		st.pend = append(st.pend, newSegment(st.meta.Next, t, hint))
+		st.pend = append(st.pend, newSegment(st.meta.Next, t, hint, st.bufs))
 		n++
 	}
 	st.pend[n-1].add(t, id, data)
