@@ -26,8 +26,8 @@ type Event struct {
 // goroutine: it must not block. Applied is called after every batch that
 // applied entries first..last (entries a restart replays but the log
 // already held are not reported), with the events of its published
-// messages (duplicates excluded); Restored is called after a snapshot
-// replaced the log.
+// messages (duplicates excluded), a slice it may not keep: the next batch
+// reuses it. Restored is called after a snapshot replaced the log.
 type Observer interface {
 	Applied(first, last uint64, events []Event)
 	Restored(index uint64)
@@ -40,7 +40,11 @@ type fsm struct {
 	log      *log.Log
 	observer Observer
 	logger   *slog.Logger
+	events   []Event // for the next batch, to spare allocating it each time
 }
+
+// maxKeptEvents bounds the events slice an fsm keeps between batches.
+const maxKeptEvents = 1 << 16
 
 var _ hraft.BatchingFSM = (*fsm)(nil)
 
@@ -53,7 +57,7 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	if len(logs) == 0 {
 		return resp
 	}
-	var events []Event
+	events := f.events[:0]
 	last := logs[len(logs)-1].Index
 	first := logs[0].Index
 	applied, err := f.log.Update(last, func(tx *log.Tx) error {
@@ -71,12 +75,12 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 				resp[i] = err
 				continue
 			}
-			r, evs, err := apply(tx, l.Index, cmd)
+			r, evs, err := apply(tx, l.Index, cmd, events)
 			if err != nil {
 				return fmt.Errorf("apply entry %d: %w", l.Index, err)
 			}
 			resp[i] = r
-			events = append(events, evs...)
+			events = evs
 		}
 		return nil
 	})
@@ -89,16 +93,21 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	if f.observer != nil && applied {
 		f.observer.Applied(first, last, events)
 	}
+	clear(events) // let the messages go
+	if cap(events) <= maxKeptEvents {
+		f.events = events[:0]
+	}
 	return resp
 }
 
-func apply(tx *log.Tx, index uint64, c *Command) (*Response, []Event, error) {
+// apply applies one entry and returns its response, and events with the
+// events of the messages it published appended.
+func apply(tx *log.Tx, index uint64, c *Command, events []Event) (*Response, []Event, error) {
 	now := tx.Tick(c.Time)
 	if err := tx.InitEpoch(c.Epoch); err != nil {
 		return nil, nil, err
 	}
 	r := &Response{Index: index}
-	var events []Event
 	if len(c.Publish) > 0 {
 		r.Results = make([]log.Result, len(c.Publish))
 	}
