@@ -36,9 +36,11 @@
 // records of their own (one per channel per Update), from which Open and
 // Restore rebuild an in-memory index that answers duplicate lookups. The
 // window slides with entry times (the latest a committed Update saw), never
-// the clock, and an Update changes the index only once bbolt has committed
-// it, so a hub that restarted answers like one that did not. HeldIDs reports
-// its size.
+// the clock, and an Update's changes to the index are undone if bbolt does
+// not commit it, so a hub that restarted answers like one that did not.
+// HeldIDs reports its size. The index costs about 90 bytes of memory per id
+// (a 10-minute window of 100,000 messages/s with ids is 60 million ids,
+// about 5 GB), none of it scanned by the garbage collector.
 //
 // The package knows nothing of Raft or the network.
 //

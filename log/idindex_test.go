@@ -2,16 +2,18 @@ package log
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// TestIDIndexModel drives the in-memory index with random puts, channel
-// deletions and expiry, times mostly rising and sometimes going back, and
-// checks every answer and count against a plain map of maps. Narrowed
-// hashes make keys collide; long ids make records cross arena blocks.
+// TestIDIndexModel drives the in-memory index with random Updates of puts
+// and channel deletions, times mostly rising and sometimes going back; a
+// fifth of the Updates are rolled back. Every answer and count is checked
+// against a plain map of maps. Narrowed hashes make keys collide; long ids
+// make records cross arena blocks.
 func TestIDIndexModel(t *testing.T) {
 	for _, narrow := range []uint64{0, ^uint64(3), ^uint64(0)} {
 		t.Run(fmt.Sprintf("narrow=%x", narrow), func(t *testing.T) {
@@ -22,11 +24,21 @@ func TestIDIndexModel(t *testing.T) {
 	}
 }
 
+type idModel map[string]map[string]idRec
+
+func (m idModel) clone() idModel {
+	c := make(idModel, len(m))
+	for ch, ids := range m {
+		c[ch] = maps.Clone(ids)
+	}
+	return c
+}
+
 func idIndexModel(t *testing.T, narrow, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, narrow))
 	x := newIDIndex()
 	x.narrow = narrow
-	model := map[string]map[string]idRec{}
+	model := idModel{}
 	chans := []string{"a", "b", "chat.room", strings.Repeat("c", 255)}
 	ids := make([]string, 64)
 	for i := range ids {
@@ -37,74 +49,97 @@ func idIndexModel(t *testing.T, narrow, seed uint64) {
 	}
 	window := int64(IdempotencyWindow)
 	var clock, now int64
-	for step := 0; step < 3000; step++ {
-		switch op := rng.IntN(100); {
-		case op < 2: // delete a channel
-			ch := chans[rng.IntN(len(chans))]
-			x.drop(ch)
-			delete(model, ch)
-		default: // append a new record for a key (a new id, or one reused)
-			now += rng.Int64N(window / 50)
-			at := now
-			if rng.IntN(10) == 0 {
-				at -= rng.Int64N(window / 2) // an entry not stamped through Tick
-			}
-			ch, id := chans[rng.IntN(len(chans))], ids[rng.IntN(len(ids))]
-			r := idRec{off: uint64(step + 1), t: at}
-			h := x.hash(ch, id)
-			_, _, free := x.get(ch, id, h)
-			if free && len(x.more) == 0 && x.slots[h] != (idSlot{}) {
-				t.Fatalf("seed %d step %d: get says hash %x is free, a slot has it", seed, step, h)
-			}
-			x.put(ch, id, h, r, free && rng.IntN(2) == 0)
-			if model[ch] == nil {
-				model[ch] = map[string]idRec{}
-			}
-			model[ch][id] = r
-		}
-		if step%7 == 0 {
-			clock = max(clock, now)
-			x.expire(clock)
-			for ch, m := range model {
-				for id, r := range m {
-					if expired(r.t, clock) {
-						delete(m, id)
-					}
-				}
-				if len(m) == 0 {
-					delete(model, ch)
-				}
-			}
-		}
-		// Every key answers as the model does.
+	off := uint64(0)
+	check := func(update int, what string) {
+		t.Helper()
 		n := 0
 		for _, ch := range chans {
 			for _, id := range ids {
 				want, wok := model[ch][id]
 				got, gok, _ := x.get(ch, id, x.hash(ch, id))
 				if wok != gok || got != want {
-					t.Fatalf("seed %d step %d: get(%s, %.10s) = %v %v, want %v %v", seed, step, ch, id, got, gok, want, wok)
+					t.Fatalf("seed %d update %d (%s): get(%s, %.10s) = %v %v, want %v %v",
+						seed, update, what, ch, id, got, gok, want, wok)
 				}
 				if wok {
 					n++
 				}
 			}
 			if got, want := x.heldIn(ch), len(model[ch]); got != want {
-				t.Fatalf("seed %d step %d: heldIn(%.10s) = %d, want %d", seed, step, ch, got, want)
+				t.Fatalf("seed %d update %d (%s): heldIn(%.10s) = %d, want %d", seed, update, what, ch, got, want)
 			}
 		}
-		if x.held() != n {
-			t.Fatalf("seed %d step %d: held %d, want %d", seed, step, x.held(), n)
+		if x.held() != n || int(x.n.Load()) != n {
+			t.Fatalf("seed %d update %d (%s): held %d, published %d, want %d", seed, update, what, x.held(), x.n.Load(), n)
 		}
 		var listed []string
 		x.each(func(ch, id string, r idRec) { listed = append(listed, ch+"/"+id) })
 		if len(listed) != n {
-			t.Fatalf("seed %d step %d: each listed %d, want %d", seed, step, len(listed), n)
+			t.Fatalf("seed %d update %d (%s): each listed %d, want %d", seed, update, what, len(listed), n)
 		}
+	}
+	for update := 0; update < 600; update++ {
+		x.begin()
+		tentative := model.clone()
+		tail, blocks, lastLen := x.arena.tail, len(x.arena.blocks), 0
+		if blocks > 0 {
+			lastLen = len(x.arena.blocks[blocks-1])
+		}
+		for op := rng.IntN(12); op >= 0; op-- {
+			if rng.IntN(50) == 0 {
+				ch := chans[rng.IntN(len(chans))]
+				x.drop(ch)
+				delete(tentative, ch)
+				continue
+			}
+			// A new record for a key: a new id, or one reused.
+			now += rng.Int64N(window / 100)
+			at := now
+			if rng.IntN(10) == 0 {
+				at -= rng.Int64N(window / 2) // an entry not stamped through Tick
+			}
+			ch, id := chans[rng.IntN(len(chans))], ids[rng.IntN(len(ids))]
+			off++
+			r := idRec{off: off, t: at}
+			h := x.hash(ch, id)
+			_, _, free := x.get(ch, id, h)
+			if free && x.slots[h] != (idSlot{}) {
+				t.Fatalf("seed %d update %d: get says hash %x is free, a slot has it", seed, update, h)
+			}
+			x.put(ch, id, h, r, free && rng.IntN(2) == 0)
+			if tentative[ch] == nil {
+				tentative[ch] = map[string]idRec{}
+			}
+			tentative[ch][id] = r
+		}
+		if rng.IntN(5) == 0 {
+			x.rollback()
+			if x.arena.tail != tail || len(x.arena.blocks) != blocks || (blocks > 0 && len(x.arena.blocks[blocks-1]) != lastLen) {
+				t.Fatalf("seed %d update %d: rollback left the arena at %d in %d blocks, was %d in %d",
+					seed, update, x.arena.tail, len(x.arena.blocks), tail, blocks)
+			}
+			check(update, "rolled back")
+			continue
+		}
+		clock = max(clock, now)
+		x.commit(clock)
+		model = tentative
+		for ch, m := range model {
+			for id, r := range m {
+				if expired(r.t, clock) {
+					delete(m, id)
+				}
+			}
+			if len(m) == 0 {
+				delete(model, ch)
+			}
+		}
+		check(update, "committed")
 	}
 	// Everything expires: the arena is down to one block, and the channel
 	// names are forgotten.
-	x.expire(now + window + 1)
+	x.begin()
+	x.commit(now + window + 1)
 	if x.held() != 0 || len(x.slots) != 0 || len(x.more) != 0 || len(x.chans) != 0 || len(x.arena.blocks) > 1 {
 		t.Fatalf("after all expired: held %d, %d slots, %d more, %d channels, %d blocks",
 			x.held(), len(x.slots), len(x.more), len(x.chans), len(x.arena.blocks))
@@ -116,43 +151,45 @@ func idIndexModel(t *testing.T, narrow, seed uint64) {
 	}
 }
 
-// TestStagedIDsCollisions: within one Update, keys that share a hash are
-// told apart, and a deleted channel's staged ids are gone.
-func TestStagedIDsCollisions(t *testing.T) {
-	var s stagedIDs
-	keys := []idKey{{"a", "k1"}, {"a", "k2"}, {"b", "k1"}, {"b", "k3"}}
-	for i, k := range keys {
-		s.put(k.ch, k.id, 7, idRec{off: uint64(i + 1)}, false)
+// TestIDIndexRollbackCollisions: with every key on one hash, an Update that
+// puts, replaces and deletes is undone exactly.
+func TestIDIndexRollbackCollisions(t *testing.T) {
+	x := newIDIndex()
+	x.narrow = ^uint64(0)
+	put := func(ch, id string, off uint64) {
+		h := x.hash(ch, id)
+		_, _, free := x.get(ch, id, h)
+		x.put(ch, id, h, idRec{off: off, t: int64(off)}, free)
 	}
-	s.put("a", "k1", 7, idRec{off: 9}, false) // the same key again: the latest wins
-	for i, k := range keys {
-		want := uint64(i + 1)
-		if i == 0 {
-			want = 9
-		}
-		if r, ok, _ := s.get(k.ch, k.id, 7); !ok || r.off != want {
-			t.Errorf("get %v = %v %v, want %d", k, r, ok, want)
-		}
+	dump := func() []string {
+		var out []string
+		x.each(func(ch, id string, r idRec) { out = append(out, fmt.Sprintf("%s/%s=%d", ch, id, r.off)) })
+		slices.Sort(out)
+		return out
 	}
-	if _, ok, taken := s.get("c", "k1", 7); ok || !taken {
-		t.Error("a key never staged was found, or its hash not seen as taken")
+	x.begin()
+	put("a", "k1", 1)
+	put("a", "k2", 2)
+	put("b", "k1", 3)
+	x.commit(3)
+	before := dump()
+	if want := []string{"a/k1=1", "a/k2=2", "b/k1=3"}; !slices.Equal(before, want) {
+		t.Fatalf("held %v, want %v", before, want)
 	}
-	s.drop("a")
-	if _, ok, _ := s.get("a", "k2", 7); ok {
-		t.Error("a deleted channel's id is still staged")
+	x.begin()
+	put("a", "k1", 4) // replaces the one in the slot
+	put("b", "k1", 5) // replaces one in more
+	put("c", "k9", 6) // a new channel
+	x.drop("a")
+	put("a", "k2", 7) // after the delete
+	if got, want := dump(), []string{"a/k2=7", "b/k1=5", "c/k9=6"}; !slices.Equal(got, want) {
+		t.Fatalf("in the Update: held %v, want %v", got, want)
 	}
-	if r, ok, _ := s.get("b", "k3", 7); !ok || r.off != 4 {
-		t.Errorf("b/k3 after a's deletion = %v %v", r, ok)
+	x.rollback()
+	if got := dump(); !slices.Equal(got, before) {
+		t.Fatalf("after rollback: held %v, want %v", got, before)
 	}
-	var order []string
-	for _, e := range s.order {
-		order = append(order, e.ch+"/"+e.id)
-	}
-	if want := []string{"b/k1", "b/k3"}; !slices.Equal(order, want) {
-		t.Errorf("staged %v, want %v", order, want)
-	}
-	s.reset()
-	if _, ok, taken := s.get("b", "k1", 7); ok || taken || len(s.order) != 0 {
-		t.Error("reset kept ids")
+	if x.held() != 3 || x.heldIn("a") != 2 || x.heldIn("c") != 0 || x.chans["c"] != nil {
+		t.Fatalf("after rollback: held %d, a %d, c %d", x.held(), x.heldIn("a"), x.heldIn("c"))
 	}
 }

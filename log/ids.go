@@ -26,8 +26,10 @@ import (
 //
 // The ids are stored with their messages in chunks and, for the rebuild, in
 // the "d" bucket (see encodeIDs), whose records leave with the window.
-// Open and Restore rebuild the index from "d" alone. An Update stages its
-// changes in its Tx and they reach the index only once bbolt has committed.
+// Open and Restore rebuild the index from "d" alone. An Update changes the
+// index as it appends (a lookup and the insert that follows it touch the
+// same memory once), and journals each change: if bbolt does not commit,
+// the journal undoes them.
 //
 // The index holds millions of ids at high publish rates, so it is built to
 // cost the garbage collector nothing per id: no pointers per record.
@@ -51,9 +53,11 @@ type idIndex struct {
 	more     map[idKey]idSlot // keys whose hash another held key's slot has
 	chans    map[string]*chanIDs
 	arena    idArena
-	lastT    int64 // time of the newest record in the arena
-	unsorted bool  // the arena is not in time order
-	n        atomic.Int64
+	lastT    int64        // time of the newest record in the arena
+	unsorted bool         // the arena is not in time order
+	count    int          // ids held, the open Update's included
+	n        atomic.Int64 // ids held as of the last commit, for HeldIDs
+	j        idJournal    // the open Update's changes
 }
 
 // chanIDs is what the index knows of a channel name.
@@ -61,6 +65,7 @@ type chanIDs struct {
 	gen  uint32 // raised when the channel is deleted
 	held int    // ids of the current history held
 	recs int    // records of this name in the arena, of any generation
+	seq  uint64 // the journal that saved it last
 }
 
 // idSlot is where the index finds a record.
@@ -82,7 +87,7 @@ func newIDIndex() *idIndex {
 	return &idIndex{seed: maphash.MakeSeed(), slots: make(map[uint64]idSlot), chans: make(map[string]*chanIDs)}
 }
 
-// hash is the index's hash of (ch, id); a Tx and its stage use it too.
+// hash is the index's hash of (ch, id).
 func (x *idIndex) hash(ch, id string) uint64 {
 	return maphash.Comparable(x.seed, idKey{ch, id}) &^ x.narrow
 }
@@ -116,11 +121,7 @@ func (x *idIndex) get(ch, id string, h uint64) (r idRec, ok, free bool) {
 // put makes r the record of id on ch; h is x.hash(ch, id). With free, no
 // record has the hash h (get said so, and nothing was put since).
 func (x *idIndex) put(ch, id string, h uint64, r idRec, free bool) {
-	c := x.chans[ch]
-	if c == nil {
-		c = &chanIDs{}
-		x.chans[strings.Clone(ch)] = c
-	}
+	c := x.channel(ch)
 	if r.t < x.lastT && x.arena.tail != x.arena.head {
 		x.unsorted = true
 	}
@@ -128,22 +129,35 @@ func (x *idIndex) put(ch, id string, h uint64, r idRec, free bool) {
 	s := idSlot{off: r.off, t: r.t, pos: x.arena.add(r.t, h, c.gen, ch, id), gen: c.gen}
 	c.recs++
 	if free {
+		x.j.slot(h, idSlot{}, false)
 		x.slots[h] = s
-		c.held++
-		x.n.Add(1)
+	} else if x.place(ch, id, h, s) {
 		return
 	}
-	if !x.place(ch, id, h, s) {
-		c.held++
-		x.n.Add(1)
+	c.held++
+	x.count++
+}
+
+// channel returns the index's entry for ch, saved in the journal.
+func (x *idIndex) channel(ch string) *chanIDs {
+	c := x.chans[ch]
+	if c == nil {
+		c = &chanIDs{}
+		name := strings.Clone(ch)
+		x.chans[name] = c
+		x.j.newChan(name, c)
 	}
+	x.j.saveChan(c)
+	return c
 }
 
 // place stores slot s of (ch, id) and reports whether it replaced a held
 // record of that key.
 func (x *idIndex) place(ch, id string, h uint64, s idSlot) (replaced bool) {
-	if old, ok := x.slots[h]; ok {
+	old, had := x.slots[h]
+	if had {
 		if x.arena.keyIs(old.pos, ch, id) {
+			x.j.slot(h, old, true)
 			x.slots[h] = s
 			return old.gen == s.gen
 		}
@@ -153,16 +167,19 @@ func (x *idIndex) place(ch, id string, h uint64, s idSlot) (replaced bool) {
 			}
 			k := idKey{strings.Clone(ch), strings.Clone(id)}
 			prev, ok := x.more[k]
+			x.j.moreSlot(k, prev, ok)
 			x.more[k] = s
 			return ok && prev.gen == s.gen
 		}
 	}
 	if len(x.more) > 0 {
 		if prev, ok := x.more[idKey{ch, id}]; ok {
+			x.j.moreSlot(idKey{ch, id}, prev, true)
 			delete(x.more, idKey{ch, id})
 			replaced = prev.gen == s.gen
 		}
 	}
+	x.j.slot(h, old, had)
 	x.slots[h] = s
 	return replaced
 }
@@ -176,7 +193,8 @@ func (x *idIndex) live(s idSlot) bool {
 // drop forgets the ids of ch (deleted).
 func (x *idIndex) drop(ch string) {
 	if c := x.chans[ch]; c != nil {
-		x.n.Add(-int64(c.held))
+		x.j.saveChan(c)
+		x.count -= c.held
 		c.held = 0
 		c.gen++
 	}
@@ -206,7 +224,7 @@ func (x *idIndex) forget(rec idRecord) {
 	}
 	if ok && s.gen == c.gen {
 		c.held--
-		x.n.Add(-1)
+		x.count--
 	}
 	c.recs--
 	if c.recs == 0 {
@@ -357,11 +375,142 @@ func (x *idIndex) load(tx *bolt.Tx) error {
 	// included, in the order of "d": keep the live ones, in time order.
 	x.unsorted = true
 	x.expire(clock)
+	x.n.Store(int64(x.count))
 	return nil
 }
 
-// held returns the number of ids held.
-func (x *idIndex) held() int { return int(x.n.Load()) }
+// held returns the number of ids held, the open Update's included.
+func (x *idIndex) held() int { return x.count }
+
+// begin starts journaling the changes of an Update.
+func (x *idIndex) begin() {
+	x.j.reset()
+	x.j.on = true
+	x.j.seq++
+	x.j.blocks, x.j.tail = len(x.arena.blocks), x.arena.tail
+	if n := len(x.arena.blocks); n > 0 {
+		x.j.lastLen = len(x.arena.blocks[n-1])
+	}
+	x.j.head, x.j.lastT, x.j.unsorted, x.j.count = x.arena.head, x.lastT, x.unsorted, x.count
+}
+
+// commit ends the journal of an Update that committed, and forgets the
+// records that expired as of its clock.
+func (x *idIndex) commit(clock int64) {
+	x.j.reset()
+	x.expire(clock)
+	x.n.Store(int64(x.count))
+}
+
+// rollback undoes the changes of an Update that did not commit.
+func (x *idIndex) rollback() {
+	j := &x.j
+	if !j.on {
+		return
+	}
+	for i := len(j.slots) - 1; i >= 0; i-- {
+		if u := j.slots[i]; u.had {
+			x.slots[u.h] = u.prev
+		} else {
+			delete(x.slots, u.h)
+		}
+	}
+	for i := len(j.more) - 1; i >= 0; i-- {
+		if u := j.more[i]; u.had {
+			x.more[u.k] = u.prev
+		} else {
+			delete(x.more, u.k)
+		}
+	}
+	for _, u := range j.chans {
+		*u.c = u.prev
+	}
+	for _, name := range j.created {
+		delete(x.chans, name)
+	}
+	// The arena only grew: cut it back.
+	clear(x.arena.blocks[j.blocks:])
+	x.arena.blocks = x.arena.blocks[:j.blocks]
+	if j.blocks > 0 {
+		x.arena.blocks[j.blocks-1] = x.arena.blocks[j.blocks-1][:j.lastLen]
+	}
+	x.arena.head, x.arena.tail = j.head, j.tail
+	x.lastT, x.unsorted, x.count = j.lastT, j.unsorted, j.count
+	j.reset()
+}
+
+// idJournal records what an Update changed in the index, to undo it.
+type idJournal struct {
+	on      bool
+	seq     uint64 // which Update: a chanIDs saved under it is not saved again
+	slots   []slotUndo
+	more    []moreUndo
+	chans   []chanUndo
+	created []string // channel names new in the index
+
+	blocks, lastLen int // the arena's blocks, and the last one's length
+	head, tail      uint64
+	lastT           int64
+	unsorted        bool
+	count           int
+}
+
+type slotUndo struct {
+	h    uint64
+	prev idSlot
+	had  bool
+}
+
+type moreUndo struct {
+	k    idKey
+	prev idSlot
+	had  bool
+}
+
+type chanUndo struct {
+	c    *chanIDs
+	prev chanIDs
+}
+
+func (j *idJournal) reset() {
+	j.on = false
+	j.slots = j.slots[:0]
+	clear(j.more)
+	j.more = j.more[:0]
+	clear(j.chans)
+	j.chans = j.chans[:0]
+	clear(j.created)
+	j.created = j.created[:0]
+	if cap(j.slots) > 1<<16 { // an unusually large Update: let it go
+		j.slots = nil
+	}
+}
+
+func (j *idJournal) slot(h uint64, prev idSlot, had bool) {
+	if j.on {
+		j.slots = append(j.slots, slotUndo{h, prev, had})
+	}
+}
+
+func (j *idJournal) moreSlot(k idKey, prev idSlot, had bool) {
+	if j.on {
+		j.more = append(j.more, moreUndo{k, prev, had})
+	}
+}
+
+func (j *idJournal) saveChan(c *chanIDs) {
+	if j.on && c.seq != j.seq {
+		c.seq = j.seq
+		j.chans = append(j.chans, chanUndo{c, *c})
+	}
+}
+
+func (j *idJournal) newChan(name string, c *chanIDs) {
+	if j.on {
+		c.seq = j.seq // nothing to restore: it goes
+		j.created = append(j.created, name)
+	}
+}
 
 // The arena holds records in blocks of arenaBlock bytes; a record does not
 // cross blocks. A position is a block number times arenaBlock plus an offset
@@ -450,84 +599,4 @@ func (a *idArena) pop(next uint64) {
 		a.first++
 		a.head = max(a.head, a.first*arenaBlock)
 	}
-}
-
-// stagedIDs is what a Tx changes in the index, applied after its commit.
-// The Log keeps one and clears it for each Update.
-type stagedIDs struct {
-	dropped  map[string]bool // channels deleted in this Tx
-	slots    map[uint64]int  // hash -> the latest entry of order with it
-	order    []stagedID      // ids in the order they were appended
-	collided bool            // two keys of order share a hash
-}
-
-type stagedID struct {
-	h      uint64
-	ch, id string
-	r      idRec
-	free   bool // no record in the index had the hash h, nor in order before
-}
-
-func (s *stagedIDs) reset() {
-	clear(s.dropped)
-	clear(s.slots)
-	clear(s.order)
-	s.order = s.order[:0]
-	s.collided = false
-}
-
-// get returns the latest staged record of id on ch; h is its hash. taken
-// reports that a staged record, of any key, has the hash h.
-func (s *stagedIDs) get(ch, id string, h uint64) (r idRec, ok, taken bool) {
-	i, taken := s.slots[h]
-	if taken {
-		if e := s.order[i]; e.ch == ch && e.id == id {
-			return e.r, true, true
-		}
-	}
-	if s.collided {
-		for i := len(s.order) - 1; i >= 0; i-- {
-			if e := s.order[i]; e.h == h && e.ch == ch && e.id == id {
-				return e.r, true, true
-			}
-		}
-	}
-	return idRec{}, false, taken
-}
-
-// put stages r as the record of id on ch; free is for idIndex.put.
-func (s *stagedIDs) put(ch, id string, h uint64, r idRec, free bool) {
-	if s.slots == nil {
-		s.slots = make(map[uint64]int)
-	}
-	if i, ok := s.slots[h]; ok && (s.order[i].ch != ch || s.order[i].id != id) {
-		s.collided = true
-	}
-	s.slots[h] = len(s.order)
-	s.order = append(s.order, stagedID{h: h, ch: ch, id: id, r: r, free: free})
-}
-
-func (s *stagedIDs) drop(ch string) {
-	if s.dropped == nil {
-		s.dropped = make(map[string]bool)
-	}
-	s.dropped[ch] = true
-	s.order = slices.DeleteFunc(s.order, func(e stagedID) bool { return e.ch == ch })
-	clear(s.slots)
-	for i, e := range s.order {
-		s.slots[e.h] = i
-	}
-}
-
-// apply makes a committed Tx's changes to the index, as of the clock the
-// Tx committed.
-func (x *idIndex) apply(s *stagedIDs, clock int64) {
-	// Deleted channels first: ids staged before a delete are gone already.
-	for ch := range s.dropped {
-		x.drop(ch)
-	}
-	for _, e := range s.order {
-		x.put(e.ch, e.id, e.h, e.r, e.free)
-	}
-	x.expire(clock)
 }

@@ -135,10 +135,9 @@ type Log struct {
 
 	// wmu makes an Update and the change of ids that follows its commit
 	// one step: bbolt lets the next writer in as soon as it has committed.
-	wmu   sync.Mutex
-	ids   *idIndex  // of the committed state; changed under wmu or mu
-	stage stagedIDs // an Update's changes to ids, under wmu
-	bufs  segBufs   // segment buffers for Updates, under wmu
+	wmu  sync.Mutex
+	ids  *idIndex // of the committed state, but in an Update; under wmu or mu
+	bufs segBufs  // segment buffers for Updates, under wmu
 }
 
 // Open opens or creates the log at cfg.Path.
@@ -473,8 +472,8 @@ var errStop = errors.New("stop")
 // Update applies the entry with Raft index index: it runs fn in one bbolt
 // transaction and records index as applied in that same transaction. An
 // index at or below Applied is skipped (fn is not called) and Update returns
-// false. An error from fn rolls everything back, the idempotency index
-// included: the index changes only once bbolt has committed.
+// false. An error from fn, or a failed commit, rolls everything back, the
+// idempotency index included.
 func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -483,8 +482,13 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	defer l.stage.reset()
-	l.stage.reset()
+	l.ids.begin()
+	committed := false
+	defer func() {
+		if !committed { // an error, a failed commit, a panic in fn
+			l.ids.rollback()
+		}
+	}()
 	var done, last *Tx
 	defer func() {
 		// bbolt is done with the chunks: keep their buffers.
@@ -502,7 +506,7 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 		}
 		tx := &Tx{
 			btx: btx, sys: sys, chans: btx.Bucket(bucketChannels), dids: btx.Bucket(bucketIDs),
-			applied: prev, index: index, committed: l.ids, staged: &l.stage, bufs: &l.bufs,
+			applied: prev, index: index, ids: l.ids, bufs: &l.bufs,
 		}
 		last = tx
 		if err := fn(tx); err != nil {
@@ -515,7 +519,8 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 		return sys.Put(keyApplied, be(index))
 	})
 	if err == nil && done != nil {
-		l.ids.apply(done.staged, done.clock)
+		l.ids.commit(done.clock)
+		committed = true
 	}
 	return done != nil, err
 }

@@ -16,8 +16,8 @@ import (
 //
 // Messages appended to a channel are kept in the Tx and written when the
 // Update ends, as one chunk record per channel (chunk.go); their offsets are
-// decided at Append. Ids appended are staged and reach the log's
-// idempotency index once the Update has committed.
+// decided at Append. Ids appended go to the log's idempotency index at once,
+// journaled: they leave it again if the Update does not commit.
 type Tx struct {
 	btx   *bolt.Tx
 	sys   *bolt.Bucket
@@ -32,10 +32,9 @@ type Tx struct {
 	applied uint64    // Applied before this Update
 	index   uint64    // this Update's index
 
-	bufs      *segBufs   // the Log's, for segments
-	committed *idIndex   // as of the last commit; not changed here
-	staged    *stagedIDs // this Update's changes to it
-	clock     int64      // the log's clock once this Update commits (finish)
+	bufs  *segBufs // the Log's, for segments
+	ids   *idIndex // the Log's, journaling this Update
+	clock int64    // the log's clock once this Update commits (finish)
 }
 
 type chanState struct {
@@ -129,12 +128,12 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 		free bool
 	)
 	if id != "" {
-		h = tx.committed.hash(ch, id)
+		h = tx.ids.hash(ch, id)
 		var (
 			r  idRec
 			ok bool
 		)
-		if r, ok, free = tx.lookup(ch, id, h); ok && !expired(r.t, t) {
+		if r, ok, free = tx.ids.get(ch, id, h); ok && !expired(r.t, t) {
 			res.Offset, res.Duplicate = r.off, true
 			return res, nil
 		}
@@ -142,36 +141,11 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 	off := st.meta.Next
 	st.add(t, id, data)
 	if id != "" {
-		tx.staged.put(ch, id, h, idRec{off: off, t: t}, free)
+		tx.ids.put(ch, id, h, idRec{off: off, t: t}, free)
 		st.ids = append(st.ids, pendID{off: off, t: t, id: id})
 	}
 	res.Offset = off
 	return res, tx.retain(ch, st, now)
-}
-
-// lookup returns the latest record of id on ch: appended in this Tx, or
-// held by the index (unless ch was deleted in this Tx). h is the index's
-// hash of (ch, id). free reports that neither holds a record of any key
-// with the hash h.
-func (tx *Tx) lookup(ch, id string, h uint64) (r idRec, ok, free bool) {
-	r, ok, taken := tx.staged.get(ch, id, h)
-	if ok {
-		return r, true, false
-	}
-	if taken {
-		// Another key's staged record has the hash: the index may hold one
-		// too, but put will have to look either way.
-		if tx.staged.dropped[ch] {
-			return idRec{}, false, false
-		}
-		r, ok, _ = tx.committed.get(ch, id, h)
-		return r, ok, false
-	}
-	r, ok, free = tx.committed.get(ch, id, h)
-	if tx.staged.dropped[ch] {
-		return idRec{}, false, free
-	}
-	return r, ok, free
 }
 
 // DeleteChannel removes every message of ch and starts a new history in
@@ -187,7 +161,7 @@ func (tx *Tx) DeleteChannel(ch, epoch string) error {
 		}
 	}
 	delete(tx.touched, ch)
-	tx.staged.drop(ch)
+	tx.ids.drop(ch)
 	_, err := tx.create(ch, epoch)
 	return err
 }
