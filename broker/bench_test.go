@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/wire"
 )
 
 // benchInflight and benchBatch override broker.Config for experiments.
@@ -29,20 +30,32 @@ var (
 // replication with the Raft log fsynced on every hub, and the apply. No
 // HTTP. One op is one acknowledged 128-byte message with an idempotency id.
 //
-// A publisher with a window of W keeps W publishes in flight (W goroutines
-// publishing synchronously); window=1 is a publisher that waits for each
-// ack. Run it with a fixed count, as the cluster is built per sub-benchmark:
+// A publisher with a window of W keeps W publishes in flight, here as W
+// goroutines publishing synchronously (as W HTTP requests would be served);
+// window=1 is a publisher that waits for each ack. BenchmarkPublishAsync
+// keeps the window with PublishAsync instead, one goroutine per publisher.
+// Run them with a fixed count, as the cluster is built per sub-benchmark:
 //
 //	go test ./broker -run '^$' -bench Publish -benchtime 20000x
 func BenchmarkPublish(b *testing.B) {
 	for _, bc := range []struct{ pubs, window int }{{1, 1}, {16, 1}, {256, 1}, {1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 16}} {
 		b.Run(fmt.Sprintf("publishers=%d/window=%d", bc.pubs, bc.window), func(b *testing.B) {
-			benchPublish(b, bc.pubs*bc.window)
+			benchPublish(b, bc.pubs*bc.window, 1, false)
 		})
 	}
 }
 
-func benchPublish(b *testing.B, senders int) {
+// BenchmarkPublishAsync is BenchmarkPublish with publishers that keep
+// their window with PublishAsync, as NATS JetStream's PublishAsync does.
+func BenchmarkPublishAsync(b *testing.B) {
+	for _, bc := range []struct{ pubs, window int }{{1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 12}, {256, 16}} {
+		b.Run(fmt.Sprintf("publishers=%d/window=%d", bc.pubs, bc.window), func(b *testing.B) {
+			benchPublish(b, bc.pubs, bc.window, true)
+		})
+	}
+}
+
+func benchPublish(b *testing.B, publishers, window int, async bool) {
 	c := newCluster(b, func(cfg *broker.Config) {
 		cfg.MaxMessageBytes = 1 << 10
 		cfg.MaxInflight, cfg.BatchMaxMessages = *benchInflight, *benchBatch
@@ -63,36 +76,72 @@ func benchPublish(b *testing.B, senders int) {
 		lat    = make([]time.Duration, 0, b.N)
 		wg     sync.WaitGroup
 	)
-	ctx := context.Background()
-	b.SetBytes(int64(len(data)))
-	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
-	for p := 0; p < senders; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, b.N/senders+1)
-			var idBuf []byte
+	fail := func(err error) {
+		first.CompareAndSwap(nil, err.Error())
+		failed.Add(1)
+	}
+	// publisher publishes until b.N messages are taken, keeping window in
+	// flight, and adds its latencies to lat.
+	publisher := func() {
+		defer wg.Done()
+		local := make([]time.Duration, 0, b.N/publishers+1)
+		var idBuf []byte
+		if !async {
 			for {
 				i := next.Add(1)
 				if i > int64(b.N) {
 					break
 				}
-				t0 := time.Now()
 				// The id costs one small allocation, as a client's would.
 				id := string(strconv.AppendInt(append(idBuf[:0], "id-"...), i, 10))
-				_, err := svc.Publish(ctx, channels[i%16], data, id)
-				if err != nil {
-					first.CompareAndSwap(nil, err.Error())
-					failed.Add(1)
+				t0 := time.Now()
+				if _, err := svc.Publish(context.Background(), channels[i%16], data, id); err != nil {
+					fail(err)
 					continue
 				}
 				local = append(local, time.Since(t0))
 			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		}()
+		} else {
+			var lmu sync.Mutex // callbacks run on the service's goroutines
+			slots := make(chan struct{}, window)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					break
+				}
+				slots <- struct{}{}
+				id := string(strconv.AppendInt(append(idBuf[:0], "id-"...), i, 10))
+				t0 := time.Now()
+				svc.PublishAsync(context.Background(), channels[i%16], data, id, func(_ wire.PublishResponse, err error) {
+					if err != nil {
+						fail(err)
+					} else {
+						d := time.Since(t0)
+						lmu.Lock()
+						local = append(local, d)
+						lmu.Unlock()
+					}
+					<-slots
+				})
+			}
+			for range window { // the last acks
+				slots <- struct{}{}
+			}
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	goroutines := publishers
+	if !async {
+		goroutines = publishers * window
+	}
+	for range goroutines {
+		wg.Add(1)
+		go publisher()
 	}
 	wg.Wait()
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0

@@ -1,15 +1,20 @@
 package broker_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/broker"
+	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
 )
 
@@ -291,5 +296,124 @@ func TestGroupCommitBatches(t *testing.T) {
 	t.Logf("%v messages in %v entries (%.1f per entry)", sum, count, sum/count)
 	if ok := after[`comet_publish_total{result="ok"}`] - before[`comet_publish_total{result="ok"}`]; ok < publishers*each {
 		t.Errorf("comet_publish_total{result=\"ok\"} grew by %v, want at least %d", ok, publishers*each)
+	}
+}
+
+// TestPublishAsyncOrder: publishes queued one after another by one caller,
+// without waiting for their acks, get offsets in the order of the calls,
+// and every callback is called once; a bad one is refused at once.
+func TestPublishAsyncOrder(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	const n = 2000
+	type answer struct {
+		i   int
+		res wire.PublishResponse
+		err error
+	}
+	answers := make(chan answer, n+1)
+	ctx := context.Background()
+	for i := range n {
+		l.svc.PublishAsync(ctx, "ordered", json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), fmt.Sprintf("k%d", i),
+			func(res wire.PublishResponse, err error) { answers <- answer{i, res, err} })
+	}
+	l.svc.PublishAsync(ctx, "bad channel!", json.RawMessage(`1`), "", func(res wire.PublishResponse, err error) {
+		answers <- answer{-1, res, err}
+	})
+	offsets := make([]uint64, n)
+	for range n + 1 {
+		select {
+		case a := <-answers:
+			switch {
+			case a.i < 0:
+				if !errors.Is(a.err, broker.ErrBadRequest) {
+					t.Errorf("bad channel: %v, want ErrBadRequest", a.err)
+				}
+			case a.err != nil:
+				t.Fatalf("publish %d: %v", a.i, a.err)
+			case offsets[a.i] != 0:
+				t.Fatalf("publish %d answered twice", a.i)
+			default:
+				offsets[a.i] = a.res.Offset
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("not every publish was answered within 20s")
+		}
+	}
+	for i, off := range offsets {
+		if off != uint64(i+1) {
+			t.Fatalf("publish %d got offset %d, want %d (call order)", i, off, i+1)
+		}
+	}
+	msgs, err := c.readAll(l.api, "ordered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDense(t, "ordered", msgs.Messages, 1, n)
+	for _, m := range msgs.Messages {
+		if want := fmt.Sprintf(`{"i":%d}`, m.Offset-1); string(m.Data) != want {
+			t.Fatalf("offset %d holds %s, want %s", m.Offset, m.Data, want)
+		}
+	}
+}
+
+// TestPublishAsyncFollower: on a follower, PublishAsync forwards to the
+// leader and answers with the stored offset.
+func TestPublishAsyncFollower(t *testing.T) {
+	c := newCluster3(t)
+	f := c.followers(c.leader())[0]
+	done := make(chan error, 1)
+	var got wire.PublishResponse
+	f.svc.PublishAsync(context.Background(), "via-follower", json.RawMessage(`"x"`), "k1", func(res wire.PublishResponse, err error) {
+		got = res
+		done <- err
+	})
+	select {
+	case err := <-done:
+		if err != nil || got.Offset != 1 || got.Channel != "via-follower" {
+			t.Fatalf("answer %+v, %v", got, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer within 20s")
+	}
+}
+
+// TestPublishAsyncClose: publishes racing with Close are each answered
+// once, stored or refused with ErrClosed; none is left waiting.
+func TestPublishAsyncClose(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	var (
+		calls, answered atomic.Int64
+		odd             atomic.Value
+		wg              sync.WaitGroup
+		stop            = make(chan struct{})
+	)
+	for range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				l.svc.PublishAsync(context.Background(), "closing", json.RawMessage(`1`), "", func(_ wire.PublishResponse, err error) {
+					if err != nil && !errors.Is(err, broker.ErrClosed) && !errors.Is(err, raft.ErrClosed) &&
+						!errors.Is(err, raft.ErrUnknownOutcome) {
+						odd.CompareAndSwap(nil, err.Error())
+					}
+					answered.Add(1)
+				})
+			}
+		})
+	}
+	waitFor(t, 10*time.Second, "some publishes", func() bool { return answered.Load() > 500 })
+	l.svc.Close()
+	close(stop)
+	wg.Wait()
+	waitFor(t, 10*time.Second, "every publish answered", func() bool { return answered.Load() == calls.Load() })
+	if e := odd.Load(); e != nil {
+		t.Errorf("a publish failed with %v", e)
 	}
 }

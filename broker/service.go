@@ -136,6 +136,13 @@ type Service struct {
 	queue    chan *pending
 	inflight chan struct{}
 	wg       sync.WaitGroup // batch waiters
+	// Every publish that enters queue is answered: once the batcher stops,
+	// stopCh is closed, no more enter (qclosed, under qmu) and what is left
+	// is answered with ErrClosed (stopQueue).
+	qmu      sync.RWMutex
+	qclosed  bool
+	stopCh   chan struct{}
+	stopOnce sync.Once
 	closeCh  chan struct{}
 	doneCh   chan struct{}
 	once     sync.Once
@@ -147,7 +154,17 @@ type Service struct {
 type pending struct {
 	p    raft.Publish
 	size int
-	done chan outcome
+	done chan outcome                      // Publish waits here
+	cb   func(wire.PublishResponse, error) // or PublishAsync's done
+}
+
+// finish answers the publish.
+func (p *pending) finish(o outcome) {
+	if p.cb != nil {
+		p.cb(o.res, o.err)
+		return
+	}
+	p.done <- o
 }
 
 type outcome struct {
@@ -169,6 +186,7 @@ func New(cfg Config) (*Service, error) {
 		inflight: make(chan struct{}, cfg.MaxInflight),
 		closeCh:  make(chan struct{}),
 		doneCh:   make(chan struct{}),
+		stopCh:   make(chan struct{}),
 		drainCh:  make(chan struct{}),
 	}
 	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
@@ -208,7 +226,9 @@ func (s *Service) Close() error {
 	s.once.Do(func() { close(s.closeCh) })
 	s.Drain()
 	if s.started.CompareAndSwap(false, true) {
-		close(s.doneCh) // Run never ran, and now never will
+		// Run never ran, and now never will.
+		s.stopQueue()
+		close(s.doneCh)
 	}
 	<-s.doneCh
 	return nil
@@ -244,37 +264,105 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 	}
 	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), done: make(chan outcome, 1)}
-	select {
-	case s.queue <- p:
-	case <-ctx.Done():
-		return wire.PublishResponse{}, ctx.Err()
-	case <-s.closeCh:
-		return wire.PublishResponse{}, ErrClosed
+	if err := s.enqueue(ctx, p); err != nil {
+		return wire.PublishResponse{}, err
 	}
 	var o outcome
 	select {
-	case o = <-p.done:
+	case o = <-p.done: // every queued publish is answered, at Close too
 	case <-ctx.Done():
 		return wire.PublishResponse{}, ctx.Err()
-	case <-s.doneCh:
-		// Run has ended, after answering every publish it took: one that
-		// reached the queue after the batcher drained it is never taken.
-		select {
-		case o = <-p.done:
-		default:
-			return wire.PublishResponse{}, ErrClosed
-		}
 	}
 	if errors.Is(o.err, raft.ErrNotLeader) {
-		// Leadership moved (or is being handed over) before the entry was
-		// appended: nothing was stored, so forwarding is safe once another
-		// hub leads.
-		if ctx.Value(forwardedKey{}) == nil {
-			s.awaitOtherLeader(ctx) // a forwarded one goes back to its hub at once
-		}
-		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+		return s.republish(ctx, channel, data, id)
 	}
 	return o.res, o.err
+}
+
+// republish forwards a publish that was not appended because leadership
+// moved (or is being handed over): nothing was stored, so forwarding is
+// safe once another hub leads.
+func (s *Service) republish(ctx context.Context, channel string, data json.RawMessage, id string) (wire.PublishResponse, error) {
+	if ctx.Value(forwardedKey{}) == nil {
+		s.awaitOtherLeader(ctx) // a forwarded one goes back to its hub at once
+	}
+	return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+}
+
+// PublishAsync is Publish without waiting: it returns once the publish is
+// queued, and done is called once with the outcome, from a goroutine of
+// the Service, or before PublishAsync returns if the publish is refused at
+// once (bad input, a closed Service). done must not block. On the leader,
+// publishes queued one after another are stored in that order: a caller
+// that makes its calls one after another keeps the order of its messages
+// in a channel, but for one that meets a change of leader, which is
+// forwarded to the new leader and may land after later ones. ctx bounds the
+// wait for room in the queue and, on a follower, the forwarding; a publish
+// already queued is not withdrawn when ctx ends.
+//
+// A publisher with a window (several publishes in flight, as NATS
+// JetStream's PublishAsync) needs no goroutine per publish this way.
+func (s *Service) PublishAsync(ctx context.Context, channel string, data json.RawMessage, id string, done func(wire.PublishResponse, error)) {
+	start := time.Now()
+	finish := func(res wire.PublishResponse, err error) {
+		s.metrics.observePublish(start, err)
+		done(res, err)
+	}
+	data, err := s.checkPublish(channel, data, id)
+	if err != nil {
+		finish(wire.PublishResponse{}, err)
+		return
+	}
+	if !s.node.IsLeader() {
+		go func() { finish(s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})) }()
+		return
+	}
+	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
+	p.cb = func(res wire.PublishResponse, err error) {
+		if errors.Is(err, raft.ErrNotLeader) {
+			go func() { finish(s.republish(ctx, channel, data, id)) }()
+			return
+		}
+		finish(res, err)
+	}
+	if err := s.enqueue(ctx, p); err != nil {
+		finish(wire.PublishResponse{}, err)
+	}
+}
+
+// enqueue puts p in the batcher's queue, waiting for room while ctx lasts.
+// Once it returns nil, p will be answered.
+func (s *Service) enqueue(ctx context.Context, p *pending) error {
+	s.qmu.RLock()
+	defer s.qmu.RUnlock()
+	if s.qclosed {
+		return ErrClosed
+	}
+	select {
+	case s.queue <- p:
+		return nil
+	default: // full: wait
+	}
+	select {
+	case s.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stopCh:
+		return ErrClosed
+	}
+}
+
+// stopQueue closes the queue and answers what is in it with ErrClosed. The
+// batcher calls it when it stops (Close, if Run never ran).
+func (s *Service) stopQueue() {
+	s.stopOnce.Do(func() {
+		close(s.stopCh) // enqueue stops waiting for room...
+		s.qmu.Lock()    // ...so this waits only for sends under way
+		s.qclosed = true
+		s.qmu.Unlock()
+		s.drain(ErrClosed)
+	})
 }
 
 // checkPublish validates a publish and returns its data compacted to one
@@ -318,15 +406,15 @@ func (s *Service) batch(ctx context.Context) {
 			select {
 			case first = <-s.queue:
 			case <-ctx.Done():
-				s.drain(ErrClosed)
+				s.stopQueue()
 				return
 			}
 		}
 		select {
 		case s.inflight <- struct{}{}:
 		case <-ctx.Done():
-			first.done <- outcome{err: ErrClosed}
-			s.drain(ErrClosed)
+			first.finish(outcome{err: ErrClosed})
+			s.stopQueue()
 			return
 		}
 		batch := []*pending{first}
@@ -360,19 +448,19 @@ func (s *Service) propose(batch []*pending, size int) {
 	go func() {
 		defer s.wg.Done()
 		resp, err := prop.Wait()
-		<-s.inflight
 		for i, p := range batch {
 			if err != nil {
-				p.done <- outcome{err: err}
+				p.finish(outcome{err: err})
 				continue
 			}
 			r := resp.Results[i]
 			if r.Err != nil {
-				p.done <- outcome{err: fmt.Errorf("%w: %v", ErrBadRequest, r.Err)}
+				p.finish(outcome{err: fmt.Errorf("%w: %v", ErrBadRequest, r.Err)})
 				continue
 			}
-			p.done <- outcome{res: wire.PublishResponse{Channel: r.Channel, Offset: r.Offset, Epoch: r.Epoch, Duplicate: r.Duplicate}}
+			p.finish(outcome{res: wire.PublishResponse{Channel: r.Channel, Offset: r.Offset, Epoch: r.Epoch, Duplicate: r.Duplicate}})
 		}
+		<-s.inflight
 	}()
 }
 
@@ -380,7 +468,7 @@ func (s *Service) drain(err error) {
 	for {
 		select {
 		case p := <-s.queue:
-			p.done <- outcome{err: err}
+			p.finish(outcome{err: err})
 		default:
 			return
 		}
