@@ -2,13 +2,22 @@ package log
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-// A chunk is the record of consecutive messages of one channel, written in
-// one Update: its key in the channel's message bucket is the big-endian
-// offset of its first message, and its value is
+// A chunk holds consecutive messages of one channel, written in one Update.
+// Its key in the channel's message bucket is the big-endian offset of its
+// first message. In layout 3 the key names a bucket of its own, holding the
+// chunk under the key "c"; in layout 2 it was a record (still read). The
+// bucket is there for bbolt: a leaf node of up to four keys is never split,
+// so with chunks as records each new chunk shared a leaf with up to three
+// earlier ones of tens of KB, and every Update wrote them all again (4.6
+// bytes written per byte stored). A chunk in its own bucket is written once,
+// and the channel's bucket only gets a 16-byte bucket header. The chunk is
 //
 //	version  1 byte (chunkV1)
 //	count    4 bytes, big-endian: the number of messages, 1 to maxChunkMsgs
@@ -39,6 +48,45 @@ const (
 	maxChunkMsgs  = 4096
 	maxChunkBytes = 1 << 20
 )
+
+// chunkKey is the key of the chunk in its bucket.
+var chunkKey = []byte("c")
+
+// chunkValue returns the chunk at key k of msgs, whose cursor gave v: the
+// value of its bucket, or v itself in a layout 2 record.
+func chunkValue(msgs *bolt.Bucket, k, v []byte) []byte {
+	if v != nil {
+		return v
+	}
+	if b := msgs.Bucket(k); b != nil {
+		return b.Get(chunkKey)
+	}
+	return nil // openChunk reports it
+}
+
+// putChunk stores chunk v at key k of msgs, replacing one there.
+func putChunk(msgs *bolt.Bucket, k, v []byte) error {
+	b, err := msgs.CreateBucket(k)
+	if errors.Is(err, bolt.ErrBucketExists) || errors.Is(err, bolt.ErrIncompatibleValue) {
+		if err := deleteChunk(msgs, k); err != nil {
+			return err
+		}
+		b, err = msgs.CreateBucket(k)
+	}
+	if err != nil {
+		return err
+	}
+	return b.Put(chunkKey, v)
+}
+
+// deleteChunk deletes the chunk at key k of msgs, a bucket or a record.
+func deleteChunk(msgs *bolt.Bucket, k []byte) error {
+	err := msgs.DeleteBucket(k)
+	if errors.Is(err, bolt.ErrIncompatibleValue) {
+		return msgs.Delete(k)
+	}
+	return err
+}
 
 // segment is a chunk being built in a Tx: its encoding, with the header
 // filled in by bytes().

@@ -24,8 +24,9 @@ func chunks(t testing.TB, l *Log, ch string) []chunkSpan {
 		if b == nil {
 			return nil
 		}
-		return b.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-			end, err := chunkEnd(k, v)
+		mb := b.Bucket(bucketMsgs)
+		return mb.ForEach(func(k, v []byte) error {
+			end, err := chunkEnd(k, chunkValue(mb, k, v))
 			out = append(out, chunkSpan{u64(k), end - u64(k)})
 			return err
 		})

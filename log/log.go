@@ -59,10 +59,16 @@ var (
 	ErrLayout = errors.New("unsupported storage layout")
 )
 
-// layoutVersion is the storage layout this build reads and writes, kept in
-// sys/layout. Layout 1 (no sys/layout: a message, an id and an expiry record
-// per message) is refused.
-const layoutVersion = 2
+// layoutVersion is the storage layout this build writes, kept in
+// sys/layout. It reads layout 2 too (a chunk is a record of the channel's
+// message bucket, where layout 3 gives it a bucket of its own: see
+// chunk.go) and marks such a file layout 3 when it opens it, so that an
+// older build refuses it. Layout 1 (no sys/layout: a message, an id and an
+// expiry record per message) is refused.
+const layoutVersion = 3
+
+// layoutChunkRecords is the layout whose chunks are records.
+const layoutChunkRecords = 2
 
 var (
 	bucketSys      = []byte("sys")
@@ -213,6 +219,12 @@ func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
 		if err := checkLayout(tx); err != nil {
 			return err
 		}
+		if u64(tx.Bucket(bucketSys).Get(keyLayout)) != layoutVersion {
+			// Layout 2: its chunks stay records, new ones are buckets.
+			if err := tx.Bucket(bucketSys).Put(keyLayout, be(layoutVersion)); err != nil {
+				return err
+			}
+		}
 		return ids.load(tx)
 	})
 	if err != nil {
@@ -233,8 +245,8 @@ func checkLayout(tx *bolt.Tx) error {
 	case v == nil:
 		return fmt.Errorf("%w: the file is in layout 1 (one record per message, before chunks); this build reads layout %d only and does not migrate: move the file aside for the hub to rebuild it from Raft",
 			ErrLayout, layoutVersion)
-	case len(v) != 8 || u64(v) != layoutVersion:
-		return fmt.Errorf("%w: the file is in layout %x; this build reads layout %d only", ErrLayout, v, layoutVersion)
+	case len(v) != 8 || (u64(v) != layoutVersion && u64(v) != layoutChunkRecords):
+		return fmt.Errorf("%w: the file is in layout %x; this build reads layouts %d and %d only", ErrLayout, v, layoutChunkRecords, layoutVersion)
 	case tx.Bucket(bucketIDs) == nil:
 		return fmt.Errorf("%w: no idempotency bucket", ErrCorrupt)
 	}
@@ -376,9 +388,10 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 		msgs = make([]Message, 0, min(uint64(limit), info.Next-start, 128))
 		var arena []byte // holds the data of the messages returned
 		size := 0
-		c := b.Bucket(bucketMsgs).Cursor()
+		mb := b.Bucket(bucketMsgs)
+		c := mb.Cursor()
 		for k, v := seekChunk(c, start); k != nil && len(msgs) < limit && size < MaxReadBytes; k, v = c.Next() {
-			r, err := openChunk(k, v)
+			r, err := openChunk(k, chunkValue(mb, k, v))
 			if err == nil {
 				err = r.seek(start)
 			}

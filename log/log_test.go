@@ -238,8 +238,9 @@ func storedIDs(t testing.TB, l *Log, ch string) []string {
 			return err
 		}
 		next := info.First
-		return b.Bucket(bucketMsgs).ForEach(func(k, v []byte) error {
-			r, err := openChunk(k, v)
+		mb := b.Bucket(bucketMsgs)
+		return mb.ForEach(func(k, v []byte) error {
+			r, err := openChunk(k, chunkValue(mb, k, v))
 			if err != nil {
 				return err
 			}

@@ -293,7 +293,7 @@ func (tx *Tx) finish() error {
 			if seg.n == 0 {
 				continue
 			}
-			if err := st.msgs.Put(be(seg.first), seg.bytes()); err != nil {
+			if err := putChunk(st.msgs, be(seg.first), seg.bytes()); err != nil {
 				return err
 			}
 		}
@@ -382,7 +382,7 @@ func (st *chanState) advance(first uint64) error {
 		if first < st.fend {
 			break
 		}
-		if err := st.msgs.Delete(be(st.fk)); err != nil {
+		if err := deleteChunk(st.msgs, be(st.fk)); err != nil {
 			return err
 		}
 		st.fok = false
@@ -416,7 +416,7 @@ func (st *chanState) front(off uint64) error {
 	if k == nil {
 		return fmt.Errorf("%w: no chunk holds offset %d", ErrCorrupt, off)
 	}
-	r, err := openChunk(k, v)
+	r, err := openChunk(k, chunkValue(st.msgs, k, v))
 	if err != nil {
 		return err
 	}
