@@ -193,8 +193,13 @@ func (l *Log) Rebuilt() bool { return l.rebuilt }
 // one, and loads its idempotency index.
 func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         2 * time.Second,
-		NoSync:          l.cfg.NoSync || l.cfg.DeferSync,
+		Timeout: 2 * time.Second,
+		NoSync:  l.cfg.NoSync || l.cfg.DeferSync,
+		// Nor when the file grows: with DeferSync that fsync flushed every
+		// write since the last one, stalling the Update that grew the file
+		// (every 16 MiB written) for tens of milliseconds; a power loss
+		// distrusts the file anyway.
+		NoGrowSync:      l.cfg.NoSync || l.cfg.DeferSync,
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
