@@ -418,3 +418,56 @@ func TestPublishAsyncClose(t *testing.T) {
 		t.Errorf("a publish failed with %v", e)
 	}
 }
+
+// TestPublishAsyncChains: answers that publish again, with a queue smaller
+// than the publishers, neither stall the service nor its Close: chains of
+// publishes, each started from the previous one's answer, all complete, and
+// Close returns while chains are still going.
+func TestPublishAsyncChains(t *testing.T) {
+	c := newCluster3(t, func(cfg *broker.Config) { cfg.QueueSize, cfg.MaxInflight = 4, 1 })
+	l := c.leader()
+	const chains, each = 32, 20
+	var (
+		done     atomic.Int64
+		failed   atomic.Value
+		answered atomic.Int64
+	)
+	var step func(chain, i int, limit int)
+	step = func(chain, i, limit int) {
+		l.svc.PublishAsync(context.Background(), fmt.Sprintf("chain.%d", chain), json.RawMessage(`1`), fmt.Sprintf("c%d-%d", chain, i),
+			func(_ wire.PublishResponse, err error) {
+				answered.Add(1)
+				if err != nil {
+					if limit > 0 {
+						failed.CompareAndSwap(nil, err.Error())
+					}
+					return
+				}
+				if limit > 0 && i+1 == limit {
+					done.Add(1)
+					return
+				}
+				step(chain, i+1, limit) // limit 0: until the service closes
+			})
+	}
+	for ch := range chains {
+		step(ch, 0, each)
+	}
+	waitFor(t, 30*time.Second, "every chain to complete", func() bool { return done.Load() == chains || failed.Load() != nil })
+	if e := failed.Load(); e != nil {
+		t.Fatalf("a publish failed: %v", e)
+	}
+	// Endless chains, then Close.
+	before := answered.Load()
+	for ch := range chains {
+		step(chains+ch, 0, 0)
+	}
+	waitFor(t, 10*time.Second, "the endless chains to run", func() bool { return answered.Load() > before+200 })
+	closed := make(chan struct{})
+	go func() { l.svc.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return within 20s while answers published again")
+	}
+}

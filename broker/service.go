@@ -292,7 +292,10 @@ func (s *Service) republish(ctx context.Context, channel string, data json.RawMe
 // PublishAsync is Publish without waiting: it returns once the publish is
 // queued, and done is called once with the outcome, from a goroutine of
 // the Service, or before PublishAsync returns if the publish is refused at
-// once (bad input, a closed Service). done must not block. On the leader,
+// once (bad input, a closed Service). done must not block, but may publish
+// again; it must not call Close (which waits for it). A publish forwarded
+// to another hub (on a follower, or after a change of leader) may be
+// answered after Close has returned. On the leader,
 // publishes queued one after another are stored in that order: a caller
 // that makes its calls one after another keeps the order of its messages
 // in a channel, but for one that meets a change of leader, which is
@@ -400,6 +403,13 @@ func (s *Service) checkPublish(channel string, data json.RawMessage, id string) 
 func (s *Service) batch(ctx context.Context) {
 	var carry *pending
 	for {
+		if ctx.Err() != nil { // select would pick a ready queue at random
+			s.stopQueue()
+			if carry != nil {
+				carry.finish(outcome{err: ErrClosed})
+			}
+			return
+		}
 		first := carry
 		carry = nil
 		if first == nil {
@@ -413,8 +423,9 @@ func (s *Service) batch(ctx context.Context) {
 		select {
 		case s.inflight <- struct{}{}:
 		case <-ctx.Done():
-			first.finish(outcome{err: ErrClosed})
+			// The queue first: an answer may publish again (PublishAsync).
 			s.stopQueue()
+			first.finish(outcome{err: ErrClosed})
 			return
 		}
 		batch := []*pending{first}
@@ -448,6 +459,8 @@ func (s *Service) propose(batch []*pending, size int) {
 	go func() {
 		defer s.wg.Done()
 		resp, err := prop.Wait()
+		// The slot first: an answer may publish again and wait for room.
+		<-s.inflight
 		for i, p := range batch {
 			if err != nil {
 				p.finish(outcome{err: err})
@@ -460,7 +473,6 @@ func (s *Service) propose(batch []*pending, size int) {
 			}
 			p.finish(outcome{res: wire.PublishResponse{Channel: r.Channel, Offset: r.Offset, Epoch: r.Epoch, Duplicate: r.Duplicate}})
 		}
-		<-s.inflight
 	}()
 }
 

@@ -69,8 +69,8 @@ func idIndexModel(t *testing.T, narrow, seed uint64) {
 				t.Fatalf("seed %d update %d (%s): heldIn(%.10s) = %d, want %d", seed, update, what, ch, got, want)
 			}
 		}
-		if x.held() != n || int(x.n.Load()) != n {
-			t.Fatalf("seed %d update %d (%s): held %d, published %d, want %d", seed, update, what, x.held(), x.n.Load(), n)
+		if x.count != n || x.held() != n {
+			t.Fatalf("seed %d update %d (%s): count %d, held %d, want %d", seed, update, what, x.count, x.held(), n)
 		}
 		var listed []string
 		x.each(func(ch, id string, r idRec) { listed = append(listed, ch+"/"+id) })

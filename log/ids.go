@@ -174,7 +174,8 @@ func (x *idIndex) place(ch, id string, h uint64, s idSlot) (replaced bool) {
 	}
 	if len(x.more) > 0 {
 		if prev, ok := x.more[idKey{ch, id}]; ok {
-			x.j.moreSlot(idKey{ch, id}, prev, true)
+			// A rollback puts it back: with strings of the index's own.
+			x.j.moreSlot(idKey{strings.Clone(ch), strings.Clone(id)}, prev, true)
 			delete(x.more, idKey{ch, id})
 			replaced = prev.gen == s.gen
 		}
@@ -379,8 +380,9 @@ func (x *idIndex) load(tx *bolt.Tx) error {
 	return nil
 }
 
-// held returns the number of ids held, the open Update's included.
-func (x *idIndex) held() int { return x.count }
+// held returns the number of ids held as of the last commit (or load); it
+// may be read while an Update runs.
+func (x *idIndex) held() int { return int(x.n.Load()) }
 
 // begin starts journaling the changes of an Update.
 func (x *idIndex) begin() {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -326,5 +327,53 @@ func TestIdempotencyExpiry(t *testing.T) {
 	}
 	if want := []int{2, 3, 3, 4, 4, 3, 1, 2}; !slices.Equal(held, want) {
 		t.Errorf("HeldIDs after each step %v, want %v", held, want)
+	}
+}
+
+// TestHeldIDsDuringUpdates: HeldIDs may be read while Updates run (the hub
+// reads it for its metrics) and reports committed ids only.
+func TestHeldIDsDuringUpdates(t *testing.T) {
+	l := mustOpen(t)
+	mustInit(t, l)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var bad atomic.Int64
+	go func() {
+		defer close(done)
+		last := 0
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := l.HeldIDs()
+			if n < last || n%10 != 0 { // whole Updates of 10 ids, never undone
+				bad.Store(int64(n))
+			}
+			last = n
+		}
+	}()
+	for i := range 200 {
+		index := uint64(i) + 2
+		pubs := make([]pub, 10)
+		for j := range pubs {
+			pubs[j] = pub{"a", fmt.Sprintf("k%d-%d", i, j), 0}
+		}
+		publish(t, l, index, pubs...)
+		if i%10 == 0 { // and one that fails, to be undone
+			_, _ = l.Update(index+1000, func(tx *Tx) error {
+				mustAppend(t, tx, "a", "undone", "x", t0)
+				return errors.New("no")
+			})
+		}
+	}
+	close(stop)
+	<-done
+	if n := bad.Load(); n != 0 {
+		t.Fatalf("HeldIDs read %d during the Updates: not a count of committed ids", n)
+	}
+	if n := l.HeldIDs(); n != 2000 {
+		t.Fatalf("HeldIDs = %d, want 2000", n)
 	}
 }
