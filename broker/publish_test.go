@@ -471,3 +471,77 @@ func TestPublishAsyncChains(t *testing.T) {
 		t.Fatal("Close did not return within 20s while answers published again")
 	}
 }
+
+// TestPublishAsyncLeaderMoves: async publishes under way while leadership
+// moves are each answered once, stored or "unavailable"; those answered
+// with an offset are stored there, once, and are on the leader after.
+func TestPublishAsyncLeaderMoves(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	type answer struct {
+		i   int
+		res wire.PublishResponse
+		err error
+	}
+	const n = 3000
+	answers := make(chan answer, n)
+	moved := make(chan error, 1)
+	for i := range n {
+		if i == n/3 {
+			// The first third stored, then the move while the rest go.
+			waitFor(t, 20*time.Second, "the first third answered", func() bool { return len(answers) == n/3 })
+			go func() { moved <- l.node.TransferLeadership() }()
+		}
+		l.svc.PublishAsync(context.Background(), "moving", json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), fmt.Sprintf("k%d", i),
+			func(res wire.PublishResponse, err error) { answers <- answer{i, res, err} })
+	}
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	byOffset := map[uint64]int{}
+	stored := 0
+	for range n {
+		select {
+		case a := <-answers:
+			if a.err != nil {
+				if broker.ErrorCode(a.err) != wire.CodeUnavailable {
+					t.Errorf("publish %d: %v", a.i, a.err)
+				}
+				continue
+			}
+			if prev, dup := byOffset[a.res.Offset]; dup {
+				t.Fatalf("offset %d answered to publishes %d and %d", a.res.Offset, prev, a.i)
+			}
+			byOffset[a.res.Offset] = a.i
+			stored++
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d publishes unanswered after 30s", n-len(byOffset), n)
+		}
+	}
+	// Publishes refused while no leader is known say "unavailable" (retry);
+	// those before the move are stored.
+	if stored < n/3 {
+		t.Fatalf("%d of %d publishes stored, fewer than the %d before the move", stored, n, n/3)
+	}
+	// On the leader now (after some flapping under load it may be the old
+	// one again), once it has applied what it committed.
+	eventually(t, 10*time.Second, func() error {
+		msgs, err := c.readAll(c.leader().api, "moving")
+		if err != nil {
+			return err
+		}
+		found := 0
+		for _, m := range msgs.Messages {
+			if i, ok := byOffset[m.Offset]; ok {
+				if want := fmt.Sprintf(`{"i":%d}`, i); string(m.Data) != want {
+					t.Fatalf("offset %d holds %s, answered to %s", m.Offset, m.Data, want)
+				}
+				found++
+			}
+		}
+		if found != len(byOffset) {
+			return fmt.Errorf("%d of %d acknowledged publishes on the leader", found, len(byOffset))
+		}
+		return nil
+	})
+}
