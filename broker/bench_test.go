@@ -22,6 +22,7 @@ import (
 var (
 	benchInflight = flag.Int("bench.inflight", 0, "broker MaxInflight for BenchmarkPublish (0: default)")
 	benchBatch    = flag.Int("bench.batch", 0, "broker BatchMaxMessages for BenchmarkPublish (0: default)")
+	benchYields   = flag.Int("bench.yields", 0, "broker BatchYields for BenchmarkPublish (0: default)")
 )
 
 // BenchmarkPublish measures publish -> acknowledgement through a real
@@ -39,7 +40,7 @@ var (
 //
 //	go test ./broker -run '^$' -bench Publish -benchtime 20000x
 func BenchmarkPublish(b *testing.B) {
-	for _, bc := range []struct{ pubs, window int }{{1, 1}, {16, 1}, {256, 1}, {1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 16}} {
+	for _, bc := range []struct{ pubs, window int }{{1, 1}, {4, 1}, {16, 1}, {256, 1}, {1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 16}} {
 		b.Run(fmt.Sprintf("publishers=%d/window=%d", bc.pubs, bc.window), func(b *testing.B) {
 			benchPublish(b, bc.pubs*bc.window, 1, false)
 		})
@@ -49,7 +50,7 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkPublishAsync is BenchmarkPublish with publishers that keep
 // their window with PublishAsync, as NATS JetStream's PublishAsync does.
 func BenchmarkPublishAsync(b *testing.B) {
-	for _, bc := range []struct{ pubs, window int }{{1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 12}, {256, 16}} {
+	for _, bc := range []struct{ pubs, window int }{{1, 64}, {16, 64}, {256, 4}, {256, 8}, {256, 10}, {256, 12}, {256, 16}} {
 		b.Run(fmt.Sprintf("publishers=%d/window=%d", bc.pubs, bc.window), func(b *testing.B) {
 			benchPublish(b, bc.pubs, bc.window, true)
 		})
@@ -59,7 +60,7 @@ func BenchmarkPublishAsync(b *testing.B) {
 func benchPublish(b *testing.B, publishers, window int, async bool) {
 	c := newCluster(b, func(cfg *broker.Config) {
 		cfg.MaxMessageBytes = 1 << 10
-		cfg.MaxInflight, cfg.BatchMaxMessages = *benchInflight, *benchBatch
+		cfg.MaxInflight, cfg.BatchMaxMessages, cfg.BatchYields = *benchInflight, *benchBatch, *benchYields
 	})
 	c.production = true
 	c.start3()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,11 @@ type Config struct {
 	// QueueSize bounds the publishes waiting for a batch (default 16384);
 	// past it, Publish waits (backpressure).
 	QueueSize int
+	// BatchYields is how many times a batch that is not half full lets the
+	// other goroutines ready to run go first while other entries are in
+	// flight (default 64; negative: never), so that publishes on their way
+	// join it. A batch with no other entry in flight is proposed at once.
+	BatchYields int
 	// Retention is this hub's retention configuration. The leader
 	// replicates it when it differs from the stored rules, so every hub
 	// should be given the same rules. Nil keeps the stored rules (or the
@@ -105,6 +111,9 @@ func (c *Config) setDefaults() error {
 	setInt(&c.BatchMaxBytes, 1<<20)
 	setInt(&c.MaxInflight, 4)
 	setInt(&c.QueueSize, 16384)
+	if c.BatchYields == 0 {
+		c.BatchYields = 64
+	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Minute
 	}
@@ -430,19 +439,34 @@ func (s *Service) batch(ctx context.Context) {
 		}
 		batch := []*pending{first}
 		size := first.size
+		// While other entries are in flight, an entry proposed now would
+		// wait behind them anyway: let the goroutines ready to run go first
+		// (those answering the entry just applied, and their publishers
+		// publishing again), for the entry to fill to half its size. With
+		// nothing else to run, or alone in flight, it goes at once.
+		yields := 0
+		if len(s.inflight) <= 1 {
+			yields = s.cfg.BatchYields
+		}
 	fill:
 		for len(batch) < s.cfg.BatchMaxMessages {
+			var p *pending
 			select {
-			case p := <-s.queue:
-				if size+p.size > s.cfg.BatchMaxBytes {
-					carry = p
+			case p = <-s.queue:
+			default:
+				if yields >= s.cfg.BatchYields || len(batch) >= s.cfg.BatchMaxMessages/2 {
 					break fill
 				}
-				batch = append(batch, p)
-				size += p.size
-			default:
+				yields++
+				runtime.Gosched()
+				continue
+			}
+			if size+p.size > s.cfg.BatchMaxBytes {
+				carry = p
 				break fill
 			}
+			batch = append(batch, p)
+			size += p.size
 		}
 		s.propose(batch, size)
 	}
