@@ -45,7 +45,8 @@ type Peer struct {
 type Config struct {
 	// ID is this hub's unique, stable name. Required.
 	ID string
-	// Dir holds the Raft log (raft.db) and snapshots. Required.
+	// Dir holds the Raft log (raft.db, and its journal, journal-0 and
+	// journal-1) and snapshots. Required.
 	Dir string
 	// Addr is the Raft address to bind and advertise (host:port); port 0
 	// picks a free port (Node.Addr tells which). Required unless Transport
@@ -93,6 +94,8 @@ type Config struct {
 	NoSync bool
 
 	Logger *slog.Logger
+
+	journalCap int64 // size of each journal file; tests set it small
 }
 
 func (c *Config) setDefaults() error {
@@ -198,7 +201,16 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft: open log store %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
 	}
-	n.store = &guardedStore{s: bolt}
+	jcap := cfg.journalCap
+	if jcap == 0 {
+		jcap = journalFileCap
+	}
+	journal, err := openJournal(bolt, cfg.Dir, cfg.NoSync, jcap)
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("raft: open log journal in %s: %w", cfg.Dir, err)
+	}
+	n.store = &guardedStore{s: journal}
 	snaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		n.store.Close()

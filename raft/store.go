@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // guardedStore is the Raft log and stable store (raft-boltdb) with a close
@@ -16,12 +15,20 @@ import (
 // nothing (no leader counts an entry this node did not store), and its
 // goroutine ends with the process.
 type guardedStore struct {
-	s      *raftboltdb.BoltStore
+	s      logStableStore
 	mu     sync.RWMutex
 	closed bool
 }
 
+// logStableStore is what guardedStore guards: the journal over bbolt.
+type logStableStore interface {
+	hraft.LogStore
+	hraft.StableStore
+	Close() error
+}
+
 var (
+	_ logStableStore    = (*journalStore)(nil)
 	_ hraft.LogStore    = (*guardedStore)(nil)
 	_ hraft.StableStore = (*guardedStore)(nil)
 )

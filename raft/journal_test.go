@@ -1,0 +1,383 @@
+package raft
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	hraft "github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// openTestJournal opens the journal and its bbolt log in dir, with journal
+// files of fileCap bytes.
+func openTestJournal(t *testing.T, dir string, fileCap int64) *journalStore {
+	t.Helper()
+	db, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := openJournal(db, dir, true, fileCap)
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return j
+}
+
+// journalModel is what a journal must hold: its entries by index.
+type journalModel struct {
+	first, last uint64
+	logs        map[uint64]*hraft.Log
+}
+
+func (m *journalModel) store(logs []*hraft.Log) {
+	for _, l := range logs {
+		m.logs[l.Index] = l
+	}
+	if m.first == 0 {
+		m.first = logs[0].Index
+	}
+	m.last = logs[len(logs)-1].Index
+}
+
+func (m *journalModel) deleteRange(lo, hi uint64) {
+	for i := lo; i <= hi; i++ {
+		delete(m.logs, i)
+	}
+	switch {
+	case lo <= m.first && hi >= m.last:
+		m.first, m.last = 0, 0
+	case lo <= m.first:
+		m.first = hi + 1
+	default:
+		m.last = lo - 1
+	}
+}
+
+func testLogs(rng *rand.Rand, from uint64, n int, term uint64, maxData int) []*hraft.Log {
+	logs := make([]*hraft.Log, n)
+	for i := range logs {
+		data := make([]byte, rng.IntN(maxData+1))
+		for k := range data {
+			data[k] = byte(rng.Uint32())
+		}
+		l := &hraft.Log{Index: from + uint64(i), Term: term, Type: hraft.LogCommand, Data: data}
+		if rng.IntN(4) == 0 {
+			l.Extensions = []byte("ext")
+		}
+		if rng.IntN(2) == 0 {
+			l.AppendedAt = time.Unix(1700000000, int64(rng.IntN(1e9))).UTC()
+		}
+		logs[i] = l
+	}
+	return logs
+}
+
+// checkJournal compares j with m, entry by entry.
+func checkJournal(t *testing.T, j *journalStore, m *journalModel, step string) {
+	t.Helper()
+	first, err := j.FirstIndex()
+	if err != nil {
+		t.Fatalf("%s: FirstIndex: %v", step, err)
+	}
+	last, err := j.LastIndex()
+	if err != nil {
+		t.Fatalf("%s: LastIndex: %v", step, err)
+	}
+	if first != m.first || last != m.last {
+		t.Fatalf("%s: entries %d-%d, want %d-%d", step, first, last, m.first, m.last)
+	}
+	for i := m.first; i <= m.last && m.last != 0; i++ {
+		var got hraft.Log
+		if err := j.GetLog(i, &got); err != nil {
+			t.Fatalf("%s: GetLog(%d): %v", step, i, err)
+		}
+		want := m.logs[i]
+		if got.Index != want.Index || got.Term != want.Term || got.Type != want.Type ||
+			!bytes.Equal(got.Data, want.Data) || !bytes.Equal(got.Extensions, want.Extensions) ||
+			!got.AppendedAt.Equal(want.AppendedAt) {
+			t.Fatalf("%s: entry %d is %+v, want %+v", step, i, got, *want)
+		}
+	}
+	var l hraft.Log
+	if err := j.GetLog(m.last+1, &l); !errors.Is(err, hraft.ErrLogNotFound) {
+		t.Fatalf("%s: GetLog past the end: %v, want ErrLogNotFound", step, err)
+	}
+}
+
+// TestJournalModel runs random appends, deletions of a prefix or a suffix,
+// clean reopens and crashes (the files closed as a kill -9 leaves them,
+// with the checkpoint in progress done or not) against a model. The files
+// are small, so appends move between them and checkpoint often, and some
+// batches are larger than a file.
+func TestJournalModel(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			dir := t.TempDir()
+			const fileCap = 4 << 10
+			j := openTestJournal(t, dir, fileCap)
+			defer func() { j.Close() }()
+			m := &journalModel{logs: map[uint64]*hraft.Log{}}
+			term := uint64(1)
+			for op := 0; op < 400; op++ {
+				var step string
+				switch r := rng.IntN(100); {
+				case r < 70:
+					n := 1 + rng.IntN(6)
+					logs := testLogs(rng, m.last+1, n, term, 900)
+					step = fmt.Sprintf("op %d: store %d-%d", op, m.last+1, m.last+uint64(n))
+					if err := j.StoreLogs(logs); err != nil {
+						t.Fatalf("%s: %v", step, err)
+					}
+					m.store(logs)
+				case r < 78 && m.last > m.first:
+					hi := m.first + uint64(rng.IntN(int(m.last-m.first)))
+					step = fmt.Sprintf("op %d: delete prefix %d-%d", op, m.first, hi)
+					if err := j.DeleteRange(m.first, hi); err != nil {
+						t.Fatalf("%s: %v", step, err)
+					}
+					m.deleteRange(m.first, hi)
+				case r < 86 && m.last > m.first:
+					lo := m.first + 1 + uint64(rng.IntN(int(m.last-m.first)))
+					step = fmt.Sprintf("op %d: delete suffix %d-%d", op, lo, m.last)
+					if err := j.DeleteRange(lo, m.last); err != nil {
+						t.Fatalf("%s: %v", step, err)
+					}
+					m.deleteRange(lo, m.last)
+					term++ // a new leader's entries replace them
+				case r < 93:
+					step = fmt.Sprintf("op %d: crash and reopen", op)
+					j.crash()
+					j = openTestJournal(t, dir, fileCap)
+				default:
+					step = fmt.Sprintf("op %d: close and reopen", op)
+					if err := j.Close(); err != nil {
+						t.Fatalf("%s: %v", step, err)
+					}
+					j = openTestJournal(t, dir, fileCap)
+				}
+				checkJournal(t, j, m, step)
+			}
+		})
+	}
+}
+
+// TestJournalCrashDuringCheckpoint stops the process (as kill -9 does)
+// while a full file waits for its checkpoint, then after the checkpoint's
+// entries reached bbolt but before it recorded so: both ways, reopening
+// gives every entry stored.
+func TestJournalCrashDuringCheckpoint(t *testing.T) {
+	for _, done := range []bool{false, true} {
+		t.Run(fmt.Sprint("checkpoint stored=", done), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 3))
+			dir := t.TempDir()
+			j := openTestJournal(t, dir, 4<<10)
+			hold := make(chan struct{})
+			j.hold = hold
+			m := &journalModel{logs: map[uint64]*hraft.Log{}}
+			// Fill the first file and part of the second: one checkpoint
+			// starts and waits.
+			started := 0
+			for i := 0; i < 100 && started < 3; i++ {
+				logs := testLogs(rng, m.last+1, 1, 1, 500)
+				if err := j.StoreLogs(logs); err != nil {
+					t.Fatal(err)
+				}
+				m.store(logs)
+				j.mu.Lock()
+				if j.ckpt {
+					started++ // then two more appends, to the second file
+				}
+				j.mu.Unlock()
+			}
+			if started < 3 {
+				t.Fatal("no checkpoint started: the test no longer fills a file")
+			}
+			if done {
+				// As if the checkpoint's bbolt transaction committed and
+				// the process died before it recorded the generation.
+				j.mu.Lock()
+				logs := j.tail[:j.files[1-j.cur].ents]
+				j.mu.Unlock()
+				if err := j.db.StoreLogs(logs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j.crash()
+			close(hold) // the checkpoint now finds bbolt closed
+			j = openTestJournal(t, dir, 4<<10)
+			defer j.Close()
+			checkJournal(t, j, m, "after the crash")
+			// And it goes on appending.
+			logs := testLogs(rng, m.last+1, 3, 1, 500)
+			if err := j.StoreLogs(logs); err != nil {
+				t.Fatal(err)
+			}
+			m.store(logs)
+			checkJournal(t, j, m, "after appending")
+		})
+	}
+}
+
+// TestJournalTornAppend: an append that never returned (the process died
+// during its write) leaves a record cut short, or with bytes that were not
+// written; reopening keeps every entry before it and drops it.
+func TestJournalTornAppend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tear func(rec []byte) []byte
+	}{
+		{"cut short", func(rec []byte) []byte { return rec[:len(rec)-7] }},
+		{"a byte wrong", func(rec []byte) []byte { rec[len(rec)/2] ^= 0x40; return rec }},
+		{"header only", func(rec []byte) []byte { return rec[:journalHeader] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(5, 5))
+			dir := t.TempDir()
+			j := openTestJournal(t, dir, 1<<20)
+			m := &journalModel{logs: map[uint64]*hraft.Log{}}
+			for range 5 {
+				logs := testLogs(rng, m.last+1, 3, 2, 200)
+				if err := j.StoreLogs(logs); err != nil {
+					t.Fatal(err)
+				}
+				m.store(logs)
+			}
+			// Write the next record by hand, torn, where the next append goes.
+			jf := j.files[j.cur]
+			rec := encodeJournalRecord(nil, testLogs(rng, m.last+1, 2, 2, 200))
+			sealJournalRecord(rec, jf.gen)
+			if _, err := jf.f.WriteAt(tc.tear(rec), jf.off); err != nil {
+				t.Fatal(err)
+			}
+			j.crash()
+			j = openTestJournal(t, dir, 1<<20)
+			defer j.Close()
+			checkJournal(t, j, m, "after the torn append")
+		})
+	}
+}
+
+// TestJournalStaleRecords: the records of an earlier use of a file (older
+// generation) are never replayed, even where they lie right after the
+// current ones, and deleted entries do not come back.
+func TestJournalStaleRecords(t *testing.T) {
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 1<<20)
+	m := &journalModel{logs: map[uint64]*hraft.Log{}}
+	entry := func(i, term uint64) []*hraft.Log {
+		return []*hraft.Log{{Index: i, Term: term, Type: hraft.LogCommand, Data: bytes.Repeat([]byte{byte(i)}, 50)}}
+	}
+	// Records of one entry each, all the same size, then delete the tail:
+	// the journal starts a new generation over the same file.
+	for i := uint64(1); i <= 20; i++ {
+		if err := j.StoreLogs(entry(i, 1)); err != nil {
+			t.Fatal(err)
+		}
+		m.store(entry(i, 1))
+	}
+	if err := j.DeleteRange(6, 20); err != nil {
+		t.Fatal(err)
+	}
+	m.deleteRange(6, 20)
+	// Entry 6 of a new term, as large as the old records: the old record
+	// of entry 2, whole and with a good checksum, follows it in the file.
+	if err := j.StoreLogs(entry(6, 2)); err != nil {
+		t.Fatal(err)
+	}
+	m.store(entry(6, 2))
+	j.crash()
+	j = openTestJournal(t, dir, 1<<20)
+	defer j.Close()
+	checkJournal(t, j, m, "after the crash")
+}
+
+// TestJournalReadsDuringAppends reads entries from other goroutines while
+// appends fill files and checkpoints move them into bbolt (for the race
+// detector; and every entry read is the one stored).
+func TestJournalReadsDuringAppends(t *testing.T) {
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 8<<10)
+	defer j.Close()
+	var (
+		mu     sync.Mutex
+		stored = map[uint64][]byte{}
+		last   uint64
+		done   = make(chan struct{})
+		wg     sync.WaitGroup
+	)
+	for r := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 1))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				mu.Lock()
+				n := last
+				mu.Unlock()
+				if n == 0 {
+					continue
+				}
+				i := 1 + rng.Uint64N(n)
+				var l hraft.Log
+				if err := j.GetLog(i, &l); err != nil {
+					t.Errorf("GetLog(%d): %v", i, err)
+					return
+				}
+				mu.Lock()
+				want := stored[i]
+				mu.Unlock()
+				if !bytes.Equal(l.Data, want) {
+					t.Errorf("entry %d: wrong data", i)
+					return
+				}
+			}
+		}()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := uint64(1); i <= 2000; i++ {
+		logs := testLogs(rng, i, 1, 1, 300)
+		if err := j.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		stored[i] = logs[0].Data
+		last = i
+		mu.Unlock()
+	}
+	close(done)
+	wg.Wait()
+	if fi, _ := j.FirstIndex(); fi != 1 {
+		t.Fatalf("FirstIndex %d", fi)
+	}
+}
+
+// TestJournalFilesPreallocated: the journal files are created at their
+// full size, written, so that appends change no file metadata.
+func TestJournalFilesPreallocated(t *testing.T) {
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 64<<10)
+	defer j.Close()
+	for i := range 2 {
+		st, err := os.Stat(filepath.Join(dir, fmt.Sprintf("journal-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() != 64<<10 {
+			t.Fatalf("journal-%d is %d bytes, want %d", i, st.Size(), 64<<10)
+		}
+	}
+}
