@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,19 +19,40 @@ import (
 )
 
 // openTestJournal opens the journal and its bbolt log in dir, with journal
-// files of fileCap bytes.
+// files of fileCap bytes, without fsync.
 func openTestJournal(t *testing.T, dir string, fileCap int64) *journalStore {
 	t.Helper()
-	db, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: true})
+	j, err := tryOpenJournal(dir, fileCap, true)
 	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := openJournal(db, dir, true, fileCap)
-	if err != nil {
-		db.Close()
 		t.Fatal(err)
 	}
 	return j
+}
+
+func tryOpenJournal(dir string, fileCap int64, noSync bool) (*journalStore, error) {
+	db, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: noSync})
+	if err != nil {
+		return nil, err
+	}
+	j, err := openJournal(db, dir, noSync, fileCap)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// crash closes the files without a checkpoint, between two calls, as a
+// kill -9 leaves them; a checkpoint in progress then fails on the closed
+// bbolt, or stays undone while it is held.
+func (j *journalStore) crash() {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	j.mu.Lock()
+	j.closed = true
+	j.mu.Unlock()
+	j.closeFiles()
+	j.db.Close()
 }
 
 // journalModel is what a journal must hold: its entries by index.
@@ -123,7 +147,15 @@ func TestJournalModel(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			dir := t.TempDir()
 			const fileCap = 4 << 10
-			j := openTestJournal(t, dir, fileCap)
+			noSync := seed != 1 // one run with fsync, for its code paths
+			open := func() *journalStore {
+				j, err := tryOpenJournal(dir, fileCap, noSync)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return j
+			}
+			j := open()
 			defer func() { j.Close() }()
 			m := &journalModel{logs: map[uint64]*hraft.Log{}}
 			term := uint64(1)
@@ -156,13 +188,13 @@ func TestJournalModel(t *testing.T) {
 				case r < 93:
 					step = fmt.Sprintf("op %d: crash and reopen", op)
 					j.crash()
-					j = openTestJournal(t, dir, fileCap)
+					j = open()
 				default:
 					step = fmt.Sprintf("op %d: close and reopen", op)
 					if err := j.Close(); err != nil {
 						t.Fatalf("%s: %v", step, err)
 					}
-					j = openTestJournal(t, dir, fileCap)
+					j = open()
 				}
 				checkJournal(t, j, m, step)
 			}
@@ -378,6 +410,202 @@ func TestJournalFilesPreallocated(t *testing.T) {
 		}
 		if st.Size() != 64<<10 {
 			t.Fatalf("journal-%d is %d bytes, want %d", i, st.Size(), 64<<10)
+		}
+	}
+}
+
+// TestJournalCrashBetweenCheckpointWrites stops the process after a
+// checkpoint stored its entries in bbolt and before it recorded that its
+// file is absorbed: the entries are replayed, not lost.
+func TestJournalCrashBetweenCheckpointWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 4<<10)
+	reached, release := make(chan struct{}), make(chan struct{})
+	j.between = func() {
+		close(reached)
+		<-release
+	}
+	m := &journalModel{logs: map[uint64]*hraft.Log{}}
+	for i := 0; i < 100; i++ {
+		logs := testLogs(rng, m.last+1, 1, 1, 500)
+		if err := j.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+		m.store(logs)
+		j.mu.Lock()
+		started := j.ckpt
+		j.mu.Unlock()
+		if started {
+			break
+		}
+	}
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no checkpoint reached bbolt")
+	}
+	j.crash()
+	close(release)
+	j = openTestJournal(t, dir, 4<<10)
+	defer j.Close()
+	checkJournal(t, j, m, "after the crash")
+}
+
+// TestJournalGap: a follower that installed a snapshot appends entries
+// that do not follow its last one (hashicorp/raft keeps the older ones);
+// they are stored, and survive a crash, whether the older entries are in
+// the journal or in bbolt.
+func TestJournalGap(t *testing.T) {
+	for _, older := range []string{"journal", "bbolt"} {
+		t.Run(older, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(6, 6))
+			dir := t.TempDir()
+			j := openTestJournal(t, dir, 64<<10)
+			before := testLogs(rng, 1, 10, 1, 100)
+			if err := j.StoreLogs(before); err != nil {
+				t.Fatal(err)
+			}
+			if older == "bbolt" {
+				if err := j.Close(); err != nil {
+					t.Fatal(err)
+				}
+				j = openTestJournal(t, dir, 64<<10)
+			}
+			after := testLogs(rng, 101, 5, 2, 100)
+			if err := j.StoreLogs(after); err != nil {
+				t.Fatalf("append after the gap: %v", err)
+			}
+			more := testLogs(rng, 106, 5, 2, 100)
+			if err := j.StoreLogs(more); err != nil {
+				t.Fatal(err)
+			}
+			j.crash()
+			j = openTestJournal(t, dir, 64<<10)
+			defer j.Close()
+			if first, _ := j.FirstIndex(); first != 1 {
+				t.Fatalf("FirstIndex %d, want 1", first)
+			}
+			if last, _ := j.LastIndex(); last != 110 {
+				t.Fatalf("LastIndex %d, want 110", last)
+			}
+			for _, want := range append(append(before, after...), more...) {
+				var got hraft.Log
+				if err := j.GetLog(want.Index, &got); err != nil || !bytes.Equal(got.Data, want.Data) {
+					t.Fatalf("entry %d: %v", want.Index, err)
+				}
+			}
+		})
+	}
+}
+
+// TestJournalDamaged: a record that was acknowledged and later damaged,
+// with whole records after it, fails Open instead of losing them.
+func TestJournalDamaged(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 64<<10)
+	var offs []int64
+	for i := uint64(1); i <= 5; i++ {
+		offs = append(offs, j.files[j.cur].off)
+		if err := j.StoreLogs(testLogs(rng, i, 1, 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := j.files[j.cur].f
+	if _, err := f.WriteAt([]byte{0xff}, offs[2]+journalHeader+3); err != nil {
+		t.Fatal(err)
+	}
+	j.crash()
+	if j, err := tryOpenJournal(dir, 64<<10, true); err == nil {
+		j.Close()
+		t.Fatal("opened a journal damaged in the middle")
+	} else if !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("error %q does not say the journal is damaged", err)
+	}
+}
+
+// TestJournalWriteFailureSticks: after a failed append the journal refuses
+// every later one (a failed fdatasync may have dropped the written pages).
+func TestJournalWriteFailureSticks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 64<<10)
+	defer j.db.Close()
+	if err := j.StoreLogs(testLogs(rng, 1, 1, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	j.files[j.cur].f.Close() // the next write fails
+	if err := j.StoreLogs(testLogs(rng, 2, 1, 1, 10)); err == nil {
+		t.Fatal("append to a closed file succeeded")
+	}
+	if err := j.StoreLogs(testLogs(rng, 2, 1, 1, 10)); err == nil || !strings.Contains(err.Error(), "journal write") {
+		t.Fatalf("the append after a failure gave %v, want the first failure", err)
+	}
+}
+
+// TestJournalCompactionDuringAppends deletes prefixes, as Raft's snapshot
+// goroutine does, while appends fill files and checkpoints run; after a
+// crash the log is what was left: contiguous from just after the last
+// deletion to the last append.
+func TestJournalCompactionDuringAppends(t *testing.T) {
+	dir := t.TempDir()
+	j := openTestJournal(t, dir, 8<<10)
+	data := map[uint64][]byte{}
+	var deleted atomic.Uint64
+	done := make(chan struct{})
+	compacted := make(chan struct{})
+	go func() {
+		defer close(compacted)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			first, err1 := j.FirstIndex()
+			last, err2 := j.LastIndex()
+			if err1 != nil || err2 != nil {
+				t.Errorf("indexes: %v %v", err1, err2)
+				return
+			}
+			if first == 0 || last < first+100 {
+				runtime.Gosched()
+				continue
+			}
+			if err := j.DeleteRange(first, last-50); err != nil {
+				t.Errorf("DeleteRange: %v", err)
+				return
+			}
+			deleted.Store(last - 50)
+		}
+	}()
+	rng := rand.New(rand.NewPCG(7, 7))
+	const n = 3000
+	for i := uint64(1); i <= n; i++ {
+		logs := testLogs(rng, i, 1, 1, 200)
+		data[i] = logs[0].Data
+		if err := j.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	<-compacted
+	if deleted.Load() == 0 {
+		t.Fatal("nothing was compacted: the test no longer exercises deletes")
+	}
+	j.crash()
+	j = openTestJournal(t, dir, 8<<10)
+	defer j.Close()
+	first, _ := j.FirstIndex()
+	last, _ := j.LastIndex()
+	if first != deleted.Load()+1 || last != n {
+		t.Fatalf("entries %d-%d after the crash, want %d-%d", first, last, deleted.Load()+1, n)
+	}
+	for i := first; i <= last; i++ {
+		var l hraft.Log
+		if err := j.GetLog(i, &l); err != nil || !bytes.Equal(l.Data, data[i]) {
+			t.Fatalf("entry %d: %v", i, err)
 		}
 	}
 }
