@@ -625,6 +625,62 @@ func TestJoinFromSnapshot(t *testing.T) {
 	}
 }
 
+// TestLaggingFollowerInstallsSnapshot: a follower that missed entries the
+// leader no longer has (stopped, or cut off, holding entries of its own in
+// bbolt or in its journal) installs a snapshot and then appends entries
+// that do not follow its last one; it stays in step, and restarts.
+func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
+	for _, mode := range []string{"stop", "disconnect"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newClusterWith(t, 3, snapshotConfig)
+			for i := 1; i <= 5; i++ {
+				c.publish("chat", fmt.Sprintf("chat-%d", i), fmt.Sprintf("chat %d", i))
+			}
+			c.waitSame(c.nodes...)
+			f := c.nodes[0]
+			if f == c.leader() {
+				f = c.nodes[1]
+			}
+			if mode == "stop" {
+				c.stop(f) // its entries go into bbolt at Close
+			} else {
+				c.disconnect(f) // they stay in its journal
+			}
+			var others []*testNode
+			for _, tn := range c.nodes {
+				if tn != f {
+					others = append(others, tn)
+				}
+			}
+			for i := 6; i <= 40; i++ {
+				c.publish("chat", fmt.Sprintf("chat-%d", i), fmt.Sprintf("chat %d", i))
+			}
+			c.waitSame(others...)
+			for _, tn := range others {
+				if err := tn.node.Snapshot(); err != nil {
+					t.Fatalf("snapshot of %s: %v", tn.id, err)
+				}
+			}
+			if mode == "stop" {
+				c.restart(f)
+			} else {
+				c.reconnect(f)
+			}
+			c.publish("chat", "chat-41", "chat 41")
+			d := c.waitSame(c.nodes...)
+			checkChannel(t, f.id, d, "chat", chatData(41))
+			if _, restored := f.obs.snapshot(t); len(restored) == 0 {
+				t.Fatalf("%s caught up without a snapshot: the test no longer makes it lag", f.id)
+			}
+			c.stop(f)
+			c.restart(f)
+			c.publish("chat", "chat-42", "chat 42")
+			d = c.waitSame(c.nodes...)
+			checkChannel(t, f.id+" after a restart", d, "chat", chatData(42))
+		})
+	}
+}
+
 func hasServer(servers []Server, id, addr string) bool {
 	for _, s := range servers {
 		if s.ID == id {
