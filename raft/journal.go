@@ -10,14 +10,12 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-	"time"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // journalStore is the Raft log and stable store: the log in bbolt
-// (raft-boltdb), with a write-ahead journal in front of it for appends.
+// (boltLog), with a write-ahead journal in front of it for appends.
 //
 // A bbolt commit costs two fsyncs (its pages, then its meta page) and a
 // copy-on-write of the B+tree path it touches; an append to the journal
@@ -46,7 +44,7 @@ import (
 // tail) checkpoints the whole journal first and then starts a new
 // generation, so a record can never bring deleted entries back.
 type journalStore struct {
-	db      *raftboltdb.BoltStore
+	db      *boltLog
 	noSync  bool
 	fileCap int64
 
@@ -97,11 +95,11 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // openJournal opens the journal files journal-0 and journal-1 in dir in
 // front of db, replaying into db the entries a crash left only in them.
 // fileCap is the size of each file (journalFileCap unless testing).
-func openJournal(db *raftboltdb.BoltStore, dir string, noSync bool, fileCap int64) (*journalStore, error) {
+func openJournal(db *boltLog, dir string, noSync bool, fileCap int64) (*journalStore, error) {
 	j := &journalStore{db: db, noSync: noSync, fileCap: fileCap}
 	j.cond = sync.NewCond(&j.mu)
 	absorbed, err := db.GetUint64([]byte(absorbedKey))
-	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, errKeyNotFound) {
 		return nil, fmt.Errorf("read journal state: %w", err)
 	}
 	var replay [][]*hraft.Log
@@ -294,18 +292,7 @@ func encodeJournalRecord(buf []byte, logs []*hraft.Log) []byte {
 	buf = append(buf, make([]byte, journalHeader)...)
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(logs)))
 	for _, l := range logs {
-		buf = binary.LittleEndian.AppendUint64(buf, l.Index)
-		buf = binary.LittleEndian.AppendUint64(buf, l.Term)
-		buf = append(buf, byte(l.Type))
-		var at int64
-		if !l.AppendedAt.IsZero() {
-			at = l.AppendedAt.UnixNano()
-		}
-		buf = binary.LittleEndian.AppendUint64(buf, uint64(at))
-		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(l.Data)))
-		buf = append(buf, l.Data...)
-		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(l.Extensions)))
-		buf = append(buf, l.Extensions...)
+		buf = appendLogEntry(buf, l)
 	}
 	return buf
 }
@@ -322,11 +309,9 @@ func journalSum(gen, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(gen, crcTable), crcTable, payload)
 }
 
-var errJournalShort = errors.New("truncated batch")
-
 func decodeJournalBatch(b []byte) ([]*hraft.Log, error) {
 	if len(b) < 4 {
-		return nil, errJournalShort
+		return nil, errShortEntry
 	}
 	n := int(binary.LittleEndian.Uint32(b))
 	b = b[4:]
@@ -335,36 +320,11 @@ func decodeJournalBatch(b []byte) ([]*hraft.Log, error) {
 	}
 	logs := make([]*hraft.Log, n)
 	for i := range logs {
-		if len(b) < 29 {
-			return nil, errJournalShort
+		l, rest, err := decodeLogEntry(b)
+		if err != nil {
+			return nil, err
 		}
-		l := &hraft.Log{
-			Index: binary.LittleEndian.Uint64(b[0:]),
-			Term:  binary.LittleEndian.Uint64(b[8:]),
-			Type:  hraft.LogType(b[16]),
-		}
-		if at := int64(binary.LittleEndian.Uint64(b[17:])); at != 0 {
-			l.AppendedAt = time.Unix(0, at).UTC()
-		}
-		dn := int(binary.LittleEndian.Uint32(b[25:]))
-		b = b[29:]
-		if len(b) < dn+4 {
-			return nil, errJournalShort
-		}
-		if dn > 0 {
-			l.Data = b[:dn:dn]
-		}
-		b = b[dn:]
-		en := int(binary.LittleEndian.Uint32(b))
-		b = b[4:]
-		if len(b) < en {
-			return nil, errJournalShort
-		}
-		if en > 0 {
-			l.Extensions = b[:en:en]
-		}
-		b = b[en:]
-		logs[i] = l
+		logs[i], b = &l, rest
 	}
 	if len(b) != 0 {
 		return nil, fmt.Errorf("%d bytes after the entries", len(b))

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // openTestJournal opens the journal and its bbolt log in dir, with journal
@@ -30,7 +29,7 @@ func openTestJournal(t *testing.T, dir string, fileCap int64) *journalStore {
 }
 
 func tryOpenJournal(dir string, fileCap int64, noSync bool) (*journalStore, error) {
-	db, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), NoSync: noSync})
+	db, err := openBoltLog(filepath.Join(dir, "raft.db"), noSync)
 	if err != nil {
 		return nil, err
 	}

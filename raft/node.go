@@ -16,8 +16,6 @@ import (
 
 	"github.com/comethq/comet/log"
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bbolt "go.etcd.io/bbolt"
 )
 
 var (
@@ -183,23 +181,9 @@ func New(cfg Config) (*Node, error) {
 	hlog := newHclog(cfg.Logger)
 
 	var err error
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(cfg.Dir, "raft.db"),
-		NoSync: cfg.NoSync,
-		// As etcd does: the free list is rebuilt at open instead of being
-		// written on every commit (fewer pages written per append), and
-		// kept as a map (constant-time allocation in a large file).
-		BoltOptions: &bbolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, fmt.Errorf("raft: open log store %s: locked by another process", filepath.Join(cfg.Dir, "raft.db"))
-	}
+	bolt, err := openBoltLog(filepath.Join(cfg.Dir, "raft.db"), cfg.NoSync)
 	if err != nil {
-		return nil, fmt.Errorf("raft: open log store %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+		return nil, fmt.Errorf("raft: %w", err)
 	}
 	jcap := cfg.journalCap
 	if jcap == 0 {
