@@ -122,3 +122,31 @@ func TestBoltLogDeleteRange(t *testing.T) {
 		t.Fatalf("LastIndex %d, want 449", last)
 	}
 }
+
+// BenchmarkBoltLogDeleteRange deletes the first 80,000 of 160,000 entries
+// of 100 bytes, as a compaction after a snapshot does:
+//
+//	go test ./raft -run '^$' -bench BoltLogDeleteRange -benchtime 3x
+func BenchmarkBoltLogDeleteRange(b *testing.B) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	logs := testLogs(rng, 1, 160000, 1, 100)
+	for range b.N {
+		b.StopTimer()
+		bl, err := openBoltLog(filepath.Join(b.TempDir(), "raft.db"), true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := bl.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := bl.DeleteRange(1, 80000); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if first, _ := bl.FirstIndex(); first != 80001 {
+			b.Fatalf("FirstIndex %d", first)
+		}
+		bl.Close()
+	}
+}
