@@ -40,9 +40,11 @@ import (
 // can only be the last one, whose append never returned, or that belongs to
 // an older use of the file.
 //
-// Deleting entries (log compaction, or a follower dropping a conflicting
-// tail) checkpoints the whole journal first and then starts a new
-// generation, so a record can never bring deleted entries back.
+// Deleting entries that the journal may hold (a follower dropping a
+// conflicting tail, or a compaction reaching into the tail) checkpoints the
+// whole journal first and then starts a new generation, so a record can
+// never bring deleted entries back; a compaction of entries that are all
+// in bbolt, before the tail, deletes them there at once.
 type journalStore struct {
 	db      *boltLog
 	noSync  bool
