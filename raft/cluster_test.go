@@ -60,6 +60,9 @@ func fastConfig(c *Config) {
 	c.ElectionTimeout = 100 * time.Millisecond
 	c.LeaderLeaseTimeout = 50 * time.Millisecond
 	c.SnapshotInterval = 50 * time.Millisecond
+	// Journal files of a few entries: appends move between them and
+	// checkpoint into bbolt all through the cluster tests.
+	c.journalCap = 2 << 10
 }
 
 // newCluster starts n nodes on in-memory transports, bootstrapped together.

@@ -6,7 +6,7 @@ import (
 	hraft "github.com/hashicorp/raft"
 )
 
-// guardedStore is the Raft log and stable store (raft-boltdb) with a close
+// guardedStore is the Raft log and stable store (the journal over bbolt) with a close
 // that hashicorp/raft cannot trip over. Raft handles heartbeats on the
 // transport's goroutines, which Shutdown does not wait for, and it panics
 // when a write fails: a heartbeat in progress while the node closes would
