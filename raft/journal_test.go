@@ -103,6 +103,15 @@ func testLogs(rng *rand.Rand, from uint64, n int, term uint64, maxData int) []*h
 	return logs
 }
 
+// storeBoth appends logs to j and to the model m.
+func storeBoth(t *testing.T, j *journalStore, m *journalModel, logs []*hraft.Log) {
+	t.Helper()
+	if err := j.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	m.store(logs)
+}
+
 // checkJournal compares j with m, entry by entry.
 func checkJournal(t *testing.T, j *journalStore, m *journalModel, step string) {
 	t.Helper()
@@ -219,10 +228,7 @@ func TestJournalCrashDuringCheckpoint(t *testing.T) {
 			started := 0
 			for i := 0; i < 100 && started < 3; i++ {
 				logs := testLogs(rng, m.last+1, 1, 1, 500)
-				if err := j.StoreLogs(logs); err != nil {
-					t.Fatal(err)
-				}
-				m.store(logs)
+				storeBoth(t, j, m, logs)
 				j.mu.Lock()
 				if j.ckpt {
 					started++ // then two more appends, to the second file
@@ -249,10 +255,7 @@ func TestJournalCrashDuringCheckpoint(t *testing.T) {
 			checkJournal(t, j, m, "after the crash")
 			// And it goes on appending.
 			logs := testLogs(rng, m.last+1, 3, 1, 500)
-			if err := j.StoreLogs(logs); err != nil {
-				t.Fatal(err)
-			}
-			m.store(logs)
+			storeBoth(t, j, m, logs)
 			checkJournal(t, j, m, "after appending")
 		})
 	}
@@ -277,10 +280,7 @@ func TestJournalTornAppend(t *testing.T) {
 			m := &journalModel{logs: map[uint64]*hraft.Log{}}
 			for range 5 {
 				logs := testLogs(rng, m.last+1, 3, 2, 200)
-				if err := j.StoreLogs(logs); err != nil {
-					t.Fatal(err)
-				}
-				m.store(logs)
+				storeBoth(t, j, m, logs)
 			}
 			// Write the next record by hand, torn, where the next append goes.
 			jf := j.files[j.cur]
@@ -310,10 +310,7 @@ func TestJournalStaleRecords(t *testing.T) {
 	// Records of one entry each, all the same size, then delete the tail:
 	// the journal starts a new generation over the same file.
 	for i := uint64(1); i <= 20; i++ {
-		if err := j.StoreLogs(entry(i, 1)); err != nil {
-			t.Fatal(err)
-		}
-		m.store(entry(i, 1))
+		storeBoth(t, j, m, entry(i, 1))
 	}
 	if err := j.DeleteRange(6, 20); err != nil {
 		t.Fatal(err)
@@ -321,10 +318,7 @@ func TestJournalStaleRecords(t *testing.T) {
 	m.deleteRange(6, 20)
 	// Entry 6 of a new term, as large as the old records: the old record
 	// of entry 2, whole and with a good checksum, follows it in the file.
-	if err := j.StoreLogs(entry(6, 2)); err != nil {
-		t.Fatal(err)
-	}
-	m.store(entry(6, 2))
+	storeBoth(t, j, m, entry(6, 2))
 	j.crash()
 	j = openTestJournal(t, dir, 1<<20)
 	defer j.Close()
@@ -428,10 +422,7 @@ func TestJournalCrashBetweenCheckpointWrites(t *testing.T) {
 	m := &journalModel{logs: map[uint64]*hraft.Log{}}
 	for i := 0; i < 100; i++ {
 		logs := testLogs(rng, m.last+1, 1, 1, 500)
-		if err := j.StoreLogs(logs); err != nil {
-			t.Fatal(err)
-		}
-		m.store(logs)
+		storeBoth(t, j, m, logs)
 		j.mu.Lock()
 		started := j.ckpt
 		j.mu.Unlock()
