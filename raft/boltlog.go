@@ -12,15 +12,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// boltLog is the Raft log and stable store in bbolt (raft.db), where the
-// journal's checkpoints put the entries. It keeps raft-boltdb's layout (a
-// "logs" bucket keyed by big-endian index, a "conf" bucket for the stable
-// store), so that the directories of earlier builds open as they are, and
-// reads raft-boltdb's msgpack entries; it writes entries in a binary form
-// of its own, marked by a first byte that msgpack never uses (0xc1):
-// encoding an entry then costs one copy of its data into the transaction's
-// buffer instead of msgpack's reflection and growing buffers (msgpack was
-// 7% of the CPU of the whole cluster with 256 publishers).
+// boltLog is the Raft log and stable store of earlier releases in bbolt
+// (raft.db), read to move it into raft-wal (see legacy.go). It keeps
+// raft-boltdb's layout (a "logs" bucket keyed by big-endian index, a "conf"
+// bucket for the stable store), and reads both raft-boltdb's msgpack
+// entries and the binary form of its own the journal's checkpoints wrote,
+// marked by a first byte that msgpack never uses (0xc1). It still writes
+// that form: the replay of a journal's last entries into raft.db before
+// the move, and tests that build such directories.
 type boltLog struct {
 	db *bolt.DB
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -43,8 +42,8 @@ type Peer struct {
 type Config struct {
 	// ID is this hub's unique, stable name. Required.
 	ID string
-	// Dir holds the Raft log (raft.db, and its journal, journal-0 and
-	// journal-1) and snapshots. Required.
+	// Dir holds the Raft log and stable store (raft-wal, in Dir/wal) and
+	// snapshots. Required.
 	Dir string
 	// Addr is the Raft address to bind and advertise (host:port); port 0
 	// picks a free port (Node.Addr tells which). Required unless Transport
@@ -93,7 +92,7 @@ type Config struct {
 
 	Logger *slog.Logger
 
-	journalCap int64 // size of each journal file; tests set it small
+	segmentSize int // size of each raft-wal segment file; tests set it small
 }
 
 func (c *Config) setDefaults() error {
@@ -175,26 +174,18 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("raft: data directory: %w", err)
-	}
 	hlog := newHclog(cfg.Logger)
 
 	var err error
-	bolt, err := openBoltLog(filepath.Join(cfg.Dir, "raft.db"), cfg.NoSync)
+	segSize := cfg.segmentSize
+	if segSize == 0 {
+		segSize = walSegmentSize
+	}
+	store, err := openLogStore(cfg.Dir, segSize, cfg.NoSync, hlog.Named("wal"))
 	if err != nil {
-		return nil, fmt.Errorf("raft: %w", err)
+		return nil, err
 	}
-	jcap := cfg.journalCap
-	if jcap == 0 {
-		jcap = journalFileCap
-	}
-	journal, err := openJournal(bolt, cfg.Dir, cfg.NoSync, jcap)
-	if err != nil {
-		bolt.Close()
-		return nil, fmt.Errorf("raft: open log journal in %s: %w", cfg.Dir, err)
-	}
-	n.store = &guardedStore{s: journal}
+	n.store = &guardedStore{s: store}
 	snaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		n.store.Close()

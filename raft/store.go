@@ -6,7 +6,7 @@ import (
 	hraft "github.com/hashicorp/raft"
 )
 
-// guardedStore is the Raft log and stable store (the journal over bbolt) with a close
+// guardedStore is the Raft log and stable store (raft-wal) with a close
 // that hashicorp/raft cannot trip over. Raft handles heartbeats on the
 // transport's goroutines, which Shutdown does not wait for, and it panics
 // when a write fails: a heartbeat in progress while the node closes would
@@ -20,7 +20,7 @@ type guardedStore struct {
 	closed bool
 }
 
-// logStableStore is what guardedStore guards: the journal over bbolt.
+// logStableStore is what guardedStore guards: raft-wal (walStore).
 type logStableStore interface {
 	hraft.LogStore
 	hraft.StableStore
@@ -28,10 +28,20 @@ type logStableStore interface {
 }
 
 var (
-	_ logStableStore    = (*journalStore)(nil)
-	_ hraft.LogStore    = (*guardedStore)(nil)
-	_ hraft.StableStore = (*guardedStore)(nil)
+	_ logStableStore          = (*walStore)(nil)
+	_ hraft.LogStore          = (*guardedStore)(nil)
+	_ hraft.StableStore       = (*guardedStore)(nil)
+	_ hraft.MonotonicLogStore = (*guardedStore)(nil)
 )
+
+// IsMonotonic tells hashicorp/raft whether the store takes only entries
+// that follow its last one (raft-wal does): after installing a snapshot,
+// Raft then empties the log instead of leaving a gap before the entries
+// that follow the snapshot. (hraft.LogCache asks the store it wraps.)
+func (g *guardedStore) IsMonotonic() bool {
+	m, ok := g.s.(hraft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
 
 // enter admits a call, or parks it for good once the store is closed.
 func (g *guardedStore) enter() {

@@ -1,0 +1,171 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/types"
+)
+
+// walFS is the file system under raft-wal: its own (package fs), with two
+// changes that make an append one write and one fdatasync.
+//
+//   - A segment file is written full of zeros when it is made, not
+//     fallocated. Writing into fallocated (unwritten) blocks changes the
+//     file's extent map, which every sync must then commit to the file
+//     system's journal as well; into written blocks, an fdatasync flushes
+//     the data alone.
+//   - Sync is fdatasync, not fsync: it skips the modification time, the
+//     only metadata an append into written blocks changes.
+//
+// Writing 64 MiB of zeros takes a while, and raft-wal makes the next
+// segment while appends wait for it. So, as etcd's WAL does with its file
+// pipeline, walFS keeps one spare segment ready, zero-written in the
+// background: Create renames it into place and starts the next one.
+type walFS struct {
+	*fs.FS // ListDir, Delete, OpenReader
+	dir    string
+	size   uint64
+	noSync bool
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	making bool  // a spare is being made
+	ready  bool  // the spare is on disk, whole
+	err    error // why the last spare could not be made
+	closed bool
+	wg     sync.WaitGroup
+}
+
+const spareName = "spare.tmp" // not a segment name: raft-wal's List skips it
+
+var _ types.VFS = (*walFS)(nil)
+
+func newWalFS(dir string, size uint64, noSync bool) *walFS {
+	w := &walFS{FS: fs.New(), dir: dir, size: size, noSync: noSync}
+	w.cond = sync.NewCond(&w.mu)
+	// A spare left by an earlier process may be cut short: make it anew.
+	os.Remove(filepath.Join(dir, spareName))
+	w.mu.Lock()
+	w.startSpareLocked()
+	w.mu.Unlock()
+	return w
+}
+
+func (w *walFS) startSpareLocked() {
+	if w.closed || w.making || w.ready {
+		return
+	}
+	w.making, w.err = true, nil
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		err := w.makeSpare()
+		w.mu.Lock()
+		w.making, w.ready, w.err = false, err == nil, err
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}()
+}
+
+// makeSpare writes the spare segment: size zero bytes, synced.
+func (w *walFS) makeSpare() error {
+	path := filepath.Join(w.dir, spareName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	zero := make([]byte, 1<<20)
+	for off := uint64(0); off < w.size; {
+		n := min(uint64(len(zero)), w.size-off)
+		if _, err := f.WriteAt(zero[:n], int64(off)); err != nil {
+			f.Close()
+			os.Remove(path)
+			return err
+		}
+		off += n
+	}
+	if !w.noSync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			os.Remove(path)
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// Create makes segment name from the spare (of the size every segment
+// has) and starts the next spare.
+func (w *walFS) Create(dir, name string, size uint64) (types.WritableFile, error) {
+	if dir != w.dir || size != w.size {
+		return nil, fmt.Errorf("raft: wal segment %s of %d bytes in %s: walFS makes %d-byte segments in %s", name, size, dir, w.size, w.dir)
+	}
+	w.mu.Lock()
+	for w.making {
+		w.cond.Wait()
+	}
+	if w.closed {
+		w.mu.Unlock()
+		return nil, types.ErrClosed
+	}
+	if !w.ready {
+		// The last spare failed (a full disk, say): try again, now.
+		err := w.err
+		w.mu.Unlock()
+		if err2 := w.makeSpare(); err2 != nil {
+			return nil, fmt.Errorf("raft: make wal segment %s: %w", name, errors.Join(err, err2))
+		}
+		w.mu.Lock()
+	}
+	w.ready = false
+	target := filepath.Join(dir, name)
+	if _, err := os.Stat(target); err == nil {
+		w.mu.Unlock()
+		return nil, fmt.Errorf("raft: wal segment %s exists already", target)
+	}
+	err := os.Rename(filepath.Join(dir, spareName), target)
+	if err == nil && !w.noSync {
+		err = syncDir(dir)
+	}
+	w.startSpareLocked()
+	w.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("raft: make wal segment %s: %w", name, err)
+	}
+	return w.OpenWriter(dir, name)
+}
+
+// OpenWriter opens a segment for appends, synced with fdatasync.
+func (w *walFS) OpenWriter(dir, name string) (types.WritableFile, error) {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &walFile{File: f, noSync: w.noSync}, nil
+}
+
+// Close waits for the spare being made. Segments already open stay usable
+// until closed.
+func (w *walFS) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+type walFile struct {
+	*os.File
+	noSync bool
+}
+
+func (f *walFile) Sync() error {
+	if f.noSync {
+		return nil
+	}
+	return fdatasync(f.File)
+}
