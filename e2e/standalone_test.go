@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -126,4 +128,50 @@ func (w *wsConn) closeCode(d time.Duration) int {
 			return -1
 		}
 	}
+}
+
+// TestStandaloneOpensPreviousRelease starts on the data directory of a
+// `comet standalone` of the release before raft-wal (testdata, written by
+// commit c33375e: 40 publishes to "fixture" with ids fx-1..fx-40, then
+// SIGKILL, so that its last Raft entries were only in its journal). The
+// Raft log is moved into raft-wal; every message is there, and the node
+// goes on storing, across a SIGKILL. (The ids are older than the 10 minutes
+// an id is kept.)
+func TestStandaloneOpensPreviousRelease(t *testing.T) {
+	c := newCluster(t)
+	data := filepath.Join(c.dir, "data")
+	if err := os.CopyFS(data, os.DirFS(filepath.Join("testdata", "standalone-journal-v1"))); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *hub, n int) {
+		t.Helper()
+		got, err := c.readAll(s, "fixture")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Epoch != "491e53dd8640bd45" || got.First != 1 || got.Next != uint64(n+1) || len(got.Messages) != n {
+			t.Fatalf("fixture: epoch %s, offsets %d..%d, %d messages; want epoch 491e53dd8640bd45, 1..%d", got.Epoch, got.First, got.Next-1, len(got.Messages), n)
+		}
+		for i, m := range got.Messages {
+			want := fmt.Sprintf(`{"n":%d,"text":"message %d of the previous release"}`, i+1, i+1)
+			if m.Offset != uint64(i+1) || !sameJSON(m.Data, json.RawMessage(want)) {
+				t.Fatalf("message %d: offset %d, data %s; want %s", i+1, m.Offset, m.Data, want)
+			}
+		}
+	}
+	s := c.startStandalone(data, true)
+	check(s, 40)
+	if _, err := os.Stat(filepath.Join(data, "raft", "raft.db")); !os.IsNotExist(err) {
+		t.Fatalf("raft.db is still there after the first start (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "raft", "wal", "wal-meta.db")); err != nil {
+		t.Fatalf("no raft-wal log after the first start: %v", err)
+	}
+	res, err := c.publishOnce(s.api, "fixture", "fx-41", json.RawMessage(`{"n":41,"text":"message 41 of the previous release"}`))
+	if err != nil || res.Offset != 41 {
+		t.Fatalf("fx-41: %+v, %v; want offset 41", res, err)
+	}
+	c.kill(s)
+	s = c.startStandalone(data, true)
+	check(s, 41)
 }
