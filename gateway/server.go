@@ -182,14 +182,16 @@ type Server struct {
 	// waits for them.
 	goMu    sync.Mutex
 	stopped bool
-	resync  atomic.Bool // the stream was reset: resync every channel once it is open again
 
-	// Upstream position: every message of entries up to done was received;
-	// last is the highest index seen.
-	done      atomic.Uint64
-	last      atomic.Uint64
-	streaming atomic.Bool
-	lastLine  atomic.Int64 // unix nanos of the last line from the stream
+	// Upstream position: every message of entries up to done was received
+	// or read (done is where the stream resumes when positioned; before the
+	// first line of a stream opened from now, it means nothing); last is
+	// the highest index seen.
+	done       atomic.Uint64
+	positioned atomic.Bool
+	last       atomic.Uint64
+	streaming  atomic.Bool
+	lastLine   atomic.Int64 // unix nanos of the last line from the stream
 
 	connSeq  atomic.Uint64
 	upgrader websocket.Upgrader

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/comethq/comet/wire"
@@ -60,4 +61,57 @@ func TestStreamResetResyncsQuietChannels(t *testing.T) {
 	}
 	hub.append("q", []byte(`"four"`))
 	c.messages("q", 4, 1)
+}
+
+// A message committed after a channel's first read but before the commit
+// stream starts is in neither: the gateway must read it again once the
+// stream says where it starts, not wait for the channel's next message
+// (which on a quiet channel may never come).
+func TestQuietChannelGetsWhatCameBeforeTheStream(t *testing.T) {
+	hub := newMemHub()
+	hub.blockFirst = make(chan struct{})
+	g := startGatewayUnready(t, hub, Config{})
+	c := dial(t, g.url)
+	c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "q", From: u64p(1)})
+	c.expect(wire.OpSubscribed) // the first read: q is empty
+	hub.appendSilently("q", []byte(`"one"`))
+	close(hub.blockFirst) // the stream starts after it
+	if m := c.messages("q", 1, 1); string(m[0].Data) != `"one"` {
+		t.Fatalf("got %+v", m)
+	}
+	hub.append("q", []byte(`"two"`))
+	c.messages("q", 2, 1)
+}
+
+// A stream that breaks before its first line told no position: the next
+// one starts from now again, and what was committed in between is read.
+func TestStreamBrokenBeforeItsFirstLine(t *testing.T) {
+	hub := newMemHub()
+	hub.breakFirst = make(chan struct{})
+	g := startGatewayUnready(t, hub, Config{})
+	c := dial(t, g.url)
+	c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "q", From: u64p(1)})
+	c.expect(wire.OpSubscribed)
+	hub.appendSilently("q", []byte(`"one"`))
+	close(hub.breakFirst)
+	c.messages("q", 1, 1)
+	hub.append("q", []byte(`"two"`))
+	c.messages("q", 2, 1)
+	if froms := hub.streamFroms(); len(froms) != 2 || froms[0] != 0 || froms[1] != 0 {
+		t.Fatalf("streams opened from %v, want [0 0]: the first told no position", froms)
+	}
+}
+
+// A stream that breaks after its first line resumes where it started,
+// although it carried no message.
+func TestStreamResumesFromItsFirstLine(t *testing.T) {
+	hub := newMemHub()
+	hub.appendSilently("x", []byte(`1`))
+	hub.appendSilently("x", []byte(`2`))
+	startGateway(t, hub, Config{})
+	hub.fail <- errors.New("cut")
+	waitFor(t, "a second stream", func() bool { return len(hub.streamFroms()) == 2 })
+	if froms := hub.streamFroms(); froms[0] != 0 || froms[1] != 3 {
+		t.Fatalf("streams opened from %v, want [0 3]", froms)
+	}
 }

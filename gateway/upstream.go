@@ -14,12 +14,17 @@ import (
 // another hub when one fails and continuing from the last entry it
 // received whole. Messages of an entry received twice (the stream resumes
 // at an entry boundary) are dropped by per-channel offsets.
+//
+// Without a position (at start, after a reset, or while no stream has said
+// where it starts), a stream is opened from now: its first line says where
+// it starts, and read then has every channel cover that position (see
+// Server.position).
 func (s *Server) follow() {
 	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
 	for s.ctx.Err() == nil {
-		from := uint64(0) // from now: nothing tracked can be missing yet
-		if d := s.done.Load(); d > 0 {
-			from = d + 1
+		from := uint64(0) // from now
+		if s.positioned.Load() {
+			from = s.done.Load() + 1
 		}
 		r, err := s.hub.Stream(s.ctx, from)
 		if err != nil {
@@ -31,12 +36,6 @@ func (s *Server) follow() {
 			continue
 		}
 		s.log.Info("following the commit stream", "hub", r.Hub(), "from", from)
-		if s.resync.Swap(false) {
-			// After a reset: now that the stream is open again, every
-			// channel reads what it missed (reads go to the same hub, which
-			// has applied at least up to where the stream starts).
-			s.resyncAll()
-		}
 		s.streaming.Store(true)
 		s.lastLine.Store(time.Now().UnixNano())
 		err = s.read(r)
@@ -93,13 +92,17 @@ func (s *Server) read(r StreamReader) error {
 			return err
 		}
 		s.lastLine.Store(time.Now().UnixNano())
+		if n == 0 && !line.Reset && !s.positioned.Load() {
+			s.position(line)
+		}
 		switch {
 		case line.Reset:
-			// The hub no longer holds our position: every tracked channel
-			// reads what it missed from the hubs, and we follow from now.
+			// The hub no longer holds our position: we follow from now, and
+			// the next stream's first line has every tracked channel read
+			// what it missed from the hubs.
 			s.log.Warn("commit stream position lost; resyncing channels", "floor", line.Floor)
+			s.positioned.Store(false)
 			s.done.Store(0)
-			s.resync.Store(true)
 			return errStreamReset
 		case line.Index == 0:
 			if line.Applied > s.done.Load() {
@@ -124,7 +127,20 @@ func (s *Server) read(r StreamReader) error {
 	}
 }
 
-func (s *Server) resyncAll() {
+// position takes the first line of a stream opened from now, which says
+// where the stream starts: after Applied (a heartbeat, which hubs send at
+// once), or before Index (a message). Entries up to there are not on this
+// stream, and a channel's read made before may not hold all of them
+// either: every tracked channel must reflect them (cover), and every read
+// from now on too (startSyncLocked reads s.done).
+func (s *Server) position(l wire.StreamLine) {
+	start := l.Applied
+	if l.Index > 0 {
+		start = l.Index - 1
+	}
+	s.done.Store(start)
+	s.positioned.Store(true)
+	s.m.upstreamIndex.Set(float64(start))
 	s.mu.Lock()
 	chans := make([]*channel, 0, len(s.channels))
 	for _, ch := range s.channels {
@@ -133,7 +149,7 @@ func (s *Server) resyncAll() {
 	s.mu.Unlock()
 	for _, ch := range chans {
 		ch.mu.Lock()
-		ch.startSyncLocked()
+		ch.coverLocked(start)
 		ch.mu.Unlock()
 	}
 }
@@ -322,14 +338,26 @@ func (ch *channel) fanoutLocked() {
 	}
 }
 
+// coverLocked makes sure the channel reflects every entry up to index
+// (the entries after it come from the stream): a sync under way must read
+// that far, and a live channel whose last read did not is read again.
+func (ch *channel) coverLocked(index uint64) {
+	ch.syncIdx = max(ch.syncIdx, index)
+	if !ch.syncing && ch.asOf < index {
+		ch.startSyncLocked()
+	}
+}
+
 // startSyncLocked starts reading the channel's state and missing messages
-// from the hubs, holding stream lines meanwhile.
+// from the hubs, holding stream lines meanwhile. The read must reflect
+// every entry the stream gave before the channel held its lines: up to the
+// last line seen, and up to where the stream started.
 func (ch *channel) startSyncLocked() {
 	if ch.syncing || ch.dropped {
 		return
 	}
 	ch.syncing, ch.held, ch.heldBytes, ch.lost = true, nil, 0, false
-	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load())
+	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load(), ch.s.done.Load())
 	if !ch.s.spawn(ch.sync) {
 		ch.syncing = false // closing
 		return
@@ -427,6 +455,11 @@ func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 		}
 	}
 	ch.asOf = max(ch.asOf, applied)
+	if applied < ch.syncIdx {
+		// The read is older than a position it must reflect, raised while
+		// it ran (the stream started after it): read again.
+		return false, false
+	}
 	if ch.lost {
 		// Held lines overflowed: read again, up to where the stream is now.
 		ch.held, ch.heldBytes, ch.lost = nil, 0, false
