@@ -99,6 +99,11 @@ type Config struct {
 	// ReadLimit is the page size of range reads from the hubs (default
 	// 10,000 messages).
 	ReadLimit int
+	// MaxSyncReads bounds the range reads in flight that bring channels up
+	// to date (default 16): after a commit-stream reset every channel
+	// followed is read again, and the hubs get at most this many at once.
+	// Replays for subscriptions are not counted.
+	MaxSyncReads int
 	// MaxChannels bounds the channels followed at once (default 100,000):
 	// past it, lingering channels are dropped first, then subscribes to
 	// new channels are refused (unavailable).
@@ -137,6 +142,7 @@ func (c *Config) fill() error {
 	def(&c.CacheBytes, 4<<20)
 	def(&c.ReadLimit, 10000)
 	def(&c.MaxChannels, 100_000)
+	def(&c.MaxSyncReads, 16)
 	if c.QueueMessages < 2 {
 		c.QueueMessages = 2
 	}
@@ -183,6 +189,10 @@ type Server struct {
 	goMu    sync.Mutex
 	stopped bool
 
+	// syncReads holds a token per channel sync reading from the hubs
+	// (Config.MaxSyncReads).
+	syncReads chan struct{}
+
 	// Upstream position: every message of entries up to done was received
 	// or read (done is where the stream resumes when positioned; before the
 	// first line of a stream opened from now, it means nothing); last is
@@ -211,6 +221,8 @@ func New(cfg Config) (*Server, error) {
 		channels: make(map[string]*channel),
 		conns:    make(map[*conn]struct{}),
 		byID:     make(map[string]*conn),
+
+		syncReads: make(chan struct{}, cfg.MaxSyncReads),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(s)

@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/comethq/comet/wire"
 )
@@ -113,5 +118,114 @@ func TestStreamResumesFromItsFirstLine(t *testing.T) {
 	waitFor(t, "a second stream", func() bool { return len(hub.streamFroms()) == 2 })
 	if froms := hub.streamFroms(); froms[0] != 0 || froms[1] != 3 {
 		t.Fatalf("streams opened from %v, want [0 3]", froms)
+	}
+}
+
+// countingHub counts the range reads in flight; while gated, each read
+// waits for a token from gate.
+type countingHub struct {
+	*memHub
+	gated atomic.Bool
+	gate  chan struct{}
+
+	mu            sync.Mutex
+	inflight, max int
+}
+
+func (h *countingHub) Read(ctx context.Context, ch string, from uint64, limit int) (Page, uint64, error) {
+	h.mu.Lock()
+	h.inflight++
+	h.max = max(h.max, h.inflight)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.inflight--
+		h.mu.Unlock()
+	}()
+	if h.gated.Load() {
+		select {
+		case <-h.gate:
+		case <-ctx.Done():
+			return Page{}, 0, ctx.Err()
+		}
+	}
+	return h.memHub.Read(ctx, ch, from, limit)
+}
+
+func (h *countingHub) counts() (inflight, max int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inflight, h.max
+}
+
+// After a reset, every channel followed is read again, at most
+// MaxSyncReads at once, and each gets what it missed.
+func TestResyncReadsAreBounded(t *testing.T) {
+	const channels, limit = 300, 4
+	hub := &countingHub{memHub: newMemHub(), gate: make(chan struct{})}
+	g := startGateway(t, hub, Config{MaxSyncReads: limit})
+	c := dial(t, g.url)
+	for i := range channels {
+		c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: fmt.Sprint("c", i)})
+		c.expect(wire.OpSubscribed)
+	}
+	hub.mu.Lock()
+	hub.max = 0
+	hub.mu.Unlock()
+	hub.gated.Store(true)
+	for i := range channels {
+		hub.appendSilently(fmt.Sprint("c", i), []byte(`1`))
+	}
+	hub.lines <- wire.StreamLine{Reset: true, Floor: 1000}
+	waitFor(t, "reads to pile up", func() bool { n, _ := hub.counts(); return n >= limit })
+
+	// Let the reads through one at a time, as fast as they come.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case hub.gate <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	got := map[string]bool{}
+	for len(got) < channels {
+		f := c.expect(wire.OpMessage)
+		if f.Offset != 1 || got[f.Channel] {
+			t.Fatalf("got %+v again or out of order", f)
+		}
+		got[f.Channel] = true
+	}
+	if _, m := hub.counts(); m != limit {
+		t.Fatalf("%d reads in flight at most, want %d", m, limit)
+	}
+}
+
+// Backoff waits are jittered between half the step and the step, and the
+// step doubles up to its bound.
+func TestBackoffJitter(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, 400*time.Millisecond)
+	seen := map[time.Duration]bool{}
+	var step time.Duration
+	for i := range 200 {
+		if i%10 == 0 {
+			b.reset()
+			step = 100 * time.Millisecond
+		}
+		d := b.next()
+		if d < step/2 || d > step {
+			t.Fatalf("wait %d: %v, want between %v and %v", i, d, step/2, step)
+		}
+		seen[d] = true
+		step = min(2*step, 400*time.Millisecond)
+	}
+	if len(seen) < 100 {
+		t.Fatalf("only %d distinct waits in 200: no jitter", len(seen))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -383,9 +384,7 @@ func (ch *channel) sync() {
 		if !known {
 			from, limit = math.MaxInt64, 0 // epoch, first and next only
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		res, applied, err := s.hub.Read(ctx, ch.name, from, limit)
-		cancel()
+		res, applied, err := s.syncRead(ch.name, from, limit)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.log.Warn("channel sync: read failed", "channel", ch.name, "err", err)
@@ -411,6 +410,20 @@ func (ch *channel) sync() {
 	ch.mu.Lock()
 	ch.syncing = false
 	ch.mu.Unlock()
+}
+
+// syncRead is a range read for a channel sync, one of at most
+// Config.MaxSyncReads at once.
+func (s *Server) syncRead(name string, from uint64, limit int) (Page, uint64, error) {
+	select {
+	case s.syncReads <- struct{}{}:
+	case <-s.ctx.Done():
+		return Page{}, 0, s.ctx.Err()
+	}
+	defer func() { <-s.syncReads }()
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	return s.hub.Read(ctx, name, from, limit)
 }
 
 // apply takes one range read (reflecting Raft index applied) into the
@@ -499,7 +512,10 @@ func (ch *channel) resetLocked(res Page) {
 	}
 }
 
-// backoff is an exponential wait between retries.
+// backoff is an exponential wait between retries, with jitter: each wait
+// is drawn between half the current step and the step, so that retries
+// that failed together (every channel's sync after a reset, every
+// gateway's stream when a hub goes) do not come back together.
 type backoff struct {
 	min, max, cur time.Duration
 }
@@ -508,12 +524,18 @@ func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max
 
 func (b *backoff) reset() { b.cur = b.min }
 
+// next returns the next wait and doubles the step, up to max.
+func (b *backoff) next() time.Duration {
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(b.cur*2, b.max)
+	return d
+}
+
 func (b *backoff) wait(ctx context.Context) {
-	t := time.NewTimer(b.cur)
+	t := time.NewTimer(b.next())
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	b.cur = min(b.cur*2, b.max)
 }
