@@ -53,21 +53,26 @@
 // Config.QueueBytes), each channel a bounded cache and hold list, each
 // subscription a bounded pending list: overflowing one disconnects a slow
 // client or makes the channel read again, never blocks the stream. Syncs
-// read at most Config.MaxSyncReads channels at once (after a stream reset,
-// every channel followed is read again), each in a goroutine of its own,
-// and retries back off exponentially with jitter.
+// are queued and run by at most Config.MaxSyncReads workers, one read each
+// at a time (after a stream reset every channel followed is read again);
+// new channels go first, and a channel whose read failed or brought nothing
+// waits out its backoff (exponential, with jitter) in the queue, holding no
+// worker (syncQueue).
 //
 // # Lock order
 //
 // Locks are taken in this order, never the other way:
 //
 //	conn.mu -> Server.mu -> channel.mu -> conn.qmu
+//	                        channel.mu -> syncQueue.mu -> Server.goMu
 //
 // (subscribing holds the connection's lock while Server.acquire takes the
 // server's and the channel's; fan-out and resets take connections' queue
-// locks under a channel's). Server.goMu is taken last, under a channel's
-// lock or none, to start a goroutine. The stream reader holds no lock while
-// it reads, and takes a channel's lock only after releasing the server's.
+// locks under a channel's; starting a sync queues the channel, and maybe
+// starts a worker, under the channel's lock). Sync workers take the queue's
+// lock and a channel's one after the other, never together. The stream
+// reader holds no lock while it reads, and takes a channel's lock only
+// after releasing the server's.
 //
 // # Caveats
 //

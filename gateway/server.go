@@ -189,9 +189,7 @@ type Server struct {
 	goMu    sync.Mutex
 	stopped bool
 
-	// syncReads holds a token per channel sync reading from the hubs
-	// (Config.MaxSyncReads).
-	syncReads chan struct{}
+	syncs *syncQueue
 
 	// Upstream position: every message of entries up to done was received
 	// or read (done is where the stream resumes when positioned; before the
@@ -221,9 +219,8 @@ func New(cfg Config) (*Server, error) {
 		channels: make(map[string]*channel),
 		conns:    make(map[*conn]struct{}),
 		byID:     make(map[string]*conn),
-
-		syncReads: make(chan struct{}, cfg.MaxSyncReads),
 	}
+	s.syncs = newSyncQueue(s, cfg.MaxSyncReads)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(s)
 	// Memory per connection: reads reuse the HTTP server's 4 KiB buffer

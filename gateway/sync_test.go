@@ -229,3 +229,35 @@ func TestBackoffJitter(t *testing.T) {
 		t.Fatalf("only %d distinct waits in 200: no jitter", len(seen))
 	}
 }
+
+// failingHub fails every read of one channel.
+type failingHub struct {
+	*memHub
+	bad   string
+	fails atomic.Int64
+}
+
+func (h *failingHub) Read(ctx context.Context, ch string, from uint64, limit int) (Page, uint64, error) {
+	if ch == h.bad {
+		h.fails.Add(1)
+		return Page{}, 0, errors.New("corrupt record")
+	}
+	return h.memHub.Read(ctx, ch, from, limit)
+}
+
+// A channel whose reads keep failing waits between them without holding
+// one of the MaxSyncReads: other channels still sync.
+func TestFailingSyncDoesNotStallOthers(t *testing.T) {
+	hub := &failingHub{memHub: newMemHub(), bad: "bad"}
+	g := startGateway(t, hub, Config{MaxSyncReads: 1})
+	b := dial(t, g.url)
+	b.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "bad"})
+	waitFor(t, "the bad channel to fail twice", func() bool { return hub.fails.Load() >= 2 })
+	hub.appendSilently("good", []byte(`1`))
+	c := dial(t, g.url)
+	c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "good", From: u64p(1)})
+	c.expect(wire.OpSubscribed)
+	c.messages("good", 1, 1)
+	hub.append("good", []byte(`2`))
+	c.messages("good", 2, 1)
+}

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -259,6 +258,9 @@ type channel struct {
 	// subscribers: see fanoutLocked.
 	outOffs   []uint64
 	outFrames [][]byte
+
+	// Under syncQueue.mu: the wait between this channel's sync reads.
+	syncWait *backoff
 }
 
 func newChannel(s *Server, name string) *channel {
@@ -359,71 +361,11 @@ func (ch *channel) startSyncLocked() {
 	}
 	ch.syncing, ch.held, ch.heldBytes, ch.lost = true, nil, 0, false
 	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load(), ch.s.done.Load())
-	if !ch.s.spawn(ch.sync) {
+	if !ch.s.syncs.add(ch, !ch.known) {
 		ch.syncing = false // closing
 		return
 	}
 	ch.s.m.resyncs.Inc()
-}
-
-// sync reads from the hubs until the channel is contiguous with the lines
-// held from the stream, delivering what it reads, then goes live.
-func (ch *channel) sync() {
-	s := ch.s
-	backoff := newBackoff(20*time.Millisecond, time.Second)
-	for s.ctx.Err() == nil {
-		ch.mu.Lock()
-		if ch.dropped {
-			ch.syncing = false
-			ch.mu.Unlock()
-			return
-		}
-		known, from, need := ch.known, ch.next, ch.syncIdx
-		ch.mu.Unlock()
-		limit := s.cfg.ReadLimit
-		if !known {
-			from, limit = math.MaxInt64, 0 // epoch, first and next only
-		}
-		res, applied, err := s.syncRead(ch.name, from, limit)
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Warn("channel sync: read failed", "channel", ch.name, "err", err)
-			}
-			backoff.wait(s.ctx)
-			continue
-		}
-		if applied < need {
-			// This hub is behind what the stream already gave us.
-			backoff.wait(s.ctx)
-			continue
-		}
-		live, progress := ch.apply(res, applied)
-		if live {
-			return
-		}
-		if progress {
-			backoff.reset()
-		} else {
-			backoff.wait(s.ctx)
-		}
-	}
-	ch.mu.Lock()
-	ch.syncing = false
-	ch.mu.Unlock()
-}
-
-// syncRead is a range read for a channel sync, one of at most
-// Config.MaxSyncReads at once.
-func (s *Server) syncRead(name string, from uint64, limit int) (Page, uint64, error) {
-	select {
-	case s.syncReads <- struct{}{}:
-	case <-s.ctx.Done():
-		return Page{}, 0, s.ctx.Err()
-	}
-	defer func() { <-s.syncReads }()
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
-	return s.hub.Read(ctx, name, from, limit)
 }
 
 // apply takes one range read (reflecting Raft index applied) into the
