@@ -100,9 +100,10 @@ type Config struct {
 	// 10,000 messages).
 	ReadLimit int
 	// MaxSyncReads bounds the range reads in flight that bring channels up
-	// to date (default 16): after a commit-stream reset every channel
-	// followed is read again, and the hubs get at most this many at once.
-	// Replays for subscriptions are not counted.
+	// to date (default 16): that many workers run the channels' syncs, one
+	// read at a time each. After a commit-stream reset every channel
+	// followed is read again, and the hubs get at most this many reads at
+	// once. Replays for subscriptions are not counted.
 	MaxSyncReads int
 	// MaxChannels bounds the channels followed at once (default 100,000):
 	// past it, lingering channels are dropped first, then subscribes to
