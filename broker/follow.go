@@ -18,16 +18,18 @@ var ErrStreamReset = errors.New("commit stream reset")
 // GET /v1/stream serves it over HTTP: a gateway in the same process (`comet
 // standalone`) follows it without a network hop.
 type Follower struct {
-	s      *Stream
-	from   uint64
-	buf    []raft.Event
-	ctx    context.Context
-	cancel context.CancelFunc
-	reset  bool
+	s       *Stream
+	from    uint64
+	buf     []raft.Event
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool
+	reset   bool
 }
 
 // Follow returns a Follower from Raft index from (0: from the next entry).
-// It ends when ctx does or Close is called.
+// It ends when ctx does or Close is called. Its first line says at once
+// where it starts (see Next).
 func (s *Stream) Follow(ctx context.Context, from uint64) *Follower {
 	if from == 0 {
 		_, applied, _, _ := s.Since(math.MaxUint64, 0)
@@ -45,7 +47,23 @@ func (f *Follower) Close() error { f.cancel(); return nil }
 
 // Next returns the next line: a message, a heartbeat (after a second
 // without messages), or a reset; after a reset it returns ErrStreamReset.
+//
+// The first line is a reset (the position is gone), or a heartbeat saying
+// where the stream starts, without waiting for an entry: Applied is the
+// index it starts after (from-1; from now: the index this hub had applied).
+// A reader that follows from now needs it: entries up to there are not on
+// the stream, and its reads must reflect them.
 func (f *Follower) Next() (wire.StreamLine, error) {
+	if !f.started {
+		f.started = true
+		events, applied, _, ok := f.s.Since(f.from, 1024)
+		if !ok {
+			f.reset = true
+			return wire.StreamLine{Reset: true, Floor: f.s.Floor(), Applied: applied}, nil
+		}
+		f.buf = events
+		return wire.StreamLine{Applied: f.from - 1}, nil
+	}
 	heartbeat := time.NewTimer(streamHeartbeat)
 	defer heartbeat.Stop()
 	for {

@@ -71,6 +71,49 @@ func (r *streamReader) messages(t *testing.T, n int) []wire.StreamLine {
 	return out
 }
 
+// line reads the next line.
+func (r *streamReader) line(t *testing.T) wire.StreamLine {
+	t.Helper()
+	if !r.sc.Scan() {
+		t.Fatalf("stream ended: %v", r.sc.Err())
+	}
+	var l wire.StreamLine
+	if err := json.Unmarshal(r.sc.Bytes(), &l); err != nil {
+		t.Fatalf("stream line %q: %v", r.sc.Bytes(), err)
+	}
+	return l
+}
+
+// A stream from now says at once where it starts: its first line is a
+// heartbeat at the index the hub had applied, before the entries committed
+// after it was opened.
+func TestStreamSaysWhereItStarts(t *testing.T) {
+	c, h := startOne(t)
+	c.publish(h.api, "start", `1`, "")
+	st, err := c.status(h.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.openStream(h, 0)
+	res, _ := c.publish(h.api, "start", `2`, "")
+	first := r.line(t)
+	if first.Index != 0 || first.Reset || first.Applied < st.AppliedIndex {
+		t.Fatalf("first line %+v; want a heartbeat at %d or later", first, st.AppliedIndex)
+	}
+	for {
+		l := r.line(t)
+		if l.Channel == "start" {
+			if l.Offset != res.Offset || l.Index <= first.Applied {
+				t.Fatalf("message %+v after a start at %d; want offset %d", l, first.Applied, res.Offset)
+			}
+			return
+		}
+		if l.Index > 0 && l.Index <= first.Applied {
+			t.Fatalf("line %+v at or before the start %d", l, first.Applied)
+		}
+	}
+}
+
 // TestStreamFollowsCommits follows the commit stream of every hub from
 // "now" while messages are published: each hub streams every message once,
 // per channel in offset order, and all hubs agree on the order and the

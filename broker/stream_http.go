@@ -13,7 +13,8 @@ const streamHeartbeat = time.Second
 
 // handleStream serves GET /v1/stream?from=INDEX: the committed messages of
 // entries with index >= from, in commit order, as newline-delimited JSON,
-// until the client goes away or the service closes.
+// until the client goes away or the service closes. The first line, sent
+// at once, says where the stream starts (Follower.Next).
 func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Stream == nil {
 		s.writeError(w, fmt.Errorf("%w: this hub keeps no commit stream", errNotFound))
@@ -29,10 +30,6 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fmt.Errorf("streaming is not supported by this connection"))
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	flusher.Flush() // the reader learns it is connected now, not at the first line
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() {
@@ -42,10 +39,16 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 		}
 	}()
-	f := s.cfg.Stream.Follow(ctx, from) // from 0: from the next entry
+	// From 0: from the next entry. The position is taken before the reader
+	// learns it is connected: what it commits after that is on the stream.
+	f := s.cfg.Stream.Follow(ctx, from)
 	defer f.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush() // the reader learns it is connected now, not at the first line
 	enc := json.NewEncoder(w)
-	for {
+	for first := true; ; first = false {
 		line, err := f.Next()
 		if err != nil {
 			return
@@ -53,7 +56,7 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		if err := enc.Encode(line); err != nil {
 			return
 		}
-		if f.Buffered() == 0 || line.Reset {
+		if f.Buffered() == 0 || line.Reset || first {
 			flusher.Flush()
 		}
 		if line.Reset {

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
 )
 
 func ev(index, offset uint64, data string) raft.Event {
@@ -65,5 +68,51 @@ func TestStreamByteBoundAndRestore(t *testing.T) {
 	}
 	if _, applied, _, ok := s.Since(51, 10); !ok || applied != 50 {
 		t.Fatalf("Since(51) after restore: applied %d ok %v", applied, ok)
+	}
+}
+
+// A Follower's first line says at once where it starts; a position that is
+// gone is a reset instead.
+func TestFollowerStartsWithItsPosition(t *testing.T) {
+	s := NewStream(100, 1<<20)
+	ctx := context.Background()
+	f := s.Follow(ctx, 0) // nothing applied yet
+	if l, err := f.Next(); err != nil || l.Applied != 0 || l.Index != 0 || l.Reset {
+		t.Fatalf("first line before any apply: %+v, %v; want a heartbeat at 0", l, err)
+	}
+	f.Close()
+	s.Applied(3, 5, []raft.Event{ev(3, 1, "a"), ev(5, 2, "b")})
+
+	f = s.Follow(ctx, 0) // from now: after 5
+	defer f.Close()
+	if l, err := f.Next(); err != nil || l.Applied != 5 || l.Index != 0 || l.Reset {
+		t.Fatalf("first line from now: %+v, %v; want a heartbeat at 5", l, err)
+	}
+	s.Applied(6, 6, []raft.Event{ev(6, 3, "c")})
+	if l, err := f.Next(); err != nil || l.Index != 6 {
+		t.Fatalf("second line: %+v, %v; want index 6", l, err)
+	}
+
+	g := s.Follow(ctx, 4) // after 3: then entry 5 and 6
+	defer g.Close()
+	var got []wire.StreamLine
+	for range 3 {
+		l, err := g.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, l)
+	}
+	if got[0].Applied != 3 || got[0].Index != 0 || got[1].Index != 5 || got[2].Index != 6 {
+		t.Fatalf("from 4: %+v", got)
+	}
+
+	r := s.Follow(ctx, 2) // below the floor (3)
+	defer r.Close()
+	if l, err := r.Next(); err != nil || !l.Reset || l.Floor != 3 {
+		t.Fatalf("first line below the floor: %+v, %v; want a reset", l, err)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrStreamReset) {
+		t.Fatalf("after the reset: %v", err)
 	}
 }

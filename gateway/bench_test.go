@@ -21,16 +21,24 @@ import (
 )
 
 // memHub is a Hub held in memory, fed by the test: it isolates the
-// gateway's own costs (fan-out, replay) from the hubs'.
+// gateway's own costs (fan-out, replay) from the hubs'. Like a hub, its
+// streams start with a line saying where they start.
 type memHub struct {
 	mu    sync.Mutex
 	msgs  map[string][]wire.Message // offsets 1..len
 	index uint64
 	lines chan wire.StreamLine
+	fail  chan error // the stream reading it fails with the error
+
+	// blockFirst, when set, makes the first Stream wait until it is
+	// closed; breakFirst, when set, makes the first stream fail before its
+	// first line once it is closed.
+	blockFirst, breakFirst chan struct{}
+	froms                  []uint64 // the position of each Stream call
 }
 
 func newMemHub() *memHub {
-	return &memHub{msgs: map[string][]wire.Message{}, lines: make(chan wire.StreamLine, 1<<16)}
+	return &memHub{msgs: map[string][]wire.Message{}, lines: make(chan wire.StreamLine, 1<<16), fail: make(chan error, 1)}
 }
 
 // append stores a message and puts it on the stream.
@@ -46,13 +54,21 @@ func (h *memHub) append(ch string, data []byte) uint64 {
 }
 
 // appendSilently stores a message that the stream never carries (as when
-// a hub's ring no longer holds a position).
+// a hub's ring no longer holds a position, or the entry was committed
+// before the stream started).
 func (h *memHub) appendSilently(ch string, data []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.index++
 	off := uint64(len(h.msgs[ch])) + 1
 	h.msgs[ch] = append(h.msgs[ch], wire.Message{Offset: off, Data: data})
+}
+
+// streamFroms returns the position asked by each Stream call so far.
+func (h *memHub) streamFroms() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.froms)
 }
 
 func (h *memHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
@@ -71,12 +87,35 @@ func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (P
 }
 
 func (h *memHub) Stream(ctx context.Context, from uint64) (StreamReader, error) {
-	return &memStream{h: h, ctx: ctx}, nil
+	h.mu.Lock()
+	first := len(h.froms) == 0
+	h.froms = append(h.froms, from)
+	h.mu.Unlock()
+	if first && h.blockFirst != nil {
+		select {
+		case <-h.blockFirst:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if first && h.breakFirst != nil {
+		return &memStream{h: h, ctx: ctx, broken: h.breakFirst}, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	start := h.index // from now
+	if from > 0 {
+		start = from - 1
+	}
+	return &memStream{h: h, ctx: ctx, start: start}, nil
 }
 
 type memStream struct {
-	h   *memHub
-	ctx context.Context
+	h       *memHub
+	ctx     context.Context
+	start   uint64 // the stream starts after this index
+	started bool
+	broken  chan struct{} // closed: Next fails
 }
 
 // Buffered lets the gateway batch the lines already fed (see Server.read).
@@ -85,11 +124,25 @@ func (s *memStream) Buffered() int { return len(s.h.lines) }
 func (s *memStream) Hub() string  { return "memory" }
 func (s *memStream) Close() error { return nil }
 func (s *memStream) Next() (wire.StreamLine, error) {
+	if s.broken != nil {
+		select {
+		case <-s.broken:
+			return wire.StreamLine{}, errors.New("memory stream broken")
+		case <-s.ctx.Done():
+			return wire.StreamLine{}, s.ctx.Err()
+		}
+	}
+	if !s.started {
+		s.started = true
+		return wire.StreamLine{Applied: s.start}, nil
+	}
 	t := time.NewTimer(500 * time.Millisecond)
 	defer t.Stop()
 	select {
 	case l := <-s.h.lines:
 		return l, nil
+	case err := <-s.h.fail:
+		return wire.StreamLine{}, err
 	case <-t.C:
 		s.h.mu.Lock()
 		defer s.h.mu.Unlock()

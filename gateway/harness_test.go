@@ -82,6 +82,15 @@ type testGateway struct {
 
 func startGateway(t testing.TB, hub Hub, cfg Config) *testGateway {
 	t.Helper()
+	g := startGatewayUnready(t, hub, cfg)
+	waitFor(t, "gateway ready", func() bool { return g.Ready() == nil })
+	return g
+}
+
+// startGatewayUnready starts a gateway without waiting for it to follow
+// the commit stream.
+func startGatewayUnready(t testing.TB, hub Hub, cfg Config) *testGateway {
+	t.Helper()
 	cfg.Hub = hub
 	if cfg.Tokens == nil {
 		cfg.AllowAnonymous = true // no way to authenticate otherwise
@@ -96,9 +105,7 @@ func startGateway(t testing.TB, hub Hub, cfg Config) *testGateway {
 		s.Close()
 		srv.Close()
 	})
-	g := &testGateway{Server: s, url: srv.URL}
-	waitFor(t, "gateway ready", func() bool { return s.Ready() == nil })
-	return g
+	return &testGateway{Server: s, url: srv.URL}
 }
 
 func httpHubs(t testing.TB, addrs ...string) *HTTPHubs {

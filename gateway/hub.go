@@ -28,6 +28,10 @@ type Hub interface {
 	// least every entry up to it).
 	Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
+	// Its first line should say at once where it starts (a heartbeat whose
+	// Applied is the index it starts after): until a stream opened from now
+	// has given a line, the gateway cannot tell which entries its channels'
+	// reads must reflect.
 	Stream(ctx context.Context, from uint64) (StreamReader, error)
 }
 

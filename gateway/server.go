@@ -99,6 +99,12 @@ type Config struct {
 	// ReadLimit is the page size of range reads from the hubs (default
 	// 10,000 messages).
 	ReadLimit int
+	// MaxSyncReads bounds the range reads in flight that bring channels up
+	// to date (default 16): that many workers run the channels' syncs, one
+	// read at a time each. After a commit-stream reset every channel
+	// followed is read again, and the hubs get at most this many reads at
+	// once. Replays for subscriptions are not counted.
+	MaxSyncReads int
 	// MaxChannels bounds the channels followed at once (default 100,000):
 	// past it, lingering channels are dropped first, then subscribes to
 	// new channels are refused (unavailable).
@@ -137,6 +143,7 @@ func (c *Config) fill() error {
 	def(&c.CacheBytes, 4<<20)
 	def(&c.ReadLimit, 10000)
 	def(&c.MaxChannels, 100_000)
+	def(&c.MaxSyncReads, 16)
 	if c.QueueMessages < 2 {
 		c.QueueMessages = 2
 	}
@@ -182,14 +189,18 @@ type Server struct {
 	// waits for them.
 	goMu    sync.Mutex
 	stopped bool
-	resync  atomic.Bool // the stream was reset: resync every channel once it is open again
 
-	// Upstream position: every message of entries up to done was received;
-	// last is the highest index seen.
-	done      atomic.Uint64
-	last      atomic.Uint64
-	streaming atomic.Bool
-	lastLine  atomic.Int64 // unix nanos of the last line from the stream
+	syncs *syncQueue
+
+	// Upstream position: every message of entries up to done was received
+	// or read (done is where the stream resumes when positioned; before the
+	// first line of a stream opened from now, it means nothing); last is
+	// the highest index seen.
+	done       atomic.Uint64
+	positioned atomic.Bool
+	last       atomic.Uint64
+	streaming  atomic.Bool
+	lastLine   atomic.Int64 // unix nanos of the last line from the stream
 
 	connSeq  atomic.Uint64
 	upgrader websocket.Upgrader
@@ -210,6 +221,7 @@ func New(cfg Config) (*Server, error) {
 		conns:    make(map[*conn]struct{}),
 		byID:     make(map[string]*conn),
 	}
+	s.syncs = newSyncQueue(s, cfg.MaxSyncReads)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(s)
 	// Memory per connection: reads reuse the HTTP server's 4 KiB buffer

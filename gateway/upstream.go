@@ -3,7 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
-	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,12 +14,17 @@ import (
 // another hub when one fails and continuing from the last entry it
 // received whole. Messages of an entry received twice (the stream resumes
 // at an entry boundary) are dropped by per-channel offsets.
+//
+// Without a position (at start, after a reset, or while no stream has said
+// where it starts), a stream is opened from now: its first line says where
+// it starts, and read then has every channel cover that position (see
+// Server.position).
 func (s *Server) follow() {
 	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
 	for s.ctx.Err() == nil {
-		from := uint64(0) // from now: nothing tracked can be missing yet
-		if d := s.done.Load(); d > 0 {
-			from = d + 1
+		from := uint64(0) // from now
+		if s.positioned.Load() {
+			from = s.done.Load() + 1
 		}
 		r, err := s.hub.Stream(s.ctx, from)
 		if err != nil {
@@ -31,12 +36,6 @@ func (s *Server) follow() {
 			continue
 		}
 		s.log.Info("following the commit stream", "hub", r.Hub(), "from", from)
-		if s.resync.Swap(false) {
-			// After a reset: now that the stream is open again, every
-			// channel reads what it missed (reads go to the same hub, which
-			// has applied at least up to where the stream starts).
-			s.resyncAll()
-		}
 		s.streaming.Store(true)
 		s.lastLine.Store(time.Now().UnixNano())
 		err = s.read(r)
@@ -93,13 +92,17 @@ func (s *Server) read(r StreamReader) error {
 			return err
 		}
 		s.lastLine.Store(time.Now().UnixNano())
+		if n == 0 && !line.Reset && !s.positioned.Load() {
+			s.position(line)
+		}
 		switch {
 		case line.Reset:
-			// The hub no longer holds our position: every tracked channel
-			// reads what it missed from the hubs, and we follow from now.
+			// The hub no longer holds our position: we follow from now, and
+			// the next stream's first line has every tracked channel read
+			// what it missed from the hubs.
 			s.log.Warn("commit stream position lost; resyncing channels", "floor", line.Floor)
+			s.positioned.Store(false)
 			s.done.Store(0)
-			s.resync.Store(true)
 			return errStreamReset
 		case line.Index == 0:
 			if line.Applied > s.done.Load() {
@@ -124,7 +127,20 @@ func (s *Server) read(r StreamReader) error {
 	}
 }
 
-func (s *Server) resyncAll() {
+// position takes the first line of a stream opened from now, which says
+// where the stream starts: after Applied (a heartbeat, which hubs send at
+// once), or before Index (a message). Entries up to there are not on this
+// stream, and a channel's read made before may not hold all of them
+// either: every tracked channel must reflect them (cover), and every read
+// from now on too (startSyncLocked reads s.done).
+func (s *Server) position(l wire.StreamLine) {
+	start := l.Applied
+	if l.Index > 0 {
+		start = l.Index - 1
+	}
+	s.done.Store(start)
+	s.positioned.Store(true)
+	s.m.upstreamIndex.Set(float64(start))
 	s.mu.Lock()
 	chans := make([]*channel, 0, len(s.channels))
 	for _, ch := range s.channels {
@@ -133,7 +149,7 @@ func (s *Server) resyncAll() {
 	s.mu.Unlock()
 	for _, ch := range chans {
 		ch.mu.Lock()
-		ch.startSyncLocked()
+		ch.coverLocked(start)
 		ch.mu.Unlock()
 	}
 }
@@ -242,6 +258,9 @@ type channel struct {
 	// subscribers: see fanoutLocked.
 	outOffs   []uint64
 	outFrames [][]byte
+
+	// Under syncQueue.mu: the wait between this channel's sync reads.
+	syncWait *backoff
 }
 
 func newChannel(s *Server, name string) *channel {
@@ -322,67 +341,31 @@ func (ch *channel) fanoutLocked() {
 	}
 }
 
+// coverLocked makes sure the channel reflects every entry up to index
+// (the entries after it come from the stream): a sync under way must read
+// that far, and a live channel whose last read did not is read again.
+func (ch *channel) coverLocked(index uint64) {
+	ch.syncIdx = max(ch.syncIdx, index)
+	if !ch.syncing && ch.asOf < index {
+		ch.startSyncLocked()
+	}
+}
+
 // startSyncLocked starts reading the channel's state and missing messages
-// from the hubs, holding stream lines meanwhile.
+// from the hubs, holding stream lines meanwhile. The read must reflect
+// every entry the stream gave before the channel held its lines: up to the
+// last line seen, and up to where the stream started.
 func (ch *channel) startSyncLocked() {
 	if ch.syncing || ch.dropped {
 		return
 	}
 	ch.syncing, ch.held, ch.heldBytes, ch.lost = true, nil, 0, false
-	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load())
-	if !ch.s.spawn(ch.sync) {
+	ch.syncIdx = max(ch.syncIdx, ch.s.last.Load(), ch.s.done.Load())
+	if !ch.s.syncs.add(ch, !ch.known) {
 		ch.syncing = false // closing
 		return
 	}
 	ch.s.m.resyncs.Inc()
-}
-
-// sync reads from the hubs until the channel is contiguous with the lines
-// held from the stream, delivering what it reads, then goes live.
-func (ch *channel) sync() {
-	s := ch.s
-	backoff := newBackoff(20*time.Millisecond, time.Second)
-	for s.ctx.Err() == nil {
-		ch.mu.Lock()
-		if ch.dropped {
-			ch.syncing = false
-			ch.mu.Unlock()
-			return
-		}
-		known, from, need := ch.known, ch.next, ch.syncIdx
-		ch.mu.Unlock()
-		limit := s.cfg.ReadLimit
-		if !known {
-			from, limit = math.MaxInt64, 0 // epoch, first and next only
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		res, applied, err := s.hub.Read(ctx, ch.name, from, limit)
-		cancel()
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Warn("channel sync: read failed", "channel", ch.name, "err", err)
-			}
-			backoff.wait(s.ctx)
-			continue
-		}
-		if applied < need {
-			// This hub is behind what the stream already gave us.
-			backoff.wait(s.ctx)
-			continue
-		}
-		live, progress := ch.apply(res, applied)
-		if live {
-			return
-		}
-		if progress {
-			backoff.reset()
-		} else {
-			backoff.wait(s.ctx)
-		}
-	}
-	ch.mu.Lock()
-	ch.syncing = false
-	ch.mu.Unlock()
 }
 
 // apply takes one range read (reflecting Raft index applied) into the
@@ -427,6 +410,11 @@ func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 		}
 	}
 	ch.asOf = max(ch.asOf, applied)
+	if applied < ch.syncIdx {
+		// The read is older than a position it must reflect, raised while
+		// it ran (the stream started after it): read again.
+		return false, false
+	}
 	if ch.lost {
 		// Held lines overflowed: read again, up to where the stream is now.
 		ch.held, ch.heldBytes, ch.lost = nil, 0, false
@@ -466,7 +454,10 @@ func (ch *channel) resetLocked(res Page) {
 	}
 }
 
-// backoff is an exponential wait between retries.
+// backoff is an exponential wait between retries, with jitter: each wait
+// is drawn between half the current step and the step, so that retries
+// that failed together (every channel's sync after a reset, every
+// gateway's stream when a hub goes) do not come back together.
 type backoff struct {
 	min, max, cur time.Duration
 }
@@ -475,12 +466,18 @@ func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max
 
 func (b *backoff) reset() { b.cur = b.min }
 
+// next returns the next wait and doubles the step, up to max.
+func (b *backoff) next() time.Duration {
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(b.cur*2, b.max)
+	return d
+}
+
 func (b *backoff) wait(ctx context.Context) {
-	t := time.NewTimer(b.cur)
+	t := time.NewTimer(b.next())
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	b.cur = min(b.cur*2, b.max)
 }

@@ -112,9 +112,9 @@ func (h *Hubs) Applied(ctx context.Context) (uint64, error) {
 	return 0, err
 }
 
-// Stream opens the commit stream from Raft index from (0: from now) on the
-// preferred hub, or the next one that answers, and makes that hub the
-// preferred one.
+// Stream opens the commit stream from Raft index from (0: from now, which
+// its first line states) on the preferred hub, or the next one that
+// answers, and makes that hub the preferred one.
 func (h *Hubs) Stream(ctx context.Context, from uint64) (*Stream, error) {
 	var err error
 	start := int(h.current.Load())

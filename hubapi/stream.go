@@ -22,7 +22,10 @@ var ErrStreamIdle = errors.New("commit stream silent for too long")
 
 // Stream is one commit stream (GET /v1/stream), read line by line. Only the
 // time spent waiting for the hub counts towards the idle limit, not the
-// time the reader takes between lines.
+// time the reader takes between lines. The hub fixes the stream's position
+// before it answers, and its first line, sent at once, says where that is
+// (a heartbeat whose Applied is the index the stream starts after, or a
+// reset): see wire.StreamLine.
 type Stream struct {
 	hub     string
 	body    io.ReadCloser

@@ -150,7 +150,10 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // up to Applied was streamed, so the next position is Applied+1); or a
 // reset (Reset true, Floor the lowest position the hub can still stream):
 // the position asked for is gone, and the reader must resync with range
-// reads before following from Floor or later.
+// reads before following from Floor or later. A stream's first line, sent
+// at once, is a reset or a heartbeat saying where the stream starts:
+// Applied is from-1, or from now the index the hub had applied (internal
+// to a release: gateways and hubs of the same build).
 type StreamLine struct {
 	Index   uint64          `json:"index,omitempty"`
 	Channel string          `json:"channel,omitempty"`
