@@ -175,8 +175,8 @@ func TestFaultPartitionLeader(t *testing.T) {
 	for _, f := range followers {
 		followerHosts = append(followerHosts, lc.hosts[f])
 	}
-	cutAt := time.Now()
 	lc.lab.cut(lc.hosts[old], followerHosts...)
+	cutAt := time.Now()
 	t.Logf("cut leader %s off from %s and %s after %d acknowledged publishes", old.id, followers[0].id, followers[1].id, led.ackCount())
 	// Besides the load, which sends to random hubs, a prober asks the
 	// cut-off leader alone to take writes for as long as the cut lasts.
@@ -239,8 +239,8 @@ func TestFaultPartitionFollower(t *testing.T) {
 
 	leader := lc.waitLeader(nil, 10*time.Second)
 	victim := others(lc.hubs, leader)[0]
-	cutAt := time.Now()
 	lc.lab.isolate(lc.hosts[victim])
+	cutAt := time.Now()
 	t.Logf("cut follower %s off from everything (leader %s) after %d acknowledged publishes", victim.id, leader.id, led.ackCount())
 	load.waitAcks(cutAt, 200, 30*time.Second, "after the cut")
 	if l := lc.leaderAmong(others(lc.hubs, victim)); l != leader {
@@ -284,8 +284,8 @@ func TestFaultPauseLeader(t *testing.T) {
 	load.waitAcks(time.Now(), 100, 30*time.Second, "before the pause")
 
 	old := c.waitLeader(nil, 10*time.Second)
-	pausedAt := time.Now()
 	resume := pause(t, old)
+	pausedAt := time.Now()
 	t.Logf("paused leader %s after %d acknowledged publishes", old.id, led.ackCount())
 	var newLeader *hub
 	waitFor(t, 20*time.Second, "a leader among the others", func() bool {
@@ -345,8 +345,8 @@ func TestFaultPauseGateway(t *testing.T) {
 	})
 	load.waitAcks(time.Now(), 100, 30*time.Second, "before the pause")
 
-	pausedAt := time.Now()
 	resume := pause(t, g1)
+	pausedAt := time.Now()
 	g2Open.Store(true)
 	atPause := map[string]int{}
 	for name, r := range subs {

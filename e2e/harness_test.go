@@ -764,6 +764,7 @@ type ack struct {
 	offset      uint64
 	data        json.RawMessage
 	at          time.Time // when it was acknowledged (zero if not recorded)
+	triedAt     time.Time // when the attempt that was acknowledged was sent (zero if not recorded)
 	via         string    // the address that acknowledged it (empty if not recorded)
 }
 
