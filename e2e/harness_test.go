@@ -167,6 +167,9 @@ type hub struct {
 	args                []string
 	logPath             string
 	bin                 string // the program (default: comet)
+	// wrap, when set, is run instead, with the program and its arguments
+	// after its own (e.g. ip netns exec NAME).
+	wrap []string
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -383,6 +386,9 @@ func (c *cluster) start(h *hub) {
 	}
 	fmt.Fprintf(f, "=== e2e: %s start %s: %s %s\n", time.Now().Format(time.RFC3339Nano), h.id, filepath.Base(bin), strings.Join(h.args, " "))
 	cmd := exec.Command(bin, h.args...)
+	if len(h.wrap) > 0 {
+		cmd = exec.Command(h.wrap[0], append(append(h.wrap[1:len(h.wrap):len(h.wrap)], bin), h.args...)...)
+	}
 	cmd.Env = cleanEnv(c.env()...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()
@@ -757,6 +763,9 @@ type ack struct {
 	channel, id string
 	offset      uint64
 	data        json.RawMessage
+	at          time.Time // when it was acknowledged (zero if not recorded)
+	triedAt     time.Time // when the attempt that was acknowledged was sent (zero if not recorded)
+	via         string    // the address that acknowledged it (empty if not recorded)
 }
 
 // ledger records what a test published and what was acknowledged.
