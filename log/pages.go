@@ -1,6 +1,7 @@
 package log
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -113,32 +114,34 @@ func (w *pageWalker) walk() error {
 	if int64(w.hwm) < 0 || int64(w.hwm) > w.size/ps {
 		return fmt.Errorf("meta page: %d pages in a file of %d bytes (pages of %d)", w.hwm, w.size, ps)
 	}
-	return w.tree(binary.LittleEndian.Uint64(m[16:]), 0)
+	_, err := w.tree(binary.LittleEndian.Uint64(m[16:]), 0, nil, nil)
+	return err
 }
 
 // tree checks the page id and, below it, every page of its tree and of the
-// trees of the buckets it holds.
-func (w *pageWalker) tree(id uint64, depth int) error {
+// trees of the buckets it holds. Its keys must be in order, and at or above
+// lo and below hi (when not nil), as bbolt checks; it returns its greatest.
+func (w *pageWalker) tree(id uint64, depth int, lo, hi []byte) ([]byte, error) {
 	if depth > boltMaxDepth {
-		return fmt.Errorf("page %d: trees nest deeper than %d", id, boltMaxDepth)
+		return nil, fmt.Errorf("page %d: trees nest deeper than %d", id, boltMaxDepth)
 	}
 	if id < 2 || id >= w.hwm {
-		return fmt.Errorf("page %d: out of the file's %d pages", id, w.hwm)
+		return nil, fmt.Errorf("page %d: out of the file's %d pages", id, w.hwm)
 	}
 	if w.seen[id] {
-		return fmt.Errorf("page %d: referenced twice", id)
+		return nil, fmt.Errorf("page %d: referenced twice", id)
 	}
 	w.seen[id] = true
 	var hdr [boltPageHeader]byte
 	if _, err := w.r.ReadAt(hdr[:], int64(id)*w.ps); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return nil, fmt.Errorf("page %d: %w", id, err)
 	}
 	overflow := uint64(binary.LittleEndian.Uint32(hdr[12:]))
 	if binary.LittleEndian.Uint64(hdr[:]) != id {
-		return fmt.Errorf("page %d: header says page %d (a zeroed or misplaced page)", id, binary.LittleEndian.Uint64(hdr[:]))
+		return nil, fmt.Errorf("page %d: header says page %d (a zeroed or misplaced page)", id, binary.LittleEndian.Uint64(hdr[:]))
 	}
 	if overflow >= w.hwm-id {
-		return fmt.Errorf("page %d: %d overflow pages run past the file's %d pages", id, overflow, w.hwm)
+		return nil, fmt.Errorf("page %d: %d overflow pages run past the file's %d pages", id, overflow, w.hwm)
 	}
 	// Read the first page, or as much of the page and its overflow as the
 	// element headers take; keys and values are only checked to lie in it,
@@ -148,19 +151,19 @@ func (w *pageWalker) tree(id uint64, depth int) error {
 	total := int64(overflow+1) * w.ps
 	p := &pageBuf{r: w.r, at: int64(id) * w.ps, size: total}
 	if err := p.load(min(total, max(w.ps, int64(boltPageHeader+count*boltElem)))); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
+		return nil, fmt.Errorf("page %d: %w", id, err)
 	}
 	w.pages++
 	switch flags {
 	case boltBranch:
 		if count == 0 {
-			return fmt.Errorf("page %d: empty branch page", id)
+			return nil, fmt.Errorf("page %d: empty branch page", id)
 		}
-		return w.elements(id, p, count, depth, true)
+		return w.elements(id, p, count, depth, true, lo, hi)
 	case boltLeaf:
-		return w.elements(id, p, count, depth, false)
+		return w.elements(id, p, count, depth, false, lo, hi)
 	default:
-		return fmt.Errorf("page %d: type %#x, want a branch or leaf page (a zeroed page?)", id, flags)
+		return nil, fmt.Errorf("page %d: type %#x, want a branch or leaf page (a zeroed page?)", id, flags)
 	}
 }
 
@@ -190,50 +193,73 @@ func (p *pageBuf) bytes(off, n uint64) ([]byte, error) {
 }
 
 // elements checks the elements of the branch or leaf page p (id) and walks
-// the pages they point to.
-func (w *pageWalker) elements(id uint64, p *pageBuf, count, depth int, branch bool) error {
+// the pages they point to; it returns the greatest key below it.
+func (w *pageWalker) elements(id uint64, p *pageBuf, count, depth int, branch bool, lo, hi []byte) ([]byte, error) {
 	if int64(boltPageHeader+count*boltElem) > p.size {
-		return fmt.Errorf("page %d: %d elements do not fit in %d bytes", id, count, p.size)
+		return nil, fmt.Errorf("page %d: %d elements do not fit in %d bytes", id, count, p.size)
 	}
+	prev := lo
 	for i := 0; i < count; i++ {
 		off := uint64(boltPageHeader + i*boltElem)
 		e := p.buf[off : off+boltElem]
+		var pos, ksize, vsize uint64
 		if branch {
-			pos, ksize := uint64(binary.LittleEndian.Uint32(e)), uint64(binary.LittleEndian.Uint32(e[4:]))
-			if off+pos+ksize > uint64(p.size) {
-				return fmt.Errorf("page %d: element %d points outside the page", id, i)
+			pos, ksize = uint64(binary.LittleEndian.Uint32(e)), uint64(binary.LittleEndian.Uint32(e[4:]))
+		} else {
+			pos, ksize, vsize = uint64(binary.LittleEndian.Uint32(e[4:])), uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
+		}
+		if off+pos+ksize+vsize > uint64(p.size) {
+			return nil, fmt.Errorf("page %d: element %d points outside the page", id, i)
+		}
+		key, err := p.bytes(off+pos, ksize)
+		if err != nil {
+			return nil, fmt.Errorf("page %d: %w", id, err)
+		}
+		if c := bytes.Compare(prev, key); prev != nil && (c > 0 || (c == 0 && i > 0)) {
+			return nil, fmt.Errorf("page %d: key %d out of order", id, i)
+		}
+		if hi != nil && bytes.Compare(key, hi) >= 0 {
+			return nil, fmt.Errorf("page %d: key %d above its parent's range", id, i)
+		}
+		if branch {
+			next := hi
+			if i+1 < count {
+				ne := p.buf[off+boltElem : off+2*boltElem]
+				npos, nksize := uint64(binary.LittleEndian.Uint32(ne)), uint64(binary.LittleEndian.Uint32(ne[4:]))
+				if off+boltElem+npos+nksize > uint64(p.size) {
+					return nil, fmt.Errorf("page %d: element %d points outside the page", id, i+1)
+				}
+				if next, err = p.bytes(off+boltElem+npos, nksize); err != nil {
+					return nil, fmt.Errorf("page %d: %w", id, err)
+				}
 			}
-			if err := w.tree(binary.LittleEndian.Uint64(e[8:]), depth+1); err != nil {
-				return err
+			if prev, err = w.tree(binary.LittleEndian.Uint64(e[8:]), depth+1, key, next); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		flags := binary.LittleEndian.Uint32(e)
-		pos, ksize, vsize := uint64(binary.LittleEndian.Uint32(e[4:])), uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
-		if off+pos+ksize+vsize > uint64(p.size) {
-			return fmt.Errorf("page %d: element %d points outside the page", id, i)
-		}
-		if flags&boltBucketEntry == 0 {
+		prev = key
+		if binary.LittleEndian.Uint32(e)&boltBucketEntry == 0 {
 			continue
 		}
 		if vsize < boltBucketHdr {
-			return fmt.Errorf("page %d: element %d: bucket header of %d bytes", id, i, vsize)
+			return nil, fmt.Errorf("page %d: element %d: bucket header of %d bytes", id, i, vsize)
 		}
 		v, err := p.bytes(off+pos+ksize, vsize)
 		if err != nil {
-			return fmt.Errorf("page %d: %w", id, err)
+			return nil, fmt.Errorf("page %d: %w", id, err)
 		}
 		if root := binary.LittleEndian.Uint64(v); root != 0 {
-			if err := w.tree(root, depth+1); err != nil {
-				return err
+			if _, err := w.tree(root, depth+1, nil, nil); err != nil {
+				return nil, err
 			}
 			continue
 		}
 		if err := inlineBucket(v[boltBucketHdr:]); err != nil {
-			return fmt.Errorf("page %d: element %d: %w", id, i, err)
+			return nil, fmt.Errorf("page %d: element %d: %w", id, i, err)
 		}
 	}
-	return nil
+	return prev, nil
 }
 
 // inlineBucket checks an inline bucket's leaf page, which follows its
