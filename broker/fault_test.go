@@ -3,12 +3,16 @@ package broker_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/wire"
 )
 
@@ -75,5 +79,76 @@ func TestCorruptChunkRefused(t *testing.T) {
 	}
 	if _, ok := c.publish(h.api, "fine", `"more"`, ""); !ok {
 		t.Error("publish after damage elsewhere failed")
+	}
+}
+
+// TestFullDiskRefusesPublishes: a leader whose channel log cannot commit
+// for want of space refuses publishes at once with 503 unavailable naming
+// the cause, is not ready and says so in its metrics; when space returns it
+// applies what waited and takes publishes again, by itself.
+func TestFullDiskRefusesPublishes(t *testing.T) {
+	c, h := startOne(t)
+	c.publish(h.api, "c", `1`, "")
+	h.log.FailUpdates(1<<30, syscall.ENOSPC)
+	// This one is committed but waits to be applied.
+	waiting := make(chan publishResult, 1)
+	go func() { waiting <- c.tryPublish(h.api, "c", `2`, "") }()
+	waitFor(t, 10*time.Second, "the no-space fault", func() bool { return errors.Is(h.log.Fault(), log.ErrNoSpace) })
+
+	r := c.tryPublish(h.api, "c", `3`, "")
+	if r.status != http.StatusServiceUnavailable || r.err.Code != wire.CodeUnavailable || !strings.Contains(r.err.Message, "no space left on device") {
+		t.Errorf("publish on a full disk: %d %s; want 503 unavailable, no space left on device", r.status, r.raw)
+	}
+	status, raw := c.do(http.MethodGet, h.api, "/readyz", nil)
+	if status != http.StatusServiceUnavailable || !bytes.Contains(raw, []byte("no space left on device")) {
+		t.Errorf("/readyz on a full disk: %d %s", status, raw)
+	}
+	if m := c.metrics(h.api); m["comet_log_no_space"] != 1 {
+		t.Errorf("comet_log_no_space = %v, want 1", m["comet_log_no_space"])
+	}
+
+	h.log.FailUpdates(0, nil) // space is back
+	waitFor(t, 10*time.Second, "readiness", func() bool { return c.ready(h) })
+	if r := <-waiting; r.status != http.StatusOK && r.status != http.StatusGatewayTimeout {
+		t.Errorf("the publish that waited: %d %s; want 200, or 504 if it waited longer than the timeout", r.status, r.raw)
+	}
+	if res, ok := c.publish(h.api, "c", `4`, ""); !ok || res.Offset != 3 {
+		t.Errorf("publish after space returned: %+v; want offset 3", res)
+	}
+	if m := c.metrics(h.api); m["comet_log_no_space"] != 0 {
+		t.Errorf("comet_log_no_space = %v after recovery, want 0", m["comet_log_no_space"])
+	}
+	res, status, raw := c.messages(h.api, "c", 1, 10)
+	if status != http.StatusOK || len(res.Messages) != 3 || string(res.Messages[1].Data) != "2" {
+		t.Errorf("messages after recovery: %d %s", status, raw)
+	}
+}
+
+// TestFullDiskFollower: a follower whose disk is full does not stop the
+// majority; it is not ready meanwhile and catches up by itself when space
+// returns.
+func TestFullDiskFollower(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	f := c.followers(l)[0]
+	c.publish(l.api, "c", `0`, "")
+	f.log.FailUpdates(1<<30, syscall.ENOSPC)
+	for i := 1; i <= 20; i++ {
+		if res, ok := c.publish(l.api, "c", fmt.Sprint(i), ""); !ok || res.Offset != uint64(i+1) {
+			t.Fatalf("publish %d with a follower's disk full: %+v", i, res)
+		}
+	}
+	waitFor(t, 10*time.Second, "the follower's no-space fault", func() bool { return errors.Is(f.log.Fault(), log.ErrNoSpace) })
+	if c.ready(f) {
+		t.Error("a follower that cannot apply is ready")
+	}
+	f.log.FailUpdates(0, nil)
+	waitFor(t, 20*time.Second, "the follower to catch up and be ready", func() bool {
+		info, err := f.log.Info("c")
+		return err == nil && info.Next == 22 && c.ready(f)
+	})
+	res, status, raw := c.messages(f.api, "c", 1, 100)
+	if status != http.StatusOK || len(res.Messages) != 21 {
+		t.Fatalf("the follower's copy: %d %s", status, raw)
 	}
 }
