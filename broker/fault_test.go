@@ -131,10 +131,11 @@ func TestFullDiskFollower(t *testing.T) {
 	c := newCluster3(t)
 	l := c.leader()
 	f := c.followers(l)[0]
-	c.publish(l.api, "c", `0`, "")
+	c.publishRetry(apis(c.hubs...), "c", `0`, "id0")
 	f.log.FailUpdates(1<<30, syscall.ENOSPC)
 	for i := 1; i <= 20; i++ {
-		if res, ok := c.publish(l.api, "c", fmt.Sprint(i), ""); !ok || res.Offset != uint64(i+1) {
+		// Through the others: leadership may move under load.
+		if res, ok := c.publishRetry(apis(c.followers(f)...), "c", fmt.Sprint(i), fmt.Sprint("id", i)); !ok || res.Offset != uint64(i+1) {
 			t.Fatalf("publish %d with a follower's disk full: %+v", i, res)
 		}
 	}
@@ -151,4 +152,30 @@ func TestFullDiskFollower(t *testing.T) {
 	if status != http.StatusOK || len(res.Messages) != 21 {
 		t.Fatalf("the follower's copy: %d %s", status, raw)
 	}
+}
+
+// TestFullDiskLeaderHandsOver: a leader whose disk is full hands the lead
+// to a hub that can apply, so that writes resume; it catches up once space
+// returns.
+func TestFullDiskLeaderHandsOver(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	c.publishRetry(apis(c.hubs...), "c", `0`, "id0")
+	l.log.FailUpdates(1<<30, syscall.ENOSPC)
+	for i := 1; i <= 10; i++ {
+		if res, ok := c.publishRetry(apis(c.hubs...), "c", fmt.Sprint(i), fmt.Sprint("id", i)); !ok || res.Offset != uint64(i+1) {
+			t.Fatalf("publish %d with the leader's disk full: %+v", i, res)
+		}
+	}
+	if l.node.IsLeader() {
+		t.Error("the hub whose disk is full still leads")
+	}
+	if c.ready(l) {
+		t.Error("a hub that cannot apply is ready")
+	}
+	l.log.FailUpdates(0, nil)
+	waitFor(t, 20*time.Second, "the old leader to catch up and be ready", func() bool {
+		info, err := l.log.Info("c")
+		return err == nil && info.Next == 12 && c.ready(l)
+	})
 }

@@ -600,12 +600,17 @@ func (s *Service) leaderAPI() (string, error) {
 
 // duties keeps this hub registered in the replicated metadata and, while it
 // leads, replicates the retention rules and sweeps quiet channels.
+// transferRetry is how often a leader whose disk is full tries to hand the
+// lead over.
+const transferRetry = 5 * time.Second
+
 func (s *Service) duties(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var (
-		leading   bool
-		lastSweep time.Time
+		leading      bool
+		lastSweep    time.Time
+		lastTransfer time.Time
 	)
 	for {
 		select {
@@ -616,6 +621,17 @@ func (s *Service) duties(ctx context.Context) {
 		if !s.node.IsLeader() {
 			leading = false
 			s.register(ctx)
+			continue
+		}
+		if f := s.log.Fault(); errors.Is(f, log.ErrNoSpace) {
+			// A leader that cannot apply refuses every publish (storing):
+			// hand the lead to a hub that can, every few seconds while it
+			// lasts (there may be none: a cluster of one, all disks full).
+			if time.Since(lastTransfer) >= transferRetry {
+				lastTransfer = time.Now()
+				err := s.node.TransferLeadership()
+				s.logger.Warn("channel log cannot store for want of disk space: handing leadership over", "err", err)
+			}
 			continue
 		}
 		if !leading {
