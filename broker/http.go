@@ -208,9 +208,13 @@ func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
 // index by the entries being applied, on the leader too; that is not lag.
 const readyWait = time.Second
 
-// Ready reports whether this hub knows a leader and has applied everything
-// it knew to be committed when asked, within readyWait.
+// Ready reports whether this hub's channel log is sound (no damage found,
+// not waiting for disk space: log.Log.Fault), knows a leader, and has
+// applied everything it knew to be committed when asked, within readyWait.
 func (s *Service) Ready() error {
+	if f := s.log.Fault(); f != nil {
+		return f
+	}
 	if id, _ := s.node.Leader(); id == "" {
 		return errors.New("no leader")
 	}
@@ -371,6 +375,12 @@ func classify(err error) (status int, code string, known bool) {
 		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
 		errors.Is(err, log.ErrClosed):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, true
+	case errors.Is(err, ErrStorage):
+		// The log's own fault, logged there once.
+		return http.StatusServiceUnavailable, wire.CodeUnavailable, true
+	case errors.Is(err, log.ErrCorrupt):
+		// Named and logged once by the log (Fault); not a client's doing.
+		return http.StatusInternalServerError, wire.CodeUnavailable, true
 	case errors.Is(err, context.Canceled):
 		return 499, wire.CodeUnavailable, true
 	default:

@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
+	"github.com/comethq/comet/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -75,8 +77,21 @@ func newMetrics(s *Service) *metrics {
 			Name: "comet_raft_leader_changes_total", Help: "Leader changes seen by this hub.",
 		}, func() float64 { return float64(node.LeaderChanges()) }),
 		gauge("comet_log_bytes", "Size of the channel log file.", func() float64 { return float64(s.log.Size()) }),
+		gauge("comet_log_no_space", "1 while the channel log cannot commit for want of disk space: applying waits and, as leader, this hub refuses publishes.", func() float64 {
+			return b2f(errors.Is(s.log.Fault(), log.ErrNoSpace))
+		}),
+		gauge("comet_log_corrupt", "1 once damage was found in the channel log file: this hub serves none of it until rebuilt.", func() float64 {
+			return b2f(errors.Is(s.log.Fault(), log.ErrCorrupt))
+		}),
 	)
 	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) observePublish(start time.Time, err error) {

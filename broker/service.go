@@ -32,6 +32,10 @@ var (
 	ErrNoLeader = errors.New("no leader known")
 	// ErrClosed is returned by calls on a closed Service.
 	ErrClosed = errors.New("broker is closed")
+	// ErrStorage is returned for publishes that this hub, as leader,
+	// refuses because its channel log cannot store them (a full disk); it
+	// wraps the log's fault. Clients get `unavailable`.
+	ErrStorage = errors.New("storage unavailable")
 )
 
 // MaxIDLen is the longest publish id (idempotency key), in bytes.
@@ -272,6 +276,9 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 	if !s.node.IsLeader() {
 		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 	}
+	if err := s.storing(); err != nil {
+		return wire.PublishResponse{}, err
+	}
 	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), done: make(chan outcome, 1)}
 	if err := s.enqueue(ctx, p); err != nil {
 		return wire.PublishResponse{}, err
@@ -329,6 +336,10 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 		go func() { finish(s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})) }()
 		return
 	}
+	if err := s.storing(); err != nil {
+		finish(wire.PublishResponse{}, err)
+		return
+	}
 	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
 	p.cb = func(res wire.PublishResponse, err error) {
 		if errors.Is(err, raft.ErrNotLeader) {
@@ -375,6 +386,21 @@ func (s *Service) stopQueue() {
 		s.qmu.Unlock()
 		s.drain(ErrClosed)
 	})
+}
+
+// storing returns an error when this hub, as leader, must not take
+// publishes because its channel log cannot store what is committed: its
+// disk is full (log.ErrNoSpace; the FSM waits for space, see raft/fsm.go).
+// Entries proposed then would be committed but not applied here, and their
+// publishers would wait out their timeout; refused now, they can wait and
+// retry. It is etcd's NOSPACE alarm, kept by each hub for itself: it clears
+// when an Update commits again. Damage found in the log (log.ErrCorrupt)
+// does not stop publishes: new chunks are written whole and checked.
+func (s *Service) storing() error {
+	if f := s.log.Fault(); errors.Is(f, log.ErrNoSpace) {
+		return fmt.Errorf("%w: this hub cannot store messages: %w", ErrStorage, f)
+	}
+	return nil
 }
 
 // checkPublish validates a publish and returns its data compacted to one
@@ -574,12 +600,17 @@ func (s *Service) leaderAPI() (string, error) {
 
 // duties keeps this hub registered in the replicated metadata and, while it
 // leads, replicates the retention rules and sweeps quiet channels.
+// transferRetry is how often a leader whose disk is full tries to hand the
+// lead over.
+const transferRetry = 5 * time.Second
+
 func (s *Service) duties(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var (
-		leading   bool
-		lastSweep time.Time
+		leading      bool
+		lastSweep    time.Time
+		lastTransfer time.Time
 	)
 	for {
 		select {
@@ -590,6 +621,17 @@ func (s *Service) duties(ctx context.Context) {
 		if !s.node.IsLeader() {
 			leading = false
 			s.register(ctx)
+			continue
+		}
+		if f := s.log.Fault(); errors.Is(f, log.ErrNoSpace) {
+			// A leader that cannot apply refuses every publish (storing):
+			// hand the lead to a hub that can, every few seconds while it
+			// lasts (there may be none: a cluster of one, all disks full).
+			if time.Since(lastTransfer) >= transferRetry {
+				lastTransfer = time.Now()
+				err := s.node.TransferLeadership()
+				s.logger.Warn("channel log cannot store for want of disk space: handing leadership over", "err", err)
+			}
 			continue
 		}
 		if !leading {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +20,7 @@ import (
 // bytes written per byte stored). A chunk in its own bucket is written once,
 // and the channel's bucket only gets a 16-byte bucket header. The chunk is
 //
-//	version  1 byte (chunkV1)
+//	version  1 byte (chunkV2; chunkV1 in files of layouts 2 and 3)
 //	count    4 bytes, big-endian: the number of messages, 1 to maxChunkMsgs
 //	base     8 bytes, big-endian: a time in Unix nanoseconds
 //	count times:
@@ -32,13 +33,22 @@ import (
 //	  position    4 bytes, big-endian: where message j*skipEvery starts in
 //	              the value
 //	  time        8 bytes, big-endian: of message j*skipEvery-1
+//	checksum 4 bytes, big-endian: CRC-32C (Castagnoli) of all the bytes
+//	         before it (chunkV2 only)
+//
+// Every read of a chunkV2 checks its checksum first (about 0.1 ms for a
+// chunk of 1 MiB): damaged bytes are ErrCorrupt, never messages. A chunkV1
+// chunk, written by layouts 2 and 3, has no checksum and is read unchecked
+// until retention deletes it; new chunks of such a file are chunkV2.
 //
 // A read jumps to the skip entry below the offset it wants and walks from
 // there, skipping ids and data by their lengths: at most skipEvery-1
 // messages.
 const (
 	chunkV1     = 1
+	chunkV2     = 2
 	chunkHeader = 13
+	chunkCRC    = 4
 	skipEvery   = 64
 	skipEntry   = 12
 
@@ -48,6 +58,9 @@ const (
 	maxChunkMsgs  = 4096
 	maxChunkBytes = 1 << 20
 )
+
+// castagnoli is the CRC-32C table, computed in hardware where the CPU has it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // chunkKey is the key of the chunk in its bucket.
 var chunkKey = []byte("c")
@@ -103,7 +116,7 @@ type segment struct {
 func newSegment(first uint64, t int64, hint int, bufs *segBufs) *segment {
 	buf := bufs.get(chunkHeader + hint)[:chunkHeader]
 	clear(buf)
-	buf[0] = chunkV1
+	buf[0] = chunkV2
 	binary.BigEndian.PutUint64(buf[5:], uint64(t))
 	return &segment{buf: buf, first: first, last: t}
 }
@@ -186,6 +199,7 @@ func (s *segment) bytes() []byte {
 		}
 	}
 	s.buf = append(s.buf, s.skips...)
+	s.buf = binary.BigEndian.AppendUint32(s.buf, crc32.Checksum(s.buf, castagnoli))
 	return s.buf
 }
 
@@ -207,7 +221,7 @@ func (s *segment) trimTo(off uint64) int64 {
 	base := r.t // time of the last dropped message: the next delta is from it
 	s.buf = s.buf[pos-chunkHeader:]
 	s.skips, s.stale = s.skips[:0], true
-	s.buf[0] = chunkV1
+	s.buf[0] = chunkV2
 	binary.BigEndian.PutUint64(s.buf[5:], uint64(base))
 	s.n -= int(off - s.first)
 	s.first = off
@@ -240,26 +254,44 @@ type chunkReader struct {
 	skips []byte
 }
 
+// openChunk returns a reader on the chunk v stored at key k, after checking
+// its checksum (chunkV2). Its errors are ErrCorrupt and say which offsets
+// the chunk was to hold; callers add the channel and the file.
 func openChunk(k, v []byte) (chunkReader, error) {
-	if len(k) != 8 || len(v) < chunkHeader || v[0] != chunkV1 {
-		return chunkReader{}, fmt.Errorf("%w: chunk header", ErrCorrupt)
+	if len(k) != 8 {
+		return chunkReader{}, fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(k))
+	}
+	key := binary.BigEndian.Uint64(k)
+	if len(v) < chunkHeader || (v[0] != chunkV1 && v[0] != chunkV2) {
+		return chunkReader{}, fmt.Errorf("%w: chunk at offset %d: bad header (%d bytes)", ErrCorrupt, key, len(v))
 	}
 	n := binary.BigEndian.Uint32(v[1:])
+	if v[0] == chunkV2 {
+		if len(v) < chunkHeader+chunkCRC {
+			return chunkReader{}, fmt.Errorf("%w: chunk at offset %d: %d bytes", ErrCorrupt, key, len(v))
+		}
+		body := v[:len(v)-chunkCRC]
+		if want, got := binary.BigEndian.Uint32(v[len(body):]), crc32.Checksum(body, castagnoli); want != got {
+			return chunkReader{}, fmt.Errorf("%w: chunk at offset %d (%d messages, %d bytes): checksum %08x, want %08x",
+				ErrCorrupt, key, n, len(v), got, want)
+		}
+		v = body
+	}
 	if n == 0 || n > maxChunkMsgs {
-		return chunkReader{}, fmt.Errorf("%w: chunk of %d messages", ErrCorrupt, n)
+		return chunkReader{}, fmt.Errorf("%w: chunk at offset %d of %d messages", ErrCorrupt, key, n)
 	}
 	skips := int(n-1) / skipEvery * skipEntry
 	if len(v) < chunkHeader+skips {
-		return chunkReader{}, fmt.Errorf("%w: chunk of %d bytes for %d messages", ErrCorrupt, len(v), n)
+		return chunkReader{}, fmt.Errorf("%w: chunk at offset %d: %d bytes for %d messages", ErrCorrupt, key, len(v), n)
 	}
 	all := v[:len(v)-skips]
 	return chunkReader{
 		v:     all[chunkHeader:],
 		left:  int(n),
 		t:     int64(binary.BigEndian.Uint64(v[5:])),
-		off:   binary.BigEndian.Uint64(k),
+		off:   key,
 		all:   all,
-		key:   binary.BigEndian.Uint64(k),
+		key:   key,
 		skips: v[len(v)-skips:],
 	}, nil
 }
@@ -300,23 +332,23 @@ func (r *chunkReader) more() bool { return r.left > 0 }
 
 func (r *chunkReader) next() (chunkMsg, error) {
 	if r.left <= 0 {
-		return chunkMsg{}, fmt.Errorf("%w: read past the end of a chunk", ErrCorrupt)
+		return chunkMsg{}, fmt.Errorf("%w: read past the end of the chunk at offset %d", ErrCorrupt, r.key)
 	}
 	dt, n1 := binary.Varint(r.v)
 	if n1 <= 0 {
-		return chunkMsg{}, fmt.Errorf("%w: chunk message time", ErrCorrupt)
+		return chunkMsg{}, fmt.Errorf("%w: chunk message time at offset %d", ErrCorrupt, r.off)
 	}
 	idLen, n2 := binary.Uvarint(r.v[n1:])
 	if n2 <= 0 {
-		return chunkMsg{}, fmt.Errorf("%w: chunk id length", ErrCorrupt)
+		return chunkMsg{}, fmt.Errorf("%w: chunk id length at offset %d", ErrCorrupt, r.off)
 	}
 	dataLen, n3 := binary.Uvarint(r.v[n1+n2:])
 	if n3 <= 0 {
-		return chunkMsg{}, fmt.Errorf("%w: chunk data length", ErrCorrupt)
+		return chunkMsg{}, fmt.Errorf("%w: chunk data length at offset %d", ErrCorrupt, r.off)
 	}
 	rest := r.v[n1+n2+n3:]
 	if idLen > uint64(len(rest)) || dataLen > uint64(len(rest))-idLen {
-		return chunkMsg{}, fmt.Errorf("%w: chunk message of %d+%d bytes in %d", ErrCorrupt, idLen, dataLen, len(rest))
+		return chunkMsg{}, fmt.Errorf("%w: chunk message at offset %d of %d+%d bytes in %d", ErrCorrupt, r.off, idLen, dataLen, len(rest))
 	}
 	r.t += dt
 	m := chunkMsg{
@@ -329,7 +361,7 @@ func (r *chunkReader) next() (chunkMsg, error) {
 	r.off++
 	r.left--
 	if r.left == 0 && len(r.v) != 0 {
-		return chunkMsg{}, fmt.Errorf("%w: %d bytes after the last message of a chunk", ErrCorrupt, len(r.v))
+		return chunkMsg{}, fmt.Errorf("%w: %d bytes after the last message of the chunk at offset %d", ErrCorrupt, len(r.v), r.key)
 	}
 	return m, nil
 }

@@ -44,6 +44,15 @@
 // garbage collector: 10 minutes at 1,000 ids/s is about 85 MB, at 100,000
 // ids/s about 8 GB.
 //
+// Stored bytes are checked: every chunk carries a CRC-32C, verified on
+// every read, and Open walks the file's page tree before bbolt does (bbolt
+// panics on a damaged page). Damage is ErrCorrupt naming the file, channel
+// and offsets, never wrong or empty messages; Fault keeps the first found.
+// A log opened with DeferSync (its caller rebuilds it) moves a damaged file
+// aside at Open (PATH.damaged) and starts empty. An Update whose commit
+// fails for want of space returns ErrNoSpace, stores nothing, and can be
+// tried again; Fault reports it until an Update commits.
+//
 // The package knows nothing of Raft or the network.
 //
 // # Caveats
@@ -55,6 +64,9 @@
 // more heap for the garbage collector to scan. Open and Restore read the
 // window's records to rebuild it. Ids outlive their messages: an id whose
 // message retention deleted is still a duplicate within the window.
+//
+// Chunks written before layout 4 have no checksum and are read unchecked
+// until retention deletes them; the idempotency and meta records have none.
 //
 // Age retention runs when a channel is written to and when Sweep is applied;
 // a channel that receives nothing keeps expired messages until the next

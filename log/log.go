@@ -60,15 +60,23 @@ var (
 )
 
 // layoutVersion is the storage layout this build writes, kept in
-// sys/layout. It reads layout 2 too (a chunk is a record of the channel's
-// message bucket, where layout 3 gives it a bucket of its own: see
-// chunk.go) and marks such a file layout 3 when it opens it, so that an
-// older build refuses it. Layout 1 (no sys/layout: a message, an id and an
-// expiry record per message) is refused.
-const layoutVersion = 3
+// sys/layout: chunks carry a checksum (chunkV2, see chunk.go). It reads
+// layouts 2 and 3 too, whose chunks have none (chunkV1), and marks such a
+// file layout 4 when it opens it, so that an older build, which cannot read
+// chunkV2, refuses it; its old chunks stay as they are until retention
+// deletes them. Layout 3 keeps each chunk in a bucket of its own, layout 2
+// in a record of the channel's message bucket (see chunk.go). Layout 1 (no
+// sys/layout: a message, an id and an expiry record per message) is
+// refused.
+const layoutVersion = 4
 
-// layoutChunkRecords is the layout whose chunks are records.
-const layoutChunkRecords = 2
+// Earlier layouts this build reads: layoutChunkRecords, whose chunks are
+// records, and layoutNoChecksums, whose chunks are buckets; neither has
+// checksums.
+const (
+	layoutChunkRecords = 2
+	layoutNoChecksums  = 3
+)
 
 var (
 	bucketSys      = []byte("sys")
@@ -138,12 +146,22 @@ type Log struct {
 	closed  bool
 	boot    string // boot id, with DeferSync
 	rebuilt bool
+	// rebuildable: the caller rebuilds an empty log (DeferSync), so a
+	// damaged file is moved aside rather than refused (fault.go).
+	rebuildable bool
 
 	// wmu makes an Update and the change of ids that follows its commit
 	// one step: bbolt lets the next writer in as soon as it has committed.
 	wmu  sync.Mutex
 	ids  *idIndex // of the committed state, but in an Update; under wmu or mu
 	bufs segBufs  // segment buffers for Updates, under wmu
+
+	// Faults (fault.go), under fmu.
+	fmu     sync.Mutex
+	corrupt error // damage found, until Restore
+	nospace error // the last Update's failure for want of space
+	failN   int   // FailUpdates
+	failErr error
 }
 
 // Open opens or creates the log at cfg.Path.
@@ -164,7 +182,15 @@ func Open(cfg Config) (*Log, error) {
 			l.logger.Warn("cannot read the boot id: syncing the channel log at every commit")
 		}
 	}
-	if l.cfg.DeferSync {
+	l.rebuildable = cfg.DeferSync
+	if l.rebuildable {
+		moved, err := l.checkDamaged(cfg.Path)
+		if err != nil {
+			return nil, err
+		}
+		l.rebuilt = moved
+	}
+	if l.cfg.DeferSync && !l.rebuilt {
 		var err error
 		if l.rebuilt, err = checkDeferred(cfg.Path, l.boot); err != nil {
 			return nil, err
@@ -173,11 +199,13 @@ func Open(cfg Config) (*Log, error) {
 			l.logger.Warn("channel log was not closed cleanly in an earlier boot; moved it aside to rebuild",
 				"path", cfg.Path+".untrusted")
 		}
+	}
+	if l.cfg.DeferSync {
 		if err := writeMarker(cfg.Path, "open "+l.boot); err != nil {
 			return nil, fmt.Errorf("log: write %s: %w", markerPath(cfg.Path), err)
 		}
 	}
-	db, ids, err := l.openDB(cfg.Path)
+	db, ids, err := l.openDB(cfg.Path, l.rebuildable)
 	if err != nil {
 		return nil, err
 	}
@@ -186,12 +214,18 @@ func Open(cfg Config) (*Log, error) {
 }
 
 // Rebuilt reports whether Open found the file untrustworthy (DeferSync
-// after a power loss) and started empty.
+// after a power loss, or damaged) and started empty.
 func (l *Log) Rebuilt() bool { return l.rebuilt }
 
 // openDB opens the bbolt file at path, making the log's buckets in a new
 // one, and loads its idempotency index.
-func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
+// Unless checked, its pages are checked first (checkPages).
+func (l *Log) openDB(path string, checked bool) (*bolt.DB, *idIndex, error) {
+	if !checked {
+		if err := checkPages(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("log: open %s: %w", path, err)
+		}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: 2 * time.Second,
 		NoSync:  l.cfg.NoSync || l.cfg.DeferSync,
@@ -225,7 +259,8 @@ func (l *Log) openDB(path string) (*bolt.DB, *idIndex, error) {
 			return err
 		}
 		if u64(tx.Bucket(bucketSys).Get(keyLayout)) != layoutVersion {
-			// Layout 2: its chunks stay records, new ones are buckets.
+			// Layout 2 or 3: its chunks stay as they are; new ones are
+			// buckets, with checksums.
 			if err := tx.Bucket(bucketSys).Put(keyLayout, be(layoutVersion)); err != nil {
 				return err
 			}
@@ -250,8 +285,8 @@ func checkLayout(tx *bolt.Tx) error {
 	case v == nil:
 		return fmt.Errorf("%w: the file is in layout 1 (one record per message, before chunks); this build reads layout %d only and does not migrate: move the file aside for the hub to rebuild it from Raft",
 			ErrLayout, layoutVersion)
-	case len(v) != 8 || (u64(v) != layoutVersion && u64(v) != layoutChunkRecords):
-		return fmt.Errorf("%w: the file is in layout %x; this build reads layouts %d and %d only", ErrLayout, v, layoutChunkRecords, layoutVersion)
+	case len(v) != 8 || (u64(v) != layoutVersion && u64(v) != layoutChunkRecords && u64(v) != layoutNoChecksums):
+		return fmt.Errorf("%w: the file is in layout %x; this build reads layouts %d to %d only", ErrLayout, v, layoutChunkRecords, layoutVersion)
 	case tx.Bucket(bucketIDs) == nil:
 		return fmt.Errorf("%w: no idempotency bucket", ErrCorrupt)
 	}
@@ -284,7 +319,7 @@ func (l *Log) Close() error {
 	if cerr := l.db.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	if err == nil && !l.damaged() {
 		err = writeMarker(l.cfg.Path, "clean")
 	}
 	return err
@@ -356,7 +391,7 @@ func (l *Log) Scan(prefix string, fn func(key string, value []byte)) error {
 // written reports the cluster epoch and First == Next == 1.
 func (l *Log) Info(ch string) (Info, error) {
 	var info Info
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.readView(func(tx *bolt.Tx) error {
 		var err error
 		info, _, err = channelInfo(tx, ch)
 		return err
@@ -377,7 +412,7 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 		info Info
 		msgs []Message
 	)
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.readView(func(tx *bolt.Tx) error {
 		var (
 			b   *bolt.Bucket
 			err error
@@ -401,12 +436,12 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 				err = r.seek(start)
 			}
 			if err != nil {
-				return fmt.Errorf("read %s: %w", ch, err)
+				return fmt.Errorf("read %s from %d: %w", ch, start, err)
 			}
 			for r.more() && len(msgs) < limit && size < MaxReadBytes {
 				m, err := r.next()
 				if err != nil {
-					return fmt.Errorf("read %s: %w", ch, err)
+					return fmt.Errorf("read %s from %d: %w", ch, start, err)
 				}
 				if m.off < start {
 					continue // trimmed, or before from
@@ -467,7 +502,7 @@ func channelInfo(tx *bolt.Tx, ch string) (Info, *bolt.Bucket, error) {
 // Channels calls fn with the name and Info of every stored channel, in name
 // order, until fn returns false.
 func (l *Log) Channels(fn func(name string, info Info) bool) error {
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.readView(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEachBucket(func(k []byte) error {
 			m, err := decodeMeta(tx.Bucket(bucketChannels).Bucket(k).Get(keyMeta))
 			if err != nil {
@@ -500,6 +535,12 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt panics on some damaged pages: say which file.
+			panic(fmt.Sprintf("channel log %s: %v", l.cfg.Path, r))
+		}
+	}()
 	l.ids.begin()
 	committed := false
 	defer func() {
@@ -533,9 +574,19 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 		if err := tx.finish(); err != nil {
 			return err
 		}
+		if err := sys.Put(keyApplied, be(index)); err != nil {
+			return err
+		}
+		if err := l.injected(); err != nil {
+			return err
+		}
 		done = tx
-		return sys.Put(keyApplied, be(index))
+		return nil
 	})
+	if err != nil {
+		done = nil
+	}
+	err = l.noteCorrupt(l.noteUpdate(err))
 	if err == nil && done != nil {
 		l.ids.commit(done.clock)
 		committed = true
@@ -598,7 +649,11 @@ func (l *Log) Restore(r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("log: restore: write %s: %w", tmp, err)
 	}
-	check, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	err = checkPages(tmp)
+	var check *bolt.DB
+	if err == nil {
+		check, err = bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	}
 	if err == nil {
 		err = check.View(func(tx *bolt.Tx) error {
 			// A truncated file passes bbolt's checks of its meta pages, and
@@ -637,12 +692,15 @@ func (l *Log) Restore(r io.Reader) error {
 	if replaced == nil {
 		replaced = syncDir(filepath.Dir(l.cfg.Path))
 	}
-	db, ids, err := l.openDB(l.cfg.Path)
+	db, ids, err := l.openDB(l.cfg.Path, replaced == nil) // checked as tmp
 	if err != nil {
 		l.closed = true
 		return err
 	}
 	l.db, l.ids = db, ids
+	if replaced == nil {
+		l.restored()
+	}
 	if replaced != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("log: restore: replace %s: %w", l.cfg.Path, replaced)

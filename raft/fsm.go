@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/comethq/comet/log"
@@ -36,11 +37,51 @@ type Observer interface {
 // fsm applies committed entries to the channel log. Whole batches of entries
 // go into one bbolt transaction; entries at or below the log's applied index
 // are skipped, so replay after a restart applies nothing twice.
+//
+// A batch whose commit fails for want of disk space (log.ErrNoSpace) is
+// tried again, with a backoff, until it commits: the FSM holds, later
+// entries wait behind it in order, and the log's Fault reports it (the hub
+// is not ready, and as leader refuses publishes). Any other failure stops
+// the process: a committed entry that cannot be applied must not be
+// skipped.
 type fsm struct {
 	log      *log.Log
 	observer Observer
 	logger   *slog.Logger
 	events   []Event // for the next batch, to spare allocating it each time
+
+	stopOnce sync.Once
+	stopCh   chan struct{} // closed by stop; nil until then or made by init
+	mu       sync.Mutex
+	gaveUp   bool // a batch was given up at stop: apply nothing after it
+}
+
+// Backoff of the retries of a batch that failed for want of space, and how
+// often the wait is logged again.
+var (
+	noSpaceRetryMin = 10 * time.Millisecond
+	noSpaceRetryMax = 2 * time.Second
+	noSpaceLogEvery = time.Minute
+)
+
+// errStopped answers the entries of a batch given up at stop.
+var errStopped = fmt.Errorf("%w: the node closed while its channel log waited for disk space", ErrClosed)
+
+func (f *fsm) stopChan() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopCh == nil {
+		f.stopCh = make(chan struct{})
+	}
+	return f.stopCh
+}
+
+// stop makes a batch waiting for disk space give up, and every later batch
+// too, so that Raft can shut down. Only for Close: the entries given up are
+// not in the log, and a restart applies them from the Raft log.
+func (f *fsm) stop() {
+	ch := f.stopChan()
+	f.stopOnce.Do(func() { close(ch) })
 }
 
 // maxKeptEvents bounds the events slice an fsm keeps between batches.
@@ -57,10 +98,19 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 	if len(logs) == 0 {
 		return resp
 	}
+	if f.givenUp() {
+		for i := range resp {
+			resp[i] = errStopped
+		}
+		return resp
+	}
 	events := f.events[:0]
 	last := logs[len(logs)-1].Index
 	first := logs[0].Index
-	applied, err := f.log.Update(last, func(tx *log.Tx) error {
+	applied, err := f.update(last, func(tx *log.Tx) error {
+		// Tried again after a failure for want of space: from scratch.
+		events = events[:0]
+		clear(resp)
 		// Entries between the stored index and this batch never reach the
 		// FSM (no-ops, barriers) and carry no messages: count them in.
 		first = tx.Applied() + 1
@@ -84,6 +134,12 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		}
 		return nil
 	})
+	if errors.Is(err, errStopped) {
+		for i := range resp {
+			resp[i] = errStopped
+		}
+		return resp
+	}
 	if err != nil {
 		// The disk failed under a committed entry: this hub cannot go on
 		// without diverging from the others. Stop here; a restart replays
@@ -98,6 +154,60 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []interface{} {
 		f.events = events[:0]
 	}
 	return resp
+}
+
+func (f *fsm) givenUp() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gaveUp
+}
+
+// update is log.Update, tried again while it fails for want of space,
+// until it commits or stop is called (errStopped).
+func (f *fsm) update(index uint64, fn func(tx *log.Tx) error) (bool, error) {
+	var (
+		since  time.Time
+		logged time.Time
+		tries  int
+		wait   = noSpaceRetryMin
+		timer  *time.Timer
+	)
+	for {
+		applied, err := f.log.Update(index, fn)
+		if !errors.Is(err, log.ErrNoSpace) {
+			if tries > 0 && err == nil {
+				f.logger.Warn("channel log applies again: disk space is back",
+					"index", index, "waited", time.Since(since).Round(time.Millisecond), "tries", tries+1)
+			}
+			return applied, err
+		}
+		now := time.Now()
+		if tries == 0 {
+			since, logged = now, now
+			f.logger.Error("cannot apply committed entries: no space left on device; waiting for space, not ready, refusing publishes as leader",
+				"index", index, "err", err)
+		} else if now.Sub(logged) >= noSpaceLogEvery {
+			logged = now
+			f.logger.Error("still waiting for disk space to apply committed entries",
+				"index", index, "waited", now.Sub(since).Round(time.Second), "tries", tries+1, "err", err)
+		}
+		tries++
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-f.stopChan():
+			f.mu.Lock()
+			f.gaveUp = true
+			f.mu.Unlock()
+			return false, errStopped
+		case <-timer.C:
+		}
+		wait = min(2*wait, noSpaceRetryMax)
+	}
 }
 
 // apply applies one entry and returns its response, and events with the

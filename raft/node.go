@@ -152,6 +152,7 @@ type Node struct {
 	trans     hraft.Transport
 	closeable *hraft.NetworkTransport // the TCP transport, when ours
 	store     *guardedStore
+	fsm       *fsm
 
 	leaderChanges atomic.Uint64
 	obsCh         chan hraft.Observation
@@ -271,6 +272,7 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	f := &fsm{log: cfg.Log, observer: cfg.Observer, logger: cfg.Logger}
+	n.fsm = f
 	// The newest entries are read again right after they are stored: by
 	// the leader's replication to each follower and by a follower's apply.
 	// A small cache serves them from memory (at most logCacheEntries times
@@ -609,6 +611,9 @@ func (n *Node) Close() error {
 		n.applyMu.Lock()
 		n.closing = true
 		n.applyMu.Unlock()
+		// An FSM waiting for disk space gives up, or Shutdown would wait
+		// for it (fsm.stop).
+		n.fsm.stop()
 		if n.raft.State() != hraft.Shutdown { // it shuts down by itself when removed
 			_ = n.wait(n.raft.Barrier(5 * time.Second))
 		}
