@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -48,7 +49,12 @@ type testNode struct {
 func (tn *testNode) addr() hraft.ServerAddress { return tn.trans.LocalAddr() }
 
 type cluster struct {
-	t     *testing.T
+	t *testing.T
+	// base holds the nodes' directories. It is made before close is
+	// registered, so that its removal runs after close (t.Cleanup runs
+	// last in, first out): a directory made with t.TempDir after that was
+	// removed while its node still ran.
+	base  string
 	nodes []*testNode
 	peers []Peer
 	// tweak adjusts every node's Config before New.
@@ -72,7 +78,7 @@ func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil)
 // (after fastConfig), including nodes added or restarted later.
 func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, tweak: tweak}
+	c := &cluster{t: t, base: t.TempDir(), tweak: tweak}
 	t.Cleanup(c.close)
 	for i := 0; i < n; i++ {
 		tn := c.addTransport(fmt.Sprintf("h%d", i+1))
@@ -87,8 +93,12 @@ func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 // addTransport makes a node with a fresh directory and transport, linked
 // both ways to every other node, but does not start it.
 func (c *cluster) addTransport(id string) *testNode {
+	dir, err := os.MkdirTemp(c.base, id+"-")
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	_, trans := hraft.NewInmemTransport(hraft.ServerAddress(id))
-	tn := &testNode{id: id, dir: c.t.TempDir(), trans: trans}
+	tn := &testNode{id: id, dir: dir, trans: trans}
 	c.nodes = append(c.nodes, tn)
 	c.connect(tn)
 	return tn

@@ -93,9 +93,11 @@ func TestSnapshotsOnThresholdBoundTheLog(t *testing.T) {
 		cfg.SnapshotRetain = 2
 	})
 	n := 0
+	// A bound, not a speed: three copies of the race-built tests on two
+	// loaded cores publish some 30 messages a second.
 	publishUntil := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); !cond(); n++ {
+		for deadline := time.Now().Add(90 * time.Second); !cond(); n++ {
 			if time.Now().After(deadline) {
 				t.Fatalf("published %d messages without %s", n, what)
 			}
