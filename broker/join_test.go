@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,5 +63,79 @@ func TestRemoveLeaderItself(t *testing.T) {
 	})
 	if _, ok := c.publishRetry(apis(rest...), "after-remove", `1`, "ar-1"); !ok {
 		t.Fatal("publishing failed after the leader removed itself")
+	}
+}
+
+// A join with the id of a running member at another Raft address used to
+// re-address that member: it then heard from no one and stayed a candidate
+// for good. It is refused with 409 and a message that says how to replace a
+// member on purpose; the same id at the same address is a success that
+// changes nothing. Removing the member and then joining replaces it.
+func TestJoinRefusesMemberAtAnotherAddress(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	followers := c.followers(l)
+	victim := followers[0]
+	for _, via := range []*hub{l, followers[1]} {
+		for _, id := range []string{victim.id, l.id} {
+			raw, _ := json.Marshal(wire.JoinRequest{ID: id, Raft: "127.0.0.1:1", API: "127.0.0.1:2"})
+			status, body := c.do(http.MethodPost, via.api, "/v1/cluster/join", raw)
+			var e wire.Error
+			if err := json.Unmarshal(body, &e); err != nil || status != http.StatusConflict || e.Code != wire.CodeBadRequest {
+				t.Fatalf("join %s at a new address via %s: %d %s, want 409 bad_request", id, via.id, status, body)
+			}
+			for _, want := range []string{"already a member", "/v1/cluster/remove", "then join"} {
+				if !strings.Contains(e.Message, want) {
+					t.Errorf("refusal %q does not say %q", e.Message, want)
+				}
+			}
+		}
+		// The same id at the same address: nothing to do, success.
+		c.join(via.api, victim)
+	}
+	checkMembers := func(want map[string]string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			st, err := c.status(l.api)
+			if err != nil {
+				return err
+			}
+			got := map[string]string{}
+			for _, nd := range st.Nodes {
+				got[nd.ID] = nd.Raft
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("members %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	members := map[string]string{}
+	for _, h := range c.alive() {
+		members[h.id] = h.node.Addr()
+	}
+	checkMembers(members)
+	c.waitRegistered(3)
+	if _, ok := c.publish(l.api, "after", `1`, "after-1"); !ok {
+		t.Fatal("publishing failed after the refused joins")
+	}
+
+	// Replacing on purpose: stop it, remove it, start a new hub with the
+	// same id (a new Raft address), join.
+	victim.stop()
+	raw, _ := json.Marshal(wire.RemoveRequest{ID: victim.id})
+	eventually(t, 20*time.Second, func() error {
+		if status, body := c.do(http.MethodPost, l.api, "/v1/cluster/remove", raw); status != http.StatusOK {
+			return fmt.Errorf("remove %s: %d %s", victim.id, status, body)
+		}
+		return nil
+	})
+	repl := c.start(victim.id, false)
+	c.join(l.api, repl)
+	members[victim.id] = repl.node.Addr()
+	checkMembers(members)
+	c.waitRegistered(3)
+	if _, ok := c.publish(repl.api, "after", `2`, "after-2"); !ok {
+		t.Fatal("publishing through the replacement failed")
 	}
 }

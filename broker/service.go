@@ -678,8 +678,10 @@ func (s *Service) replicateRetention() {
 	s.logger.Info("replicated retention rules", "rules", len(s.cfg.Retention))
 }
 
-// Join adds a hub to the cluster (or updates its addresses). On a follower
-// it forwards to the leader.
+// Join adds a hub to the cluster. Joining again with the same Raft address
+// succeeds (and updates the API address); an id that is a member at another
+// Raft address is refused (raft.ErrIDInUse, 409): re-addressing a running
+// member would cut it off. On a follower it forwards to the leader.
 func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 	if err := checkJoin(req); err != nil {
 		return err
@@ -692,6 +694,10 @@ func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 		return s.post(ctx, api, "/v1/cluster/join", req, nil)
 	}
 	if err := s.node.AddVoter(req.ID, req.Raft, 10*time.Second); err != nil {
+		if errors.Is(err, raft.ErrIDInUse) {
+			return fmt.Errorf("%w; to replace hub %s on purpose, remove it first "+
+				"(POST /v1/cluster/remove {\"id\":%q}, or comet cluster remove --api ADDR %s), then join", err, req.ID, req.ID, req.ID)
+		}
 		return err
 	}
 	if m, ok := s.meta(req.ID); ok && m == (nodeMeta{Raft: req.Raft, API: req.API}) {

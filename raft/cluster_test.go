@@ -598,6 +598,18 @@ func TestJoinFromSnapshot(t *testing.T) {
 	c.onLeader(false, addH4)
 	// Adding it again is a no-op.
 	c.onLeader(false, addH4)
+	// A member's id at another address is refused: hashicorp/raft would
+	// re-address that member and cut it off.
+	c.onLeader(false, func(l *testNode) error {
+		err := l.node.AddVoter("h1", "elsewhere", 5*time.Second)
+		if err == nil {
+			t.Fatal("AddVoter re-addressed the running member h1")
+		}
+		if errors.Is(err, ErrIDInUse) {
+			return nil
+		}
+		return err
+	})
 	c.publish("chat", "chat-41", "chat 41")
 	d := c.waitSame(c.nodes...)
 	checkChannel(t, "cluster", d, "chat", chatData(41))
@@ -623,7 +635,7 @@ func TestJoinFromSnapshot(t *testing.T) {
 		servers, err = l.node.Servers()
 		return err
 	})
-	if len(servers) != 4 || !hasServer(servers, "h4", string(h4.addr())) {
+	if len(servers) != 4 || !hasServer(servers, "h4", string(h4.addr())) || !hasServer(servers, "h1", string(c.nodes[0].addr())) {
 		t.Fatalf("servers %+v, want 4 voters with h4", servers)
 	}
 	waitFor(t, 5*time.Second, "h4 to know the configuration", func() bool {

@@ -29,8 +29,13 @@ var (
 	// ErrAddrInUse is returned by AddVoter for an address another member
 	// has.
 	ErrAddrInUse = errors.New("address in use by another member")
-	// ErrTimeout is returned when raft could not take an entry in time.
-	ErrTimeout = errors.New("timed out waiting for raft")
+	// ErrIDInUse is returned by AddVoter for an id that is already a
+	// member at another address: changing it would cut that member off.
+	ErrIDInUse = errors.New("id is already a member at another address")
+	// ErrTimeout is returned when Raft did not take an entry in time (its
+	// queue stayed full: hashicorp/raft's ErrEnqueueTimeout). Raft never
+	// saw the entry, so it was certainly not stored.
+	ErrTimeout = errors.New("raft did not take the entry in time; it was not stored")
 )
 
 // Peer is a member of the initial cluster.
@@ -566,25 +571,34 @@ func (n *Node) Servers() ([]Server, error) {
 	return out, nil
 }
 
-// AddVoter adds (or re-addresses) a voting member. Adding a member that is
-// already there with the same address does nothing; an address that
-// another member has is refused with ErrAddrInUse. Leader only.
+// AddVoter adds a voting member. Adding a member that is already there
+// with the same address does nothing (a non-voter is promoted). An id that
+// is a member at another address is refused with ErrIDInUse (hashicorp/raft
+// would re-address it: a running member then no longer hears from the
+// others, and stays a candidate), and an address that another member has
+// with ErrAddrInUse. To move a member, remove it first. Leader only.
 func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
-	servers, err := n.Servers()
-	if err != nil {
-		return err
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return mapErr(err)
 	}
-	for _, s := range servers {
-		if s.ID == id && s.Addr == addr && s.Voter {
-			return nil
-		}
-		if s.Addr == addr {
+	for _, s := range f.Configuration().Servers {
+		switch {
+		case string(s.ID) == id && string(s.Address) == addr:
+			if s.Suffrage == hraft.Voter {
+				return nil
+			}
+		case string(s.ID) == id:
+			return fmt.Errorf("%w: %s is a member at %s, not %s", ErrIDInUse, id, s.Address, addr)
+		case string(s.Address) == addr:
 			// Never evict a member (perhaps the leader) to make room.
 			return fmt.Errorf("%w: %s is the address of %s", ErrAddrInUse, addr, s.ID)
 		}
 	}
-	// For an id already present, AddVoter updates its address.
-	return n.wait(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout))
+	// The change applies only to the configuration checked above: should
+	// another change come first, Raft refuses this one (and a retry checks
+	// again).
+	return n.wait(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), f.Index(), timeout))
 }
 
 // RemoveServer removes a member. Leader only. A leader removing itself

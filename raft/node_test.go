@@ -185,3 +185,25 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestMapErr: hashicorp/raft's errors become the package's sentinels. An
+// entry Raft did not take in time (ErrEnqueueTimeout) was not stored, and
+// says so.
+func TestMapErr(t *testing.T) {
+	for _, tc := range []struct {
+		in, want error
+	}{
+		{hraft.ErrNotLeader, ErrNotLeader},
+		{hraft.ErrLeadershipTransferInProgress, ErrNotLeader},
+		{hraft.ErrLeadershipLost, ErrUnknownOutcome},
+		{hraft.ErrRaftShutdown, ErrClosed},
+		{hraft.ErrEnqueueTimeout, ErrTimeout},
+	} {
+		if got := mapErr(tc.in); !errors.Is(got, tc.want) {
+			t.Errorf("mapErr(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !strings.Contains(ErrTimeout.Error(), "not stored") {
+		t.Errorf("ErrTimeout says %q: it should say the entry was not stored", ErrTimeout)
+	}
+}
