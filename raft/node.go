@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/log"
 	hraft "github.com/hashicorp/raft"
 )
@@ -180,7 +180,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := durable.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft: data directory: %w", err)
 	}
 	hlog := newHclog(cfg.Logger)
@@ -204,6 +204,16 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("raft: snapshot store: %w", err)
+	}
+	// raft.db, the journal files and snapshots/ may have just been created:
+	// their files are fsynced, their entries in Dir are not. Sync Dir before
+	// the term and vote stored in raft.db count for anything (bootstrap,
+	// the first vote), or a power cut could take raft.db with them.
+	if !cfg.NoSync {
+		if err := durable.SyncDir(cfg.Dir); err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("raft: %w", err)
+		}
 	}
 
 	n.trans = cfg.Transport

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	hraft "github.com/hashicorp/raft"
 )
 
@@ -205,5 +209,59 @@ func TestMapErr(t *testing.T) {
 	}
 	if !strings.Contains(ErrTimeout.Error(), "not stored") {
 		t.Errorf("ErrTimeout says %q: it should say the entry was not stored", ErrTimeout)
+	}
+}
+
+// TestNewSyncsDirectories: New creates Dir durably (its parent is synced)
+// and syncs Dir once raft.db and snapshots/ are in it, before it
+// bootstraps: otherwise a power cut just after could lose raft.db, and the
+// term and vote in it. (That the fsyncs reach the disk is the kernel's
+// part; this checks that they are asked for, after the names exist.)
+func TestNewSyncsDirectories(t *testing.T) {
+	l := mustOpenLog(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "raft")
+	var (
+		mu     sync.Mutex
+		synced = map[string][][]string{}
+	)
+	t.Cleanup(durable.Observe(func(d string) {
+		entries, _ := os.ReadDir(d)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		mu.Lock()
+		synced[d] = append(synced[d], names)
+		mu.Unlock()
+	}))
+	_, trans := hraft.NewInmemTransport("h1")
+	t.Cleanup(func() { trans.Close() })
+	cfg := Config{ID: "h1", Dir: dir, Log: l, Transport: trans, Peers: []Peer{{ID: "h1", Addr: "h1"}}}
+	fastConfig(&cfg)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	heldOnce := func(d string, want ...string) bool {
+		for _, names := range synced[d] {
+			all := true
+			for _, w := range want {
+				all = all && slices.Contains(names, w)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}
+	if !heldOnce(base, "raft") {
+		t.Errorf("%s not synced after raft/ was made in it: %v", base, synced)
+	}
+	if !heldOnce(dir, "raft.db", "snapshots") {
+		t.Errorf("%s not synced after raft.db and snapshots/ were made in it: %v", dir, synced)
 	}
 }

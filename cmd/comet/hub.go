@@ -18,6 +18,7 @@ import (
 
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/hubapi"
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -170,7 +171,7 @@ func checkAddr(flagName, addr string) error {
 
 // checkDataDir makes sure dir exists and is writable.
 func checkDataDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("data directory %s: %w", dir, err)
 	}
 	probe, err := os.CreateTemp(dir, ".write-check-*")

@@ -9,11 +9,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/wire"
 )
 
@@ -143,12 +147,32 @@ func TestJoinClusterRefused(t *testing.T) {
 // TestHubExitsWhenJoinRefused: `comet hub --join` whose join is refused
 // for good stops and returns the refusal (exit status 1), instead of
 // running on outside the cluster.
+//
+// On the way it checks that a hub's data directories and files are made
+// durably: each new directory's parent, and each directory after its bbolt
+// file appeared in it, is fsynced.
 func TestHubExitsWhenJoinRefused(t *testing.T) {
 	api, _ := fakeJoinAPI(t, 409)
+	base := t.TempDir()
+	data := filepath.Join(base, "new", "data")
+	synced := recordSyncs(t)
 	done := make(chan error, 1)
 	go func() {
-		done <- runHub([]string{"--id", "h2", "--data", t.TempDir(), "--raft", "127.0.0.1:0", "--api", "127.0.0.1:0",
+		done <- runHub([]string{"--id", "h2", "--data", data, "--raft", "127.0.0.1:0", "--api", "127.0.0.1:0",
 			"--join", api, "--raft-timeout", "100ms"}, io.Discard)
+	}()
+	defer func() {
+		for _, c := range []struct {
+			dir  string
+			name string
+		}{
+			{base, "new"}, {filepath.Join(base, "new"), "data"}, {data, "channels.db"}, {data, "raft"},
+			{filepath.Join(data, "raft"), "raft.db"},
+		} {
+			if !synced(c.dir, c.name) {
+				t.Errorf("%s was not synced after %s was made in it", c.dir, c.name)
+			}
+		}
 	}()
 	select {
 	case err := <-done:
@@ -158,5 +182,49 @@ func TestHubExitsWhenJoinRefused(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("comet hub still running 30s after its join was refused")
+	}
+}
+
+// recordSyncs records the directories synced (with the names they held
+// then) until the test ends; the function it returns reports whether dir
+// was synced while holding name.
+func recordSyncs(t *testing.T) func(dir, name string) bool {
+	t.Helper()
+	var (
+		mu     sync.Mutex
+		synced = map[string][][]string{}
+	)
+	t.Cleanup(durable.Observe(func(dir string) {
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		mu.Lock()
+		synced[dir] = append(synced[dir], names)
+		mu.Unlock()
+	}))
+	return func(dir, name string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, names := range synced[dir] {
+			if slices.Contains(names, name) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestCheckDataDirSyncsParents: a data directory made at start is durable:
+// the parent of each directory made is synced.
+func TestCheckDataDirSyncsParents(t *testing.T) {
+	base := t.TempDir()
+	synced := recordSyncs(t)
+	if err := checkDataDir(filepath.Join(base, "a", "data")); err != nil {
+		t.Fatal(err)
+	}
+	if !synced(base, "a") || !synced(filepath.Join(base, "a"), "data") {
+		t.Fatal("the parents of the new directories were not synced")
 	}
 }
