@@ -3,11 +3,13 @@ package broker_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
 )
 
@@ -137,5 +139,57 @@ func TestJoinRefusesMemberAtAnotherAddress(t *testing.T) {
 	c.waitRegistered(3)
 	if _, ok := c.publish(repl.api, "after", `2`, "after-2"); !ok {
 		t.Fatal("publishing through the replacement failed")
+	}
+}
+
+// Hubs listed by host name (--peers h1=localhost:P1,...) advertise the
+// resolved address (127.0.0.1:P1), and the cluster's configuration keeps the
+// names. A follower registers its API address by joining with the address
+// the configuration has for it, so the refusal of an id at another address
+// does not hit it; a hub joined by name registers too.
+func TestHostNames(t *testing.T) {
+	c := newCluster(t)
+	// With 1 s Raft timeouts leadership stays put: a follower that failed
+	// to register would not be rescued by leading for a while (a leader
+	// registers itself).
+	c.production = true
+	var ports []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ln.Close()
+		ports = append(ports, port)
+	}
+	name := func(i int) string { return net.JoinHostPort("localhost", ports[i]) }
+	peers := []raft.Peer{{ID: "h1", Addr: name(0)}, {ID: "h2", Addr: name(1)}}
+	c.startAt("h1", name(0), peers)
+	c.startAt("h2", name(1), peers)
+	c.waitRegistered(2)
+
+	h3 := c.startAt("h3", name(2), nil)
+	raw, _ := json.Marshal(wire.JoinRequest{ID: h3.id, Raft: name(2), API: h3.api})
+	eventually(t, 20*time.Second, func() error {
+		if status, body := c.do(http.MethodPost, c.leader().api, "/v1/cluster/join", raw); status != http.StatusOK {
+			return fmt.Errorf("join h3 as %s: %d %s", name(2), status, body)
+		}
+		return nil
+	})
+	c.waitRegistered(3)
+	for _, h := range c.alive() {
+		st, err := c.status(h.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, nd := range st.Nodes {
+			if want := name(i); nd.ID != fmt.Sprintf("h%d", i+1) || nd.Raft != want {
+				t.Errorf("%s lists %+v, want h%d at %s", h.id, nd, i+1, want)
+			}
+		}
+	}
+	if _, ok := c.publishRetry(apis(c.alive()...), "names", `1`, "names-1"); !ok {
+		t.Fatal("publishing failed")
 	}
 }

@@ -621,14 +621,17 @@ func (s *Service) duties(ctx context.Context) {
 }
 
 // register records this hub's addresses in the replicated metadata: on the
-// leader directly, on a follower by joining through the leader (a no-op for
-// membership when already a member).
+// leader directly, on a follower by joining through the leader with the Raft
+// address the configuration has for it, so that the join changes nothing
+// but the metadata. (Its own view, Node.Addr, may be spelt otherwise: a
+// resolved --raft host name, while --peers or --join gave the name; a join
+// at another address is refused.)
 func (s *Service) register(ctx context.Context) {
-	want := nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}
-	if m, ok := s.meta(s.node.ID()); ok && m == want {
-		return
-	}
 	if s.node.IsLeader() {
+		want := nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}
+		if m, ok := s.meta(s.node.ID()); ok && m == want {
+			return
+		}
 		if err := s.putMeta(s.node.ID(), want); err != nil {
 			s.logger.Warn("register self failed", "err", err)
 		}
@@ -636,7 +639,15 @@ func (s *Service) register(ctx context.Context) {
 	}
 	// A hub that was removed must not add itself back.
 	servers, err := s.node.Servers()
-	if err != nil || !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == s.node.ID() }) {
+	if err != nil {
+		return
+	}
+	i := slices.IndexFunc(servers, func(sv raft.Server) bool { return sv.ID == s.node.ID() })
+	if i < 0 {
+		return
+	}
+	want := nodeMeta{Raft: servers[i].Addr, API: s.cfg.API}
+	if m, ok := s.meta(s.node.ID()); ok && m == want {
 		return
 	}
 	api, err := s.leaderAPI()

@@ -274,8 +274,12 @@ func New(cfg Config) (*Node, error) {
 		conf := hraft.Configuration{}
 		self := false
 		for _, p := range cfg.Peers {
-			if p.ID == cfg.ID {
-				p.Addr = string(n.trans.LocalAddr()) // the same, or the real port for ":0"
+			if _, port, _ := net.SplitHostPort(p.Addr); p.ID == cfg.ID && (p.Addr != cfg.Addr || port == "0") {
+				// The real port for ":0". An address equal to Addr stays
+				// as given, spelt as in every hub's list (a host name is
+				// not resolved), so that all bootstrap the same
+				// configuration.
+				p.Addr = string(n.trans.LocalAddr())
 			}
 			conf.Servers = append(conf.Servers, hraft.Server{
 				Suffrage: hraft.Voter, ID: hraft.ServerID(p.ID), Address: hraft.ServerAddress(p.Addr)})
