@@ -396,6 +396,15 @@ func TestObserverEvents(t *testing.T) {
 	// A command without messages gives no event either.
 	c.apply(func() *Command { return &Command{Put: []KV{{Key: "k", Value: []byte("v")}}} })
 	c.waitSame(c.nodes...)
+	// A follower's observer hears of entries just after its log has them.
+	waitFor(t, 5*time.Second, "every node to hear every event", func() bool {
+		for _, tn := range c.nodes {
+			if len(mustEvents(t, tn)) < len(all) {
+				return false
+			}
+		}
+		return true
+	})
 	first := mustEvents(t, c.nodes[0])
 	for _, tn := range c.nodes {
 		events := mustEvents(t, tn)
@@ -521,10 +530,15 @@ func TestLeaderLoss(t *testing.T) {
 					leaderEvents = append(leaderEvents, e)
 				}
 			}
-			got := mustEvents(t, old)
-			if mode == "disconnect" {
-				got = got[len(oldEvents):]
-			}
+			// Its observer hears of entries just after its log has them.
+			var got []Event
+			waitFor(t, 5*time.Second, "the old leader to hear the 10 new events", func() bool {
+				got = mustEvents(t, old)
+				if mode == "disconnect" {
+					got = got[len(oldEvents):]
+				}
+				return len(got) >= 10
+			})
 			if len(got) != 10 || !eventsEqual(got, leaderEvents) {
 				t.Fatalf("old leader's events after the loss:\n got %+v\nwant %+v", got, leaderEvents)
 			}
@@ -595,9 +609,11 @@ func TestJoinFromSnapshot(t *testing.T) {
 		t.Fatalf("a node that was not added knows leader %q", id)
 	}
 	addH4 := func(l *testNode) error { return l.node.AddVoter("h4", string(h4.addr()), 5*time.Second) }
-	c.onLeader(false, addH4)
+	// Safe to retry after a lost leadership: adding a member that is
+	// there is a no-op.
+	c.onLeader(true, addH4)
 	// Adding it again is a no-op.
-	c.onLeader(false, addH4)
+	c.onLeader(true, addH4)
 	// A member's id at another address is refused: hashicorp/raft would
 	// re-address that member and cut it off.
 	c.onLeader(false, func(l *testNode) error {
@@ -618,11 +634,13 @@ func TestJoinFromSnapshot(t *testing.T) {
 		t.Fatalf("h4 restored %v, want a snapshot restore", restored)
 	}
 	// h4 heard of the message after the snapshot, and of none of those in
-	// it.
-	events := mustEvents(t, h4)
-	if len(events) == 0 {
-		t.Fatal("h4 heard of no event")
-	}
+	// it. The observer hears of an entry just after the log has it, so
+	// waitSame may return first: wait for the event.
+	var events []Event
+	waitFor(t, 5*time.Second, "h4 to hear of an event", func() bool {
+		events = mustEvents(t, h4)
+		return len(events) > 0
+	})
 	for _, e := range events {
 		if e.Offset != 41 {
 			t.Fatalf("h4 events %+v, want only offset 41", events)
