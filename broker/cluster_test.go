@@ -185,6 +185,17 @@ func (c *cluster) start3() {
 // start starts a hub. With bootstrap, it bootstraps a cluster of its own;
 // otherwise it waits to be added.
 func (c *cluster) start(id string, bootstrap bool) *hub {
+	c.t.Helper()
+	var peers []raft.Peer
+	if bootstrap {
+		peers = []raft.Peer{{ID: id, Addr: "127.0.0.1:0"}}
+	}
+	return c.startAt(id, "127.0.0.1:0", peers)
+}
+
+// startAt starts a hub with Raft on addr; peers bootstraps a cluster (nil:
+// it waits to be added).
+func (c *cluster) startAt(id, addr string, peers []raft.Peer) *hub {
 	t := c.t
 	t.Helper()
 	dir := t.TempDir()
@@ -203,10 +214,6 @@ func (c *cluster) start(id string, bootstrap bool) *hub {
 		l.Close()
 		t.Fatal(err)
 	}
-	var peers []raft.Peer
-	if bootstrap {
-		peers = []raft.Peer{{ID: id, Addr: "127.0.0.1:0"}}
-	}
 	timeout := 200 * time.Millisecond
 	if c.production {
 		timeout = time.Second
@@ -214,7 +221,7 @@ func (c *cluster) start(id string, bootstrap bool) *hub {
 	// Wired as `comet hub` wires it: the commit stream observes the FSM.
 	stream := broker.NewStream(0, 0)
 	node, err := raft.New(raft.Config{
-		ID: id, Dir: filepath.Join(dir, "raft"), Addr: "127.0.0.1:0", Peers: peers, Log: l, Observer: stream,
+		ID: id, Dir: filepath.Join(dir, "raft"), Addr: addr, Peers: peers, Log: l, Observer: stream,
 		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
 		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "", Secret: c.cfg.Secret,
 	})

@@ -365,13 +365,18 @@ func classify(err error) (status int, code string, known bool) {
 	switch {
 	case errors.Is(err, ErrBadRequest), errors.Is(err, log.ErrBadChannel), errors.Is(err, raft.ErrAddrInUse):
 		return http.StatusBadRequest, wire.CodeBadRequest, true
+	case errors.Is(err, raft.ErrIDInUse):
+		return http.StatusConflict, wire.CodeBadRequest, true
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, wire.CodeTooLarge, true
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, wire.CodeNotFound, true
-	case errors.Is(err, raft.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, wire.CodeTimeout, true
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
+	// raft.ErrTimeout: Raft never took the entry, so it was not stored;
+	// "timeout" would say it may have been.
+	case errors.Is(err, raft.ErrTimeout),
+		errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
 		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
 		errors.Is(err, log.ErrClosed):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, true

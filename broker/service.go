@@ -663,14 +663,17 @@ func (s *Service) duties(ctx context.Context) {
 }
 
 // register records this hub's addresses in the replicated metadata: on the
-// leader directly, on a follower by joining through the leader (a no-op for
-// membership when already a member).
+// leader directly, on a follower by joining through the leader with the Raft
+// address the configuration has for it, so that the join changes nothing
+// but the metadata. (Its own view, Node.Addr, may be spelt otherwise: a
+// resolved --raft host name, while --peers or --join gave the name; a join
+// at another address is refused.)
 func (s *Service) register(ctx context.Context) {
-	want := nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}
-	if m, ok := s.meta(s.node.ID()); ok && m == want {
-		return
-	}
 	if s.node.IsLeader() {
+		want := nodeMeta{Raft: s.node.Addr(), API: s.cfg.API}
+		if m, ok := s.meta(s.node.ID()); ok && m == want {
+			return
+		}
 		if err := s.putMeta(s.node.ID(), want); err != nil {
 			s.logger.Warn("register self failed", "err", err)
 		}
@@ -678,7 +681,15 @@ func (s *Service) register(ctx context.Context) {
 	}
 	// A hub that was removed must not add itself back.
 	servers, err := s.node.Servers()
-	if err != nil || !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == s.node.ID() }) {
+	if err != nil {
+		return
+	}
+	i := slices.IndexFunc(servers, func(sv raft.Server) bool { return sv.ID == s.node.ID() })
+	if i < 0 {
+		return
+	}
+	want := nodeMeta{Raft: servers[i].Addr, API: s.cfg.API}
+	if m, ok := s.meta(s.node.ID()); ok && m == want {
 		return
 	}
 	api, err := s.leaderAPI()
@@ -720,8 +731,10 @@ func (s *Service) replicateRetention() {
 	s.logger.Info("replicated retention rules", "rules", len(s.cfg.Retention))
 }
 
-// Join adds a hub to the cluster (or updates its addresses). On a follower
-// it forwards to the leader.
+// Join adds a hub to the cluster. Joining again with the same Raft address
+// succeeds (and updates the API address); an id that is a member at another
+// Raft address is refused (raft.ErrIDInUse, 409): re-addressing a running
+// member would cut it off. On a follower it forwards to the leader.
 func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 	if err := checkJoin(req); err != nil {
 		return err
@@ -734,6 +747,10 @@ func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 		return s.post(ctx, api, "/v1/cluster/join", req, nil)
 	}
 	if err := s.node.AddVoter(req.ID, req.Raft, 10*time.Second); err != nil {
+		if errors.Is(err, raft.ErrIDInUse) {
+			return fmt.Errorf("%w; to replace hub %s on purpose, remove it first "+
+				"(POST /v1/cluster/remove {\"id\":%q}, or comet cluster remove --api ADDR %s), then join", err, req.ID, req.ID, req.ID)
+		}
 		return err
 	}
 	if m, ok := s.meta(req.ID); ok && m == (nodeMeta{Raft: req.Raft, API: req.API}) {

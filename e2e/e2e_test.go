@@ -192,6 +192,18 @@ func TestJoinFourthHub(t *testing.T) {
 		}
 	}
 
+	// A hub started with the id of a running member (at another address)
+	// is refused, says how to replace a member, and exits; the member
+	// keeps its address.
+	code, _, errOut := runComet(t, c.env(), "hub", "--id", follower.id, "--data", t.TempDir(),
+		"--raft", freeAddr(t), "--api", freeAddr(t), "--join", leader.api)
+	if code != 1 || !strings.Contains(errOut, "already a member") || !strings.Contains(errOut, "/v1/cluster/remove") {
+		t.Fatalf("comet hub --id %s --join (a running member's id): exit %d, stderr:\n%s\nwant exit 1 saying how to replace a member", follower.id, code, errOut)
+	}
+	if st, err := c.clusterStatus(leader); err != nil || !hasNode(st, follower.id, follower.raft) {
+		t.Fatalf("after the refused join: %+v, %v; want %s still at %s", st, err, follower.id, follower.raft)
+	}
+
 	h4 := c.addHub("h4", "--join", follower.api)
 	statusRow := func(api, id string) []string {
 		code, out, errOut := runComet(t, c.env(), "cluster", "status", "--api", api)
@@ -259,6 +271,16 @@ func TestJoinFourthHub(t *testing.T) {
 	c.stop(h4, 15*time.Second)
 }
 
+// hasNode reports whether st lists member id at Raft address raft.
+func hasNode(st wire.ClusterStatus, id, raft string) bool {
+	for _, nd := range st.Nodes {
+		if nd.ID == id && nd.Raft == raft {
+			return true
+		}
+	}
+	return false
+}
+
 // TestCLIErrors: wrong command lines fail fast with a clear message and
 // the documented exit status; flags read the environment.
 func TestCLIErrors(t *testing.T) {
@@ -292,11 +314,14 @@ func TestCLIErrors(t *testing.T) {
 		{"bad --api", nil, []string{"hub", "--id", "h1", "--api", "nope"}, 2, []string{"--api"}, nil},
 		{"unknown flag", nil, []string{"hub", "--bogus"}, 2, []string{"bogus"}, nil},
 		{"stray argument", nil, []string{"hub", "--id", "h1", "extra"}, 2, []string{"extra"}, nil},
-		{"--api in use", nil, []string{"hub", "--id", "h1", "--data", "d", "--raft", freeAddr(t), "--api", heldAddr, "--peers", "h1=127.0.0.1:1"}, -1, []string{heldAddr}, nil},
+		{"--peers with port 0", nil, []string{"hub", "--id", "h1", "--raft", raftAddr, "--peers", "h1=" + raftAddr + ",h2=127.0.0.1:0"}, 2, []string{"--peers", "h2", "1 to 65535"}, nil},
+		{"--peers with port 70000", nil, []string{"hub", "--id", "h1", "--raft", raftAddr, "--peers", "h1=" + raftAddr + ",h2=127.0.0.1:70000"}, 2, []string{"--peers", "h2", "1 to 65535"}, nil},
+		{"--peers gives this hub another address than --raft", nil, []string{"hub", "--id", "h1", "--raft", raftAddr, "--peers", "h1=127.0.0.1:2"}, 2, []string{"--peers", "127.0.0.1:2", "--raft", raftAddr}, nil},
+		{"--api in use", nil, []string{"hub", "--id", "h1", "--data", "d", "--raft", raftAddr, "--api", heldAddr, "--peers", "h1=" + raftAddr}, -1, []string{heldAddr}, nil},
 		{"unwritable --data", nil, []string{"hub", "--id", "h1", "--data", badData, "--raft", raftAddr, "--api", freeAddr(t), "--peers", "h1=" + raftAddr}, -1, []string{"data", badData, "not a directory"}, nil},
 		{"id and peers from the environment", []string{"COMET_ID=zz", "COMET_PEERS=h1=127.0.0.1:1"}, []string{"hub"}, 2, []string{`"zz"`, "--peers"}, nil},
 		{"COMET_ID gets past the --id check", []string{"COMET_ID=h1", "COMET_PEERS=garbage"}, []string{"hub"}, 2, []string{"--peers", "garbage"}, []string{"--id is required"}},
-		{"the command line wins over the environment", []string{"COMET_ID=zz", "COMET_PEERS=h1=" + raftAddr, "COMET_DATA=" + badData}, []string{"hub", "--id", "h1"}, -1, []string{badData}, []string{"zz"}},
+		{"the command line wins over the environment", []string{"COMET_ID=zz", "COMET_PEERS=h1=" + raftAddr, "COMET_RAFT=" + raftAddr, "COMET_DATA=" + badData}, []string{"hub", "--id", "h1"}, -1, []string{badData}, []string{"zz"}},
 		{"bad number in the environment", []string{"COMET_MAX_MESSAGE_BYTES=lots"}, []string{"hub", "--id", "h1"}, 2, []string{"COMET_MAX_MESSAGE_BYTES", "lots"}, nil},
 		{"bad --log-level", nil, []string{"hub", "--id", "h1", "--log-level", "loud"}, 2, []string{"--log-level"}, nil},
 		{"bad --retention", nil, []string{"hub", "--id", "h1", "--retention", "x"}, 2, []string{"--retention"}, nil},

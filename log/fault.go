@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/comethq/comet/internal/durable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,7 +130,7 @@ func (l *Log) checkDamaged(path string) (bool, error) {
 	if err := os.Rename(path, path+".damaged"); err != nil {
 		return false, fmt.Errorf("log: move aside %s: %w", path, err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 		return false, fmt.Errorf("log: move aside %s: %w", path, err)
 	}
 	if err := os.Remove(markerPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {

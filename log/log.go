@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/wire"
 	bolt "go.etcd.io/bbolt"
 )
@@ -172,7 +173,8 @@ func Open(cfg Config) (*Log, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o755); err != nil {
+	dir := filepath.Dir(cfg.Path)
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("log: create directory: %w", err)
 	}
 	l := &Log{cfg: cfg, logger: cfg.Logger}
@@ -208,6 +210,14 @@ func Open(cfg Config) (*Log, error) {
 	db, ids, err := l.openDB(cfg.Path, l.rebuildable)
 	if err != nil {
 		return nil, err
+	}
+	// bbolt fsyncs a new file, not its directory entry: without this, a
+	// power cut could lose the whole file of a log created just before.
+	if !cfg.NoSync {
+		if err := durable.SyncDir(dir); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("log: open %s: %w", cfg.Path, err)
+		}
 	}
 	l.db, l.ids = db, ids
 	return l, nil
@@ -690,7 +700,7 @@ func (l *Log) Restore(r io.Reader) error {
 	// From here on the log must be reopened, on the new file or the old.
 	replaced := os.Rename(tmp, l.cfg.Path)
 	if replaced == nil {
-		replaced = syncDir(filepath.Dir(l.cfg.Path))
+		replaced = durable.SyncDir(filepath.Dir(l.cfg.Path))
 	}
 	db, ids, err := l.openDB(l.cfg.Path, replaced == nil) // checked as tmp
 	if err != nil {
@@ -758,15 +768,6 @@ func (l *Log) Size() int64 {
 		return nil
 	})
 	return n
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func loadRules(sys *bolt.Bucket) ([]Rule, error) {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/comethq/comet/internal/durable"
 )
 
 // bootIDPath names the kernel's random id of the current boot. It changes
@@ -46,7 +48,7 @@ func writeMarker(path, content string) error {
 	if err := os.Rename(tmp, markerPath(path)); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // checkDeferred decides, before opening a DeferSync log, whether its file can

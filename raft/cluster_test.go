@@ -3,6 +3,7 @@ package raft
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -48,7 +49,12 @@ type testNode struct {
 func (tn *testNode) addr() hraft.ServerAddress { return tn.trans.LocalAddr() }
 
 type cluster struct {
-	t     *testing.T
+	t *testing.T
+	// base holds the nodes' directories. It is made before close is
+	// registered, so that its removal runs after close (t.Cleanup runs
+	// last in, first out): a directory made with t.TempDir after that was
+	// removed while its node still ran.
+	base  string
 	nodes []*testNode
 	peers []Peer
 	// tweak adjusts every node's Config before New.
@@ -74,7 +80,7 @@ func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil)
 // (after fastConfig), including nodes added or restarted later.
 func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, tweak: tweak}
+	c := &cluster{t: t, base: t.TempDir(), tweak: tweak}
 	t.Cleanup(c.close)
 	for i := 0; i < n; i++ {
 		tn := c.addTransport(fmt.Sprintf("h%d", i+1))
@@ -89,8 +95,12 @@ func newClusterWith(t *testing.T, n int, tweak func(*Config)) *cluster {
 // addTransport makes a node with a fresh directory and transport, linked
 // both ways to every other node, but does not start it.
 func (c *cluster) addTransport(id string) *testNode {
+	dir, err := os.MkdirTemp(c.base, id+"-")
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	_, trans := hraft.NewInmemTransport(hraft.ServerAddress(id))
-	tn := &testNode{id: id, dir: c.t.TempDir(), trans: trans}
+	tn := &testNode{id: id, dir: dir, trans: trans}
 	c.nodes = append(c.nodes, tn)
 	c.connect(tn)
 	return tn
@@ -388,6 +398,15 @@ func TestObserverEvents(t *testing.T) {
 	// A command without messages gives no event either.
 	c.apply(func() *Command { return &Command{Put: []KV{{Key: "k", Value: []byte("v")}}} })
 	c.waitSame(c.nodes...)
+	// A follower's observer hears of entries just after its log has them.
+	waitFor(t, 5*time.Second, "every node to hear every event", func() bool {
+		for _, tn := range c.nodes {
+			if len(mustEvents(t, tn)) < len(all) {
+				return false
+			}
+		}
+		return true
+	})
 	first := mustEvents(t, c.nodes[0])
 	for _, tn := range c.nodes {
 		events := mustEvents(t, tn)
@@ -513,10 +532,15 @@ func TestLeaderLoss(t *testing.T) {
 					leaderEvents = append(leaderEvents, e)
 				}
 			}
-			got := mustEvents(t, old)
-			if mode == "disconnect" {
-				got = got[len(oldEvents):]
-			}
+			// Its observer hears of entries just after its log has them.
+			var got []Event
+			waitFor(t, 5*time.Second, "the old leader to hear the 10 new events", func() bool {
+				got = mustEvents(t, old)
+				if mode == "disconnect" {
+					got = got[len(oldEvents):]
+				}
+				return len(got) >= 10
+			})
 			if len(got) != 10 || !eventsEqual(got, leaderEvents) {
 				t.Fatalf("old leader's events after the loss:\n got %+v\nwant %+v", got, leaderEvents)
 			}
@@ -587,9 +611,23 @@ func TestJoinFromSnapshot(t *testing.T) {
 		t.Fatalf("a node that was not added knows leader %q", id)
 	}
 	addH4 := func(l *testNode) error { return l.node.AddVoter("h4", string(h4.addr()), 5*time.Second) }
-	c.onLeader(false, addH4)
+	// Safe to retry after a lost leadership: adding a member that is
+	// there is a no-op.
+	c.onLeader(true, addH4)
 	// Adding it again is a no-op.
-	c.onLeader(false, addH4)
+	c.onLeader(true, addH4)
+	// A member's id at another address is refused: hashicorp/raft would
+	// re-address that member and cut it off.
+	c.onLeader(false, func(l *testNode) error {
+		err := l.node.AddVoter("h1", "elsewhere", 5*time.Second)
+		if err == nil {
+			t.Fatal("AddVoter re-addressed the running member h1")
+		}
+		if errors.Is(err, ErrIDInUse) {
+			return nil
+		}
+		return err
+	})
 	c.publish("chat", "chat-41", "chat 41")
 	d := c.waitSame(c.nodes...)
 	checkChannel(t, "cluster", d, "chat", chatData(41))
@@ -598,11 +636,13 @@ func TestJoinFromSnapshot(t *testing.T) {
 		t.Fatalf("h4 restored %v, want a snapshot restore", restored)
 	}
 	// h4 heard of the message after the snapshot, and of none of those in
-	// it.
-	events := mustEvents(t, h4)
-	if len(events) == 0 {
-		t.Fatal("h4 heard of no event")
-	}
+	// it. The observer hears of an entry just after the log has it, so
+	// waitSame may return first: wait for the event.
+	var events []Event
+	waitFor(t, 5*time.Second, "h4 to hear of an event", func() bool {
+		events = mustEvents(t, h4)
+		return len(events) > 0
+	})
 	for _, e := range events {
 		if e.Offset != 41 {
 			t.Fatalf("h4 events %+v, want only offset 41", events)
@@ -615,7 +655,7 @@ func TestJoinFromSnapshot(t *testing.T) {
 		servers, err = l.node.Servers()
 		return err
 	})
-	if len(servers) != 4 || !hasServer(servers, "h4", string(h4.addr())) {
+	if len(servers) != 4 || !hasServer(servers, "h4", string(h4.addr())) || !hasServer(servers, "h1", string(c.nodes[0].addr())) {
 		t.Fatalf("servers %+v, want 4 voters with h4", servers)
 	}
 	waitFor(t, 5*time.Second, "h4 to know the configuration", func() bool {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
@@ -46,7 +47,7 @@ func openWal(dir string, segSize int, noSync bool, logger hclog.Logger) (*walSto
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	if err := mkdirSync(dir); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	wfs := newWalFS(dir, uint64(segSize), noSync)
@@ -160,7 +161,7 @@ func (s *walStore) Close() error {
 // openLogStore opens the Raft log and stable store of a hub whose Raft
 // directory is dir, first moving an earlier release's into raft-wal.
 func openLogStore(dir string, segSize int, noSync bool, logger hclog.Logger) (*walStore, error) {
-	if err := mkdirSync(dir); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft: data directory: %w", err)
 	}
 	lock, err := lockDir(dir)
@@ -225,7 +226,7 @@ func migrateLegacy(dir string, segSize int, noSync bool, logger hclog.Logger) er
 	if err := os.Rename(tmpDir, walDir); err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}
 	logger.Info("moved the raft log into raft-wal", "dir", walDir, "first", first, "last", last)
@@ -290,39 +291,8 @@ func removeLegacy(dir string) error {
 			return fmt.Errorf("raft: remove the old log: %w", err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("raft: %w", err)
-	}
-	return nil
-}
-
-// mkdirSync makes dir (and its parents) if missing, syncing each parent
-// that got a new entry, so that the directory survives a power cut.
-func mkdirSync(dir string) error {
-	dir = filepath.Clean(dir)
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirSync(parent); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	return syncDir(parent)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/log"
 	hraft "github.com/hashicorp/raft"
 )
@@ -28,8 +29,13 @@ var (
 	// ErrAddrInUse is returned by AddVoter for an address another member
 	// has.
 	ErrAddrInUse = errors.New("address in use by another member")
-	// ErrTimeout is returned when raft could not take an entry in time.
-	ErrTimeout = errors.New("timed out waiting for raft")
+	// ErrIDInUse is returned by AddVoter for an id that is already a
+	// member at another address: changing it would cut that member off.
+	ErrIDInUse = errors.New("id is already a member at another address")
+	// ErrTimeout is returned when Raft did not take an entry in time (its
+	// queue stayed full: hashicorp/raft's ErrEnqueueTimeout). Raft never
+	// saw the entry, so it was certainly not stored.
+	ErrTimeout = errors.New("raft did not take the entry in time; it was not stored")
 )
 
 // Peer is a member of the initial cluster.
@@ -175,6 +181,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
+	if err := durable.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raft: data directory: %w", err)
+	}
 	hlog := newHclog(cfg.Logger)
 
 	var err error
@@ -191,6 +200,16 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("raft: snapshot store: %w", err)
+	}
+	// wal/ (synced into Dir by openLogStore) and snapshots/ may have just
+	// been created: sync Dir before the term and vote stored under it count
+	// for anything (bootstrap, the first vote), or a power cut could take
+	// them with it.
+	if !cfg.NoSync {
+		if err := durable.SyncDir(cfg.Dir); err != nil {
+			n.store.Close()
+			return nil, fmt.Errorf("raft: %w", err)
+		}
 	}
 
 	n.trans = cfg.Transport
@@ -251,8 +270,12 @@ func New(cfg Config) (*Node, error) {
 		conf := hraft.Configuration{}
 		self := false
 		for _, p := range cfg.Peers {
-			if p.ID == cfg.ID {
-				p.Addr = string(n.trans.LocalAddr()) // the same, or the real port for ":0"
+			if _, port, _ := net.SplitHostPort(p.Addr); p.ID == cfg.ID && (p.Addr != cfg.Addr || port == "0") {
+				// The real port for ":0". An address equal to Addr stays
+				// as given, spelt as in every hub's list (a host name is
+				// not resolved), so that all bootstrap the same
+				// configuration.
+				p.Addr = string(n.trans.LocalAddr())
 			}
 			conf.Servers = append(conf.Servers, hraft.Server{
 				Suffrage: hraft.Voter, ID: hraft.ServerID(p.ID), Address: hraft.ServerAddress(p.Addr)})
@@ -559,25 +582,34 @@ func (n *Node) Servers() ([]Server, error) {
 	return out, nil
 }
 
-// AddVoter adds (or re-addresses) a voting member. Adding a member that is
-// already there with the same address does nothing; an address that
-// another member has is refused with ErrAddrInUse. Leader only.
+// AddVoter adds a voting member. Adding a member that is already there
+// with the same address does nothing (a non-voter is promoted). An id that
+// is a member at another address is refused with ErrIDInUse (hashicorp/raft
+// would re-address it: a running member then no longer hears from the
+// others, and stays a candidate), and an address that another member has
+// with ErrAddrInUse. To move a member, remove it first. Leader only.
 func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
-	servers, err := n.Servers()
-	if err != nil {
-		return err
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return mapErr(err)
 	}
-	for _, s := range servers {
-		if s.ID == id && s.Addr == addr && s.Voter {
-			return nil
-		}
-		if s.Addr == addr {
+	for _, s := range f.Configuration().Servers {
+		switch {
+		case string(s.ID) == id && string(s.Address) == addr:
+			if s.Suffrage == hraft.Voter {
+				return nil
+			}
+		case string(s.ID) == id:
+			return fmt.Errorf("%w: %s is a member at %s, not %s", ErrIDInUse, id, s.Address, addr)
+		case string(s.Address) == addr:
 			// Never evict a member (perhaps the leader) to make room.
 			return fmt.Errorf("%w: %s is the address of %s", ErrAddrInUse, addr, s.ID)
 		}
 	}
-	// For an id already present, AddVoter updates its address.
-	return n.wait(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), 0, timeout))
+	// The change applies only to the configuration checked above: should
+	// another change come first, Raft refuses this one (and a retry checks
+	// again).
+	return n.wait(n.raft.AddVoter(hraft.ServerID(id), hraft.ServerAddress(addr), f.Index(), timeout))
 }
 
 // RemoveServer removes a member. Leader only. A leader removing itself

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/internal/durable"
 	hraft "github.com/hashicorp/raft"
 )
 
@@ -100,7 +104,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	// The failures released what they opened: the same directory and
 	// transport start a node now (a leak of the TCP listener would show in
-	// goleak, a raft.db still open would block here).
+	// goleak, a log store still open would block here).
 	cfg := Config{ID: "h9", Dir: dir, Log: l, Transport: trans, Peers: []Peer{{ID: "h9", Addr: "h9"}}, NoSync: true}
 	fastConfig(&cfg)
 	n, err := New(cfg)
@@ -114,7 +118,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 // TestDirInUse: a second node on a directory a running node uses is
-// refused with a clear error, not left waiting for raft.db's lock.
+// refused with a clear error, not left waiting for the log store's lock.
 func TestDirInUse(t *testing.T) {
 	c := newCluster(t, 1)
 	tn := c.leader()
@@ -184,4 +188,83 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// TestMapErr: hashicorp/raft's errors become the package's sentinels. An
+// entry Raft did not take in time (ErrEnqueueTimeout) was not stored, and
+// says so.
+func TestMapErr(t *testing.T) {
+	for _, tc := range []struct {
+		in, want error
+	}{
+		{hraft.ErrNotLeader, ErrNotLeader},
+		{hraft.ErrLeadershipTransferInProgress, ErrNotLeader},
+		{hraft.ErrLeadershipLost, ErrUnknownOutcome},
+		{hraft.ErrRaftShutdown, ErrClosed},
+		{hraft.ErrEnqueueTimeout, ErrTimeout},
+	} {
+		if got := mapErr(tc.in); !errors.Is(got, tc.want) {
+			t.Errorf("mapErr(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	if !strings.Contains(ErrTimeout.Error(), "not stored") {
+		t.Errorf("ErrTimeout says %q: it should say the entry was not stored", ErrTimeout)
+	}
+}
+
+// TestNewSyncsDirectories: New creates Dir durably (its parent is synced)
+// and syncs Dir once wal/ and snapshots/ are in it, before it bootstraps:
+// otherwise a power cut just after could lose the Raft log, and the term
+// and vote in it; and wal/ once its files are in it. (That the fsyncs reach the disk is the kernel's
+// part; this checks that they are asked for, after the names exist.)
+func TestNewSyncsDirectories(t *testing.T) {
+	l := mustOpenLog(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "raft")
+	var (
+		mu     sync.Mutex
+		synced = map[string][][]string{}
+	)
+	t.Cleanup(durable.Observe(func(d string) {
+		entries, _ := os.ReadDir(d)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		mu.Lock()
+		synced[d] = append(synced[d], names)
+		mu.Unlock()
+	}))
+	_, trans := hraft.NewInmemTransport("h1")
+	t.Cleanup(func() { trans.Close() })
+	cfg := Config{ID: "h1", Dir: dir, Log: l, Transport: trans, Peers: []Peer{{ID: "h1", Addr: "h1"}}}
+	fastConfig(&cfg)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	heldOnce := func(d string, want ...string) bool {
+		for _, names := range synced[d] {
+			all := true
+			for _, w := range want {
+				all = all && slices.Contains(names, w)
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}
+	if !heldOnce(base, "raft") {
+		t.Errorf("%s not synced after raft/ was made in it: %v", base, synced)
+	}
+	if !heldOnce(dir, "wal", "snapshots") {
+		t.Errorf("%s not synced after wal/ and snapshots/ were made in it: %v", dir, synced)
+	}
+	if !heldOnce(filepath.Join(dir, "wal"), "wal-meta.db") {
+		t.Errorf("%s not synced after wal-meta.db was made in it: %v", filepath.Join(dir, "wal"), synced)
+	}
 }

@@ -59,7 +59,7 @@ func TestRemovedLeaderCloses(t *testing.T) {
 	if err := l.node.RemoveServer(l.id, 5*time.Second); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrUnknownOutcome) {
 		t.Fatalf("remove self: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the removed leader to shut down", func() bool { return l.node.State() == "shutdown" })
+	waitFor(t, 20*time.Second, "the removed leader to shut down", func() bool { return l.node.State() == "shutdown" })
 
 	done := make(chan error, 1)
 	go func() {
@@ -93,9 +93,11 @@ func TestSnapshotsOnThresholdBoundTheLog(t *testing.T) {
 		cfg.SnapshotRetain = 2
 	})
 	n := 0
+	// A bound, not a speed: three copies of the race-built tests on two
+	// loaded cores publish some 30 messages a second.
 	publishUntil := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); !cond(); n++ {
+		for deadline := time.Now().Add(90 * time.Second); !cond(); n++ {
 			if time.Now().After(deadline) {
 				t.Fatalf("published %d messages without %s", n, what)
 			}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/comethq/comet/internal/durable"
 	"github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/types"
 )
@@ -130,7 +131,7 @@ func (w *walFS) Create(dir, name string, size uint64) (types.WritableFile, error
 	}
 	err := os.Rename(filepath.Join(dir, spareName), target)
 	if err == nil && !w.noSync {
-		err = syncDir(dir)
+		err = durable.SyncDir(dir)
 	}
 	w.startSpareLocked()
 	w.mu.Unlock()

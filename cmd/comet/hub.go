@@ -18,6 +18,7 @@ import (
 
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/hubapi"
+	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -84,8 +85,8 @@ func parsePeers(s string) ([]raft.Peer, error) {
 		if !ok || id == "" || addr == "" {
 			return nil, fmt.Errorf("%w: --peers: %q is not id=host:port", errUsage, part)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("%w: --peers: %q: %v", errUsage, addr, err)
+		if err := checkHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%w: --peers: %s: %v", errUsage, id, err)
 		}
 		if err := broker.CheckHubID(id); err != nil {
 			return nil, fmt.Errorf("%w: --peers: %v", errUsage, err)
@@ -132,6 +133,35 @@ func parseRetention(s string) ([]log.Rule, error) {
 	return rules, nil
 }
 
+// checkHostPort returns an error unless addr is host:port with a host and
+// a port of 1-65535, as a Raft address another hub dials must be.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+// checkOwnPeer returns an error when peers gives this hub (id) another
+// address than --raft (raftAddr): the others would dial an address this hub
+// does not listen on, or the cluster would bootstrap with two views of it.
+func checkOwnPeer(peers []raft.Peer, id, raftAddr string) error {
+	for _, p := range peers {
+		if p.ID == id && p.Addr != raftAddr {
+			return fmt.Errorf("%w: --peers gives this hub (--id %s) the address %s but --raft is %s: they must be the same",
+				errUsage, id, p.Addr, raftAddr)
+		}
+	}
+	return nil
+}
+
 func checkAddr(flagName, addr string) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return fmt.Errorf("%w: --%s %q: %v", errUsage, flagName, addr, err)
@@ -141,7 +171,7 @@ func checkAddr(flagName, addr string) error {
 
 // checkDataDir makes sure dir exists and is writable.
 func checkDataDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("data directory %s: %w", dir, err)
 	}
 	probe, err := os.CreateTemp(dir, ".write-check-*")
@@ -169,6 +199,9 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	}
 	peers, err := parsePeers(f.peers)
 	if err != nil {
+		return err
+	}
+	if err := checkOwnPeer(peers, f.id, f.raftAddr); err != nil {
 		return err
 	}
 	rules, err := parseRetention(f.retention)
@@ -243,14 +276,19 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	}
 	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
 
+	// joinErr gets the join's failure, when it is refused for good.
+	joinErr := make(chan error, 1)
 	joinDone := make(chan struct{})
 	go func() {
 		defer close(joinDone)
 		if len(joins) > 0 {
-			joinCluster(ctx, logger, joins, f.secret, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api})
+			if err := joinCluster(ctx, logger, joins, f.secret, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api}); err != nil {
+				joinErr <- err
+			}
 		}
 	}()
 
+	var exitErr error
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
@@ -259,6 +297,8 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		<-runDone
 		<-joinDone
 		return fmt.Errorf("api: %w", err)
+	case exitErr = <-joinErr:
+		logger.Info("shutting down: the cluster refused to add this hub")
 	}
 	<-joinDone
 	// Hand leadership over first so that publishing resumes quickly
@@ -279,7 +319,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	cancelRun()
 	<-runDone
 	logger.Info("stopped")
-	return nil
+	return exitErr
 }
 
 func containsPeer(peers []raft.Peer, id string) bool {
@@ -291,9 +331,14 @@ func containsPeer(peers []raft.Peer, id string) bool {
 	return false
 }
 
+// errJoinRefused marks a join the cluster refused for good (a 4xx answer
+// that retrying will not change): the hub exits with it.
+var errJoinRefused = errors.New("the cluster refused to add this hub")
+
 // joinCluster asks the hubs at apis, in turn, to add this hub, until one
-// succeeds or ctx ends.
-func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, req wire.JoinRequest) {
+// succeeds, one refuses for good (an error wrapping errJoinRefused), or ctx
+// ends (nil).
+func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, req wire.JoinRequest) error {
 	client := hubapi.NewClient(15*time.Second, 2)
 	client.Secret = secret
 	backoff := 200 * time.Millisecond
@@ -302,19 +347,26 @@ func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret
 		err := client.Post(ctx, api, "/v1/cluster/join", req, nil)
 		if err == nil {
 			logger.Info("joined cluster", "via", api)
-			return
+			return nil
 		}
 		var apiErr *hubapi.APIError
-		if errors.As(err, &apiErr) && apiErr.Status/100 == 4 {
+		if errors.As(err, &apiErr) && refusedForGood(apiErr.Status) {
 			logger.Error("the cluster refused to add this hub; not retrying", "via", api, "err", err)
-			return
+			return fmt.Errorf("%w (via %s): %s", errJoinRefused, api, apiErr.Body.Message)
 		}
 		logger.Warn("join failed; retrying", "via", api, "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// refusedForGood reports whether a join answered with HTTP status would be
+// answered the same when retried: a 4xx other than 408 (request timeout)
+// and 429 (too many requests).
+func refusedForGood(status int) bool {
+	return status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 }
