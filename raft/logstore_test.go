@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	walfs "github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 )
@@ -433,7 +434,7 @@ func TestLogStoreSealedTail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plain, err := wal.Open(copyDir, wal.WithSegmentSize(testSegmentSize), wal.WithLogger(hclog.NewNullLogger()))
+	plain, err := openRaftWal(copyDir, testSegmentSize, walfs.New(), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
