@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -468,4 +469,93 @@ func segmentsOf(t *testing.T, s *walStore) int {
 		}
 	}
 	return n
+}
+
+// TestLogStoreHealsAfterFailedRotation: when raft-wal cannot make the next
+// segment (walFS cannot write the spare: a full disk), appends fail, the
+// log stays readable, and once spares can be written again appends
+// succeed, without a reopen by the caller; every acknowledged entry is
+// there, then and after a reopen.
+func TestLogStoreHealsAfterFailedRotation(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	defer func() { s.Close() }()
+	if err := s.fs.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	s.fs.failNextSpares(1 << 30)
+	m := newLogModel()
+	next := uint64(1)
+	var errs []error
+	for i := 0; i < 5000 && len(errs) < 3; i++ {
+		logs := markedLogs(next, next)
+		if err := s.StoreLogs(logs); err != nil {
+			errs = append(errs, err) // not acknowledged: the same index again
+			continue
+		}
+		m.store(logs)
+		next++
+	}
+	if len(errs) < 3 {
+		t.Fatalf("%d appends failed while no segment could be made", len(errs))
+	}
+	for _, err := range errs {
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("append on a full disk: %v; want it to wrap ENOSPC", err)
+		}
+	}
+	t.Logf("append on a full disk: %v", errs[0])
+	checkLog(t, s, m, "while no segment can be made")
+
+	s.fs.failNextSpares(0)
+	for range 300 { // more than a segment's worth
+		logs := markedLogs(next, next)
+		if err := s.StoreLogs(logs); err != nil {
+			t.Fatalf("append %d after space returned: %v", next, err)
+		}
+		m.store(logs)
+		next++
+	}
+	checkLog(t, s, m, "after space returned")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir)
+	checkLog(t, s, m, "reopened")
+}
+
+// TestWalFSNoShortSpare: a spare that cannot be written whole is removed,
+// and Create fails rather than hand raft-wal a short file; it makes the
+// spare again on the next call.
+func TestWalFSNoShortSpare(t *testing.T) {
+	dir := t.TempDir()
+	w := newWalFS(dir, testSegmentSize, true)
+	defer w.Close()
+	if err := w.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	w.failNextSpares(2)
+	f, err := w.Create(dir, "a.wal", testSegmentSize) // the ready spare
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// The next spare (made in the background) failed; Create tries once
+	// more, and fails too.
+	if _, err := w.Create(dir, "b.wal", testSegmentSize); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Create with no spare: %v; want ENOSPC", err)
+	}
+	for _, name := range []string{"b.wal", spareName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s after a failed Create: %v; want none", name, err)
+		}
+	}
+	f, err = w.Create(dir, "b.wal", testSegmentSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "b.wal")); err != nil || fi.Size() != testSegmentSize {
+		t.Fatalf("b.wal: %v, %v; want %d bytes", fi, err, testSegmentSize)
+	}
 }
