@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,6 +67,43 @@ func checkWalFiles(dir string, segSize int) error {
 		if fi.Size() < int64(si.SizeLimit) {
 			return fmt.Errorf("raft: raft log segment %s is cut short (%d bytes, made %d): %w", path, fi.Size(), si.SizeLimit, ErrCorruptLog)
 		}
+		if !si.SealTime.IsZero() {
+			// raft-wal checks a sealed segment's header when it opens it,
+			// but its error does not say which file.
+			if err := checkSegmentHeader(path, si); err != nil {
+				return fmt.Errorf("raft: raft log segment %s: %w: %w", path, ErrCorruptLog, err)
+			}
+		}
+	}
+	return nil
+}
+
+// segmentMagic is raft-wal's segment file magic number (segment/format.go,
+// with the reserved bytes and version, all zero, after it).
+const segmentMagic = 0x58eb6b0d
+
+// checkSegmentHeader checks the header of the segment file at path
+// against its metadata, as raft-wal's segment.Filer.Open does.
+func checkSegmentHeader(path string, si types.SegmentInfo) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var hdr [32]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return err
+	}
+	si = withCodecID(si)
+	switch {
+	case binary.LittleEndian.Uint64(hdr[0:]) != segmentMagic:
+		return errors.New("bad header (not a raft-wal segment, or zeroed)")
+	case binary.LittleEndian.Uint64(hdr[8:]) != si.BaseIndex,
+		binary.LittleEndian.Uint64(hdr[16:]) != si.ID,
+		binary.LittleEndian.Uint64(hdr[24:]) != si.Codec:
+		return fmt.Errorf("header (base %d, id %d, codec %d) does not match the metadata (base %d, id %d, codec %d)",
+			binary.LittleEndian.Uint64(hdr[8:]), binary.LittleEndian.Uint64(hdr[16:]), binary.LittleEndian.Uint64(hdr[24:]),
+			si.BaseIndex, si.ID, si.Codec)
 	}
 	return nil
 }

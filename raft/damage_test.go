@@ -181,3 +181,131 @@ func segmentOf(t *testing.T, walDir string, i int) (string, bool) {
 	si := st.Segments[i]
 	return filepath.Join(walDir, segment.FileName(si)), !si.SealTime.IsZero()
 }
+
+// TestNewRefusesDamagedLog damages a stopped hub's Raft log in each way a
+// disk or an operator can, and starts a node on it: New must fail with an
+// error wrapping ErrCorruptLog and naming the damaged file (no SIGBUS, no
+// panic, no log mistaken for a new one).
+func TestNewRefusesDamagedLog(t *testing.T) {
+	const n, marked = 200, 5
+	type damage func(t *testing.T, walDir string) string // returns the damaged file
+	zeroPage := func(t *testing.T, path string, at int64) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(make([]byte, 4096), at&^4095); err != nil {
+			t.Fatal(err)
+		}
+	}
+	truncate := func(t *testing.T, path string, to func(size int64) int64) {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, to(fi.Size())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	metaPath := func(walDir string) string { return filepath.Join(walDir, metadb.FileName) }
+	cases := []struct {
+		name   string
+		damage damage
+	}{
+		{"wal-meta.db cut in half", func(t *testing.T, walDir string) string {
+			truncate(t, metaPath(walDir), func(s int64) int64 { return s / 2 })
+			return metaPath(walDir)
+		}},
+		{"wal-meta.db cut to 3 pages", func(t *testing.T, walDir string) string {
+			truncate(t, metaPath(walDir), func(int64) int64 { return 3 * 4096 })
+			return metaPath(walDir)
+		}},
+		{"wal-meta.db cut to nothing", func(t *testing.T, walDir string) string {
+			truncate(t, metaPath(walDir), func(int64) int64 { return 0 })
+			return metaPath(walDir)
+		}},
+		{"wal-meta.db zero-filled", func(t *testing.T, walDir string) string {
+			fi, err := os.Stat(metaPath(walDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(metaPath(walDir), make([]byte, fi.Size()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return metaPath(walDir)
+		}},
+		{"wal-meta.db missing", func(t *testing.T, walDir string) string {
+			if err := os.Remove(metaPath(walDir)); err != nil {
+				t.Fatal(err)
+			}
+			return metaPath(walDir)
+		}},
+		{"sealed segment cut short", func(t *testing.T, walDir string) string {
+			path, sealed := segmentOf(t, walDir, 0)
+			if !sealed {
+				t.Fatal("the first segment is not sealed")
+			}
+			truncate(t, path, func(s int64) int64 { return s / 2 })
+			return path
+		}},
+		{"tail segment cut short", func(t *testing.T, walDir string) string {
+			path, sealed := segmentOf(t, walDir, -1)
+			if sealed {
+				t.Fatal("the last segment is sealed")
+			}
+			truncate(t, path, func(s int64) int64 { return 4096 })
+			return path
+		}},
+		{"sealed segment with its first page zeroed", func(t *testing.T, walDir string) string {
+			path, at := findMarker(t, walDir, marked)
+			zeroPage(t, path, int64(at))
+			return path
+		}},
+		{"sealed segment with a zeroed page", func(t *testing.T, walDir string) string {
+			path, at := findMarker(t, walDir, 20)
+			if at < 4096 {
+				t.Fatalf("entry 20 at %d: want it past the first page", at)
+			}
+			zeroPage(t, path, int64(at))
+			return path
+		}},
+		{"sealed segment with its index zeroed", func(t *testing.T, walDir string) string {
+			path, _ := segmentOf(t, walDir, 0)
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zeroPage(t, path, fi.Size()-1) // the index is written at the end
+			return path
+		}},
+		{"sealed segment with a flipped byte", func(t *testing.T, walDir string) string {
+			path, at := findMarker(t, walDir, marked)
+			flipByte(t, path, int64(at+100))
+			return path
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fillStore(t, dir, n, marked)
+			path := tc.damage(t, filepath.Join(dir, "wal"))
+			_, trans := hraft.NewInmemTransport("h1")
+			t.Cleanup(func() { trans.Close() })
+			cfg := Config{ID: "h1", Dir: dir, Log: mustOpenLog(t), Transport: trans, NoSync: true,
+				segmentSize: testSegmentSize}
+			fastConfig(&cfg)
+			node, err := New(cfg)
+			if err == nil {
+				node.Close()
+				t.Fatal("New started on a damaged log")
+			}
+			if !errors.Is(err, ErrCorruptLog) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("New: %v; want ErrCorruptLog naming %s", err, path)
+			}
+			t.Logf("New: %v", err)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -82,6 +83,11 @@ func openWal(dir string, segSize int, noSync bool, logger hclog.Logger) (*walSto
 		return nil, fmt.Errorf("raft: open raft log %s: %w", dir, err)
 	}
 	w, err := s.openWAL()
+	if errors.Is(err, wal.ErrCorrupt) {
+		// checkWalFiles checked the sealed segments' headers: the tail's
+		// is damaged (raft-wal's error does not name the file).
+		err = fmt.Errorf("raft log segment %s: %w: %w", s.segmentFile(math.MaxUint64), ErrCorruptLog, err)
+	}
 	if err != nil {
 		s.fs.Close()
 		return nil, fmt.Errorf("raft: open raft log %s: %w", dir, err)
