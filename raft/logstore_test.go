@@ -559,3 +559,50 @@ func TestWalFSNoShortSpare(t *testing.T) {
 		t.Fatalf("b.wal: %v, %v; want %d bytes", fi, err, testSegmentSize)
 	}
 }
+
+// TestNodeFullDiskRefusesThenRecovers: a leader whose Raft log cannot make
+// its next segment (spares fail with ENOSPC) refuses entries with
+// ErrUnknownOutcome wrapping ENOSPC, without a panic; once spares can be
+// made again it takes entries, without a restart, and every acknowledged
+// entry is in the channel log.
+func TestNodeFullDiskRefusesThenRecovers(t *testing.T) {
+	c := newCluster(t, 1)
+	tn := c.leader()
+	ws := tn.node.store.s.(*walStore)
+	if err := ws.fs.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	ws.fs.failNextSpares(1 << 30)
+	acked := 0
+	var failed error
+	for i := 0; i < 500 && failed == nil; i++ {
+		_, err := tn.node.Apply(&Command{Publish: []Publish{{Channel: "chat", ID: fmt.Sprint("m", i), Data: []byte("x")}}})
+		switch {
+		case err == nil:
+			acked++
+		case errors.Is(err, ErrNotLeader):
+		default:
+			failed = err
+		}
+	}
+	if failed == nil {
+		t.Fatal("no entry refused while no segment could be made")
+	}
+	if !errors.Is(failed, ErrUnknownOutcome) || !errors.Is(failed, syscall.ENOSPC) {
+		t.Fatalf("refused entry: %v; want ErrUnknownOutcome wrapping ENOSPC", failed)
+	}
+	t.Logf("refused: %v", failed)
+	ws.fs.failNextSpares(0)
+	more := 0
+	waitFor(t, 20*time.Second, "entries taken again", func() bool {
+		_, err := tn.node.Apply(&Command{Publish: []Publish{{Channel: "chat", ID: fmt.Sprint("n", more), Data: []byte("y")}}})
+		if err == nil {
+			more++
+		}
+		return more >= 20
+	})
+	waitFor(t, 10*time.Second, "every acknowledged entry applied", func() bool {
+		_, msgs, err := tn.log.Read("chat", 1, 10000)
+		return err == nil && len(msgs) >= acked+more
+	})
+}
