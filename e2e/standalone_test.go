@@ -175,3 +175,51 @@ func TestStandaloneOpensPreviousRelease(t *testing.T) {
 	s = c.startStandalone(data, true)
 	check(s, 41)
 }
+
+// TestStandaloneDamagedRaftLog: a stopped standalone whose Raft metadata
+// (DATA/raft/wal/wal-meta.db) was cut short, or zero-filled, refuses to
+// start: exit 1 with the file named on stderr, no SIGBUS, no panic.
+func TestStandaloneDamagedRaftLog(t *testing.T) {
+	c := newCluster(t)
+	data := filepath.Join(c.dir, "data")
+	s := c.startStandalone(data, true)
+	for i := 1; i <= 3; i++ {
+		code, _, errOut := runComet(t, nil, "pub", "--url", "ws://"+s.api+"/ws", "chat", fmt.Sprint(i))
+		if code != 0 {
+			t.Fatalf("comet pub: exit %d: %s", code, errOut)
+		}
+	}
+	c.stop(s, 15*time.Second)
+	meta := filepath.Join(data, "raft", "wal", "wal-meta.db")
+	orig, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		bytes []byte
+	}{
+		{"cut short", orig[:len(orig)/2]},
+		{"zero-filled", make([]byte, len(orig))},
+	} {
+		if err := os.WriteFile(meta, tc.bytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddrs(t, 1, c.used)[0]
+		code, _, errOut := runComet(t, nil, "standalone", "--listen", addr, "--data", data)
+		if code != 1 || !strings.Contains(errOut, meta) || strings.Contains(errOut, "panic") ||
+			strings.Contains(errOut, "SIGBUS") {
+			t.Fatalf("%s: exit %d, stderr %q; want exit 1 naming %s", tc.name, code, errOut, meta)
+		}
+		t.Logf("%s: exit %d: %s", tc.name, code, strings.TrimSpace(errOut))
+	}
+	// The file put back, the standalone starts with its messages.
+	if err := os.WriteFile(meta, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = c.startStandalone(data, true)
+	code, out, errOut := runComet(t, nil, "sub", "--url", "ws://"+s.api+"/ws", "--from", "1", "--count", "3", "chat")
+	if code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("comet sub after the file was put back: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

@@ -18,6 +18,13 @@
 //     but cannot be written to the channel log is never skipped, which
 //     would make this hub's channels differ from the others': the FSM stops
 //     there (see fsm.go for what it does on a full disk).
+//   - Every entry carries a CRC-32C, checked whenever it is read (raft-wal
+//     checks only the tail's last batch, at open), and the whole log is
+//     read once at start: a damaged file fails New with an error wrapping
+//     ErrCorruptLog and naming the file; it never reaches the channel log
+//     as a different entry. A full disk fails appends (Raft refuses the
+//     write), and the log takes appends again once there is room, without
+//     a restart (logstore.go).
 //   - The Raft log of an earlier release (raft.db and its journal) is moved
 //     into raft-wal at the first start, whole or not at all (legacy.go).
 //
@@ -36,6 +43,8 @@
 // transport's; guardedStore lets Close wait for calls in progress and
 // parks later ones (Raft would panic on a closed store). Locks, outermost
 // first: Node.applyMu (held for reading while an entry is handed to Raft,
-// for writing by Close), guardedStore.mu, raft-wal's own, then walFS.mu.
+// for writing by Close), guardedStore.mu, walStore.mu (held for writing
+// only while raft-wal is reopened after a failed segment rotation, see
+// logstore.go), raft-wal's own, then walFS.mu.
 // The FSM runs on Raft's FSM goroutine only.
 package raft

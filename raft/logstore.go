@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,11 +36,32 @@ import (
 // whole segments.
 const walSegmentSize = 64 << 20
 
-// walStore is raft-wal over walFS.
+// walStore is raft-wal over walFS, with checksummed entries (crcCodec),
+// that reopens raft-wal when a segment rotation failed.
+//
+// raft-wal makes the next segment on a goroutine of its own once an
+// append fills the tail. If that fails (a full disk: walFS cannot write
+// the spare, or bbolt cannot commit the metadata), raft-wal logs "rotate
+// error" and refuses every later append with ErrSealed, until it is opened
+// again (repairSealedTail and raft-wal's own recovery then finish the
+// rotation). So StoreLogs, on ErrSealed, makes sure a spare segment is on
+// disk, closes and reopens raft-wal, and tries the append once more: a
+// hub whose disk was full takes appends again as soon as there is room,
+// without a restart.
 type walStore struct {
-	*wal.WAL
-	fs   *walFS
-	lock *os.File // the directory's lock (openLogStore's), or nil
+	dir     string
+	segSize int
+	noSync  bool
+	logger  hclog.Logger
+	fs      *walFS
+	lock    *os.File // the directory's lock (openLogStore's), or nil
+
+	// mu is held for reading by every call that uses w, and for writing
+	// while reopen replaces w and by Close. w is nil after a reopen that
+	// failed; the next call tries again.
+	mu     sync.RWMutex
+	w      *wal.WAL
+	closed bool
 }
 
 var _ hraft.MonotonicLogStore = (*walStore)(nil)
@@ -50,20 +74,259 @@ func openWal(dir string, segSize int, noSync bool, logger hclog.Logger) (*walSto
 	if err := durable.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	wfs := newWalFS(dir, uint64(segSize), noSync)
-	if err := repairSealedTail(dir, segSize, wfs, logger); err != nil {
-		wfs.Close()
-		return nil, fmt.Errorf("open raft log %s: %w", dir, err)
+	if err := checkWalFiles(dir, segSize); err != nil {
+		return nil, err
 	}
-	w, err := wal.Open(dir,
+	s := &walStore{dir: dir, segSize: segSize, noSync: noSync, logger: logger,
+		fs: newWalFS(dir, uint64(segSize), noSync)}
+	if err := repairSealedTail(dir, segSize, s.fs, logger); err != nil {
+		s.fs.Close()
+		return nil, fmt.Errorf("raft: open raft log %s: %w", dir, err)
+	}
+	w, err := s.openWAL()
+	if errors.Is(err, wal.ErrCorrupt) {
+		// checkWalFiles checked the sealed segments' headers: the tail's
+		// is damaged (raft-wal's error does not name the file).
+		err = fmt.Errorf("raft log segment %s: %w: %w", s.segmentFile(math.MaxUint64), ErrCorruptLog, err)
+	}
+	if err != nil {
+		s.fs.Close()
+		return nil, fmt.Errorf("raft: open raft log %s: %w", dir, err)
+	}
+	s.w = w
+	return s, nil
+}
+
+// openWAL opens raft-wal over s.fs with crcCodec.
+func (s *walStore) openWAL() (*wal.WAL, error) {
+	return openRaftWal(s.dir, s.segSize, s.fs, s.logger)
+}
+
+func openRaftWal(dir string, segSize int, vfs types.VFS, logger hclog.Logger) (*wal.WAL, error) {
+	return wal.Open(dir,
 		wal.WithLogger(logger),
 		wal.WithSegmentSize(segSize),
-		wal.WithSegmentFiler(segment.NewFiler(dir, wfs)))
-	if err != nil {
-		wfs.Close()
-		return nil, fmt.Errorf("open raft log %s: %w", dir, err)
+		wal.WithCodec(&crcCodec{}),
+		wal.WithMetaStore(codecMeta{&metadb.BoltMetaDB{}}),
+		wal.WithSegmentFiler(codecFiler{segment.NewFiler(dir, vfs)}))
+}
+
+// acquire returns the open raft-wal, held until release is called,
+// reopening it first if an earlier reopen failed.
+func (s *walStore) acquire() (w *wal.WAL, release func(), err error) {
+	for range 2 {
+		s.mu.RLock()
+		if s.closed {
+			s.mu.RUnlock()
+			return nil, nil, wal.ErrClosed
+		}
+		if s.w != nil {
+			return s.w, s.mu.RUnlock, nil
+		}
+		s.mu.RUnlock()
+		if err := s.reopen(nil); err != nil {
+			return nil, nil, err
+		}
 	}
-	return &walStore{WAL: w, fs: wfs}, nil
+	return nil, nil, fmt.Errorf("raft: the raft log in %s: %w", s.dir, wal.ErrClosed)
+}
+
+// reopen closes raft-wal (old, unless another call replaced it already)
+// and opens it again, which finishes a segment rotation that failed. It
+// first makes sure a spare segment is on disk (the reopened log may need
+// a new segment at once): while it cannot be made (the disk is still
+// full), the old log stays open for reads and reopen fails.
+func (s *walStore) reopen(old *wal.WAL) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return wal.ErrClosed
+	}
+	if s.w != old {
+		return nil // reopened by another call meanwhile
+	}
+	if err := s.fs.ensureSpare(); err != nil {
+		return err
+	}
+	if s.w != nil {
+		if err := s.w.Close(); err != nil {
+			s.logger.Warn("close the raft log to reopen it", "dir", s.dir, "err", err)
+		}
+		s.w = nil
+	}
+	rerr := repairSealedTail(s.dir, s.segSize, s.fs, s.logger)
+	w, err := s.openWAL()
+	if err != nil {
+		return fmt.Errorf("raft: reopen the raft log in %s: %w", s.dir, errors.Join(rerr, err))
+	}
+	s.w = w
+	if rerr != nil {
+		// Open for reads; the next append finds the tail sealed and tries
+		// again.
+		return fmt.Errorf("raft: reopen the raft log in %s: %w", s.dir, rerr)
+	}
+	s.logger.Info("reopened the raft log after a failed segment rotation", "dir", s.dir)
+	return nil
+}
+
+// StoreLogs appends logs; on ErrSealed (a segment rotation failed), it
+// reopens raft-wal and tries once more.
+func (s *walStore) StoreLogs(logs []*hraft.Log) error {
+	w, release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	err = w.StoreLogs(logs)
+	release()
+	if !errors.Is(err, wal.ErrSealed) {
+		return err
+	}
+	s.logger.Warn("raft log: the next segment could not be made; reopening the log", "dir", s.dir)
+	if err := s.reopen(w); err != nil {
+		return fmt.Errorf("raft: append to the raft log in %s: %w", s.dir, err)
+	}
+	w, release, err = s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return w.StoreLogs(logs)
+}
+
+func (s *walStore) StoreLog(l *hraft.Log) error { return s.StoreLogs([]*hraft.Log{l}) }
+
+// GetLog reads entry index; a damaged entry gives an error wrapping
+// ErrCorruptLog and naming the segment file.
+func (s *walStore) GetLog(index uint64, l *hraft.Log) error {
+	w, release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	err = w.GetLog(index, l)
+	release()
+	if err == nil || errors.Is(err, wal.ErrNotFound) || errors.Is(err, wal.ErrClosed) {
+		return err // hashicorp/raft compares ErrLogNotFound with ==
+	}
+	if !errors.Is(err, ErrCorruptLog) && (errors.Is(err, wal.ErrCorrupt) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		err = fmt.Errorf("%w: %w", ErrCorruptLog, err)
+	}
+	return fmt.Errorf("raft: entry %d of the raft log (%s): %w", index, s.segmentFile(index), err)
+}
+
+// segmentFile names the segment file that holds entry index (by the
+// files' names: raft-wal names them by their first index), or the log's
+// directory if none does.
+func (s *walStore) segmentFile(index uint64) string {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return s.dir
+	}
+	best, bestBase := s.dir, uint64(0)
+	for _, e := range ents {
+		var base, id uint64
+		if n, _ := fmt.Sscanf(e.Name(), "%020d-%016x.wal", &base, &id); n != 2 {
+			continue
+		}
+		if base <= index && base >= bestBase {
+			best, bestBase = filepath.Join(s.dir, e.Name()), base
+		}
+	}
+	return best
+}
+
+func (s *walStore) FirstIndex() (uint64, error) {
+	w, release, err := s.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	return w.FirstIndex()
+}
+
+func (s *walStore) LastIndex() (uint64, error) {
+	w, release, err := s.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	return w.LastIndex()
+}
+
+func (s *walStore) DeleteRange(min, max uint64) error {
+	w, release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return w.DeleteRange(min, max)
+}
+
+func (s *walStore) Set(key, val []byte) error {
+	w, release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return w.Set(key, val)
+}
+
+func (s *walStore) Get(key []byte) ([]byte, error) {
+	w, release, err := s.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return w.Get(key)
+}
+
+func (s *walStore) SetUint64(key []byte, val uint64) error {
+	w, release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return w.SetUint64(key, val)
+}
+
+func (s *walStore) GetUint64(key []byte) (uint64, error) {
+	w, release, err := s.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	return w.GetUint64(key)
+}
+
+// IsMonotonic: raft-wal takes only entries that follow its last one.
+func (s *walStore) IsMonotonic() bool { return true }
+
+// verify reads every entry of the log, so that a damaged one is found at
+// start, named, rather than by Raft later (which panics on it: see
+// docs/operations.md). It costs one read of the log; the log holds at most
+// about TrailingLogs + SnapshotThreshold entries.
+func (s *walStore) verify() error {
+	first, err := s.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := s.LastIndex()
+	if err != nil {
+		return err
+	}
+	var l hraft.Log
+	for i := first; i <= last && last != 0; i++ {
+		if err := s.GetLog(i, &l); err != nil {
+			if errors.Is(err, wal.ErrNotFound) {
+				err = fmt.Errorf("raft: entry %d of the raft log (%s) is missing: %w", i, s.segmentFile(i), ErrCorruptLog)
+			}
+			return err
+		}
+		if l.Index != i {
+			return fmt.Errorf("raft: entry %d of the raft log (%s) holds entry %d: %w", i, s.segmentFile(i), l.Index, ErrCorruptLog)
+		}
+	}
+	return nil
 }
 
 // repairSealedTail finishes a segment rotation that raft-wal left half
@@ -96,7 +359,7 @@ func repairSealedTail(dir string, segSize int, vfs types.VFS, logger hclog.Logge
 	if !tail.SealTime.IsZero() {
 		return nil
 	}
-	sw, err := segment.NewFiler(dir, vfs).RecoverTail(tail)
+	sw, err := codecFiler{segment.NewFiler(dir, vfs)}.RecoverTail(tail)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // wal.Open makes it
 	}
@@ -117,7 +380,7 @@ func repairSealedTail(dir string, segSize int, vfs types.VFS, logger hclog.Logge
 		BaseIndex:  last + 1,
 		MinIndex:   last + 1,
 		SizeLimit:  uint32(segSize),
-		Codec:      wal.CodecBinaryV1,
+		Codec:      crcCodecID,
 		CreateTime: now,
 	})
 	state.NextSegmentID++
@@ -150,7 +413,16 @@ func lockDir(dir string) (*os.File, error) {
 
 // Close closes the log, then its file system, then drops the lock.
 func (s *walStore) Close() error {
-	err := s.WAL.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.w != nil {
+		err = s.w.Close()
+	}
 	s.fs.Close()
 	if s.lock != nil {
 		s.lock.Close()
@@ -178,6 +450,10 @@ func openLogStore(dir string, segSize int, noSync bool, logger hclog.Logger) (*w
 		return nil, err
 	}
 	s.lock = lock
+	if err := s.verify(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

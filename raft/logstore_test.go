@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	walfs "github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 )
@@ -433,7 +435,7 @@ func TestLogStoreSealedTail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plain, err := wal.Open(copyDir, wal.WithSegmentSize(testSegmentSize), wal.WithLogger(hclog.NewNullLogger()))
+	plain, err := openRaftWal(copyDir, testSegmentSize, walfs.New(), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,4 +469,140 @@ func segmentsOf(t *testing.T, s *walStore) int {
 		}
 	}
 	return n
+}
+
+// TestLogStoreHealsAfterFailedRotation: when raft-wal cannot make the next
+// segment (walFS cannot write the spare: a full disk), appends fail, the
+// log stays readable, and once spares can be written again appends
+// succeed, without a reopen by the caller; every acknowledged entry is
+// there, then and after a reopen.
+func TestLogStoreHealsAfterFailedRotation(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	defer func() { s.Close() }()
+	if err := s.fs.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	s.fs.failNextSpares(1 << 30)
+	m := newLogModel()
+	next := uint64(1)
+	var errs []error
+	for i := 0; i < 5000 && len(errs) < 3; i++ {
+		logs := markedLogs(next, next)
+		if err := s.StoreLogs(logs); err != nil {
+			errs = append(errs, err) // not acknowledged: the same index again
+			continue
+		}
+		m.store(logs)
+		next++
+	}
+	if len(errs) < 3 {
+		t.Fatalf("%d appends failed while no segment could be made", len(errs))
+	}
+	for _, err := range errs {
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("append on a full disk: %v; want it to wrap ENOSPC", err)
+		}
+	}
+	t.Logf("append on a full disk: %v", errs[0])
+	checkLog(t, s, m, "while no segment can be made")
+
+	s.fs.failNextSpares(0)
+	for range 300 { // more than a segment's worth
+		logs := markedLogs(next, next)
+		if err := s.StoreLogs(logs); err != nil {
+			t.Fatalf("append %d after space returned: %v", next, err)
+		}
+		m.store(logs)
+		next++
+	}
+	checkLog(t, s, m, "after space returned")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir)
+	checkLog(t, s, m, "reopened")
+}
+
+// TestWalFSNoShortSpare: a spare that cannot be written whole is removed,
+// and Create fails rather than hand raft-wal a short file; it makes the
+// spare again on the next call.
+func TestWalFSNoShortSpare(t *testing.T) {
+	dir := t.TempDir()
+	w := newWalFS(dir, testSegmentSize, true)
+	defer w.Close()
+	if err := w.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	w.failNextSpares(2)
+	f, err := w.Create(dir, "a.wal", testSegmentSize) // the ready spare
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	// The next spare (made in the background) failed; Create tries once
+	// more, and fails too.
+	if _, err := w.Create(dir, "b.wal", testSegmentSize); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Create with no spare: %v; want ENOSPC", err)
+	}
+	for _, name := range []string{"b.wal", spareName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s after a failed Create: %v; want none", name, err)
+		}
+	}
+	f, err = w.Create(dir, "b.wal", testSegmentSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "b.wal")); err != nil || fi.Size() != testSegmentSize {
+		t.Fatalf("b.wal: %v, %v; want %d bytes", fi, err, testSegmentSize)
+	}
+}
+
+// TestNodeFullDiskRefusesThenRecovers: a leader whose Raft log cannot make
+// its next segment (spares fail with ENOSPC) refuses entries with
+// ErrUnknownOutcome wrapping ENOSPC, without a panic; once spares can be
+// made again it takes entries, without a restart, and every acknowledged
+// entry is in the channel log.
+func TestNodeFullDiskRefusesThenRecovers(t *testing.T) {
+	c := newCluster(t, 1)
+	tn := c.leader()
+	ws := tn.node.store.s.(*walStore)
+	if err := ws.fs.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	ws.fs.failNextSpares(1 << 30)
+	acked := 0
+	var failed error
+	for i := 0; i < 500 && failed == nil; i++ {
+		_, err := tn.node.Apply(&Command{Publish: []Publish{{Channel: "chat", ID: fmt.Sprint("m", i), Data: []byte("x")}}})
+		switch {
+		case err == nil:
+			acked++
+		case errors.Is(err, ErrNotLeader):
+		default:
+			failed = err
+		}
+	}
+	if failed == nil {
+		t.Fatal("no entry refused while no segment could be made")
+	}
+	if !errors.Is(failed, ErrUnknownOutcome) || !errors.Is(failed, syscall.ENOSPC) {
+		t.Fatalf("refused entry: %v; want ErrUnknownOutcome wrapping ENOSPC", failed)
+	}
+	t.Logf("refused: %v", failed)
+	ws.fs.failNextSpares(0)
+	more := 0
+	waitFor(t, 20*time.Second, "entries taken again", func() bool {
+		_, err := tn.node.Apply(&Command{Publish: []Publish{{Channel: "chat", ID: fmt.Sprint("n", more), Data: []byte("y")}}})
+		if err == nil {
+			more++
+		}
+		return more >= 20
+	})
+	waitFor(t, 10*time.Second, "every acknowledged entry applied", func() bool {
+		_, msgs, err := tn.log.Read("chat", 1, 10000)
+		return err == nil && len(msgs) >= acked+more
+	})
 }

@@ -427,14 +427,14 @@ func (n *Node) wait(f hraft.Future) error {
 	for {
 		select {
 		case err := <-done:
-			return mapErr(err)
+			return n.mapAppendErr(mapErr(err))
 		case <-tick.C:
 			if n.raft.State() != hraft.Shutdown {
 				continue
 			}
 			select {
 			case err := <-done:
-				return mapErr(err)
+				return n.mapAppendErr(mapErr(err))
 			case <-time.After(time.Second):
 				// It may have committed before Raft stopped.
 				return fmt.Errorf("%w (raft shut down before answering)", ErrUnknownOutcome)
@@ -478,6 +478,24 @@ func mapErr(err error) error {
 		return ErrClosed
 	case errors.Is(err, hraft.ErrEnqueueTimeout):
 		return ErrTimeout
+	}
+	return err
+}
+
+// mapAppendErr maps what Raft answers when the leader could not write the
+// entry into its own log (a full disk): Raft steps down and answers with
+// the log store's error, as a string (hraft.LogCache formats it with %q,
+// so errors.Is does not see it). So an answer that is none of Raft's
+// errors, while the store's last append failed, is that failure. The
+// entry was not stored; ErrUnknownOutcome says no more than a lost
+// leadership does, and the caller retries with the same id.
+func (n *Node) mapAppendErr(err error) error {
+	if err == nil || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnknownOutcome) ||
+		errors.Is(err, ErrClosed) || errors.Is(err, ErrTimeout) {
+		return err
+	}
+	if aerr := n.store.lastAppendErr(); aerr != nil {
+		return fmt.Errorf("%w (%w)", ErrUnknownOutcome, aerr)
 	}
 	return err
 }

@@ -1,7 +1,10 @@
 package raft
 
 import (
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 
 	hraft "github.com/hashicorp/raft"
 )
@@ -18,6 +21,8 @@ type guardedStore struct {
 	s      logStableStore
 	mu     sync.RWMutex
 	closed bool
+	// appendErr is the error of the last StoreLogs, nil if it succeeded.
+	appendErr atomic.Pointer[error]
 }
 
 // logStableStore is what guardedStore guards: raft-wal (walStore).
@@ -84,16 +89,32 @@ func (g *guardedStore) GetLog(index uint64, log *hraft.Log) error {
 	return g.s.GetLog(index, log)
 }
 
+// errAppend marks a failed append to the Raft log (see
+// Node.mapAppendErr).
+var errAppend = errors.New("raft log append failed")
+
+// lastAppendErr returns the error of the last append, if it failed.
+func (g *guardedStore) lastAppendErr() error {
+	if p := g.appendErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (g *guardedStore) StoreLog(log *hraft.Log) error {
-	g.enter()
-	defer g.mu.RUnlock()
-	return g.s.StoreLog(log)
+	return g.StoreLogs([]*hraft.Log{log})
 }
 
 func (g *guardedStore) StoreLogs(logs []*hraft.Log) error {
 	g.enter()
 	defer g.mu.RUnlock()
-	return g.s.StoreLogs(logs)
+	if err := g.s.StoreLogs(logs); err != nil {
+		err = fmt.Errorf("%w: %w", errAppend, err)
+		g.appendErr.Store(&err)
+		return err
+	}
+	g.appendErr.Store(nil)
+	return nil
 }
 
 func (g *guardedStore) DeleteRange(min, max uint64) error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/comethq/comet/internal/durable"
 	"github.com/hashicorp/raft-wal/fs"
@@ -40,6 +41,10 @@ type walFS struct {
 	err    error // why the last spare could not be made
 	closed bool
 	wg     sync.WaitGroup
+
+	// failSpares makes the next failSpares spares fail with ENOSPC, as a
+	// full disk would (tests set it with failNextSpares).
+	failSpares int
 }
 
 const spareName = "spare.tmp" // not a segment name: raft-wal's List skips it
@@ -73,31 +78,87 @@ func (w *walFS) startSpareLocked() {
 	}()
 }
 
-// makeSpare writes the spare segment: size zero bytes, synced.
+// makeSpare writes the spare segment: size zero bytes, synced. If it
+// fails (a full disk), it removes what it wrote: a spare is whole or
+// absent.
 func (w *walFS) makeSpare() error {
 	path := filepath.Join(w.dir, spareName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	injected := w.failSpares > 0
+	if injected {
+		w.failSpares--
+	}
+	w.mu.Unlock()
+	if injected {
+		err = &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+	}
 	zero := make([]byte, 1<<20)
-	for off := uint64(0); off < w.size; {
+	for off := uint64(0); off < w.size && err == nil; {
 		n := min(uint64(len(zero)), w.size-off)
-		if _, err := f.WriteAt(zero[:n], int64(off)); err != nil {
-			f.Close()
-			os.Remove(path)
-			return err
-		}
+		_, err = f.WriteAt(zero[:n], int64(off))
 		off += n
 	}
-	if !w.noSync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			os.Remove(path)
-			return err
-		}
+	if err == nil && !w.noSync {
+		err = f.Sync()
 	}
-	return f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// failNextSpares makes the next n spares fail with ENOSPC (for tests of a
+// full disk).
+func (w *walFS) failNextSpares(n int) {
+	w.mu.Lock()
+	w.failSpares = n
+	w.mu.Unlock()
+}
+
+// spareLocked waits for the spare being made and, if there is none (the
+// last attempt failed: a full disk, say), makes one now. w.mu is held,
+// and released while the spare is written.
+func (w *walFS) spareLocked() error {
+	for w.making {
+		w.cond.Wait()
+	}
+	if w.closed {
+		return types.ErrClosed
+	}
+	if w.ready {
+		return nil
+	}
+	prev := w.err
+	w.making = true
+	w.mu.Unlock()
+	err := w.makeSpare()
+	w.mu.Lock()
+	w.making, w.ready, w.err = false, err == nil, err
+	w.cond.Broadcast()
+	if err != nil {
+		if prev != nil && prev.Error() != err.Error() {
+			err = errors.Join(prev, err)
+		}
+		return fmt.Errorf("make a spare wal segment: %w", err)
+	}
+	return nil
+}
+
+// ensureSpare makes sure a whole spare segment is on disk, making it now
+// if need be: walStore calls it before reopening raft-wal, which may need
+// a new segment at once.
+func (w *walFS) ensureSpare() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.spareLocked()
 }
 
 // Create makes segment name from the spare (of the size every segment
@@ -107,28 +168,16 @@ func (w *walFS) Create(dir, name string, size uint64) (types.WritableFile, error
 		return nil, fmt.Errorf("raft: wal segment %s of %d bytes in %s: walFS makes %d-byte segments in %s", name, size, dir, w.size, w.dir)
 	}
 	w.mu.Lock()
-	for w.making {
-		w.cond.Wait()
-	}
-	if w.closed {
+	if err := w.spareLocked(); err != nil {
 		w.mu.Unlock()
-		return nil, types.ErrClosed
+		return nil, fmt.Errorf("raft: make wal segment %s: %w", name, err)
 	}
-	if !w.ready {
-		// The last spare failed (a full disk, say): try again, now.
-		err := w.err
-		w.mu.Unlock()
-		if err2 := w.makeSpare(); err2 != nil {
-			return nil, fmt.Errorf("raft: make wal segment %s: %w", name, errors.Join(err, err2))
-		}
-		w.mu.Lock()
-	}
-	w.ready = false
 	target := filepath.Join(dir, name)
 	if _, err := os.Stat(target); err == nil {
 		w.mu.Unlock()
 		return nil, fmt.Errorf("raft: wal segment %s exists already", target)
 	}
+	w.ready = false
 	err := os.Rename(filepath.Join(dir, spareName), target)
 	if err == nil && !w.noSync {
 		err = durable.SyncDir(dir)
