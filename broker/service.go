@@ -269,33 +269,23 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 	if err != nil {
 		return wire.PublishResponse{}, err
 	}
-	if !s.node.IsLeader() {
-		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
-	}
-	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), done: make(chan outcome, 1)}
+	return s.publishRouted(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+}
+
+// publishLocal queues a checked publish on this hub, the leader, and waits
+// for its outcome.
+func (s *Service) publishLocal(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
+	p := &pending{p: raft.Publish{Channel: req.Channel, ID: req.ID, Data: req.Data},
+		size: len(req.Channel) + len(req.ID) + len(req.Data), done: make(chan outcome, 1)}
 	if err := s.enqueue(ctx, p); err != nil {
 		return wire.PublishResponse{}, err
 	}
-	var o outcome
 	select {
-	case o = <-p.done: // every queued publish is answered, at Close too
+	case o := <-p.done: // every queued publish is answered, at Close too
+		return o.res, o.err
 	case <-ctx.Done():
 		return wire.PublishResponse{}, ctx.Err()
 	}
-	if errors.Is(o.err, raft.ErrNotLeader) {
-		return s.republish(ctx, channel, data, id)
-	}
-	return o.res, o.err
-}
-
-// republish forwards a publish that was not appended because leadership
-// moved (or is being handed over): nothing was stored, so forwarding is
-// safe once another hub leads.
-func (s *Service) republish(ctx context.Context, channel string, data json.RawMessage, id string) (wire.PublishResponse, error) {
-	if ctx.Value(forwardedKey{}) == nil {
-		s.awaitOtherLeader(ctx) // a forwarded one goes back to its hub at once
-	}
-	return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 }
 
 // PublishAsync is Publish without waiting: it returns once the publish is
@@ -325,14 +315,17 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 		finish(wire.PublishResponse{}, err)
 		return
 	}
+	req := wire.PublishRequest{Channel: channel, Data: data, ID: id}
 	if !s.node.IsLeader() {
-		go func() { finish(s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})) }()
+		go func() { finish(s.publishRouted(ctx, req)) }()
 		return
 	}
 	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
 	p.cb = func(res wire.PublishResponse, err error) {
-		if errors.Is(err, raft.ErrNotLeader) {
-			go func() { finish(s.republish(ctx, channel, data, id)) }()
+		// Leadership left before it was stored, or (with an id) while it
+		// was in flight: publishRouted sends it to the new leader.
+		if errors.Is(err, raft.ErrNotLeader) || (id != "" && errors.Is(err, raft.ErrUnknownOutcome)) {
+			go func() { finish(s.publishRouted(ctx, req)) }()
 			return
 		}
 		finish(res, err)
