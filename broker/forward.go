@@ -148,7 +148,7 @@ type attempt struct {
 // known to lead.
 func (s *Service) forwardOnce(ctx context.Context, req wire.PublishRequest, leader string, changed <-chan struct{}) attempt {
 	idempotent := req.ID != ""
-	api, err := s.leaderAPI()
+	api, err := s.apiOf(leader)
 	if err != nil {
 		return attempt{err: err, retry: true} // not registered here yet
 	}

@@ -552,6 +552,12 @@ func (s *Service) meta(id string) (nodeMeta, bool) {
 // leaderAPI returns the leader's API address, from the replicated metadata.
 func (s *Service) leaderAPI() (string, error) {
 	id, _ := s.node.Leader()
+	return s.apiOf(id)
+}
+
+// apiOf returns the API address of hub id, the leader, from the replicated
+// metadata.
+func (s *Service) apiOf(id string) (string, error) {
 	if id == "" {
 		return "", ErrNoLeader
 	}
