@@ -73,6 +73,15 @@ func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (w
 		pause     = retryMin
 	)
 	for {
+		select {
+		case <-s.closeCh:
+			// Closing: no more attempts (Close does not wait for them).
+			if last != nil {
+				return zero, s.gaveUp(ErrClosed, last, ambiguous)
+			}
+			return zero, ErrClosed
+		default:
+		}
 		changed := s.node.LeaderChanged()
 		leader, _ := s.node.Leader()
 		var a attempt
@@ -114,6 +123,8 @@ func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (w
 		case <-ctx.Done():
 			t.Stop()
 			return zero, s.gaveUp(ctx.Err(), last, ambiguous)
+		case <-s.closeCh:
+			t.Stop() // answered at the top of the loop
 		case <-changed:
 			t.Stop()
 			pause = retryMin
@@ -167,6 +178,9 @@ func (s *Service) forwardOnce(ctx context.Context, req wire.PublishRequest, lead
 		for {
 			select {
 			case <-stop:
+				return
+			case <-s.closeCh:
+				cancel() // Close does not wait for forwards: end it
 				return
 			case <-changed:
 				changed = s.node.LeaderChanged()
