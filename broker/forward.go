@@ -57,20 +57,36 @@ const (
 // Attempts go one after another, never two at once. A publish another hub
 // forwarded here is not forwarded again: that hub retries.
 func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
+	dl, ok := ctx.Deadline()
+	if ok && time.Until(dl) <= s.cfg.ApplyTimeout {
+		return s.follow(ctx, req)
+	}
+	// Bound the attempts of callers without a deadline (PublishAsync). Out
+	// of that time, the answer is "unavailable", not "timeout": the caller
+	// set no time.
+	bounded, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	res, err := s.follow(bounded, req)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: not stored in %v of attempts (%v)", raft.ErrUnknownOutcome, s.cfg.ApplyTimeout, err)
+	}
+	return res, err
+}
+
+// follow is publishRouted within ctx.
+func (s *Service) follow(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
 	var zero wire.PublishResponse
 	forwarded := ctx.Value(forwardedKey{}) != nil
 	idempotent := req.ID != ""
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.ApplyTimeout {
-		// Bound the retries of callers without a deadline (PublishAsync).
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-		defer cancel()
-	}
 	var (
 		last      error
 		ambiguous bool      // an attempt may have stored it
 		noLeader  time.Time // since when no leader to send to is known
 		pause     = retryMin
+		// refused: this hub, leading, refused it (handing leadership
+		// over): do not propose it again, and again, while the hand-over
+		// runs; wait for the next leader.
+		refused bool
 	)
 	for {
 		select {
@@ -86,8 +102,11 @@ func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (w
 		leader, _ := s.node.Leader()
 		var a attempt
 		switch {
+		case s.node.IsLeader() && refused:
+			a.err, a.retry = last, true
 		case s.node.IsLeader():
 			a.res, a.err = s.publishLocal(ctx, req)
+			refused = errors.Is(a.err, raft.ErrNotLeader)
 			// ErrNotLeader: not stored. ErrUnknownOutcome: leadership was
 			// lost while it was in flight.
 			a.ambiguous = errors.Is(a.err, raft.ErrUnknownOutcome)
@@ -108,7 +127,7 @@ func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (w
 			return a.res, a.err
 		}
 		last, ambiguous = a.err, ambiguous || a.ambiguous
-		if cur, _ := s.node.Leader(); cur == "" || (cur == s.node.ID() && !s.node.IsLeader()) {
+		if cur, _ := s.node.Leader(); cur == "" || (cur == s.node.ID() && (refused || !s.node.IsLeader())) {
 			if noLeader.IsZero() {
 				noLeader = time.Now()
 			}
@@ -127,8 +146,11 @@ func (s *Service) publishRouted(ctx context.Context, req wire.PublishRequest) (w
 			t.Stop() // answered at the top of the loop
 		case <-changed:
 			t.Stop()
-			pause = retryMin
+			pause, refused = retryMin, false
 		case <-t.C:
+			// A hand-over that failed leaves this hub leading: try it
+			// here again once in a while.
+			refused = refused && pause < retryMax
 			pause = min(2*pause, retryMax)
 		}
 	}
