@@ -70,7 +70,9 @@ type Config struct {
 	// SweepInterval is how often the leader applies age retention to quiet
 	// channels (default 1m).
 	SweepInterval time.Duration
-	// ApplyTimeout bounds a publish waiting for commit (default 10s).
+	// ApplyTimeout bounds a publish waiting for commit (default 10s), and
+	// the attempts (forwards, retries on a new leader) of a publish whose
+	// caller set no deadline.
 	ApplyTimeout time.Duration
 	// Stream, when set, serves GET /v1/stream; give the same Stream to
 	// raft.Config.Observer so that it sees every applied entry.
