@@ -24,6 +24,7 @@ import (
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
+	hraft "github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 )
 
@@ -81,6 +82,11 @@ type hub struct {
 	cancelRun context.CancelFunc
 	runDone   chan struct{}
 
+	// With cluster.gated: the gates of the hub's Raft connections and of
+	// its API's, and its Raft transport, closed after the node.
+	raftGate, apiGate *gate
+	trans             *hraft.NetworkTransport
+
 	mu      sync.Mutex
 	stopped bool
 }
@@ -110,6 +116,10 @@ func (h *hub) stop() {
 	h.cancelRun()
 	<-h.runDone
 	h.node.Close()
+	if h.trans != nil {
+		h.trans.CloseStreams()
+		h.trans.Close()
+	}
 	h.log.Close()
 }
 
@@ -128,6 +138,9 @@ type cluster struct {
 	// production runs hubs as `comet hub` does (1s Raft timeouts, the
 	// channel log with DeferSync) instead of the fast test settings.
 	production bool
+	// gated puts each hub's Raft and API connections behind gates
+	// (pause_test.go), to cut a hub off or pause it.
+	gated bool
 }
 
 // clusterOption adjusts the service config template of a cluster.
@@ -214,18 +227,38 @@ func (c *cluster) startAt(id, addr string, peers []raft.Peer) *hub {
 		l.Close()
 		t.Fatal(err)
 	}
+	var (
+		raftGate, apiGate *gate
+		trans             *hraft.NetworkTransport
+	)
+	if c.gated {
+		raftGate, apiGate = newGate(), newGate()
+		ln = &gatedListener{ln, apiGate}
+		if trans, err = newGatedTransport(raftGate); err != nil {
+			ln.Close()
+			l.Close()
+			t.Fatal(err)
+		}
+	}
 	timeout := 200 * time.Millisecond
 	if c.production {
 		timeout = time.Second
 	}
 	// Wired as `comet hub` wires it: the commit stream observes the FSM.
 	stream := broker.NewStream(0, 0)
-	node, err := raft.New(raft.Config{
+	rcfg := raft.Config{
 		ID: id, Dir: filepath.Join(dir, "raft"), Addr: addr, Peers: peers, Log: l, Observer: stream,
 		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
 		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "", Secret: c.cfg.Secret,
-	})
+	}
+	if trans != nil {
+		rcfg.Transport = trans
+	}
+	node, err := raft.New(rcfg)
 	if err != nil {
+		if trans != nil {
+			trans.Close()
+		}
 		ln.Close()
 		l.Close()
 		t.Fatal(err)
@@ -235,12 +268,16 @@ func (c *cluster) startAt(id, addr string, peers []raft.Peer) *hub {
 	svc, err := broker.New(cfg)
 	if err != nil {
 		node.Close()
+		if trans != nil {
+			trans.Close()
+		}
 		ln.Close()
 		l.Close()
 		t.Fatal(err)
 	}
 	h := &hub{
 		id: id, api: cfg.API, log: l, node: node, svc: svc,
+		raftGate: raftGate, apiGate: apiGate, trans: trans,
 		srv:       &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second},
 		serveDone: make(chan struct{}),
 		runDone:   make(chan struct{}),

@@ -74,7 +74,9 @@ type Config struct {
 	// SweepInterval is how often the leader applies age retention to quiet
 	// channels (default 1m).
 	SweepInterval time.Duration
-	// ApplyTimeout bounds a publish waiting for commit (default 10s).
+	// ApplyTimeout bounds a publish waiting for commit (default 10s), and
+	// the attempts (forwards, retries on a new leader) of a publish whose
+	// caller set no deadline.
 	ApplyTimeout time.Duration
 	// Stream, when set, serves GET /v1/stream; give the same Stream to
 	// raft.Config.Observer so that it sees every applied entry.
@@ -273,36 +275,27 @@ func (s *Service) publish(ctx context.Context, channel string, data json.RawMess
 	if err != nil {
 		return wire.PublishResponse{}, err
 	}
-	if !s.node.IsLeader() {
-		return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
-	}
+	return s.publishRouted(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
+}
+
+// publishLocal queues a checked publish on this hub, the leader, and waits
+// for its outcome. A leader whose channel log cannot store (a full disk)
+// refuses it at once.
+func (s *Service) publishLocal(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
 	if err := s.storing(); err != nil {
 		return wire.PublishResponse{}, err
 	}
-	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), done: make(chan outcome, 1)}
+	p := &pending{p: raft.Publish{Channel: req.Channel, ID: req.ID, Data: req.Data},
+		size: len(req.Channel) + len(req.ID) + len(req.Data), done: make(chan outcome, 1)}
 	if err := s.enqueue(ctx, p); err != nil {
 		return wire.PublishResponse{}, err
 	}
-	var o outcome
 	select {
-	case o = <-p.done: // every queued publish is answered, at Close too
+	case o := <-p.done: // every queued publish is answered, at Close too
+		return o.res, o.err
 	case <-ctx.Done():
 		return wire.PublishResponse{}, ctx.Err()
 	}
-	if errors.Is(o.err, raft.ErrNotLeader) {
-		return s.republish(ctx, channel, data, id)
-	}
-	return o.res, o.err
-}
-
-// republish forwards a publish that was not appended because leadership
-// moved (or is being handed over): nothing was stored, so forwarding is
-// safe once another hub leads.
-func (s *Service) republish(ctx context.Context, channel string, data json.RawMessage, id string) (wire.PublishResponse, error) {
-	if ctx.Value(forwardedKey{}) == nil {
-		s.awaitOtherLeader(ctx) // a forwarded one goes back to its hub at once
-	}
-	return s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})
 }
 
 // PublishAsync is Publish without waiting: it returns once the publish is
@@ -332,8 +325,9 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 		finish(wire.PublishResponse{}, err)
 		return
 	}
+	req := wire.PublishRequest{Channel: channel, Data: data, ID: id}
 	if !s.node.IsLeader() {
-		go func() { finish(s.forwardPublish(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id})) }()
+		go func() { finish(s.publishRouted(ctx, req)) }()
 		return
 	}
 	if err := s.storing(); err != nil {
@@ -342,8 +336,10 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 	}
 	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
 	p.cb = func(res wire.PublishResponse, err error) {
-		if errors.Is(err, raft.ErrNotLeader) {
-			go func() { finish(s.republish(ctx, channel, data, id)) }()
+		// Leadership left before it was stored, or (with an id) while it
+		// was in flight: publishRouted sends it to the new leader.
+		if errors.Is(err, raft.ErrNotLeader) || (id != "" && errors.Is(err, raft.ErrUnknownOutcome)) {
+			go func() { finish(s.publishRouted(ctx, req)) }()
 			return
 		}
 		finish(res, err)
@@ -585,6 +581,12 @@ func (s *Service) meta(id string) (nodeMeta, bool) {
 // leaderAPI returns the leader's API address, from the replicated metadata.
 func (s *Service) leaderAPI() (string, error) {
 	id, _ := s.node.Leader()
+	return s.apiOf(id)
+}
+
+// apiOf returns the API address of hub id, the leader, from the replicated
+// metadata.
+func (s *Service) apiOf(id string) (string, error) {
 	if id == "" {
 		return "", ErrNoLeader
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ func TestRetryable(t *testing.T) {
 		{dial, false, true}, {fmt.Errorf("post: %w", dial), false, true},
 		{read, false, false}, {read, true, true},
 		{context.DeadlineExceeded, true, false}, {context.Canceled, true, false},
+		{fmt.Errorf("x: %w", ErrStalled), true, true}, {ErrStalled, false, false},
 	} {
 		if got := Retryable(tc.err, tc.idempotent); got != tc.want {
 			t.Errorf("Retryable(%v, %v) = %v, want %v", tc.err, tc.idempotent, got, tc.want)
@@ -96,5 +98,105 @@ func TestNewHubsValidates(t *testing.T) {
 		if _, err := NewHubs(addrs, time.Second, 1); err == nil {
 			t.Errorf("NewHubs(%q): no error", addrs)
 		}
+	}
+}
+
+// fakeHub is a hub API whose publishes and status checks hang (a paused
+// hub) or answer.
+type fakeHub struct {
+	srv       *httptest.Server
+	publishes atomic.Int64
+}
+
+// newFakeHub: publishHangs makes /v1/publish wait for the request's end;
+// status is the answer to /v1/cluster?local=1, "" to hang there too.
+func newFakeHub(t *testing.T, publishHangs bool, status string) *fakeHub {
+	f := &fakeHub{}
+	release := make(chan struct{})
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hang := func() {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		}
+		switch r.URL.Path {
+		case "/v1/publish":
+			f.publishes.Add(1)
+			if publishHangs {
+				hang()
+				return
+			}
+			fmt.Fprint(w, `{"channel":"c","offset":1,"epoch":"e"}`)
+		case "/v1/cluster":
+			if status == "" {
+				hang()
+				return
+			}
+			fmt.Fprint(w, status)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(f.srv.Close)
+	t.Cleanup(func() { close(release) }) // first: the handlers return
+	return f
+}
+
+func (f *fakeHub) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+// TestPublishLeavesStalledHub: a publish with an id that waits on a hub
+// that stops answering status checks (paused), or that knows no leader (cut
+// off), moves on to the next hub; later publishes try that hub last. One
+// without an id is not sent again: it fails with ErrStalled, or waits.
+func TestPublishLeavesStalledHub(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status string
+	}{
+		{"paused", ""},
+		{"no leader", `{"id":"h1","state":"follower","leader":""}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stuck := newFakeHub(t, true, tc.status)
+			good := newFakeHub(t, false, `{"id":"h2","state":"leader","leader":"h2"}`)
+			h, err := NewHubs([]string{stuck.addr(), good.addr()}, 20*time.Second, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(h.CloseIdleConnections)
+			h.current.Store(0)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			res, err := h.Publish(ctx, wire.PublishRequest{Channel: "c", Data: []byte("1"), ID: "k1"})
+			if err != nil || res.Offset != 1 {
+				t.Fatalf("publish with an id: %+v, %v", res, err)
+			}
+			if stuck.publishes.Load() != 1 || good.publishes.Load() != 1 {
+				t.Fatalf("publishes: %d to the stuck hub, %d to the good one; want 1 and 1", stuck.publishes.Load(), good.publishes.Load())
+			}
+			// The stuck hub is tried last for a while.
+			if _, err := h.Publish(ctx, wire.PublishRequest{Channel: "c", Data: []byte("2"), ID: "k2"}); err != nil {
+				t.Fatal(err)
+			}
+			if stuck.publishes.Load() != 1 || good.publishes.Load() != 2 {
+				t.Fatalf("second publish: %d to the stuck hub, %d to the good one; want 1 and 2", stuck.publishes.Load(), good.publishes.Load())
+			}
+
+			// Without an id: never sent to a second hub.
+			h.suspect[0].Store(0)
+			short, cancel2 := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel2()
+			_, err = h.Publish(short, wire.PublishRequest{Channel: "c", Data: []byte("3")})
+			if tc.status == "" && !errors.Is(err, ErrStalled) {
+				t.Fatalf("publish without an id on a paused hub: %v, want ErrStalled", err)
+			}
+			if tc.status != "" && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("publish without an id on a hub without a leader: %v, want its deadline", err)
+			}
+			if good.publishes.Load() != 2 {
+				t.Fatalf("a publish without an id went to a second hub")
+			}
+		})
 	}
 }

@@ -7,10 +7,29 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/wire"
+)
+
+// ErrStalled is returned for a publish abandoned on a hub that did not
+// answer a status check while the publish waited on it (a paused or hung
+// process), or knew no leader: it may or may not have been stored.
+var ErrStalled = errors.New("hub stalled")
+
+const (
+	// probeAfter is how long a publish waits on a hub before checking
+	// that the hub answers at all, and then again between checks.
+	probeAfter = 500 * time.Millisecond
+	// probeTimeout bounds that check (GET /v1/cluster?local=1).
+	probeTimeout = time.Second
+	// suspectFor is how long a hub that failed a publish is tried last.
+	suspectFor = 3 * time.Second
+	// Bounds of the pause after every hub failed a publish.
+	roundPauseMin = 20 * time.Millisecond
+	roundPauseMax = 500 * time.Millisecond
 )
 
 // Hubs is a set of hubs, one of them preferred: calls go to it first and
@@ -24,6 +43,23 @@ type Hubs struct {
 	// idle is how long a stream may stay silent (hubs send a heartbeat
 	// every second) while it is read before it is taken for dead.
 	idle time.Duration
+	// suspect[i] is when hub i stops being tried last by Publish (Unix
+	// nanoseconds): it failed or stalled a publish.
+	suspect []atomic.Int64
+	probes  []probe // status checks of each hub, one at a time
+}
+
+// probe is the latest status check of one hub.
+type probe struct {
+	mu   sync.Mutex
+	last *probeCall
+}
+
+type probeCall struct {
+	done   chan struct{} // closed when the fields below are set
+	ok     bool          // it answered
+	leader bool          // and knew a leader
+	at     time.Time
 }
 
 // NewHubs returns the hubs at the API addresses (host:port) addrs, starting
@@ -39,10 +75,12 @@ func NewHubs(addrs []string, timeout time.Duration, maxConns int) (*Hubs, error)
 		}
 	}
 	h := &Hubs{
-		addrs:  append([]string(nil), addrs...),
-		client: NewClient(timeout, maxConns),
-		stream: &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: timeout}},
-		idle:   5 * time.Second,
+		addrs:   append([]string(nil), addrs...),
+		client:  NewClient(timeout, maxConns),
+		stream:  &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: timeout}},
+		idle:    5 * time.Second,
+		suspect: make([]atomic.Int64, len(addrs)),
+		probes:  make([]probe, len(addrs)),
 	}
 	h.current.Store(int64(rand.IntN(len(addrs))))
 	return h, nil
@@ -80,20 +118,141 @@ func (h *Hubs) Failed(addr string) {
 	}
 }
 
-// Publish tries the preferred hub, then the others when the request
-// certainly did not reach a hub, or when it carries an idempotency id
-// (a retry is then harmless). It leaves the preference alone: only the
-// commit stream moves it (a gateway reads from the hub it streams from).
+// Publish tries the preferred hub, then the others, in rounds until ctx
+// ends (or the client's timeout, when ctx has no deadline), pausing
+// between rounds: hubs tried last are those that failed a publish in the
+// last seconds. It moves on when the request certainly did not reach a
+// hub, or when it carries an idempotency id (a retry with the same id is
+// stored once) and the hub answered unavailable (no leader, leadership
+// lost), failed, or stalled: a publish that waits on a hub checks every
+// 500ms that the hub answers a status check at all, and is abandoned when
+// it does not (ErrStalled; a paused or hung hub), or, with an id, when the
+// hub knows no leader (it may be cut off from the others). A publish without an id is
+// not sent again once it may have been received. One publish is sent to
+// one hub at a time. It leaves the preference alone: only the commit
+// stream moves it (a gateway reads from the hub it streams from).
 func (h *Hubs) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
-	var out wire.PublishResponse
-	var err error
-	for _, addr := range h.Order() {
-		err = h.client.Post(ctx, addr, "/v1/publish", req, &out)
-		if err == nil || !Retryable(err, req.ID != "") || ctx.Err() != nil {
-			return out, err
+	if _, ok := ctx.Deadline(); !ok && h.client.HTTP.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.client.HTTP.Timeout)
+		defer cancel()
+	}
+	idempotent := req.ID != ""
+	pause := roundPauseMin
+	for {
+		var err error
+		for _, i := range h.publishOrder() {
+			var out wire.PublishResponse
+			out, err = h.publishOn(ctx, i, req)
+			if err == nil {
+				h.suspect[i].Store(0)
+				return out, nil
+			}
+			if ctx.Err() != nil || !Retryable(err, idempotent) {
+				return out, err
+			}
+			h.suspect[i].Store(time.Now().Add(suspectFor).UnixNano())
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return wire.PublishResponse{}, err
+		case <-t.C:
+		}
+		pause = min(2*pause, roundPauseMax)
+	}
+}
+
+// publishOrder is Order by index, with the suspect hubs last.
+func (h *Hubs) publishOrder() []int {
+	start := int(h.current.Load())
+	now := time.Now().UnixNano()
+	out := make([]int, 0, len(h.addrs))
+	var later []int
+	for k := range h.addrs {
+		i := (start + k) % len(h.addrs)
+		if h.suspect[i].Load() > now {
+			later = append(later, i)
+		} else {
+			out = append(out, i)
 		}
 	}
-	return out, err
+	return append(out, later...)
+}
+
+// publishOn sends req to hub i, and abandons it with ErrStalled if the hub
+// stops answering health checks meanwhile.
+func (h *Hubs) publishOn(ctx context.Context, i int, req wire.PublishRequest) (wire.PublishResponse, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out wire.PublishResponse
+	done := make(chan error, 1)
+	go func() { done <- h.client.Post(actx, h.addrs[i], "/v1/publish", req, &out) }()
+	t := time.NewTimer(probeAfter)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return out, err
+		case <-t.C:
+		}
+		ok, leader := h.check(ctx, i)
+		// A hub that knows no leader may be cut off from the others and
+		// wait for one in vain: a publish with an id moves on.
+		if ok && (leader || req.ID == "") {
+			t.Reset(probeAfter)
+			continue
+		}
+		cancel()
+		if err := <-done; err == nil {
+			return out, nil // it answered after all
+		}
+		why := fmt.Sprintf("did not answer a status check in %v", probeTimeout)
+		if ok {
+			why = "knows no leader"
+		}
+		return wire.PublishResponse{}, fmt.Errorf("%w: %s %s while a publish waited on it; the publish may or may not have been stored", ErrStalled, h.addrs[i], why)
+	}
+}
+
+// check reports whether hub i answered its latest status check (GET
+// /v1/cluster?local=1), and whether it knew a leader: the check under way,
+// or one finished less than probeAfter/2 ago, or else a new one.
+func (h *Hubs) check(ctx context.Context, i int) (ok, leader bool) {
+	p := &h.probes[i]
+	p.mu.Lock()
+	c := p.last
+	fresh := false
+	if c != nil {
+		select {
+		case <-c.done:
+			fresh = time.Since(c.at) < probeAfter/2
+		default:
+			fresh = true // under way
+		}
+	}
+	if !fresh {
+		c = &probeCall{done: make(chan struct{})}
+		p.last = c
+		// It ends within probeTimeout.
+		go func() {
+			pctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+			defer cancel()
+			var st wire.ClusterStatus
+			c.ok = h.client.Get(pctx, h.addrs[i], "/v1/cluster?local=1", &st) == nil
+			c.leader = st.Leader != ""
+			c.at = time.Now()
+			close(c.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.ok, c.leader
+	case <-ctx.Done():
+		return true, true // the publish ends anyway
+	}
 }
 
 // Applied returns the applied Raft index of the first hub that answers:
@@ -139,6 +298,9 @@ func (h *Hubs) Stream(ctx context.Context, from uint64) (*Stream, error) {
 // not be reached, and, for a call that is not idempotent, only when the
 // request cannot have been received.
 func Retryable(err error, idempotent bool) bool {
+	if errors.Is(err, ErrStalled) {
+		return idempotent
+	}
 	var api *APIError
 	if errors.As(err, &api) {
 		return api.Body.Code == wire.CodeUnavailable && idempotent

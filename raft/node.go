@@ -161,6 +161,8 @@ type Node struct {
 	fsm       *fsm
 
 	leaderChanges atomic.Uint64
+	changedMu     sync.Mutex
+	changed       chan struct{} // closed at the next leader change (LeaderChanged)
 	obsCh         chan hraft.Observation
 	observer      *hraft.Observer
 	closeCh       chan struct{}
@@ -180,7 +182,8 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{})}
+	n := &Node{cfg: cfg, logger: cfg.Logger, closeCh: make(chan struct{}), doneCh: make(chan struct{}),
+		changed: make(chan struct{})}
 	if err := durable.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft: data directory: %w", err)
 	}
@@ -347,19 +350,39 @@ func (n *Node) logBehindSnapshot(snaps *hraft.FileSnapshotStore) bool {
 	return true
 }
 
-// watch counts leader changes until Close.
+// watch counts leader changes, and signals them to LeaderChanged's
+// callers, until Close.
 func (n *Node) watch() {
 	defer close(n.doneCh)
 	for {
 		select {
 		case <-n.closeCh:
+			n.signalChange() // nothing changes any more: no one waits
 			return
 		case o := <-n.obsCh:
 			lo := o.Data.(hraft.LeaderObservation)
 			n.leaderChanges.Add(1)
+			n.signalChange()
 			n.logger.Info("leader changed", "leader", string(lo.LeaderID), "addr", string(lo.LeaderAddr))
 		}
 	}
+}
+
+func (n *Node) signalChange() {
+	n.changedMu.Lock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.changedMu.Unlock()
+}
+
+// LeaderChanged returns a channel closed at the next change of the known
+// leader (to another hub, or to none during an election), and at Close.
+// Raft drops observations it cannot hand over at once, so a caller that
+// must not miss a change also polls Leader, slowly.
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	return n.changed
 }
 
 func (n *Node) closeTransport() {
