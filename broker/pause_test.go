@@ -1,11 +1,11 @@
 package broker_test
 
 import (
-	"io"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 )
 
@@ -131,5 +131,9 @@ func newGatedTransport(g *gate) (*hraft.NetworkTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hraft.NewNetworkTransport(&gatedStream{gatedListener{ln, g}}, 3, 10*time.Second, io.Discard), nil
+	// As raft.New sets its own up: no pipelined replication.
+	return hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
+		Stream: &gatedStream{gatedListener{ln, g}}, MaxPool: 3, Timeout: 10 * time.Second,
+		Logger: hclog.NewNullLogger(), MaxRPCsInFlight: 1,
+	}), nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/comethq/comet/internal/durable"
 	"github.com/comethq/comet/log"
+	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
 )
 
@@ -231,10 +232,10 @@ func New(cfg Config) (*Node, error) {
 			var stream *secretStream
 			stream, err = listenSecret(cfg.Addr, advertise, cfg.Secret, cfg.Logger.With("component", "raft-transport"))
 			if err == nil {
-				tcp = hraft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hlog.Named("transport"))
+				tcp = hraft.NewNetworkTransportWithConfig(transportConfig(stream, hlog))
 			}
 		} else {
-			tcp, err = hraft.NewTCPTransportWithLogger(cfg.Addr, advertise, 3, 10*time.Second, hlog.Named("transport"))
+			tcp, err = hraft.NewTCPTransportWithConfig(cfg.Addr, advertise, transportConfig(nil, hlog))
 		}
 		if err != nil {
 			n.store.Close()
@@ -705,3 +706,24 @@ func (n *Node) Close() error {
 
 // logCacheEntries is how many of the newest Raft entries are kept in memory.
 const logCacheEntries = 64
+
+// transportConfig is the Raft transport's configuration over stream (nil:
+// NewTCPTransportWithConfig sets it).
+//
+// Pipelined replication is off (MaxRPCsInFlight 1): hashicorp/raft v1.7.3's
+// pipeline can deadlock when a follower answers an append with a failure
+// (pipelineDecode stops reading while the next send waits on a full
+// in-flight channel), after which the leader never sends that follower an
+// entry again although its heartbeats keep it from calling an election
+// (hashicorp/raft#612), and the leader's Shutdown waits for good. Seen as
+// a hung Close in TestPublishAsyncLeaderMoves. Each follower then gets one
+// append at a time, carrying every entry queued meanwhile.
+func transportConfig(stream hraft.StreamLayer, hlog hclog.Logger) *hraft.NetworkTransportConfig {
+	return &hraft.NetworkTransportConfig{
+		Stream:          stream,
+		MaxPool:         3,
+		Timeout:         10 * time.Second,
+		Logger:          hlog.Named("transport"),
+		MaxRPCsInFlight: 1,
+	}
+}
