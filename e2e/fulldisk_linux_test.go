@@ -28,17 +28,24 @@ import (
 // rest is ballast while the disk is full.
 const diskMiB = 160
 
+// bigDiskMiB is the size of each hub's tmpfs in the test that fills a
+// Raft log segment (64 MiB) and more: room for three segments, a
+// channels.db of some 100 MiB and Raft snapshots of it. A tmpfs takes
+// memory only for what it holds.
+const bigDiskMiB = 1024
+
 // smallDisk is a tmpfs mounted for one hub's data directory.
 type smallDisk struct {
 	mount   string // the mount point
 	ballast string // the file that fills it
+	sizeMiB int
 }
 
-// mountSmallDisk mounts a tmpfs of diskMiB at dir (made), or skips the test
+// mountSmallDisk mounts a tmpfs of sizeMiB at dir (made), or skips the test
 // when it cannot (not root, no tmpfs): it fails instead when
 // COMET_FAULT_TESTS=1. The tmpfs is unmounted when the test ends, after
 // c's processes are killed.
-func mountSmallDisk(c *cluster, dir string) *smallDisk {
+func mountSmallDisk(c *cluster, dir string, sizeMiB int) *smallDisk {
 	t := c.t
 	t.Helper()
 	cannot := func(format string, args ...any) {
@@ -55,7 +62,7 @@ func mountSmallDisk(c *cluster, dir string) *smallDisk {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", diskMiB)); err != nil {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", sizeMiB)); err != nil {
 		cannot("mount -t tmpfs %s: %v", dir, err)
 	}
 	// Registered after newCluster's clean-up, so it runs before it: kill
@@ -69,7 +76,7 @@ func mountSmallDisk(c *cluster, dir string) *smallDisk {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	return &smallDisk{mount: dir, ballast: filepath.Join(dir, "ballast")}
+	return &smallDisk{mount: dir, ballast: filepath.Join(dir, "ballast"), sizeMiB: sizeMiB}
 }
 
 // fill writes the ballast file until the file system has no space left,
@@ -86,7 +93,7 @@ func (d *smallDisk) fill(t *testing.T) int64 {
 		buf[i] = byte(i) | 1
 	}
 	var n int64
-	for i := 0; i < 2*diskMiB; i++ { // bounded: the disk holds diskMiB
+	for i := 0; i < 2*d.sizeMiB; i++ { // bounded: the disk holds sizeMiB
 		k, err := f.Write(buf)
 		n += int64(k)
 		if errors.Is(err, syscall.ENOSPC) {
@@ -96,8 +103,30 @@ func (d *smallDisk) fill(t *testing.T) int64 {
 			t.Fatalf("ballast: %v", err)
 		}
 	}
-	t.Fatalf("ballast: wrote %d bytes to a %d MiB tmpfs without filling it", n, diskMiB)
+	t.Fatalf("ballast: wrote %d bytes to a %d MiB tmpfs without filling it", n, d.sizeMiB)
 	return n
+}
+
+// walSlackMiB is the space left to the follower of testFullDiskRaftLog:
+// room for its channel log to grow, not for a Raft log segment.
+const walSlackMiB = 32
+
+// shrink cuts the ballast file to size bytes.
+func (d *smallDisk) shrink(t *testing.T, size int64) {
+	t.Helper()
+	if err := os.Truncate(d.ballast, size); err != nil {
+		t.Fatalf("shrink ballast: %v", err)
+	}
+}
+
+// resize changes the size of the tmpfs (it cannot shrink below what it
+// holds).
+func (d *smallDisk) resize(t *testing.T, sizeMiB int) {
+	t.Helper()
+	if err := unix.Mount("tmpfs", d.mount, "tmpfs", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dm", sizeMiB)); err != nil {
+		t.Fatalf("remount %s with size %d MiB: %v", d.mount, sizeMiB, err)
+	}
+	d.sizeMiB = sizeMiB
 }
 
 // free removes the ballast file.
@@ -118,10 +147,10 @@ func (d *smallDisk) freeBytes() int64 {
 }
 
 // startDiskCluster starts n hubs h1..hn, each with its data directory on
-// a small tmpfs of its own, and waits until they have a leader and are
+// a small tmpfs of its own (sizeMiB), and waits until they have a leader and are
 // ready. When a port turns out to be taken, it starts over on other ports
 // (and disks).
-func startDiskCluster(t *testing.T, n int) (*cluster, map[*hub]*smallDisk) {
+func startDiskCluster(t *testing.T, n, sizeMiB int) (*cluster, map[*hub]*smallDisk) {
 	t.Helper()
 	c := newCluster(t)
 	disks := map[*hub]*smallDisk{}
@@ -131,7 +160,7 @@ func startDiskCluster(t *testing.T, n int) (*cluster, map[*hub]*smallDisk) {
 		var peers []string
 		for i := range hubs {
 			id := fmt.Sprintf("h%d", i+1)
-			d := mountSmallDisk(c, filepath.Join(c.dir, fmt.Sprintf("try%d-%s-disk", attempt, id)))
+			d := mountSmallDisk(c, filepath.Join(c.dir, fmt.Sprintf("try%d-%s-disk", attempt, id)), sizeMiB)
 			hubs[i] = &hub{
 				id:      id,
 				data:    filepath.Join(d.mount, "data"),
@@ -202,12 +231,13 @@ func (c *cluster) mustRun(h *hub, when string) {
 func TestFaultFullDisk(t *testing.T) {
 	t.Run("follower", testFullDiskFollower)
 	t.Run("leader", testFullDiskLeader)
+	t.Run("raftlog", testFullDiskRaftLog)
 }
 
 // testFullDiskFollower: a follower's disk fills; the majority goes on
 // taking publishes; once space is freed, the follower catches up.
 func testFullDiskFollower(t *testing.T) {
-	c, disks := startDiskCluster(t, 3)
+	c, disks := startDiskCluster(t, 3, diskMiB)
 	channels := []string{"disk-a", "disk-b"}
 	led := newLedger()
 	load := startFaultLoad(c, led, faultLoadConfig{
@@ -258,7 +288,7 @@ func testFullDiskFollower(t *testing.T) {
 // 503 unavailable, naming the lack of space, and hands the lead over;
 // writes go on through the others; once space is freed it serves again.
 func testFullDiskLeader(t *testing.T) {
-	c, disks := startDiskCluster(t, 3)
+	c, disks := startDiskCluster(t, 3, diskMiB)
 	channels := []string{"ldisk-a", "ldisk-b"}
 	led := newLedger()
 	load := startFaultLoad(c, led, faultLoadConfig{
@@ -307,6 +337,96 @@ func testFullDiskLeader(t *testing.T) {
 	ref := c.verify(led, c.hubs, channels)
 	c.checkIdentical(c.hubs, channels, ref)
 	c.checkSoundFiles(old, led, channels)
+}
+
+// testFullDiskRaftLog: a follower's disk fills when its Raft log must
+// start a new segment, and has no room to make one, while its channel
+// log still has room: its Raft log's appends fail; the majority goes on
+// taking publishes; once space is freed, its Raft log goes on by itself
+// and it catches up.
+//
+// A follower whose channel log is full stops taking Raft entries soon
+// (Raft waits for it to apply them), so the Raft log must run out first:
+// the follower's first segment is nearly full when the disk fills, and
+// the disk keeps room (walSlackMiB) for the channel log but not for the
+// next 64 MiB segment, which the hub makes ahead (spare.tmp) when it
+// starts and when it takes a segment.
+//
+// Known bug: the follower is never replicated to again (until the lead
+// changes), so the test is skipped unless COMET_KNOWN_BUGS=1. Its failed
+// append answers Success=false to a pipelined AppendEntries; hashicorp/raft
+// (v1.7.3, pipelining on: MaxRPCsInFlight 2, the default of the
+// transport comet makes) then ends its pipeline decoder while the sender
+// may be parked handing one more request to it, and that follower's
+// replication deadlocks: heartbeats go on, appends never come
+// (hashicorp/raft issue 612). With MaxRPCsInFlight 1 (no pipelining) it
+// passes.
+func testFullDiskRaftLog(t *testing.T) {
+	if os.Getenv("COMET_KNOWN_BUGS") != "1" {
+		t.Skip("known bug: a follower whose Raft log append failed is never replicated to again: hashicorp/raft's pipeline replication deadlocks (issue 612); set COMET_KNOWN_BUGS=1 to run it")
+	}
+	c, disks := startDiskCluster(t, 3, bigDiskMiB)
+	channels := []string{"wal-a", "wal-b", "wal-c", "wal-d"}
+	led := newLedger()
+	// Messages of 60 KB: about 1,000 fill most of a 64 MiB segment.
+	const pad = 60000
+	load := startFaultLoad(c, led, faultLoadConfig{
+		prefix: "dw", channels: channels, apis: c.apis(), httpWorkers: 3,
+		pace: 5 * time.Millisecond, deadline: 240 * time.Second, pad: pad,
+	})
+	before := 54 << 20 / pad
+	load.waitAcks(time.Now(), before, 120*time.Second, "to fill most of the first Raft log segment")
+
+	leader := c.waitLeader(nil, 10*time.Second)
+	victim := others(c.hubs, leader)[0]
+	disk := disks[victim]
+	// Stop the follower, remove its spare segment, fill its disk but for
+	// walSlackMiB, and start it again: it cannot make a spare.
+	c.stop(victim, 20*time.Second)
+	if err := os.Remove(filepath.Join(victim.data, "raft", "wal", "spare.tmp")); err != nil {
+		t.Fatalf("remove %s's spare segment: %v", victim.id, err)
+	}
+	used := int64(disk.sizeMiB) - disk.freeBytes()>>20
+	disk.resize(t, int(used)+2*walSlackMiB) // a smaller ballast
+	ballast := disk.fill(t) - walSlackMiB<<20
+	disk.shrink(t, ballast)
+	fullAt := time.Now()
+	c.restart(victim)
+	t.Logf("left follower %s's disk %d MiB (%d MiB of ballast) and started it again after %d acknowledged publishes; leader %s",
+		victim.id, disk.freeBytes()>>20, ballast>>20, led.ackCount(), leader.id)
+	waitFor(t, 120*time.Second, victim.id+"'s Raft log to fail to start a segment", func() bool {
+		return victim.logContains("the next segment could not be made") || !victim.running()
+	})
+	c.mustRun(victim, "when its Raft log could not start a segment")
+	failedAt := time.Now()
+	code, body := c.readyz(victim)
+	t.Logf("%v after filling: %s's Raft log could not start a segment, after %d acknowledged publishes; its /readyz says %d %s",
+		failedAt.Sub(fullAt).Round(time.Millisecond), victim.id, led.ackCount(), code, body)
+	load.waitAcks(failedAt, 100, 60*time.Second, "while the follower's Raft log cannot take appends")
+	c.mustRun(victim, "while its Raft log could not take appends")
+	if l := c.leaderAmong(others(c.hubs, victim)); l != leader {
+		t.Errorf("the majority's leader is %v while a follower's disk is full, was %s", l, leader.id)
+	}
+
+	freedAt := time.Now()
+	disk.free(t)
+	disk.resize(t, bigDiskMiB) // room to catch up
+	t.Logf("freed the ballast after %v", freedAt.Sub(fullAt).Round(time.Millisecond))
+	c.waitReady([]*hub{victim}, 120*time.Second)
+	t.Logf("%s ready again %v after the ballast was freed", victim.id, time.Since(freedAt).Round(time.Millisecond))
+	if !victim.logContains("reopened the raft log") {
+		t.Errorf("%s is ready but its log does not say it reopened its Raft log", victim.id)
+	}
+	load.waitAcks(time.Now(), 20, 30*time.Second, "after freeing the disk")
+	load.stop()
+	c.mustRun(victim, "after its disk was freed")
+	logWriteGap(t, "filling a follower's disk", led, fullAt, freedAt)
+
+	ref := c.verify(led, c.hubs, channels)
+	c.checkIdentical(c.hubs, channels, ref)
+	for _, h := range c.hubs {
+		t.Logf("%s's disk: %d MiB used", h.id, int64(disks[h].sizeMiB)-disks[h].freeBytes()>>20)
+	}
 }
 
 // checkSoundFiles stops h (SIGTERM) and starts it again on the same data
