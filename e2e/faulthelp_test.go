@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,6 +52,7 @@ type faultLoadConfig struct {
 	clients     []*client.Client // one worker each, publishing through its gateway
 	pace        time.Duration    // mean pause between two publishes of a worker
 	deadline    time.Duration    // for the whole load
+	pad         int              // when not 0, bytes of padding in each message (see bigPayload)
 }
 
 func startFaultLoad(c *cluster, led *ledger, cfg faultLoadConfig) *faultLoad {
@@ -71,6 +74,9 @@ func startFaultLoad(c *cluster, led *ledger, cfg faultLoadConfig) *faultLoad {
 			id := fmt.Sprintf("%s-%d", cfg.prefix, n)
 			ch := cfg.channels[n%len(cfg.channels)]
 			data := payload(id, n)
+			if cfg.pad > 0 {
+				data = bigPayload(id, n, cfg.pad)
+			}
 			led.addSent(id, ch, data)
 			a, err := publish(ch, id, data)
 			if err != nil {
@@ -106,6 +112,13 @@ func startFaultLoad(c *cluster, led *ledger, cfg faultLoadConfig) *faultLoad {
 		})
 	}
 	return l
+}
+
+// bigPayload is payload with pad bytes of padding: the data of messages
+// that fill a Raft log quickly.
+func bigPayload(id string, n, pad int) json.RawMessage {
+	raw, _ := json.Marshal(map[string]any{"id": id, "n": n, "pad": strings.Repeat("x", pad)})
+	return raw
 }
 
 // publishUntilAcked sends one publish to random hubs of apis, with the
