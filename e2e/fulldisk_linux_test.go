@@ -153,44 +153,18 @@ func (d *smallDisk) freeBytes() int64 {
 func startDiskCluster(t *testing.T, n, sizeMiB int) (*cluster, map[*hub]*smallDisk) {
 	t.Helper()
 	c := newCluster(t)
+	byID := map[string]*smallDisk{}
+	c.startHubs(n, func(attempt int, id string) string {
+		d := mountSmallDisk(c, filepath.Join(c.dir, fmt.Sprintf("try%d-%s-disk", attempt, id)), sizeMiB)
+		byID[id] = d
+		return filepath.Join(d.mount, "data")
+	})
 	disks := map[*hub]*smallDisk{}
-	for attempt := 1; ; attempt++ {
-		hubs := make([]*hub, n)
-		addrs := freeAddrs(t, 2*n, c.used)
-		var peers []string
-		for i := range hubs {
-			id := fmt.Sprintf("h%d", i+1)
-			d := mountSmallDisk(c, filepath.Join(c.dir, fmt.Sprintf("try%d-%s-disk", attempt, id)), sizeMiB)
-			hubs[i] = &hub{
-				id:      id,
-				data:    filepath.Join(d.mount, "data"),
-				raft:    addrs[2*i],
-				api:     addrs[2*i+1],
-				logPath: filepath.Join(c.dir, fmt.Sprintf("try%d-%s.log", attempt, id)),
-			}
-			disks[hubs[i]] = d
-			peers = append(peers, id+"="+hubs[i].raft)
+	for _, h := range c.hubs {
+		if d, ok := byID[h.id]; ok && h.data == filepath.Join(d.mount, "data") {
+			disks[h] = d
 		}
-		for _, h := range hubs {
-			h.args = []string{"hub", "--id", h.id, "--data", h.data, "--raft", h.raft, "--api", h.api,
-				"--peers", strings.Join(peers, ",")}
-		}
-		c.hubs = append(c.hubs, hubs...)
-		for _, h := range hubs {
-			c.start(h)
-		}
-		if err := c.waitHealthy(hubs, 20*time.Second); err != nil {
-			if attempt < 4 && c.portConflict(hubs) {
-				t.Logf("attempt %d: a port was taken; starting over: %v", attempt, err)
-				c.discard(hubs...)
-				continue
-			}
-			t.Fatalf("starting the cluster: %v", err)
-		}
-		break
 	}
-	c.waitLeader(nil, 30*time.Second)
-	c.waitReady(c.runningHubs(), 30*time.Second)
 	return c, disks
 }
 

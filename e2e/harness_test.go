@@ -285,6 +285,19 @@ func newCluster(t *testing.T) *cluster {
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	c := newCluster(t)
+	c.startHubs(n, func(attempt int, id string) string {
+		return filepath.Join(c.dir, fmt.Sprintf("try%d", attempt), id)
+	})
+	return c
+}
+
+// startHubs starts n hubs h1..hn of c bootstrapped with --peers, each with
+// its data directory where dataDir says, and waits until they have a
+// leader and are all ready. When a port turns out to be taken, it starts
+// over on other ports (calling dataDir again with the next attempt).
+func (c *cluster) startHubs(n int, dataDir func(attempt int, id string) string) {
+	t := c.t
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		hubs := make([]*hub, n)
 		addrs := freeAddrs(t, 2*n, c.used)
@@ -293,7 +306,7 @@ func startCluster(t *testing.T, n int) *cluster {
 			id := fmt.Sprintf("h%d", i+1)
 			hubs[i] = &hub{
 				id:      id,
-				data:    filepath.Join(c.dir, fmt.Sprintf("try%d", attempt), id),
+				data:    dataDir(attempt, id),
 				raft:    addrs[2*i],
 				api:     addrs[2*i+1],
 				logPath: filepath.Join(c.dir, fmt.Sprintf("try%d-%s.log", attempt, id)),
@@ -320,7 +333,6 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	c.waitLeader(nil, 30*time.Second)
 	c.waitReady(c.runningHubs(), 30*time.Second)
-	return c
 }
 
 // addHub starts one more hub with the given extra arguments (such as
