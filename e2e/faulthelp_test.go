@@ -153,13 +153,7 @@ func (l *faultLoad) stop() {
 	l.cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, f := range l.failures {
-		if i == 10 {
-			l.c.t.Errorf("... and %d more unacknowledged publishes", len(l.failures)-10)
-			break
-		}
-		l.c.t.Errorf("publish never acknowledged: %s", f)
-	}
+	reportUnacked(l.c.t, l.failures)
 }
 
 // acksSince counts the publishes acknowledged after t.

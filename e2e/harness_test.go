@@ -932,12 +932,19 @@ func (l *load) wait() {
 	l.cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, f := range l.failures {
+	reportUnacked(l.c.t, l.failures)
+}
+
+// reportUnacked fails t for each publish that was never acknowledged (the
+// first ten, then a count).
+func reportUnacked(t *testing.T, failures []string) {
+	t.Helper()
+	for i, f := range failures {
 		if i == 10 {
-			l.c.t.Errorf("... and %d more unacknowledged publishes", len(l.failures)-10)
-			break
+			t.Errorf("... and %d more unacknowledged publishes", len(failures)-10)
+			return
 		}
-		l.c.t.Errorf("publish never acknowledged: %s", f)
+		t.Errorf("publish never acknowledged: %s", f)
 	}
 }
 
