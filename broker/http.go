@@ -215,6 +215,9 @@ func (s *Service) Ready() error {
 	if f := s.log.Fault(); f != nil {
 		return f
 	}
+	if err := s.node.LogFault(); err != nil {
+		return fmt.Errorf("cannot append to the raft log: %w", err)
+	}
 	if id, _ := s.node.Leader(); id == "" {
 		return errors.New("no leader")
 	}

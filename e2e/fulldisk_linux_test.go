@@ -373,6 +373,10 @@ func testFullDiskRaftLog(t *testing.T) {
 		failedAt.Sub(fullAt).Round(time.Millisecond), victim.id, led.ackCount(), code, body)
 	load.waitAcks(failedAt, 100, 60*time.Second, "while the follower's Raft log cannot take appends")
 	c.mustRun(victim, "while its Raft log could not take appends")
+	waitFor(t, 30*time.Second, victim.id+"'s /readyz to say it is not ready while its Raft log cannot take appends", func() bool {
+		code, _ := c.readyz(victim)
+		return code != http.StatusOK
+	})
 	if l := c.leaderAmong(others(c.hubs, victim)); l != leader {
 		t.Errorf("the majority's leader is %v while a follower's disk is full, was %s", l, leader.id)
 	}

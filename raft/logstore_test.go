@@ -592,6 +592,9 @@ func TestNodeFullDiskRefusesThenRecovers(t *testing.T) {
 		t.Fatalf("refused entry: %v; want ErrUnknownOutcome wrapping ENOSPC", failed)
 	}
 	t.Logf("refused: %v", failed)
+	if err := tn.node.LogFault(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("LogFault while appends fail: %v; want ENOSPC (readiness reads it)", err)
+	}
 	ws.fs.failNextSpares(0)
 	more := 0
 	waitFor(t, 20*time.Second, "entries taken again", func() bool {
@@ -605,4 +608,7 @@ func TestNodeFullDiskRefusesThenRecovers(t *testing.T) {
 		_, msgs, err := tn.log.Read("chat", 1, 10000)
 		return err == nil && len(msgs) >= acked+more
 	})
+	if err := tn.node.LogFault(); err != nil {
+		t.Fatalf("LogFault after appends succeed again: %v", err)
+	}
 }

@@ -727,3 +727,9 @@ func transportConfig(stream hraft.StreamLayer, hlog hclog.Logger) *hraft.Network
 		MaxRPCsInFlight: 1,
 	}
 }
+
+// LogFault returns why the last append to this node's Raft log failed (a
+// full disk, say), or nil once an append has succeeded since. A hub whose
+// appends fail is not ready: as a follower it falls behind without
+// knowing it, since the leader's commit index cannot reach it either.
+func (n *Node) LogFault() error { return n.store.lastAppendErr() }
