@@ -137,9 +137,16 @@ func (c *cluster) reconnect(tn *testNode) {
 // fresh observer. peers bootstraps a new cluster (nil: wait to be added).
 func (c *cluster) start(tn *testNode, peers []Peer) {
 	c.t.Helper()
+	if err := c.tryStart(tn, peers); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryStart is start, returning why it failed.
+func (c *cluster) tryStart(tn *testNode, peers []Peer) error {
 	l, err := log.Open(log.Config{Path: filepath.Join(tn.dir, "channels.db"), NoSync: true})
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	obs := &recorder{}
 	cfg := Config{ID: tn.id, Dir: tn.dir, Peers: peers, Log: l, Transport: tn.trans, Observer: obs, NoSync: true}
@@ -150,9 +157,10 @@ func (c *cluster) start(tn *testNode, peers []Peer) {
 	n, err := New(cfg)
 	if err != nil {
 		l.Close()
-		c.t.Fatal(err)
+		return err
 	}
 	tn.log, tn.node, tn.obs = l, n, obs
+	return nil
 }
 
 // restart starts a stopped node again on its directory and transport.

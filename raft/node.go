@@ -200,11 +200,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.store = &guardedStore{s: store}
-	snaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
+	if err := checkSnapshots(cfg.Dir, cfg.Logger); err != nil {
+		n.store.Close()
+		return nil, err
+	}
+	fileSnaps, err := hraft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog.Named("snapshot"))
 	if err != nil {
 		n.store.Close()
 		return nil, fmt.Errorf("raft: snapshot store: %w", err)
 	}
+	snaps := namedSnapshots{FileSnapshotStore: fileSnaps, dir: cfg.Dir, logger: cfg.Logger}
 	// wal/ (synced into Dir by openLogStore) and snapshots/ may have just
 	// been created: sync Dir before the term and vote stored under it count
 	// for anything (bootstrap, the first vote), or a power cut could take
@@ -330,7 +335,7 @@ func New(cfg Config) (*Node, error) {
 // channel log lacks. A snapshot's Raft index also counts entries that never
 // reach the log (no-ops, barriers), so the applied index recorded inside
 // the snapshot file is compared; if it cannot be read, the Raft index is.
-func (n *Node) logBehindSnapshot(snaps *hraft.FileSnapshotStore) bool {
+func (n *Node) logBehindSnapshot(snaps hraft.SnapshotStore) bool {
 	metas, err := snaps.List()
 	if err != nil || len(metas) == 0 {
 		return false
@@ -338,7 +343,7 @@ func (n *Node) logBehindSnapshot(snaps *hraft.FileSnapshotStore) bool {
 	have := n.cfg.Log.Applied()
 	want := metas[0].Index
 	// FileSnapshotStore keeps a snapshot in snapshots/ID/state.bin.
-	path := filepath.Join(n.cfg.Dir, "snapshots", metas[0].ID, "state.bin")
+	path := filepath.Join(n.cfg.Dir, snapshotsDir, metas[0].ID, snapState)
 	if idx, err := log.SnapshotApplied(path); err == nil {
 		want = idx
 	} else {
