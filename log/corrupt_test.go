@@ -320,3 +320,61 @@ func TestDamagedMovedAside(t *testing.T) {
 		reopen(t, path, nil) // Open wrote to it since
 	})
 }
+
+// TestCutShortFile: a log file cut short after a clean close (a copy that
+// stopped early, a file system that lost its tail) is found at Open, for
+// every cut: refused naming the file, or, by a log whose caller rebuilds
+// it (DeferSync, as hubs open it), moved aside so that the hub rebuilds it.
+// Never opened with some of its messages missing.
+func TestCutShortFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "channels.db")
+	l := mustOpenPath(t, path, true)
+	mustInit(t, l)
+	next := uint64(2)
+	for _, ch := range []string{"a", "b", "c", "d"} {
+		for range 3 {
+			next = appendN(t, l, next, ch, 40, t0)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	var cuts []int
+	for n := len(raw) - page; n > 0; n -= page {
+		cuts = append(cuts, n)
+	}
+	cuts = append(cuts, len(raw)-1, len(raw)/2+123, page+17, 100)
+	for _, n := range cuts {
+		cpath := filepath.Join(dir, fmt.Sprintf("cut-%d.db", n))
+		if err := os.WriteFile(cpath, raw[:n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if cl, err := Open(Config{Path: cpath, NoSync: true}); err == nil {
+			cl.Close()
+			t.Errorf("cut to %d of %d bytes: Open succeeded", n, len(raw))
+		} else if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), cpath) {
+			t.Errorf("cut to %d of %d bytes: Open: %v; want ErrCorrupt naming the file", n, len(raw), err)
+		}
+		rl, err := Open(Config{Path: cpath, DeferSync: true})
+		if err != nil {
+			t.Errorf("cut to %d of %d bytes: Open with DeferSync: %v", n, len(raw), err)
+			continue
+		}
+		if !rl.Rebuilt() || rl.Applied() != 0 {
+			t.Errorf("cut to %d of %d bytes: Rebuilt %v, Applied %d; want a new empty log", n, len(raw), rl.Rebuilt(), rl.Applied())
+		}
+		if err := rl.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if aside, err := os.ReadFile(cpath + ".damaged"); err != nil || !bytes.Equal(aside, raw[:n]) {
+			t.Errorf("cut to %d of %d bytes: %s.damaged: %v; want the cut file as it was", n, len(raw), cpath, err)
+		}
+	}
+	t.Logf("%d bytes, %d cuts", len(raw), len(cuts))
+}
