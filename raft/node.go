@@ -199,7 +199,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.store = &guardedStore{s: store}
+	n.store = newGuardedStore(store, cfg.Logger)
 	if err := checkSnapshots(cfg.Dir, cfg.Logger); err != nil {
 		n.store.Close()
 		return nil, err
@@ -690,9 +690,10 @@ func (n *Node) Close() error {
 		n.applyMu.Lock()
 		n.closing = true
 		n.applyMu.Unlock()
-		// An FSM waiting for disk space gives up, or Shutdown would wait
-		// for it (fsm.stop).
+		// An FSM, or a term or vote write, waiting for disk space gives
+		// up, or Shutdown would wait for it (fsm.stop, store.stop).
 		n.fsm.stop()
+		n.store.stop()
 		if n.raft.State() != hraft.Shutdown { // it shuts down by itself when removed
 			_ = n.wait(n.raft.Barrier(5 * time.Second))
 		}

@@ -269,3 +269,40 @@ func TestNodeFullDisk(t *testing.T) {
 		t.Fatalf("read: %d messages, %v; want %d", len(msgs), err, applied+3)
 	}
 }
+
+// TestTermWriteWaitsForSpace: a node that cannot store a new term for want
+// of disk space (hashicorp/raft panics when that write fails) waits for
+// space instead, not ready meanwhile, while the majority goes on; once
+// space returns it stores the term and catches up.
+func TestTermWriteWaitsForSpace(t *testing.T) {
+	c := newCluster(t, 3)
+	c.publish("chat", "chat-1", "chat 1")
+	l := c.leader()
+	var f *testNode
+	for _, tn := range c.nodes {
+		if tn != l {
+			f = tn
+			break
+		}
+	}
+	f.node.store.failStableWrites(1<<30, syscall.ENOSPC)
+	// A leadership transfer makes a new term: f cannot store it, whether
+	// it is the one to call the election or only hears of it. (A node cut
+	// off does not change its term: pre-vote.)
+	go l.node.TransferLeadership()
+	waitFor(t, 10*time.Second, "the term write to wait for space", func() bool {
+		err := f.node.LogFault()
+		return err != nil && errors.Is(err, syscall.ENOSPC)
+	})
+	t.Logf("LogFault: %v", f.node.LogFault())
+	for i := 2; i <= 10; i++ {
+		c.publish("chat", fmt.Sprintf("chat-%d", i), fmt.Sprintf("chat %d", i))
+	}
+	if f.node.State() == "leader" {
+		t.Fatal("the node that cannot store its term became leader")
+	}
+	f.node.store.failStableWrites(0, nil)
+	waitFor(t, 10*time.Second, "the fault to clear", func() bool { return f.node.LogFault() == nil })
+	c.publish("chat", "chat-11", "chat 11")
+	checkChannel(t, f.id, c.waitSame(c.nodes...), "chat", chatData(11))
+}

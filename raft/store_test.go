@@ -15,7 +15,7 @@ func TestGuardedStoreClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &guardedStore{s: bolt}
+	g := newGuardedStore(bolt, nil)
 	if err := g.SetUint64([]byte("CurrentTerm"), 3); err != nil {
 		t.Fatal(err)
 	}
