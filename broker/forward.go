@@ -17,7 +17,7 @@ import (
 // had applied when it read: the answer reflects at least every entry up to
 // it. A gateway following the commit stream uses it to tell a read that is
 // behind what it already streamed.
-const HeaderApplied = "X-Comet-Applied"
+const HeaderApplied = wire.HeaderApplied
 
 type forwardedKey struct{}
 

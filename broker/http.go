@@ -126,13 +126,13 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest st
 	writeJSON(w, http.StatusOK, res)
 }
 
-// Headers of a range read in frames (see writeFrames).
+// Headers of a range read in frames (see writeFrames and wire).
 const (
-	HeaderEpoch = "X-Comet-Epoch"
-	HeaderFirst = "X-Comet-First"
-	HeaderNext  = "X-Comet-Next"
+	HeaderEpoch = wire.HeaderEpoch
+	HeaderFirst = wire.HeaderFirst
+	HeaderNext  = wire.HeaderNext
 	// FramesType is the content type of a range read in frames.
-	FramesType = "application/x-comet-frames"
+	FramesType = wire.FramesType
 )
 
 // writeFrames answers a range read asked with format=frames, the form

@@ -89,6 +89,10 @@ type session struct {
 	done chan struct{} // closed by close
 	log  *slog.Logger
 
+	// Publishes of a gateway's session (publish_bus.go).
+	pubMu sync.Mutex
+	pubs  sessionPubs
+
 	// Worker state, guarded by r.mu.
 	routes   map[string]bool // route -> idempotent
 	events   bool
@@ -227,12 +231,14 @@ func (r *router) serve(link bus.Link) error {
 	r.seq++
 	s := &session{r: r, link: link, seq: r.seq, done: make(chan struct{}), max: routerDefaultMax}
 	s.q.init()
+	s.pubs.wake = make(chan struct{}, 1)
 	s.log = r.log.With("session", s.seq)
 	r.sessions[s] = struct{}{}
-	r.wg.Add(2)
+	r.wg.Add(3)
 	r.mu.Unlock()
 	go func() { defer r.wg.Done(); s.write() }()
 	go func() { defer r.wg.Done(); r.read(s) }()
+	go func() { defer r.wg.Done(); s.feed() }()
 	return nil
 }
 
@@ -302,6 +308,12 @@ func (r *router) read(s *session) {
 			return
 		}
 		switch {
+		case s.kind == bus.KindGateway && m.Type == bus.TypePublish:
+			if !s.queuePublish(m) {
+				return
+			}
+		case m.Type == bus.TypePing:
+			s.push((&bus.Msg{Type: bus.TypePong}).Encode())
 		case s.kind == bus.KindGateway && m.Type == bus.TypeRequest:
 			r.request(s, m)
 		case s.kind == bus.KindGateway && m.Type == bus.TypeSent:
@@ -386,7 +398,11 @@ func (r *router) hello(s *session, m bus.Msg) error {
 		old.close()
 	}
 	s.log.Info("bus session attached", "routes", len(m.Routes))
-	s.push((&bus.Msg{Type: bus.TypeWelcome, Name: r.s.node.ID()}).Encode())
+	welcome := bus.Msg{Type: bus.TypeWelcome, Name: r.s.node.ID()}
+	if m.Kind == bus.KindGateway {
+		welcome.Caps = []string{bus.CapPublish}
+	}
+	s.push(welcome.Encode())
 	return nil
 }
 

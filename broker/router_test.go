@@ -37,7 +37,7 @@ func attachWorker(t testing.TB, dial func(context.Context) (bus.Link, error), he
 		t.Fatal(err)
 	}
 	hello.Type, hello.Kind = bus.TypeHello, bus.KindWorker
-	if err := bus.Hello(ctx, link, hello); err != nil {
+	if _, err := bus.Hello(ctx, link, hello); err != nil {
 		link.Close()
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestRouterGatewayReplaced(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := bus.Hello(ctx, b, bus.Msg{Type: bus.TypeHello, Kind: bus.KindGateway, Name: "gw1"}); err != nil {
+		if _, err := bus.Hello(ctx, b, bus.Msg{Type: bus.TypeHello, Kind: bus.KindGateway, Name: "gw1"}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
@@ -421,7 +421,7 @@ func TestRouterGatewayReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := bus.Hello(ctx, b, hello)
+		_, err := bus.Hello(ctx, b, hello)
 		cancel()
 		b.Close()
 		if code(err) != wire.CodeBadRequest {
@@ -480,7 +480,7 @@ func TestRouterSlowEvents(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := bus.Hello(ctx, b, bus.Msg{Type: bus.TypeHello, Kind: bus.KindWorker, Events: true}); err != nil {
+	if _, err := bus.Hello(ctx, b, bus.Msg{Type: bus.TypeHello, Kind: bus.KindWorker, Events: true}); err != nil {
 		t.Fatal(err)
 	}
 	bound := time.AfterFunc(20*time.Second, func() { b.Close() }) // bounds the reads below
@@ -613,7 +613,7 @@ func newReconnectingWorker(t testing.TB, dial func(context.Context) (bus.Link, e
 				continue
 			}
 			stop := context.AfterFunc(ctx, func() { link.Close() })
-			if err := bus.Hello(ctx, link, bus.Msg{Type: bus.TypeHello, Kind: bus.KindWorker, Routes: []bus.Route{{Route: route}}}); err == nil {
+			if _, err := bus.Hello(ctx, link, bus.Msg{Type: bus.TypeHello, Kind: bus.KindWorker, Routes: []bus.Route{{Route: route}}}); err == nil {
 				w.mu.Lock()
 				w.n++
 				w.mu.Unlock()

@@ -51,6 +51,23 @@
 //	  {"type":"dropped","count":12}
 //	router -> peer, before it closes a session it refuses:
 //	  {"type":"error","error":{"code":"bad_request","message":"..."}}
+//	gateway -> router, a client's publish (key: its idempotency id):
+//	  {"type":"publish","id":12,"channel":"c","key":"k1","data":...}
+//	router -> gateway, once it is committed, or refused:
+//	  {"type":"ack","id":12,"channel":"c","offset":5,"epoch":"E","duplicate":true}
+//	  {"type":"ack","id":12,"error":{"code":"unavailable","message":"..."}}
+//	gateway -> router, and the answer, to tell a live router from a stalled one:
+//	  {"type":"ping"}  {"type":"pong"}
+//
+// A router that takes publishes says so in its welcome:
+// {"type":"welcome","name":"h1","caps":["publish"]}. Publish ids are a
+// sequence of their own, unique within the gateway's process: a publish
+// keeps its id when it is sent again on a later session. The router stores
+// the publishes of a session in the order they arrive (each is queued for
+// the leader's next Raft entry before the next is read), so a gateway that
+// sends them in order, and sends the ones not yet acknowledged again in
+// order on its next session, keeps each connection's order; their keys
+// make a publish sent twice stored once.
 //
 // A worker's "max" is how many requests it handles at once; the router
 // sends it no more. "user" is absent for an anonymous connection, and

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,15 @@ type GatewayConfig struct {
 	// DefaultTimeout bounds a request whose context has no deadline
 	// (default 30s).
 	DefaultTimeout time.Duration
-	Logger         *slog.Logger
+	// MaxPublishes bounds the publishes in flight (default 4096): Publish
+	// waits for room.
+	MaxPublishes int
+	// StallAfter is how long a session may stay silent while publishes
+	// sent on it wait for an answer before it is taken for stalled (a
+	// paused or hung hub) and dialed again (default 1s). The gateway pings
+	// the router after half of it.
+	StallAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Request is a client's request, as a gateway forwards it.
@@ -60,6 +69,11 @@ type Gateway struct {
 
 	mu   sync.Mutex
 	sess *gwSession
+
+	pmu   sync.Mutex
+	ps    pubState      // publishes in flight, under pmu
+	room  chan struct{} // semaphore of MaxPublishes
+	pwake chan struct{} // a publish to send
 }
 
 // NewGateway returns a Gateway; Run keeps its session up.
@@ -73,10 +87,18 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = 30 * time.Second
 	}
+	if cfg.MaxPublishes <= 0 {
+		cfg.MaxPublishes = 4096
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Gateway{cfg: cfg, log: cfg.Logger.With("component", "bus", "gateway", cfg.ID)}, nil
+	return &Gateway{cfg: cfg, log: cfg.Logger.With("component", "bus", "gateway", cfg.ID),
+		ps:   pubState{byID: map[uint64]*pubOp{}},
+		room: make(chan struct{}, cfg.MaxPublishes), pwake: make(chan struct{}, 1)}, nil
 }
 
 // gwSession is one session: its link, outgoing queue and requests waiting
@@ -91,6 +113,10 @@ type gwSession struct {
 	closed  bool
 	nextID  uint64
 	pending map[uint64]chan Msg
+
+	pubs     bool         // the router takes publishes
+	sentSeq  uint64       // publishes up to this seq were sent on it (under Gateway.pmu)
+	lastRecv atomic.Int64 // when a message last came, Unix nanoseconds
 }
 
 // Run keeps a session to the router up until ctx ends: it dials, and
@@ -103,6 +129,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return errors.New("bus: Gateway.Run is already running")
 	}
 	defer g.running.Store(false)
+	g.pmu.Lock()
+	g.ps.stopped = false
+	g.pmu.Unlock()
+	ectx, stopExpire := context.WithCancel(ctx)
+	expired := make(chan struct{})
+	go func() { defer close(expired); g.expireLoop(ectx) }()
+	defer func() {
+		stopExpire()
+		<-expired
+		g.pmu.Lock()
+		g.ps.stopped = true
+		g.pmu.Unlock()
+		// Answer what is left: nothing will send it any more.
+		g.expire(time.Now().Add(100 * 365 * 24 * time.Hour))
+	}()
 	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	failing := false
 	for ctx.Err() == nil {
@@ -156,17 +197,23 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 	defer link.Close()
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	defer stop()
-	if err := Hello(ctx, link, Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID}); err != nil {
+	welcome, err := Hello(ctx, link, Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID})
+	if err != nil {
 		return false, err
 	}
 	s := &gwSession{link: link, out: make(chan []byte, g.cfg.QueueSize), done: make(chan struct{}),
-		broken: make(chan struct{}), pending: map[uint64]chan Msg{}}
+		broken: make(chan struct{}), pending: map[uint64]chan Msg{}, pubs: slices.Contains(welcome.Caps, CapPublish)}
+	s.lastRecv.Store(time.Now().UnixNano())
 	g.mu.Lock()
 	g.sess = s
 	g.mu.Unlock()
-	g.log.Info("router session up")
+	g.log.Info("router session up", "router", welcome.Name, "publishes", s.pubs)
+	if !s.pubs {
+		g.failAll(ErrNoPublish)
+	}
+	g.wakePublishes() // those not answered on the last session
 	var wg sync.WaitGroup
-	wg.Go(func() { s.write() })
+	wg.Go(func() { g.write(s) })
 	defer func() {
 		g.mu.Lock()
 		if g.sess == s {
@@ -185,11 +232,15 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 		if err != nil {
 			return true, err
 		}
+		s.lastRecv.Store(time.Now().UnixNano())
 		m, err := Decode(b)
 		if err != nil {
 			return true, err
 		}
 		switch m.Type {
+		case TypeAck:
+			g.ack(m)
+		case TypePong:
 		case TypeResponse:
 			s.answer(m)
 		case TypeSend:
@@ -213,41 +264,78 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 }
 
 // Hello sends hello on link and waits (at most 10s, or until ctx ends) for
-// the router's welcome. A refusal comes back as the router's *wire.Error.
-func Hello(ctx context.Context, link Link, hello Msg) error {
+// the router's welcome, which it returns. A refusal comes back as the
+// router's *wire.Error.
+func Hello(ctx context.Context, link Link, hello Msg) (Msg, error) {
 	t := time.AfterFunc(helloTimeout, func() { link.Close() })
 	defer t.Stop()
 	if err := link.Send(ctx, hello.Encode()); err != nil {
-		return err
+		return Msg{}, err
 	}
 	b, err := link.Recv()
 	if err != nil {
-		return err
+		return Msg{}, err
 	}
 	m, err := Decode(b)
 	switch {
 	case err != nil:
-		return err
+		return Msg{}, err
 	case m.Type == TypeError && m.Error != nil:
-		return m.Error
+		return Msg{}, m.Error
 	case m.Type != TypeWelcome:
-		return errors.New("bus: the router answered hello with " + m.Type)
+		return Msg{}, errors.New("bus: the router answered hello with " + m.Type)
 	}
-	return nil
+	return m, nil
 }
 
-func (s *gwSession) write() {
+// write sends what is queued on s and the publishes to send, and watches
+// for a stalled router, until the session ends.
+func (g *Gateway) write(s *gwSession) {
 	defer close(s.broken)
+	t := time.NewTicker(writerTick)
+	defer t.Stop()
+	var pinged time.Time
 	for {
+		var batch [][]byte
 		select {
 		case b := <-s.out:
 			// Whatever else is queued goes in the same write.
-			batch := DrainInto([][]byte{b}, s.out, maxBatchMsgs)
-			if err := s.link.SendBatch(context.Background(), batch); err != nil {
-				s.link.Close()
-				return
+			batch = DrainInto([][]byte{b}, s.out, maxBatchMsgs)
+		case <-g.pwake:
+		case now := <-t.C:
+			// A router that answers nothing while publishes wait on it
+			// may be paused or hung: ping it, and give it up when it does
+			// not answer that either.
+			silent := now.Sub(time.Unix(0, s.lastRecv.Load()))
+			if silent >= g.cfg.StallAfter/2 && g.outstanding(s) {
+				if silent >= g.cfg.StallAfter {
+					g.log.Warn("router session stalled: no answer while publishes wait; dialing again", "silent", silent.Round(time.Millisecond))
+					s.link.Close()
+					return
+				}
+				if now.Sub(pinged) >= g.cfg.StallAfter/4 {
+					pinged = now
+					batch = append(batch, (&Msg{Type: TypePing}).Encode())
+				}
 			}
 		case <-s.done:
+			return
+		}
+		if s.pubs {
+			now := time.Now()
+			owed := g.outstanding(s)
+			n := len(batch)
+			batch = g.takePublishes(s, batch, now)
+			if !owed && len(batch) > n {
+				// Nothing was owed: the router's silence counts from now.
+				s.lastRecv.Store(now.UnixNano())
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := s.link.SendBatch(context.Background(), batch); err != nil {
+			s.link.Close()
 			return
 		}
 	}

@@ -23,7 +23,16 @@ const (
 	TypeEvent    = "event"
 	TypeDropped  = "dropped"
 	TypeError    = "error"
+	TypePublish  = "publish"
+	TypeAck      = "ack"
+	TypePing     = "ping"
+	TypePong     = "pong"
 )
+
+// CapPublish, in a welcome's caps, says that the router takes publishes
+// (TypePublish). A router of an earlier release leaves it out, and its
+// gateways publish over HTTP instead.
+const CapPublish = "publish"
 
 // Session kinds (Msg.Kind of a hello).
 const (
@@ -84,6 +93,15 @@ type Msg struct {
 	// without handling it (at capacity): the router may try another
 	// worker, whatever the route.
 	Busy bool `json:"busy,omitempty"`
+	// Caps, on a welcome, lists what the router takes besides requests
+	// (CapPublish).
+	Caps []string `json:"caps,omitempty"`
+	// Key is a publish's idempotency id; Offset, Epoch and Duplicate are
+	// its ack's.
+	Key       string `json:"key,omitempty"`
+	Offset    uint64 `json:"offset,omitempty"`
+	Epoch     string `json:"epoch,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
 // Encode returns m as JSON.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/comethq/comet/auth"
-	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
@@ -183,43 +182,35 @@ func (c *conn) readLoop() {
 	}
 }
 
-func (c *conn) publish(f wire.ClientFrame) {
-	if len(f.Data) > c.s.cfg.MaxMessageBytes {
-		c.sendError(f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), c.s.cfg.MaxMessageBytes))
-		return
+// errorCode is the code of a failed publish's error frame: a *wire.Error's
+// or a hub's answer's own; running out of time is timeout, anything else
+// (a hub out of reach) unavailable.
+func errorCode(err error) string {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code != "" {
+		return we.Code
 	}
-	select {
-	case c.pubs <- struct{}{}:
-	case <-c.ctx.Done():
-		return
+	var api *hubapi.APIError
+	if errors.As(err, &api) && api.Body.Code != "" {
+		return api.Body.Code
 	}
-	go func() {
-		defer func() { <-c.pubs }()
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PublishTimeout)
-		defer cancel()
-		res, err := c.s.hub.Publish(ctx, wire.PublishRequest{Channel: f.Channel, Data: f.Data, ID: f.ID})
-		if err != nil {
-			if c.ctx.Err() != nil {
-				return // the client is gone
-			}
-			c.s.m.publishes.WithLabelValues("error").Inc()
-			c.sendError(f.ID, broker.ErrorCode(err), publishError(err))
-			return
-		}
-		c.s.m.publishes.WithLabelValues("ok").Inc()
-		c.s.m.publishTime.Observe(time.Since(start).Seconds())
-		c.send(wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: res.Channel, Offset: res.Offset, Epoch: res.Epoch})
-	}()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return wire.CodeTimeout
+	}
+	return wire.CodeUnavailable
 }
 
 // publishError is the message of a failed publish's error frame.
 func publishError(err error) string {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code != "" {
+		return we.Message
+	}
 	var api *hubapi.APIError
 	if errors.As(err, &api) {
 		return api.Body.Message
 	}
-	switch broker.ErrorCode(err) {
+	switch errorCode(err) {
 	case wire.CodeTimeout:
 		return "no answer from the hubs in time; the message may be stored: retry with the same id"
 	case wire.CodeUnavailable:

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/wire"
 )
@@ -114,7 +113,7 @@ func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit 
 	return Page{}, 0, err
 }
 
-// read reads a page in frames (format=frames: see broker.FramesType).
+// read reads a page in frames (format=frames: see wire.FramesType).
 func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, limit int, out *Page) (uint64, error) {
 	u := "http://" + addr + "/v1/channels/" + url.PathEscape(channel) + "/messages?format=frames&from=" +
 		strconv.FormatUint(from, 10) + "&limit=" + strconv.Itoa(limit)
@@ -135,14 +134,14 @@ func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, 
 	if err := decodeFrames(resp, channel, out); err != nil {
 		return 0, fmt.Errorf("read %s from %s: %w", channel, addr, err)
 	}
-	applied, _ := strconv.ParseUint(resp.Header.Get(broker.HeaderApplied), 10, 64)
+	applied, _ := strconv.ParseUint(resp.Header.Get(wire.HeaderApplied), 10, 64)
 	return applied, nil
 }
 
 // decodeFrames takes a range read in frames, or in JSON from a hub of an
 // older version (hubs and gateways are upgraded one at a time).
 func decodeFrames(resp *http.Response, channel string, out *Page) error {
-	if ct := resp.Header.Get("Content-Type"); ct != broker.FramesType {
+	if ct := resp.Header.Get("Content-Type"); ct != wire.FramesType {
 		var res wire.MessagesResponse
 		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 			return fmt.Errorf("answer of type %q: %w", ct, err)
@@ -151,9 +150,9 @@ func decodeFrames(resp *http.Response, channel string, out *Page) error {
 		return nil
 	}
 	var err1, err2 error
-	out.Epoch = resp.Header.Get(broker.HeaderEpoch)
-	out.First, err1 = strconv.ParseUint(resp.Header.Get(broker.HeaderFirst), 10, 64)
-	out.Next, err2 = strconv.ParseUint(resp.Header.Get(broker.HeaderNext), 10, 64)
+	out.Epoch = resp.Header.Get(wire.HeaderEpoch)
+	out.First, err1 = strconv.ParseUint(resp.Header.Get(wire.HeaderFirst), 10, 64)
+	out.Next, err2 = strconv.ParseUint(resp.Header.Get(wire.HeaderNext), 10, 64)
 	if err := errors.Join(err1, err2); err != nil || out.Epoch == "" {
 		return fmt.Errorf("bad page headers: epoch %q: %v", out.Epoch, err)
 	}

@@ -86,6 +86,10 @@ type Config struct {
 	Events func(Event)
 	// ReadyCheck, when set, is one more condition of Ready (/readyz).
 	ReadyCheck func() error
+	// Publisher stores clients' publishes: over the gateway's bus session
+	// to the hub leader, pipelined (cmd/comet wires it). Nil: each goes
+	// through Hub.Publish on a goroutine of its own.
+	Publisher Publisher
 
 	// CacheMessages and CacheBytes bound the recent messages kept per
 	// channel with subscribers, to serve resuming clients without asking
@@ -192,6 +196,10 @@ type Server struct {
 
 	syncs *syncQueue
 
+	// Ids the gateway gives publishes sent without one (publish.go).
+	pubPrefix string
+	pubSeq    atomic.Uint64
+
 	// Upstream position: every message of entries up to done was received
 	// or read (done is where the stream resumes when positioned; before the
 	// first line of a stream opened from now, it means nothing); last is
@@ -222,6 +230,7 @@ func New(cfg Config) (*Server, error) {
 		byID:     make(map[string]*conn),
 	}
 	s.syncs = newSyncQueue(s, cfg.MaxSyncReads)
+	s.pubPrefix = "~" + randomID(8) + "."
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.m = newMetrics(s)
 	// Memory per connection: reads reuse the HTTP server's 4 KiB buffer

@@ -171,6 +171,9 @@ type Ack struct {
 	Channel string `json:"channel"`
 	Offset  uint64 `json:"offset"`
 	Epoch   string `json:"epoch,omitempty"`
+	// Duplicate: the publish was a retry of an id already stored, and
+	// Offset is where it was stored then.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 // Response answers a request.

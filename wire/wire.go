@@ -165,3 +165,16 @@ type StreamLine struct {
 	Reset   bool            `json:"reset,omitempty"`
 	Floor   uint64          `json:"floor,omitempty"`
 }
+
+// Headers of a hub's range read in frames (GET
+// /v1/channels/{channel}/messages?format=frames, the form gateways read
+// in): the channel's epoch, first and next offsets, and the Raft index the
+// hub had applied when it read (the answer reflects at least every entry
+// up to it; on every range read). FramesType is its content type.
+const (
+	HeaderEpoch   = "X-Comet-Epoch"
+	HeaderFirst   = "X-Comet-First"
+	HeaderNext    = "X-Comet-Next"
+	HeaderApplied = "X-Comet-Applied"
+	FramesType    = "application/x-comet-frames"
+)

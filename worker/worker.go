@@ -359,7 +359,7 @@ func (w *Worker) session(link bus.Link) (up bool, err error) {
 	w.mu.Lock()
 	hello := w.helloLocked(bus.TypeHello)
 	w.mu.Unlock()
-	if err := bus.Hello(w.ctx, link, hello); err != nil {
+	if _, err := bus.Hello(w.ctx, link, hello); err != nil {
 		return false, err
 	}
 	var wg sync.WaitGroup

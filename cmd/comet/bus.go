@@ -6,10 +6,12 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/bus"
 	"github.com/comethq/comet/gateway"
+	"github.com/comethq/comet/wire"
 )
 
 // gatewayBus joins a gateway to the hub leader's router (the worker bus):
@@ -18,6 +20,7 @@ import (
 // to the gateway's connections.
 type gatewayBus struct {
 	bus *bus.Gateway
+	hub gateway.Hub     // publishes, when the router does not take them
 	gw  *gateway.Server // set once the gateway exists
 	up  atomic.Bool     // the session was up once
 }
@@ -26,7 +29,7 @@ type gatewayBus struct {
 // sets cfg's Workers (unless already set) and Events to it. Call attach
 // with the gateway made from cfg, then run.
 func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
-	gb := &gatewayBus{}
+	gb := &gatewayBus{hub: cfg.Hub}
 	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
 		Logger: logger.With("component", "bus")})
 	if err != nil {
@@ -38,6 +41,7 @@ func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, er
 	}
 	cfg.Events = gb.event
 	cfg.ReadyCheck = gb.ready
+	cfg.Publisher = gb
 	return gb, nil
 }
 
@@ -69,6 +73,32 @@ func (gb *gatewayBus) start() (stop func()) {
 
 func (gb *gatewayBus) Request(ctx context.Context, req gateway.Request) (json.RawMessage, error) {
 	return gb.bus.Request(ctx, bus.Request{Route: req.Route, Data: req.Data, Conn: req.Conn, User: req.User})
+}
+
+// Publish sends a client's publish to the hub leader over the session,
+// pipelined with the others; when the leader is of an earlier release that
+// does not take publishes on the bus, through the hub API instead.
+func (gb *gatewayBus) Publish(ctx context.Context, req wire.PublishRequest, deadline time.Time, done func(wire.PublishResponse, error)) error {
+	viaAPI := func() {
+		go func() {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			done(gb.hub.Publish(ctx, req))
+		}()
+	}
+	err := gb.bus.Publish(ctx, bus.Publish{Channel: req.Channel, Key: req.ID, Data: req.Data, Deadline: deadline},
+		func(res wire.PublishResponse, err error) {
+			if errors.Is(err, bus.ErrNoPublish) {
+				viaAPI()
+				return
+			}
+			done(res, err)
+		})
+	if errors.Is(err, bus.ErrNoPublish) {
+		viaAPI()
+		return nil
+	}
+	return err
 }
 
 func (gb *gatewayBus) event(ev gateway.Event) {

@@ -141,7 +141,17 @@ func localOnly(h http.Handler) http.Handler {
 type localHub struct{ h *broker.Hub }
 
 func (l localHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
-	return l.h.Service.Publish(ctx, req.Channel, req.Data, req.ID)
+	res, err := l.h.Service.Publish(ctx, req.Channel, req.Data, req.ID)
+	return res, wireError(err)
+}
+
+// wireError hands the gateway a hub's error as the *wire.Error a hub's
+// answer would carry.
+func wireError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &wire.Error{Code: broker.ErrorCode(err), Message: err.Error()}
 }
 
 func (l localHub) Read(ctx context.Context, channel string, from uint64, limit int) (gateway.Page, uint64, error) {
