@@ -26,11 +26,13 @@ import (
 // leader.
 
 // Bounds of a session's outgoing queue. Past routerQueueMsgs messages (or
-// routerQueueBytes) the peer is too slow and its session is closed; events
+// routerQueueBytes) the peer is too slow and its session is closed (a
+// gateway has up to 4,096 publishes in flight, each answered by an ack
+// here, by default: bus.GatewayConfig.MaxPublishes); events
 // are dropped, and counted, past routerEventMsgs (or half the bytes), so
 // that they never crowd requests out.
 const (
-	routerQueueMsgs  = 4096
+	routerQueueMsgs  = 16384
 	routerQueueBytes = 32 << 20
 	routerEventMsgs  = 1024
 )
