@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/comethq/comet/wire"
 	"github.com/gorilla/websocket"
@@ -37,6 +39,11 @@ func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx conte
 		mu   sync.Mutex
 		last string // the address that worked last, maybe a leader outside hubs
 		next int    // where to start in hubs otherwise
+		// A hub whose session was given up as stalled, and until when it
+		// is not dialed for a hint: the others still name it as leader
+		// until they elect another.
+		stalledAddr  string
+		stalledUntil time.Time
 	)
 	return func(ctx context.Context) (Link, error) {
 		if len(hubs) == 0 {
@@ -44,12 +51,22 @@ func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx conte
 		}
 		mu.Lock()
 		addr, start := last, next
+		avoid := ""
+		if time.Now().Before(stalledUntil) {
+			avoid = stalledAddr
+		}
 		mu.Unlock()
 		if addr == "" {
 			addr = hubs[start%len(hubs)]
 		}
 		var errs []error
 		tried := map[string]int{}
+		if avoid != "" && len(hubs) > 1 {
+			tried[avoid] = 2 // not dialed by this call
+			if addr == avoid {
+				addr = hubs[(start+1)%len(hubs)]
+			}
+		}
 		// Every hub twice, plus the hints: the bound of the loop.
 		for attempt := 0; attempt < 3*len(hubs)+2 && ctx.Err() == nil; attempt++ {
 			tried[addr]++
@@ -58,11 +75,24 @@ func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx conte
 				mu.Lock()
 				last = addr
 				mu.Unlock()
-				return link, nil
+				// A session given up as stalled (a paused hub) sends the
+				// next dial elsewhere first.
+				stalled := func() {
+					mu.Lock()
+					if last == addr {
+						last = ""
+						if i := slices.Index(hubs, addr); i >= 0 {
+							next = i + 1
+						}
+					}
+					stalledAddr, stalledUntil = addr, time.Now().Add(stallAvoid)
+					mu.Unlock()
+				}
+				return &hubLink{Link: link, stalled: stalled}, nil
 			}
 			logger.Debug("bus dial failed", "hub", addr, "err", err)
 			errs = append(errs, err)
-			if hint != "" && tried[hint] < 2 {
+			if hint != "" && hint != avoid && tried[hint] < 2 {
 				addr = hint
 				continue
 			}
@@ -109,3 +139,20 @@ func dialHub(ctx context.Context, addr string, header http.Header) (Link, string
 	}
 	return nil, "", fmt.Errorf("%s: %d: %w", addr, resp.StatusCode, &e)
 }
+
+// stallAvoid is how long a HubDialer does not follow hints to a hub whose
+// session was given up as stalled: about an election's time.
+const stallAvoid = 5 * time.Second
+
+// hubLink is a Link a HubDialer made: Stalled tells the dialer to try
+// other hubs first next time.
+type hubLink struct {
+	Link
+	stalled func()
+}
+
+func (l *hubLink) Stalled() { l.stalled() }
+
+// stallNoter is a Link that wants to know its session was given up as
+// stalled.
+type stallNoter interface{ Stalled() }

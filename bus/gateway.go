@@ -120,8 +120,8 @@ type gwSession struct {
 }
 
 // Run keeps a session to the router up until ctx ends: it dials, and
-// dials again after a failure or the end of a session, waiting 50ms to 2s
-// between attempts. Requests made while no session is up fail at once
+// dials again after a failure or the end of a session, waiting 50ms to
+// 500ms between attempts. Requests made while no session is up fail at once
 // (unavailable). Run returns nil when ctx ends; calling it twice at once is
 // an error.
 func (g *Gateway) Run(ctx context.Context) error {
@@ -144,7 +144,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// Answer what is left: nothing will send it any more.
 		g.expire(time.Now().Add(100 * 365 * 24 * time.Hour))
 	}()
-	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	// At most 500ms between dials: publishes wait on the next session.
+	b := Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
 	failing := false
 	for ctx.Err() == nil {
 		link, err := g.cfg.Dial(ctx)
@@ -310,6 +311,9 @@ func (g *Gateway) write(s *gwSession) {
 			if silent >= g.cfg.StallAfter/2 && g.outstanding(s) {
 				if silent >= g.cfg.StallAfter {
 					g.log.Warn("router session stalled: no answer while publishes wait; dialing again", "silent", silent.Round(time.Millisecond))
+					if n, ok := s.link.(stallNoter); ok {
+						n.Stalled()
+					}
 					s.link.Close()
 					return
 				}

@@ -105,6 +105,9 @@ func (e *pipeEnd) Close() error {
 // takes the peer for dead when it hears nothing (no message, no pong) for
 // readTimeout; a write that takes longer than writeTimeout breaks the link.
 var (
+	// dialTimeout bounds a dial and its handshake: a hub answers at once,
+	// and one that does not (paused, hung) is skipped for the next.
+	dialTimeout  = 3 * time.Second
 	pingInterval = 10 * time.Second
 	readTimeout  = 30 * time.Second
 	writeTimeout = 10 * time.Second
@@ -131,10 +134,10 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (Link, error) {
 // status and up to 1 KiB of its body.
 func Dial(ctx context.Context, url string, header http.Header) (Link, *http.Response, error) {
 	d := websocket.Dialer{
-		HandshakeTimeout: writeTimeout,
+		HandshakeTimeout: dialTimeout,
 		ReadBufferSize:   16 << 10,
 		WriteBufferSize:  16 << 10,
-		NetDialContext:   (&net.Dialer{Timeout: writeTimeout}).DialContext,
+		NetDialContext:   (&net.Dialer{Timeout: dialTimeout}).DialContext,
 	}
 	c, resp, err := d.DialContext(ctx, url, header)
 	if err != nil {
