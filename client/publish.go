@@ -281,7 +281,13 @@ func (c *Client) publish(ctx context.Context, channel, id string, data json.RawM
 	select {
 	case c.window <- struct{}{}:
 	default:
-		if noWait {
+		c.mu.Lock()
+		_, dup := c.pubs[id]
+		c.mu.Unlock()
+		switch {
+		case dup: // no need to wait to know
+			return nil, fmt.Errorf("publish to %s, id %s: %w", channel, id, ErrInFlight)
+		case noWait:
 			return nil, fmt.Errorf("publish to %s, id %s: %w (%d)", channel, id, ErrWindowFull, cap(c.window))
 		}
 		select {

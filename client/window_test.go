@@ -211,6 +211,9 @@ func TestPublishAsyncFullWindow(t *testing.T) {
 	if _, err := c.PublishAsync(ctxT(t), "chat", 3, NoWait()); !errors.Is(err, ErrWindowFull) {
 		t.Fatalf("NoWait on a full window: %v", err)
 	}
+	if _, err := c.PublishAsync(ctxT(t), "chat", 3, WithID("k2")); !errors.Is(err, ErrInFlight) {
+		t.Fatalf("an id in flight on a full window: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := c.PublishAsync(ctx, "chat", 3); !errors.Is(err, context.DeadlineExceeded) {

@@ -329,6 +329,7 @@ export class Comet extends Emitter {
     this.random = o.random || Math.random;
     this.urls = expandUrls(o.urls || '/ws', o.workersCount);
     if (!this.urls.length) throw new Error('comet: no gateway URL');
+    if (!(Number.isInteger(o.maxPublishesInFlight) && o.maxPublishesInFlight > 0)) throw new Error(`comet: maxPublishesInFlight must be a positive integer, not ${o.maxPublishesInFlight}`);
     this.transports = [].concat(o.transports).filter((t) => t === 'websocket' || t === 'sockjs');
     if (!this.transports.length) throw new Error('comet: transports must list websocket and/or sockjs');
     this.sockjsUrls = this.transports.includes('sockjs')

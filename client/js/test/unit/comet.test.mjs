@@ -683,4 +683,5 @@ test('publish window: a retried or timed-out publish keeps the count right; clos
   assert.deepEqual(pubIds(conn), ['a', 'b', 'a', 'd', 'e']);
   c.close();
   for (const p of [p4, p5, p6]) await assert.rejects(p, (e) => e.code === 'closed');
+  assert.throws(() => new Comet({ urls: 'ws://a.test/ws', autoOpen: false, storage: null, maxPublishesInFlight: 0 }), /maxPublishesInFlight/);
 });
