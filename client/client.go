@@ -41,8 +41,8 @@ var (
 	// ErrSubscribed is returned by Subscribe for a channel the client is
 	// already subscribed to: unsubscribe first.
 	ErrSubscribed = errors.New("already subscribed to this channel")
-	// ErrInFlight is returned by PublishWithID when a publish with the same
-	// id is still waiting for its ack on this client.
+	// ErrInFlight is returned by PublishWithID and PublishAsync when a
+	// publish with the same id is still waiting for its ack on this client.
 	ErrInFlight = errors.New("a publish with this id is in flight")
 	// ErrWindowFull is returned by PublishAsync with NoWait when
 	// Config.MaxPublishesInFlight publishes are already waiting for their
