@@ -24,6 +24,10 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultReadTimeout    = 75 * time.Second
 	DefaultPingInterval   = 25 * time.Second
+	// DefaultMaxPublishesInFlight is the default window of publishes
+	// waiting for their ack on one client: the gateway's own default
+	// bound per connection.
+	DefaultMaxPublishesInFlight = 256
 )
 
 // defaultStableAfter is how long a connection must stay up for the backoff
@@ -37,9 +41,13 @@ var (
 	// ErrSubscribed is returned by Subscribe for a channel the client is
 	// already subscribed to: unsubscribe first.
 	ErrSubscribed = errors.New("already subscribed to this channel")
-	// ErrInFlight is returned by PublishWithID when a publish with the same
-	// id is still waiting for its ack on this client.
+	// ErrInFlight is returned by PublishWithID and PublishAsync when a
+	// publish with the same id is still waiting for its ack on this client.
 	ErrInFlight = errors.New("a publish with this id is in flight")
+	// ErrWindowFull is returned by PublishAsync with NoWait when
+	// Config.MaxPublishesInFlight publishes are already waiting for their
+	// acks.
+	ErrWindowFull = errors.New("too many publishes in flight")
 	// ErrProtocol reports a gateway that broke the client protocol (its
 	// first frame was not "connected", say). The client reconnects.
 	ErrProtocol = errors.New("protocol error")
@@ -131,6 +139,11 @@ type Config struct {
 	// RequestTimeout bounds a Request, a write, and the wait for a publish's
 	// ack before it is sent again with the same id (default 10s).
 	RequestTimeout time.Duration
+	// MaxPublishesInFlight bounds the publishes waiting for their ack, of
+	// every kind (Publish, PublishWithID, PublishAsync), on the client
+	// (default 256, the gateway's own bound per connection). A publish
+	// past it waits for room, or fails with ErrWindowFull with NoWait.
+	MaxPublishesInFlight int
 	// ReadTimeout is how long a connection may stay silent (no frame, no
 	// ping, no pong) before the client drops it as dead (default 75s).
 	ReadTimeout time.Duration
@@ -201,6 +214,8 @@ type Client struct {
 	seq     uint64
 	subs    map[string]*Subscription // by channel
 	pubs    map[string]*pendingPub   // by id
+	window  chan struct{}            // a token per publish in pubs: its capacity is the window
+	drains  []*drain                 // waiters of PublishAsyncComplete
 	reqs    map[string]*pendingReq   // by id
 	unsubs  map[string]chan struct{} // waiters for "unsubscribed", by id
 }
@@ -220,6 +235,12 @@ func New(cfg Config) (*Client, error) {
 	cfg.URLs = append([]string(nil), cfg.URLs...)
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.RequestTimeout < 0 || cfg.ReadTimeout < 0 || cfg.PingInterval < 0 {
 		return nil, errors.New("client: negative duration in Config")
+	}
+	if cfg.MaxPublishesInFlight < 0 {
+		return nil, fmt.Errorf("client: negative MaxPublishesInFlight %d", cfg.MaxPublishesInFlight)
+	}
+	if cfg.MaxPublishesInFlight == 0 {
+		cfg.MaxPublishesInFlight = DefaultMaxPublishesInFlight
 	}
 	if cfg.MinBackoff == 0 {
 		cfg.MinBackoff = DefaultMinBackoff
@@ -271,6 +292,7 @@ func New(cfg Config) (*Client, error) {
 		doneCh:   make(chan struct{}),
 		subs:     map[string]*Subscription{},
 		pubs:     map[string]*pendingPub{},
+		window:   make(chan struct{}, cfg.MaxPublishesInFlight),
 		reqs:     map[string]*pendingReq{},
 		unsubs:   map[string]chan struct{}{},
 	}
@@ -421,9 +443,8 @@ func (c *Client) Close() error {
 		}
 		<-c.doneCh
 		c.mu.Lock()
-		for id, p := range c.pubs {
-			delete(c.pubs, id)
-			p.finish(Ack{}, ErrClosed)
+		for _, p := range c.pubs {
+			c.finishPub(p, Ack{}, ErrClosed)
 		}
 		for id, r := range c.reqs {
 			delete(c.reqs, id)

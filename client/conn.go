@@ -498,8 +498,7 @@ func (c *Client) onError(cn *conn, f *wire.ServerFrame) {
 			cn.retryAt(p.retryAt)
 			return
 		}
-		delete(c.pubs, f.ID)
-		p.finish(Ack{}, e)
+		c.finishPub(p, Ack{}, e)
 		return
 	}
 	if r, ok := c.reqs[f.ID]; ok && f.ID != "" {

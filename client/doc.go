@@ -26,6 +26,18 @@
 // in memory by default, or in a JSON file (NewFileStore) to resume after a
 // restart.
 //
+// # Publishing
+//
+// Publish and PublishWithID wait for the ack; PublishAsync returns a
+// PublishFuture at once, so that one goroutine keeps many publishes in
+// flight. At most Config.MaxPublishesInFlight (default 256) wait for their
+// acks at once; past that PublishAsync waits for room (or fails with
+// ErrWindowFull with NoWait). Publishes are sent in the order of the calls;
+// after a reconnect those not acknowledged are sent again with their ids,
+// in that order, before any new one. Ack.Duplicate says that a publish was
+// a retry of an id already stored. PublishAsyncComplete waits for the
+// publishes in flight. See docs/go-client.md.
+//
 // # Authentication and direct messages
 //
 // With Config.Token, the client authenticates with a JWT from the

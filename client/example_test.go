@@ -42,3 +42,31 @@ func Example() {
 	}
 	fmt.Println("stored at offset", ack.Offset)
 }
+
+func ExampleClient_PublishAsync() {
+	c, err := client.New(client.Config{URLs: []string{"ws://10.0.0.1:8080/ws"}, MaxPublishesInFlight: 1024})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var futures []*client.PublishFuture
+	for i := 0; i < 10000; i++ {
+		f, err := c.PublishAsync(ctx, "ticks", map[string]int{"n": i}) // waits when 1024 are in flight
+		if err != nil {
+			log.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	select {
+	case <-c.PublishAsyncComplete():
+	case <-ctx.Done():
+		log.Fatal("not all acknowledged in time")
+	}
+	for _, f := range futures {
+		if err := f.Err(); err != nil {
+			log.Printf("publish %s: %v", f.ID(), err)
+		}
+	}
+}

@@ -23,13 +23,13 @@ func TestPublish(t *testing.T) {
 		t.Fatalf("ack %+v", ack)
 	}
 	ack, err = c.PublishWithID(ctxT(t), "chat", "k1", json.RawMessage(" [1, 2]\n"))
-	if err != nil || ack.Offset != 2 {
+	if err != nil || ack.Offset != 2 || ack.Duplicate {
 		t.Fatalf("ack %+v, %v", ack, err)
 	}
 	// The same id again is stored once and acknowledged with the first
 	// offset.
 	ack, err = c.PublishWithID(ctxT(t), "chat", "k1", json.RawMessage(`[1,2]`))
-	if err != nil || ack.Offset != 2 {
+	if err != nil || ack.Offset != 2 || !ack.Duplicate {
 		t.Fatalf("ack %+v, %v", ack, err)
 	}
 	_, _, msgs := g.Messages("chat")

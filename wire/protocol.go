@@ -171,8 +171,8 @@ type Ack struct {
 	Channel string `json:"channel"`
 	Offset  uint64 `json:"offset"`
 	Epoch   string `json:"epoch,omitempty"`
-	// Duplicate: the publish was a retry of an id already stored, and
-	// Offset is where it was stored then.
+	// Duplicate is true when the publish was a retry of an id already
+	// stored, and Offset is the offset the first one got.
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
@@ -207,6 +207,7 @@ type ServerFrame struct {
 	Data       json.RawMessage `json:"data,omitempty"`
 	Code       string          `json:"code,omitempty"`
 	Message    string          `json:"message,omitempty"`
+	Duplicate  bool            `json:"duplicate,omitempty"`
 }
 
 // AppendMessage appends the frame {"op":"message","channel":ch,"offset":off,

@@ -48,6 +48,8 @@ type gconn struct {
 	// Guarded by Gateway.mu.
 	subs    map[string]bool
 	stalled chan struct{} // non-nil while stalled; closed to resume
+	held    [][]byte      // acks held back by HoldAcks, in order
+	unacked int           // publishes received and not answered yet
 	authed  bool          // "connected" was sent
 	user    string
 	expiry  *time.Timer // ends the connection when its token expires
@@ -67,6 +69,9 @@ type Gateway struct {
 	accepted      int
 	stores        int
 	frames        []wire.ClientFrame
+	frameConns    []string // the connection id of each of frames
+	holdAcks      bool
+	maxUnacked    int
 	failPublishes []string // codes for the next publishes, in order
 	failSubs      []string // codes for the next subscribes, in order
 	dropBeforeAck int
@@ -178,6 +183,67 @@ func (g *Gateway) SetHook(f func(wire.ClientFrame)) {
 	g.mu.Lock()
 	g.hook = f
 	g.mu.Unlock()
+}
+
+// FramesOf returns the client frames received on the connection of id
+// conn ("fake-1" for the first accepted, as its "connected" says), in
+// order.
+func (g *Gateway) FramesOf(conn string) []wire.ClientFrame {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var fs []wire.ClientFrame
+	for i, f := range g.frames {
+		if g.frameConns[i] == conn {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+// HoldAcks makes the gateway store publishes but hold their acks back
+// (true), until ReleaseAcks, or send acks at once again (false; the acks
+// held are kept). The acks held by a connection that drops are lost.
+func (g *Gateway) HoldAcks(hold bool) {
+	g.mu.Lock()
+	g.holdAcks = hold
+	g.mu.Unlock()
+}
+
+// ReleaseAcks sends up to n of the acks held back, oldest first on each
+// connection, and returns how many it sent.
+func (g *Gateway) ReleaseAcks(n int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sent := 0
+	for c := range g.conns {
+		for sent < n && len(c.held) > 0 {
+			b := c.held[0]
+			c.held = c.held[1:]
+			c.unacked--
+			g.write(c, b)
+			sent++
+		}
+	}
+	return sent
+}
+
+// Held returns how many acks are held back by HoldAcks.
+func (g *Gateway) Held() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for c := range g.conns {
+		n += len(c.held)
+	}
+	return n
+}
+
+// MaxUnacked returns the most publishes one connection ever had received
+// and not yet seen answered (acked or refused).
+func (g *Gateway) MaxUnacked() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.maxUnacked
 }
 
 // FailPublishes answers the next publishes with error frames of these
@@ -426,6 +492,7 @@ func (g *Gateway) handle(c *gconn, b []byte) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.frames = append(g.frames, f)
+	g.frameConns = append(g.frameConns, c.id)
 	if g.auth != nil && f.Op == wire.OpConnect {
 		return g.connect(c, f)
 	}
@@ -540,8 +607,17 @@ func (g *Gateway) subscribe(c *gconn, f wire.ClientFrame) {
 	g.write(c, frame)
 }
 
-// publish stores f's data once per id and acks it; g.mu is held.
+// publish stores f's data once per id and acks it ("duplicate": true for
+// an id already stored); g.mu is held.
 func (g *Gateway) publish(c *gconn, f wire.ClientFrame) bool {
+	c.unacked++
+	g.maxUnacked = max(g.maxUnacked, c.unacked)
+	answered := true
+	defer func() {
+		if answered {
+			c.unacked--
+		}
+	}()
 	if len(f.Data) > MaxDataBytes {
 		g.writeError(c, f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), MaxDataBytes))
 		return true
@@ -568,7 +644,14 @@ func (g *Gateway) publish(c *gconn, f wire.ClientFrame) bool {
 		c.ws.NetConn().Close()
 		return false
 	}
-	g.write(c, mustJSON(wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: f.Channel, Offset: off, Epoch: ch.epoch}))
+	ack := mustJSON(wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: f.Channel, Offset: off, Epoch: ch.epoch,
+		Duplicate: dup && f.ID != ""})
+	if g.holdAcks {
+		c.held = append(c.held, ack)
+		answered = false
+		return true
+	}
+	g.write(c, ack)
 	return true
 }
 

@@ -33,7 +33,15 @@ export interface SubscribedInfo {
   lost?: { from: number; to: number | null; epochChanged: boolean };
 }
 
-export interface Ack { channel: string; offset: number; epoch: string; }
+export interface Ack {
+  channel: string;
+  offset: number;
+  epoch: string;
+  /** True when the publish was a retry of an id already stored (the
+   * client's own, after a reconnect, or a reused id): offset is the first
+   * one's, and nothing new was stored. */
+  duplicate: boolean;
+}
 export interface Position { offset: number; epoch: string; }
 
 export interface CloseInfo {
@@ -119,6 +127,10 @@ export interface Options {
   /** Timeout of request() and ping(), and of a publish's ack before it is
    * sent again (default 10000 ms). */
   requestTimeout?: number;
+  /** How many publishes may be sent and wait for their acks at once
+   * (default 256, the gateway's own bound per connection); the others wait
+   * their turn, in call order. */
+  maxPublishesInFlight?: number;
   /** How long a connection may take to say "connected" (default 10000 ms). */
   connectTimeout?: number;
   /** How often the client pings (default 25000 ms). A connection from
@@ -225,6 +237,12 @@ export class Comet {
   subscribe<T = unknown>(channel: string, handler?: ((m: Message<T>) => void) | null, options?: SubscribeOptions): Subscription<T>;
   position(channel: string): Position | null;
   forget(channel: string): void;
+  /** Resolves once the message is stored. Many may be in flight: they are
+   * sent in call order, maxPublishesInFlight at most waiting for acks, and
+   * after a reconnect the unacknowledged ones are sent again, same ids,
+   * same order, before any new one. id: the idempotency key, unique per
+   * message (default random). timeout: fail with code "timeout" after
+   * this many ms (the message may still be stored). */
   publish(channel: string, data: unknown, options?: { id?: string; timeout?: number }): Promise<Ack>;
   request<T = unknown>(route: string, data?: unknown, options?: { timeout?: number }): Promise<T>;
   ping(options?: { timeout?: number }): Promise<void>;

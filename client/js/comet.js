@@ -316,6 +316,7 @@ export class Subscription {
 const DEFAULTS = {
   transports: ['websocket', 'sockjs'], workersCount: 1, autoOpen: true, autoReconnect: true,
   minRetry: 100, maxRetry: 10000, requestTimeout: 10000, connectTimeout: 10000, pingInterval: 25000,
+  maxPublishesInFlight: 256,
   storagePrefix: 'comet:', saveDelay: 100, sockjsOptions: {},
 };
 
@@ -328,6 +329,7 @@ export class Comet extends Emitter {
     this.random = o.random || Math.random;
     this.urls = expandUrls(o.urls || '/ws', o.workersCount);
     if (!this.urls.length) throw new Error('comet: no gateway URL');
+    if (!(Number.isInteger(o.maxPublishesInFlight) && o.maxPublishesInFlight > 0)) throw new Error(`comet: maxPublishesInFlight must be a positive integer, not ${o.maxPublishesInFlight}`);
     this.transports = [].concat(o.transports).filter((t) => t === 'websocket' || t === 'sockjs');
     if (!this.transports.length) throw new Error('comet: transports must list websocket and/or sockjs');
     this.sockjsUrls = this.transports.includes('sockjs')
@@ -350,7 +352,13 @@ export class Comet extends Emitter {
     this._seq = 0;
     this._prefix = randomId(4) + '.';
     this._subs = new Map(); // by channel
-    this._pubs = new Map(); // by id
+    this._pubs = new Map(); // by id, in the order of the publish() calls
+    // The publishes not sent on this connection yet, in call order (from
+    // _pubHead on), and how many were sent and not answered: at most
+    // maxPublishesInFlight.
+    this._pubQueue = [];
+    this._pubHead = 0;
+    this._inflight = 0;
     this._reqs = new Map(); // by id
     this._unsubs = new Map(); // by id
     this._plugins = [];
@@ -395,7 +403,8 @@ export class Comet extends Emitter {
       conn.t?.close(1000, 'client closed');
       this._dropped(conn, 1000, 'client closed');
     } else this._setState('closed');
-    for (const [id, p] of this._pubs) { this._pubs.delete(id); this.clock.clearTimeout(p.timer); p.reject(new CometError('closed', 'client closed')); }
+    for (const p of [...this._pubs.values()]) this._finishPub(p, null, new CometError('closed', 'client closed'));
+    Object.assign(this, { _pubQueue: [], _pubHead: 0 });
     for (const [id, r] of this._reqs) { this._reqs.delete(id); this.clock.clearTimeout(r.timer); r.reject(new CometError('closed', 'client closed')); }
     this.positions.flush();
     (this._teardowns || []).forEach((td) => typeof td === 'function' && td());
@@ -437,8 +446,14 @@ export class Comet extends Emitter {
   forget(channel) { this.positions.forget(channel); }
 
   /** publish sends data (any JSON value but null) to channel; the promise
-   * resolves with {channel, offset, epoch} once the message is stored. It
-   * is sent again with the same id until acknowledged. */
+   * resolves with {channel, offset, epoch, duplicate} once the message is
+   * stored. Many publishes may be in flight at once: up to
+   * maxPublishesInFlight are sent and wait for their acks, the others wait
+   * their turn. They are sent in the order of the calls; after a reconnect
+   * those not acknowledged are sent again, with the same ids, in that
+   * order, before any new one. duplicate is true when the message had
+   * already been stored under this id (a retry): offset is then the first
+   * one's. */
   publish(channel, data, { id = randomId(), timeout = 0 } = {}) {
     try {
       checkChannel(channel);
@@ -446,20 +461,15 @@ export class Comet extends Emitter {
       if (this._pubs.has(id)) throw new Error(`comet: a publish with id ${id} is in flight`);
     } catch (err) { return Promise.reject(err); }
     return new Promise((resolve, reject) => {
-      let deadline = null;
-      const settle = (fn) => (v) => { this.clock.clearTimeout(deadline); fn(v); };
       const p = { id, channel, frame: { op: 'publish', channel, data, id }, seq: ++this._seq, attempts: 0, timer: null,
-        resolve: settle(resolve), reject: settle(reject) };
+        deadline: null, sent: false, done: false, resolve, reject };
       this._pubs.set(id, p);
       if (timeout > 0) {
-        deadline = this.clock.setTimeout(() => {
-          if (this._pubs.get(id) !== p) return;
-          this._pubs.delete(id);
-          this.clock.clearTimeout(p.timer);
-          reject(new CometError('timeout', `no ack within ${timeout} ms; it may be stored: publish again with id ${id} to know`));
-        }, timeout);
+        p.deadline = this.clock.setTimeout(() => this._finishPub(p, null,
+          new CometError('timeout', `no ack within ${timeout} ms; it may be stored: publish again with id ${id} to know`)), timeout);
       }
-      if (this._ready()) this._sendPublish(p);
+      this._pubQueue.push(p);
+      this._pumpPublishes();
     });
   }
 
@@ -641,7 +651,8 @@ export class Comet extends Emitter {
   }
 
   // _attach makes conn the ready connection and sends, in this order, every
-  // subscription, every unacknowledged publish and every unsent request.
+  // subscription, the unacknowledged publishes (in call order, as many as
+  // the window takes) and every unsent request.
   _attach(conn, f) {
     Object.assign(conn, { ready: true, openedAt: this.clock.now() });
     Object.assign(this, { transport: conn.name, url: conn.url, connection: f.connection, user: f.user || null, _everOpen: true, _tried: 0 });
@@ -668,7 +679,7 @@ export class Comet extends Emitter {
     if (this._conn !== conn) return;
     const bySeq = (a, b) => a.seq - b.seq;
     for (const s of [...this._subs.values()].sort(bySeq)) this._sendSubscribe(s);
-    for (const p of [...this._pubs.values()].sort(bySeq)) this._sendPublish(p);
+    this._pumpPublishes(); // all of them wait their turn again, in call order (see _dropped)
     for (const r of [...this._reqs.values()].sort(bySeq)) { r.sent = true; this._send(r.frame); }
   }
 
@@ -691,7 +702,9 @@ export class Comet extends Emitter {
     const auth = conn.authError || (code === CLOSE_AUTH ? conn.refused || new CometError('forbidden', reason || 'token refused') : null);
     Object.assign(this, { transport: null, connection: null, user: null });
     for (const s of this._subs.values()) { this.clock.clearTimeout(s.timer); Object.assign(s, { wire: 'idle', subId: '' }); }
-    for (const p of this._pubs.values()) { this.clock.clearTimeout(p.timer); p.timer = null; }
+    // Every publish not acknowledged waits its turn again, in call order.
+    for (const p of this._pubs.values()) { this.clock.clearTimeout(p.timer); Object.assign(p, { timer: null, sent: false }); }
+    Object.assign(this, { _pubQueue: [...this._pubs.values()], _pubHead: 0, _inflight: 0 });
     for (const [id, r] of this._reqs) {
       if (!r.sent) continue;
       this._reqs.delete(id);
@@ -725,9 +738,7 @@ export class Comet extends Emitter {
       case 'ack': {
         const p = this._pubs.get(f.id);
         if (!p || !f.id) return; // a second ack of a publish sent twice
-        this._pubs.delete(f.id);
-        this.clock.clearTimeout(p.timer);
-        return p.resolve({ channel: f.channel, offset: f.offset, epoch: f.epoch || '' });
+        return this._finishPub(p, { channel: f.channel, offset: f.offset, epoch: f.epoch || '', duplicate: f.duplicate === true });
       }
       case 'response': case 'pong': {
         const r = this._reqs.get(f.id);
@@ -747,11 +758,11 @@ export class Comet extends Emitter {
     if (p) {
       this.clock.clearTimeout(p.timer);
       if (RETRYABLE.has(f.code)) {
+        // Still in flight: sent again after a backoff.
         p.timer = this.clock.setTimeout(() => this._ready() && this._sendPublish(p), this._jitter(++p.attempts));
         return;
       }
-      this._pubs.delete(f.id);
-      return p.reject(err);
+      return this._finishPub(p, null, err);
     }
     const r = f.id && this._reqs.get(f.id);
     if (r) {
@@ -795,6 +806,36 @@ export class Comet extends Emitter {
       Object.assign(s, { askedFrom: f.from, askedEpoch: s.epoch });
     }
     this._send(f);
+  }
+
+  // _pumpPublishes sends the publishes waiting their turn, in call order,
+  // while fewer than maxPublishesInFlight wait for their acks.
+  _pumpPublishes() {
+    if (!this._ready()) return;
+    const q = this._pubQueue;
+    while (this._pubHead < q.length && this._inflight < this.options.maxPublishesInFlight) {
+      const p = q[this._pubHead++];
+      if (p.done) continue;
+      p.sent = true;
+      this._inflight++;
+      this._sendPublish(p);
+    }
+    if (this._pubHead > 1024 && this._pubHead * 2 > q.length) {
+      this._pubQueue = q.slice(this._pubHead);
+      this._pubHead = 0;
+    }
+  }
+
+  // _finishPub settles p once, with ack or err, and lets the next one go.
+  _finishPub(p, ack, err) {
+    if (p.done) return;
+    p.done = true;
+    this._pubs.delete(p.id);
+    this.clock.clearTimeout(p.timer);
+    this.clock.clearTimeout(p.deadline);
+    if (p.sent) { p.sent = false; this._inflight--; }
+    if (err) p.reject(err); else p.resolve(ack);
+    this._pumpPublishes();
   }
 
   _sendPublish(p) {

@@ -31,7 +31,8 @@ once the message is stored. DATA is sent as JSON if it parses as JSON (42,
 true, {"a":1}, '"quoted"'); otherwise it is sent as a JSON string:
 'comet pub chat hello' sends "hello". The publish is retried, across gateways
 and reconnects, with the same id until it is acknowledged or --timeout passes;
-the hubs store it once.`
+the hubs store it once. The output says "duplicate":true when the id was
+already stored (a retry, or --id given again): offset is then the first one's.`
 
 const subSynopsis = `comet sub [--url ws://127.0.0.1:8080/ws] [--from N] [--epoch E] [--count N] [--state FILE] CHANNEL...
 
@@ -114,9 +115,10 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	out, err := json.Marshal(struct {
-		Channel string `json:"channel"`
-		Offset  uint64 `json:"offset"`
-	}{ack.Channel, ack.Offset})
+		Channel   string `json:"channel"`
+		Offset    uint64 `json:"offset"`
+		Duplicate bool   `json:"duplicate,omitempty"`
+	}{ack.Channel, ack.Offset, ack.Duplicate})
 	if err != nil {
 		return err
 	}

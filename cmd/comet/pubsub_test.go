@@ -138,10 +138,10 @@ func TestPub(t *testing.T) {
 
 func TestPubIdempotent(t *testing.T) {
 	g := newFakeGateway(t)
-	for range 2 {
+	for _, want := range []string{`{"channel":"chat","offset":1}`, `{"channel":"chat","offset":1,"duplicate":true}`} {
 		code, out, errOut := comet(t, "pub", "--url", g.URL(), "--id", "k1", "chat", "x")
-		if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
-			t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+		if code != 0 || out != want+"\n" {
+			t.Fatalf("exit %d, stdout %q (want %s), stderr %q", code, out, want, errOut)
 		}
 	}
 	if g.Stores() != 1 {
@@ -171,7 +171,8 @@ func TestPubRetries(t *testing.T) {
 	g.FailPublishes("unavailable", "timeout")
 	g.DropBeforeAck(1)
 	code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", "x")
-	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
+	// Stored before the drop: the retry's ack says duplicate.
+	if code != 0 || out != `{"channel":"chat","offset":1,"duplicate":true}`+"\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if g.Stores() != 1 || g.Accepted() != 2 {

@@ -35,7 +35,7 @@ func main() {
 
 	var clients []*client.Client
 	for i := 0; i < *conns; i++ {
-		c, err := client.New(client.Config{URLs: []string{*url}})
+		c, err := client.New(client.Config{URLs: []string{*url}, MaxPublishesInFlight: *window})
 		if err != nil {
 			fail(err)
 		}

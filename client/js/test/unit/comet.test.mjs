@@ -283,7 +283,7 @@ test('publish: queued until connected, retried with the same id across reconnect
   assert.equal(conn.frames('publish').filter((f) => f.id === 'k1').length, 2);
   conn.push({ op: 'ack', id: 'k1', channel: 'chat', offset: 41, epoch: 'E' });
   conn.push({ op: 'ack', id: 'k1', channel: 'chat', offset: 41, epoch: 'E' }); // a second ack: ignored
-  assert.deepEqual(await p1, { channel: 'chat', offset: 41, epoch: 'E' });
+  assert.deepEqual(await p1, { channel: 'chat', offset: 41, epoch: 'E', duplicate: false });
   clock.tick(5000);
   assert.equal(conn.frames('publish').filter((f) => f.id === sent[1].id).length, 2, 'resent when no answer in requestTimeout');
   conn.push({ op: 'error', id: sent[1].id, code: 'too_large', message: 'no' });
@@ -594,4 +594,94 @@ test('direct messages: the direct event, without channel or offset', async () =>
   assert.deepEqual(got, []);
   assert.deepEqual(of(events, 'error'), []);
   c.close();
+});
+
+// ids returns the ids of conn's publish frames, in order.
+const pubIds = (conn) => conn.frames('publish').map((f) => f.id);
+const idRange = (from, to) => Array.from({ length: to - from }, (_, i) => `id-${from + i}`);
+
+test('publish window: 1,000 in flight with a window of 64, sent in call order, never more than 64 unanswered', async () => {
+  const env = newClient({ maxPublishesInFlight: 64 });
+  const conn = await connect(env);
+  const { c } = env;
+  const results = new Map();
+  const all = Array.from({ length: 1000 }, (_, i) => c.publish('chat', { n: i }, { id: `id-${i}` })
+    .then((ack) => { assert.ok(!results.has(i), 'settled twice'); results.set(i, ack); }));
+  assert.deepEqual(pubIds(conn), idRange(0, 64));
+  // Ack the outstanding ones a few at a time, in a scrambled order.
+  const acked = new Set();
+  let offset = 0;
+  for (let round = 0; round < 1000 && acked.size < 1000; round++) {
+    const out = pubIds(conn).filter((id) => !acked.has(id));
+    assert.ok(out.length <= 64, `${out.length} publishes unanswered`);
+    assert.ok(out.length > 0);
+    const pick = out.filter((_, i) => i % 3 === round % 3).slice(0, 7);
+    for (const id of (pick.length ? pick : out.slice(0, 1))) {
+      acked.add(id);
+      conn.push({ op: 'ack', id, channel: 'chat', offset: ++offset });
+    }
+  }
+  await Promise.all(all);
+  assert.equal(results.size, 1000);
+  assert.deepEqual(pubIds(conn), idRange(0, 1000), 'every publish sent once, in call order');
+  assert.deepEqual(conn.frames('publish').slice(0, 3).map((f) => f.data.n), [0, 1, 2]);
+});
+
+test('publish window: a drop mid-window sends the unacknowledged ones again, in order, same ids, before any new one', async () => {
+  const env = newClient({ maxPublishesInFlight: 64, random: top() });
+  const { c, clock, net } = env;
+  let conn = await connect(env);
+  const settled = new Map();
+  const all = Array.from({ length: 200 }, (_, i) => c.publish('chat', i, { id: `id-${i}` })
+    .then((ack) => { assert.ok(!settled.has(i), 'settled twice'); settled.set(i, ack); }));
+  for (let i = 0; i < 20; i++) conn.push({ op: 'ack', id: `id-${i}`, channel: 'chat', offset: i + 1 });
+  assert.deepEqual(pubIds(conn), idRange(0, 84));
+  await settle();
+  assert.equal(settled.size, 20);
+  conn.drop(1006);
+  const late = c.publish('chat', 'late', { id: 'late' }); // made while disconnected: after the others
+  clock.tick(100);
+  await settle();
+  conn = net.last();
+  conn.connected('c2');
+  assert.deepEqual(pubIds(conn), idRange(20, 84), 'exactly the unacknowledged ones, in call order');
+  // The gateway had stored them: their acks say duplicate.
+  for (let i = 20; i < 84; i++) conn.push({ op: 'ack', id: `id-${i}`, channel: 'chat', offset: i + 1, duplicate: true });
+  for (let i = 84; i < 200; i++) conn.push({ op: 'ack', id: `id-${i}`, channel: 'chat', offset: i + 1 });
+  assert.deepEqual(pubIds(conn), [...idRange(20, 200), 'late']);
+  conn.push({ op: 'ack', id: 'late', channel: 'chat', offset: 201 });
+  await Promise.all(all);
+  assert.deepEqual(await late, { channel: 'chat', offset: 201, epoch: '', duplicate: false });
+  for (let i = 0; i < 200; i++) {
+    assert.deepEqual(settled.get(i), { channel: 'chat', offset: i + 1, epoch: '', duplicate: i >= 20 && i < 84 });
+  }
+});
+
+test('publish window: a retried or timed-out publish keeps the count right; close fails the queued ones', async () => {
+  const env = newClient({ maxPublishesInFlight: 2, requestTimeout: 5000, random: top() });
+  const { c, clock } = env;
+  const conn = await connect(env);
+  const p1 = c.publish('chat', 1, { id: 'a' });
+  const p2 = c.publish('chat', 2, { id: 'b' });
+  const p3 = c.publish('chat', 3, { id: 'c', timeout: 1000 });
+  const p4 = c.publish('chat', 4, { id: 'd' });
+  assert.deepEqual(pubIds(conn), ['a', 'b']);
+  // unavailable: still in flight, sent again after a backoff; nothing new goes.
+  conn.push({ op: 'error', id: 'a', code: 'unavailable', message: 'no leader' });
+  clock.tick(100);
+  assert.deepEqual(pubIds(conn), ['a', 'b', 'a']);
+  // c times out while waiting its turn: it is never sent.
+  clock.tick(900);
+  await assert.rejects(p3, (e) => e.code === 'timeout');
+  conn.push({ op: 'error', id: 'b', code: 'forbidden', message: 'no' });
+  await assert.rejects(p2, (e) => e.code === 'forbidden');
+  assert.deepEqual(pubIds(conn), ['a', 'b', 'a', 'd']);
+  conn.push({ op: 'ack', id: 'a', channel: 'chat', offset: 1 });
+  assert.equal((await p1).offset, 1);
+  const p5 = c.publish('chat', 5, { id: 'e' });
+  const p6 = c.publish('chat', 6, { id: 'f' });
+  assert.deepEqual(pubIds(conn), ['a', 'b', 'a', 'd', 'e']);
+  c.close();
+  for (const p of [p4, p5, p6]) await assert.rejects(p, (e) => e.code === 'closed');
+  assert.throws(() => new Comet({ urls: 'ws://a.test/ws', autoOpen: false, storage: null, maxPublishesInFlight: 0 }), /maxPublishesInFlight/);
 });
