@@ -113,12 +113,7 @@ func (s *Service) publishLeader(ctx context.Context, channel string, data json.R
 		finish(wire.PublishResponse{}, fmt.Errorf("%w: this hub no longer leads", raft.ErrNotLeader))
 		return
 	}
-	if err := s.storing(); err != nil {
-		finish(wire.PublishResponse{}, err)
-		return
-	}
-	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), cb: finish}
-	if err := s.enqueue(ctx, p); err != nil {
+	if err := s.queueLocal(ctx, channel, data, id, finish); err != nil {
 		if errors.Is(err, context.Canceled) {
 			err = fmt.Errorf("%w: the session ended", ErrClosed)
 		}

@@ -330,12 +330,7 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 		go func() { finish(s.publishRouted(ctx, req)) }()
 		return
 	}
-	if err := s.storing(); err != nil {
-		finish(wire.PublishResponse{}, err)
-		return
-	}
-	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
-	p.cb = func(res wire.PublishResponse, err error) {
+	if err := s.queueLocal(ctx, channel, data, id, func(res wire.PublishResponse, err error) {
 		// Leadership left before it was stored, or (with an id) while it
 		// was in flight: publishRouted sends it to the new leader.
 		if errors.Is(err, raft.ErrNotLeader) || (id != "" && errors.Is(err, raft.ErrUnknownOutcome)) {
@@ -343,10 +338,21 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 			return
 		}
 		finish(res, err)
-	}
-	if err := s.enqueue(ctx, p); err != nil {
+	}); err != nil {
 		finish(wire.PublishResponse{}, err)
 	}
+}
+
+// queueLocal queues a checked publish for this hub's next Raft entry,
+// waiting for room while ctx lasts; cb gets its outcome unless queueLocal
+// returns an error: a leader whose channel log cannot store (a full disk)
+// refuses it at once.
+func (s *Service) queueLocal(ctx context.Context, channel string, data json.RawMessage, id string, cb func(wire.PublishResponse, error)) error {
+	if err := s.storing(); err != nil {
+		return err
+	}
+	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data), cb: cb}
+	return s.enqueue(ctx, p)
 }
 
 // enqueue puts p in the batcher's queue, waiting for room while ctx lasts.

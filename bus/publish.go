@@ -221,36 +221,30 @@ func (g *Gateway) finishLocked(op *pubOp) {
 	}
 }
 
-// expire answers the publishes whose deadline has passed.
+// expire answers the publishes whose deadline has passed: timeout when
+// they were sent (they may be stored), unavailable when never.
 func (g *Gateway) expire(now time.Time) {
-	g.pmu.Lock()
-	var gone []*pubOp
-	for _, op := range g.ps.ops {
-		if !op.finished && !now.Before(op.deadline) {
-			gone = append(gone, op)
-		}
-	}
-	for _, op := range gone {
-		g.finishLocked(op)
-	}
-	g.pmu.Unlock()
-	for _, op := range gone {
-		<-g.room
+	g.finishWhere(func(op *pubOp) bool { return !now.Before(op.deadline) }, func(op *pubOp) error {
 		if op.sent {
-			op.done(wire.PublishResponse{}, errPubTimeout)
-		} else {
-			op.done(wire.PublishResponse{}, errPubNotSent)
+			return errPubTimeout
 		}
-	}
+		return errPubNotSent
+	})
 }
 
 // failAll answers every publish in flight with err (a router that does
 // not take publishes).
 func (g *Gateway) failAll(err error) {
+	g.finishWhere(func(*pubOp) bool { return true }, func(*pubOp) error { return err })
+}
+
+// finishWhere answers the publishes in flight that match with errOf's
+// error.
+func (g *Gateway) finishWhere(match func(*pubOp) bool, errOf func(*pubOp) error) {
 	g.pmu.Lock()
 	var gone []*pubOp
 	for _, op := range g.ps.ops {
-		if !op.finished {
+		if !op.finished && match(op) {
 			gone = append(gone, op)
 		}
 	}
@@ -260,7 +254,7 @@ func (g *Gateway) failAll(err error) {
 	g.pmu.Unlock()
 	for _, op := range gone {
 		<-g.room
-		op.done(wire.PublishResponse{}, err)
+		op.done(wire.PublishResponse{}, errOf(op))
 	}
 }
 
