@@ -225,3 +225,60 @@ func liveHeap() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
 }
+
+// BenchmarkIDFlood models a hub's index at the issue's rate: 100,000
+// publishes a second of entry time, each with a new id of 16 bytes, over 16
+// channels, 1,000 to an Update, for 12 minutes of entry time (past the
+// window), under DefaultMaxIDs. It reports the most ids held, the live
+// heap at the end (after a GC) beyond the empty log's, the file's size,
+// and how many publishes were stored and refused. Run it once:
+//
+//	go test -run '^$' -bench IDFlood -benchtime 1x ./log
+func BenchmarkIDFlood(b *testing.B) {
+	const (
+		rate      = 100_000 // ids a second of entry time
+		perUpdate = 1000
+		chans     = 16
+		span      = 12 * time.Minute
+	)
+	names := make([]string, chans)
+	for i := range names {
+		names[i] = fmt.Sprintf("chat.room-%02d", i)
+	}
+	for b.Loop() {
+		l := mustOpenPath(b, filepath.Join(b.TempDir(), "channels.db"), true)
+		mustInit(b, l)
+		before := liveHeap()
+		data := []byte(`"x"`)
+		id := make([]byte, 0, 16)
+		index, seq := uint64(1), 0
+		var stored, refused, most int
+		step := time.Duration(perUpdate) * time.Second / rate
+		for now := t0; now.Before(t0.Add(span)); now = now.Add(step) {
+			index++
+			mustUpdate(b, l, index, func(tx *Tx) error {
+				for j := range perUpdate {
+					seq++
+					id = fmt.Appendf(id[:0], "gw1.%012d", seq)
+					res, err := tx.Append(names[j%chans], string(id), data, now)
+					if err != nil {
+						return err
+					}
+					if res.Err != nil {
+						refused++
+					} else {
+						stored++
+					}
+				}
+				return nil
+			})
+			most = max(most, l.HeldIDs())
+		}
+		heap := liveHeap() - before
+		b.ReportMetric(float64(most), "most-held")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+		b.ReportMetric(float64(l.Size())/(1<<20), "file-MiB")
+		b.ReportMetric(float64(stored), "stored")
+		b.ReportMetric(float64(refused), "refused")
+	}
+}
