@@ -77,6 +77,11 @@ func newMetrics(s *Service) *metrics {
 			Name: "comet_raft_leader_changes_total", Help: "Leader changes seen by this hub.",
 		}, func() float64 { return float64(node.LeaderChanges()) }),
 		gauge("comet_log_bytes", "Size of the channel log file.", func() float64 { return float64(s.log.Size()) }),
+		gauge("comet_log_ids", "Publish ids held for idempotency (the last 10 minutes of ids).", func() float64 { return float64(s.log.HeldIDs()) }),
+		gauge("comet_log_max_ids", "The most publish ids held (0: no limit); past it publishes with new ids are refused, unavailable.", func() float64 { return float64(s.log.MaxIDs()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "comet_log_ids_refused_total", Help: "Publishes with a new id refused because comet_log_max_ids ids were held (applied on this hub since it started).",
+		}, func() float64 { return float64(s.log.RefusedIDs()) }),
 		gauge("comet_log_no_space", "1 while the channel log cannot commit for want of disk space: applying waits and, as leader, this hub refuses publishes.", func() float64 {
 			return b2f(errors.Is(s.log.Fault(), log.ErrNoSpace))
 		}),

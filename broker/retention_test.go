@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/wire"
 )
 
 // TestRetentionTrimsWithoutRenumbering configures every hub with a rule
@@ -94,5 +96,45 @@ func TestRetentionTrimsWithoutRenumbering(t *testing.T) {
 	}
 	for _, h := range c.hubs {
 		eventually(t, 10*time.Second, func() error { return check(h, 1, 10, 13, 10, 11, 12) })
+	}
+}
+
+// TestMaxIDsRefusesUnavailable: the leader replicates its MaxIDs; past it a
+// publish with a new id is answered 503 unavailable on every hub's API and
+// stores nothing, while retries of held ids and publishes without ids go
+// through.
+func TestMaxIDsRefusesUnavailable(t *testing.T) {
+	c := newCluster3(t, func(cfg *broker.Config) { cfg.MaxIDs = 2 })
+	for _, h := range c.hubs {
+		waitFor(t, 10*time.Second, h.id+" to have MaxIDs 2", func() bool { return h.log.MaxIDs() == 2 })
+	}
+	l := c.leader()
+	all := apis(c.hubs...)
+	for i, id := range []string{"k1", "k2"} {
+		if r, ok := c.publishRetry(all, "ids", fmt.Sprintf(`{"n":%d}`, i+1), id); !ok || r.Offset != uint64(i+1) {
+			t.Fatalf("publish %s: %+v", id, r)
+		}
+	}
+	r := c.tryPublish(l.api, "ids", `{"n":3}`, "k3")
+	if r.status != http.StatusServiceUnavailable || r.err.Code != wire.CodeUnavailable || !strings.Contains(r.err.Message, "publish ids") {
+		t.Fatalf("a third new id: %d %s, want 503 unavailable", r.status, r.raw)
+	}
+	if r, ok := c.publishRetry(all, "ids", `{"n":1}`, "k1"); !ok || !r.Duplicate || r.Offset != 1 {
+		t.Fatalf("retry of k1: %+v, want a duplicate of offset 1", r)
+	}
+	if r, ok := c.publish(l.api, "ids", `{"n":3}`, ""); !ok || r.Offset != 3 {
+		t.Fatalf("publish without id: %+v, want offset 3", r)
+	}
+	for _, h := range c.hubs {
+		eventually(t, 10*time.Second, func() error {
+			m, err := c.readAll(h.api, "ids")
+			if err == nil && m.Next != 4 {
+				err = fmt.Errorf("%s: next %d, want 4 (k3 not stored)", h.id, m.Next)
+			}
+			return err
+		})
+		if n := h.log.RefusedIDs(); n != 1 {
+			t.Errorf("%s: RefusedIDs %d, want 1", h.id, n)
+		}
 	}
 }

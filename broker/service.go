@@ -71,6 +71,12 @@ type Config struct {
 	// should be given the same rules. Nil keeps the stored rules (or the
 	// built-in defaults).
 	Retention []log.Rule
+	// MaxIDs is the most publish ids the hubs hold for idempotency, across
+	// channels (default log.DefaultMaxIDs; negative: no limit); past it a
+	// publish with a new id is refused, unavailable. The leader replicates
+	// it when it differs from the stored setting, so every hub should be
+	// given the same.
+	MaxIDs int64
 	// SweepInterval is how often the leader applies age retention to quiet
 	// channels (default 1m).
 	SweepInterval time.Duration
@@ -122,6 +128,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Minute
+	}
+	if c.MaxIDs == 0 {
+		c.MaxIDs = log.DefaultMaxIDs
 	}
 	if c.BusSettle <= 0 {
 		c.BusSettle = 5 * time.Second
@@ -519,6 +528,10 @@ func (s *Service) propose(batch []*pending, size int) {
 				continue
 			}
 			r := resp.Results[i]
+			if errors.Is(r.Err, log.ErrTooManyIDs) { // unavailable, not the client's fault
+				p.finish(outcome{err: r.Err})
+				continue
+			}
 			if r.Err != nil {
 				p.finish(outcome{err: fmt.Errorf("%w: %v", ErrBadRequest, r.Err)})
 				continue
@@ -661,6 +674,7 @@ func (s *Service) duties(ctx context.Context) {
 		}
 		s.register(ctx)
 		s.replicateRetention()
+		s.replicateMaxIDs()
 		if time.Since(lastSweep) >= s.cfg.SweepInterval {
 			lastSweep = time.Now()
 			if _, err := s.node.Apply(&raft.Command{Sweep: true}); err != nil {
@@ -737,6 +751,19 @@ func (s *Service) replicateRetention() {
 		return
 	}
 	s.logger.Info("replicated retention rules", "rules", len(s.cfg.Retention))
+}
+
+// replicateMaxIDs proposes this hub's MaxIDs when the stored one differs.
+func (s *Service) replicateMaxIDs() {
+	want := uint64(max(s.cfg.MaxIDs, 0)) // negative: 0, no limit
+	if s.log.MaxIDs() == want {
+		return
+	}
+	if _, err := s.node.Apply(&raft.Command{MaxIDs: &want}); err != nil {
+		s.logger.Warn("replicate max ids failed", "err", err)
+		return
+	}
+	s.logger.Info("replicated the most publish ids held", "max_ids", want)
 }
 
 // Join adds a hub to the cluster. Joining again with the same Raft address

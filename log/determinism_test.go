@@ -33,8 +33,9 @@ func script(n int) (steps []step, fails []bool) {
 	steps = []step{
 		func(tx *Tx, _ func(Result)) error { return tx.InitEpoch(epoch0) },
 		func(tx *Tx, _ func(Result)) error { return tx.SetRetention(ruleSets[0]) },
+		func(tx *Tx, _ func(Result)) error { return tx.SetMaxIDs(8) },
 	}
-	fails = []bool{false, false}
+	fails = []bool{false, false, false}
 	for i := range n {
 		now = now.Add(time.Duration(r.IntN(180)) * time.Second)
 		at := now
@@ -221,13 +222,16 @@ func TestDeterminism(t *testing.T) {
 	}
 
 	// Make sure the script exercised what it is meant to.
-	var dups, refused int
+	var dups, refused, full int
 	for _, res := range a.results {
 		if res.Duplicate {
 			dups++
 		}
 		if res.Err != nil {
 			refused++
+		}
+		if errors.Is(res.Err, ErrTooManyIDs) {
+			full++
 		}
 	}
 	trimmed, epochs := 0, 0
@@ -239,10 +243,10 @@ func TestDeterminism(t *testing.T) {
 			epochs++
 		}
 	}
-	t.Logf("%d entries: %d appends, %d duplicates, %d refused, %d failed entries, %d channels (%d trimmed, %d in a new epoch), %d ids held",
-		len(steps), len(a.results), dups, refused, a.failed, len(want.Channels), trimmed, epochs, want.Held)
-	if dups == 0 || refused == 0 || a.failed == 0 || trimmed == 0 || epochs == 0 || len(want.KV) == 0 || want.Held == 0 {
-		t.Error("the script does not cover duplicates, refusals, failures, trimming, deletes, keys and held ids")
+	t.Logf("%d entries: %d appends, %d duplicates, %d refused (%d for want of room for ids), %d failed entries, %d channels (%d trimmed, %d in a new epoch), %d ids held",
+		len(steps), len(a.results), dups, refused, full, a.failed, len(want.Channels), trimmed, epochs, want.Held)
+	if dups == 0 || refused == full || full == 0 || a.failed == 0 || trimmed == 0 || epochs == 0 || len(want.KV) == 0 || want.Held == 0 {
+		t.Error("the script does not cover duplicates, refusals (both kinds), failures, trimming, deletes, keys and held ids")
 	}
 }
 

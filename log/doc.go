@@ -38,11 +38,15 @@
 // window slides with entry times (the latest a committed Update saw), never
 // the clock, and an Update's changes to the index are undone if bbolt does
 // not commit it, so a hub that restarted answers like one that did not.
-// HeldIDs reports its size. The index costs about 140 bytes of memory per id
-// of 10 bytes on a channel of 7 (its key bytes, a 24-byte record header and
-// a hash-map slot; measured with a million ids), none of it scanned by the
-// garbage collector: 10 minutes at 1,000 ids/s is about 85 MB, at 100,000
-// ids/s about 8 GB.
+// HeldIDs reports its size. The index costs about 150 bytes of memory per id
+// of 16 bytes on a channel of 12 (its key bytes, a 24-byte record header and
+// a hash-map slot; BenchmarkIDMemory), none of it scanned by the garbage
+// collector: 10 minutes at 1,000 ids/s is about 90 MB, at 100,000 ids/s it
+// would be 9 GB. So it is bounded: it holds at most MaxIDs ids (replicated,
+// Tx.SetMaxIDs; DefaultMaxIDs), and Append refuses a new id while it holds
+// that many ids of the window (ErrTooManyIDs), as of the entry's time, the
+// same however entries are grouped into Updates: every hub refuses the
+// same publishes. No id is forgotten before the window ends.
 //
 // Stored bytes are checked: every chunk carries a CRC-32C, verified on
 // every read, and Open walks the file's page tree before bbolt does (bbolt
@@ -57,13 +61,17 @@
 //
 // # Caveats
 //
-// The idempotency index costs about 120 bytes of memory per id it holds,
-// plus the id (134 bytes per 16-byte id, 167 per 36-byte UUID, measured),
-// and it holds every id published in the last 10 minutes of entry time: 1,000
-// publishes a second with ids is 600,000 ids, about 80-100 MB, and that much
-// more heap for the garbage collector to scan. Open and Restore read the
-// window's records to rebuild it. Ids outlive their messages: an id whose
-// message retention deleted is still a duplicate within the window.
+// The idempotency index costs about 125-135 bytes of memory per id it holds,
+// plus the id (about 150 bytes per 16-byte id, measured), and it holds every
+// id published in the last 10 minutes of entry time, up to MaxIDs: 1,000
+// publishes a second with ids is 600,000 ids, about 90 MB. Past MaxIDs, new
+// ids are refused, not stored: the steady rate of publishes with ids is at
+// most MaxIDs per IdempotencyWindow. Open and Restore read the window's
+// records to rebuild it. Ids outlive their messages: an id whose message
+// retention deleted is still a duplicate within the window. When entry
+// times go backwards within one Update (entries not stamped through
+// Tx.Tick), a full index forgets expired ids only at the commit, so its
+// refusals may then depend on the grouping.
 //
 // Chunks written before layout 4 have no checksum and are read unchecked
 // until retention deletes them; the idempotency and meta records have none.

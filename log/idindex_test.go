@@ -238,3 +238,129 @@ func TestIDIndexLoadCollisions(t *testing.T) {
 		}
 	}
 }
+
+// TestIDIndexRoomModel drives the index as Append does with a bound: a new
+// id is put only if room says so, which may forget expired ids in the
+// middle of an Update; a fifth of the Updates are rolled back. Times rise
+// (entries stamped through Tick). It checks, against a plain map, every
+// answer, that the count never exceeds the bound, that room's answer is
+// "fewer than max ids of the window are held", and that a rollback undoes
+// the forgetting too.
+func TestIDIndexRoomModel(t *testing.T) {
+	for _, narrow := range []uint64{0, ^uint64(3), ^uint64(0)} {
+		for seed := uint64(1); seed <= 4; seed++ {
+			idIndexRoomModel(t, narrow, seed)
+		}
+	}
+}
+
+func idIndexRoomModel(t *testing.T, narrow, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, ^narrow))
+	x := newIDIndex()
+	x.narrow = narrow
+	model := idModel{}
+	size := func(m idModel) int {
+		n := 0
+		for _, ids := range m {
+			n += len(ids)
+		}
+		return n
+	}
+	prune := func(m idModel, clock int64) {
+		for ch, ids := range m {
+			for id, r := range ids {
+				if expired(r.t, clock) {
+					delete(ids, id)
+				}
+			}
+			if len(ids) == 0 {
+				delete(m, ch)
+			}
+		}
+	}
+	chans := []string{"a", "b", "chat.room", strings.Repeat("c", 255)}
+	ids := make([]string, 200)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("id-%d", i)
+		if i%16 == 0 {
+			ids[i] += strings.Repeat("x", 900)
+		}
+	}
+	window := int64(IdempotencyWindow)
+	const max = 40
+	check := func(update int, what string, m idModel) {
+		t.Helper()
+		for _, ch := range chans {
+			for _, id := range ids {
+				want, wok := m[ch][id]
+				got, gok, _ := x.get(ch, id, x.hash(ch, id))
+				if wok != gok || got != want {
+					t.Fatalf("seed %d update %d (%s): get(%s, %.10s) = %v %v, want %v %v",
+						seed, update, what, ch, id, got, gok, want, wok)
+				}
+			}
+		}
+		if x.count != size(m) || x.count > max {
+			t.Fatalf("seed %d update %d (%s): count %d, want %d (at most %d)", seed, update, what, x.count, size(m), max)
+		}
+	}
+	var now int64
+	off := uint64(0)
+	refused, forgot := 0, 0
+	for update := 0; update < 800; update++ {
+		x.begin()
+		tentative := model.clone()
+		for op := rng.IntN(12); op >= 0; op-- {
+			if rng.IntN(80) == 0 {
+				ch := chans[rng.IntN(len(chans))]
+				x.drop(ch)
+				delete(tentative, ch)
+				continue
+			}
+			now += rng.Int64N(window / 20)
+			ch, id := chans[rng.IntN(len(chans))], ids[rng.IntN(len(ids))]
+			h := x.hash(ch, id)
+			if r, ok, _ := x.get(ch, id, h); ok && !expired(r.t, now) {
+				continue // a duplicate
+			}
+			before := size(tentative)
+			if before >= max {
+				prune(tentative, now)
+			}
+			want := size(tentative) < max
+			if got := x.room(max, now); got != want {
+				t.Fatalf("seed %d update %d: room = %v with %d ids of the window held, want %v", seed, update, got, size(tentative), want)
+			}
+			if size(tentative) < before {
+				forgot++
+			}
+			if !want {
+				refused++
+				continue
+			}
+			_, _, free := x.get(ch, id, h)
+			off++
+			r := idRec{off: off, t: now}
+			x.put(ch, id, h, r, free)
+			if tentative[ch] == nil {
+				tentative[ch] = map[string]idRec{}
+			}
+			tentative[ch][id] = r
+			if x.count != size(tentative) || x.count > max {
+				t.Fatalf("seed %d update %d: count %d after a put, want %d (at most %d)", seed, update, x.count, size(tentative), max)
+			}
+		}
+		if rng.IntN(5) == 0 {
+			x.rollback()
+			check(update, "rolled back", model)
+			continue
+		}
+		x.commit(now)
+		model = tentative
+		prune(model, now)
+		check(update, "committed", model)
+	}
+	if refused == 0 || forgot == 0 {
+		t.Fatalf("seed %d: %d refusals, %d times room forgot ids: the test needs both", seed, refused, forgot)
+	}
+}

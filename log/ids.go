@@ -201,21 +201,25 @@ func (x *idIndex) drop(ch string) {
 	}
 }
 
-// forget removes the arena record rec from the index.
+// forget removes the arena record rec from the index, journaled.
 func (x *idIndex) forget(rec idRecord) {
-	c := x.chans[string(rec.ch)]
+	name := string(rec.ch)
+	c := x.chans[name]
 	if c == nil {
 		panic("log: idempotency record of an unknown channel")
 	}
+	x.j.saveChan(c)
 	var (
 		s  idSlot
 		ok bool
 	)
 	if s, ok = x.slots[rec.h]; ok && s.pos == rec.pos {
+		x.j.slot(rec.h, s, true)
 		delete(x.slots, rec.h)
 	} else if len(x.more) > 0 {
-		k := idKey{string(rec.ch), string(rec.id)}
+		k := idKey{name, string(rec.id)}
 		if s, ok = x.more[k]; ok && s.pos == rec.pos {
+			x.j.moreSlot(k, s, true)
 			delete(x.more, k)
 		} else {
 			ok = false
@@ -229,11 +233,14 @@ func (x *idIndex) forget(rec idRecord) {
 	}
 	c.recs--
 	if c.recs == 0 {
-		delete(x.chans, string(rec.ch))
+		x.j.chanGone(name, c)
+		delete(x.chans, name)
 	}
 }
 
-// expire forgets the records that expired as of clock.
+// expire forgets the records that expired as of clock. In an Update (the
+// journal on) it keeps the arena's blocks, for a rollback, and does not
+// sort: the caller checks unsorted first.
 func (x *idIndex) expire(clock int64) {
 	if x.unsorted {
 		x.sort()
@@ -244,8 +251,27 @@ func (x *idIndex) expire(clock int64) {
 			break
 		}
 		x.forget(rec)
-		x.arena.pop(rec.next)
+		x.arena.head = rec.next
 	}
+	if !x.j.on {
+		x.arena.release()
+	}
+}
+
+// room reports whether the index may take a new id, at most max held (0:
+// no limit), as of clock: if it is full, it first forgets the ids that
+// expired as of clock, which an Update otherwise leaves to its commit.
+// So the answer is a function of the ids held as of clock, however entries
+// are grouped into Updates, except when times went backwards in this
+// Update (unsorted: nothing is forgotten before the commit then).
+func (x *idIndex) room(max int, clock int64) bool {
+	if max <= 0 || x.count < max {
+		return true
+	}
+	if !x.unsorted {
+		x.expire(clock)
+	}
+	return x.count < max
 }
 
 // sort rewrites the arena with the records still held, in time order.
@@ -427,8 +453,12 @@ func (x *idIndex) rollback() {
 	for _, u := range j.chans {
 		*u.c = u.prev
 	}
-	for _, name := range j.created {
-		delete(x.chans, name)
+	for i := len(j.names) - 1; i >= 0; i-- {
+		if u := j.names[i]; u.prev != nil {
+			x.chans[u.name] = u.prev
+		} else {
+			delete(x.chans, u.name)
+		}
 	}
 	// The arena only grew: cut it back.
 	clear(x.arena.blocks[j.blocks:])
@@ -443,12 +473,12 @@ func (x *idIndex) rollback() {
 
 // idJournal records what an Update changed in the index, to undo it.
 type idJournal struct {
-	on      bool
-	seq     uint64 // which Update: a chanIDs saved under it is not saved again
-	slots   []slotUndo
-	more    []moreUndo
-	chans   []chanUndo
-	created []string // channel names new in the index
+	on    bool
+	seq   uint64 // which Update: a chanIDs saved under it is not saved again
+	slots []slotUndo
+	more  []moreUndo
+	chans []chanUndo
+	names []nameUndo // channel names added to or removed from the index
 
 	blocks, lastLen int // the arena's blocks, and the last one's length
 	head, tail      uint64
@@ -474,6 +504,11 @@ type chanUndo struct {
 	prev chanIDs
 }
 
+type nameUndo struct {
+	name string
+	prev *chanIDs // nil: the name was not in the index
+}
+
 func (j *idJournal) reset() {
 	j.on = false
 	j.slots = j.slots[:0]
@@ -481,8 +516,8 @@ func (j *idJournal) reset() {
 	j.more = j.more[:0]
 	clear(j.chans)
 	j.chans = j.chans[:0]
-	clear(j.created)
-	j.created = j.created[:0]
+	clear(j.names)
+	j.names = j.names[:0]
 	if cap(j.slots) > 1<<16 { // an unusually large Update: let it go
 		j.slots = nil
 	}
@@ -510,7 +545,14 @@ func (j *idJournal) saveChan(c *chanIDs) {
 func (j *idJournal) newChan(name string, c *chanIDs) {
 	if j.on {
 		c.seq = j.seq // nothing to restore: it goes
-		j.created = append(j.created, name)
+		j.names = append(j.names, nameUndo{name: name})
+	}
+}
+
+// chanGone records that name, whose entry is c, left the index.
+func (j *idJournal) chanGone(name string, c *chanIDs) {
+	if j.on {
+		j.names = append(j.names, nameUndo{name: strings.Clone(name), prev: c})
 	}
 }
 
@@ -591,10 +633,9 @@ func (a *idArena) keyIs(pos uint64, ch, id string) bool {
 // chanAt returns the channel of the record at pos.
 func (a *idArena) chanAt(pos uint64) []byte { return a.at(pos).ch }
 
-// pop removes the head record; next is its end. Blocks the head has left
-// are released; the last one stays for the next records.
-func (a *idArena) pop(next uint64) {
-	a.head = next
+// release lets go of the blocks the head has left; the last one stays for
+// the next records.
+func (a *idArena) release() {
 	for len(a.blocks) > 1 && a.head >= a.first*arenaBlock+uint64(len(a.blocks[0])) {
 		a.blocks[0] = nil
 		a.blocks = a.blocks[1:]

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/internal/durable"
@@ -23,6 +24,14 @@ import (
 // (CONTRACT.md guarantee 4). It is part of the replicated behaviour, so it is
 // a constant rather than a setting.
 const IdempotencyWindow = 10 * time.Minute
+
+// DefaultMaxIDs is how many publish ids the idempotency index holds at most
+// until Tx.SetMaxIDs says otherwise: about 1.5 GB of memory on every hub
+// for ids of 16 bytes (see the package documentation). While it holds that
+// many ids of the window, a publish with a new id is refused
+// (ErrTooManyIDs); publishes without ids, and retries of held ids, are
+// not.
+const DefaultMaxIDs = 10_000_000
 
 // MaxKeyLen bounds metadata keys and publish ids, far below bbolt's own key
 // limit, so that no replicated entry can fail to apply for its size.
@@ -52,6 +61,11 @@ var (
 	// ErrBadKey is returned for a metadata key or a publish id that is
 	// empty (keys) or longer than MaxKeyLen.
 	ErrBadKey = errors.New("bad key")
+	// ErrTooManyIDs is reported in Result.Err for a publish with a new id
+	// while the idempotency index holds MaxIDs ids of the window: nothing
+	// is stored, the same on every hub. The publish may be tried again once
+	// ids leave the window (at the latest IdempotencyWindow later).
+	ErrTooManyIDs = errors.New("too many publish ids held")
 	// ErrCorrupt is returned when stored bytes cannot be decoded.
 	ErrCorrupt = errors.New("corrupt record")
 	// ErrLayout is returned by Open and Restore for a file written in
@@ -90,6 +104,7 @@ var (
 	keyEpoch     = []byte("epoch")
 	keyRetention = []byte("retention")
 	keyClock     = []byte("clock")
+	keyMaxIDs    = []byte("maxids") // Tx.SetMaxIDs; absent: DefaultMaxIDs
 	keyMeta      = []byte("meta")
 	prefixKV     = "kv/"
 )
@@ -153,9 +168,10 @@ type Log struct {
 
 	// wmu makes an Update and the change of ids that follows its commit
 	// one step: bbolt lets the next writer in as soon as it has committed.
-	wmu  sync.Mutex
-	ids  *idIndex // of the committed state, but in an Update; under wmu or mu
-	bufs segBufs  // segment buffers for Updates, under wmu
+	wmu     sync.Mutex
+	ids     *idIndex     // of the committed state, but in an Update; under wmu or mu
+	bufs    segBufs      // segment buffers for Updates, under wmu
+	refused atomic.Int64 // publishes refused with ErrTooManyIDs, committed
 
 	// Faults (fault.go), under fmu.
 	fmu     sync.Mutex
@@ -312,6 +328,31 @@ func (l *Log) HeldIDs() int {
 		return 0
 	}
 	return l.ids.held()
+}
+
+// MaxIDs returns the most publish ids the idempotency index holds, as the
+// replicated state says (Tx.SetMaxIDs; DefaultMaxIDs until set); 0 means
+// no limit.
+func (l *Log) MaxIDs() uint64 {
+	var n uint64
+	_ = l.view(func(tx *bolt.Tx) error {
+		n = maxIDs(tx.Bucket(bucketSys))
+		return nil
+	})
+	return n
+}
+
+// RefusedIDs returns how many publishes the committed Updates of this Log
+// value refused with ErrTooManyIDs (since Open: a count of this process,
+// for metrics).
+func (l *Log) RefusedIDs() int64 { return l.refused.Load() }
+
+func maxIDs(sys *bolt.Bucket) uint64 {
+	v := sys.Get(keyMaxIDs)
+	if v == nil {
+		return DefaultMaxIDs
+	}
+	return u64(v)
 }
 
 // Close closes the log. It is idempotent.
@@ -600,6 +641,7 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 	if err == nil && done != nil {
 		l.ids.commit(done.clock)
 		committed = true
+		l.refused.Add(int64(done.refused))
 	}
 	return done != nil, err
 }

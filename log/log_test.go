@@ -139,6 +139,7 @@ type logDump struct {
 	Channels []chanDump
 	IDs      []string // channel/id=offset@unix nanos, held by the index
 	Held     int      // HeldIDs
+	MaxIDs   uint64
 	Raw      []string
 }
 
@@ -158,7 +159,7 @@ func logical(d logDump) logDump {
 
 func dump(t testing.TB, l *Log) logDump {
 	t.Helper()
-	d := logDump{Applied: l.Applied(), Epoch: l.Epoch()}
+	d := logDump{Applied: l.Applied(), Epoch: l.Epoch(), MaxIDs: l.MaxIDs()}
 	var err error
 	if d.Rules, err = l.Retention(); err != nil {
 		t.Fatalf("Retention: %v", err)

@@ -3,6 +3,7 @@ package log
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -32,9 +33,12 @@ type Tx struct {
 	applied uint64    // Applied before this Update
 	index   uint64    // this Update's index
 
-	bufs  *segBufs // the Log's, for segments
-	ids   *idIndex // the Log's, journaling this Update
-	clock int64    // the log's clock once this Update commits (finish)
+	bufs    *segBufs // the Log's, for segments
+	ids     *idIndex // the Log's, journaling this Update
+	clock   int64    // the log's clock once this Update commits (finish)
+	maxIDs  int      // sys/maxids, once read (maxOK)
+	maxOK   bool
+	refused int // publishes refused with ErrTooManyIDs
 }
 
 type chanState struct {
@@ -64,7 +68,8 @@ type Result struct {
 	// Duplicate is true when id was appended before within
 	// IdempotencyWindow; Offset is then that first offset.
 	Duplicate bool
-	// Err is set when the message was refused (ErrBadChannel).
+	// Err is set when the message was refused (ErrBadChannel, ErrBadKey,
+	// ErrTooManyIDs).
 	Err error
 }
 
@@ -102,8 +107,10 @@ func (tx *Tx) InitEpoch(epoch string) error {
 
 // Append stores data as the next message of ch at time now. With a non-empty
 // id, a second Append of the same id on ch within IdempotencyWindow stores
-// nothing and returns the first offset. A refused message is reported in
-// Result.Err, not as an error; the error is for storage failures.
+// nothing and returns the first offset; an id not held while the index
+// holds MaxIDs ids of the window (as of the log's clock, now included) is
+// refused with ErrTooManyIDs. A refused message is reported in Result.Err,
+// not as an error; the error is for storage failures.
 func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) {
 	res := Result{Channel: ch}
 	if !wire.ValidChannel(ch) {
@@ -137,6 +144,13 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 			res.Offset, res.Duplicate = r.off, true
 			return res, nil
 		}
+		// room forgets expired ids, if full, which leaves free true.
+		if max := tx.maxHeld(); !tx.ids.room(max, tx.clockNow()) {
+			res.Err = fmt.Errorf("%w: %d ids of the last %v are held, the most allowed; not stored, try again later",
+				ErrTooManyIDs, max, IdempotencyWindow)
+			tx.refused++
+			return res, nil
+		}
 	}
 	off := st.meta.Next
 	st.add(t, id, data)
@@ -146,6 +160,32 @@ func (tx *Tx) Append(ch, id string, data []byte, now time.Time) (Result, error) 
 	}
 	res.Offset = off
 	return res, tx.retain(ch, st, now)
+}
+
+// maxHeld returns the most ids the index may hold (0: no limit).
+func (tx *Tx) maxHeld() int {
+	if !tx.maxOK {
+		tx.maxIDs, tx.maxOK = int(min(maxIDs(tx.sys), math.MaxInt)), true
+	}
+	return tx.maxIDs
+}
+
+// clockNow returns the log's clock as it would be if this Update committed
+// now.
+func (tx *Tx) clockNow() int64 {
+	clock := int64(u64(tx.sys.Get(keyClock)))
+	if !tx.now.IsZero() {
+		clock = max(clock, tx.now.UnixNano())
+	}
+	return clock
+}
+
+// SetMaxIDs sets the most publish ids the idempotency index holds (0: no
+// limit). Lowered below the ids held, it refuses new ids until enough
+// leave the window; no id held is forgotten early.
+func (tx *Tx) SetMaxIDs(n uint64) error {
+	tx.maxIDs, tx.maxOK = int(min(n, math.MaxInt)), true
+	return tx.sys.Put(keyMaxIDs, be(n))
 }
 
 // DeleteChannel removes every message of ch and starts a new history in

@@ -44,6 +44,9 @@ type Command struct {
 	Put []KV
 	// Sweep applies age retention to every channel.
 	Sweep bool
+	// MaxIDs, when not nil, sets the most publish ids the channel log holds
+	// for idempotency (log.Tx.SetMaxIDs; 0: no limit).
+	MaxIDs *uint64
 }
 
 // Response is what applying a Command returns to the proposer.
@@ -58,6 +61,7 @@ type Response struct {
 const (
 	flagRetention = 1 << iota
 	flagSweep
+	flagMaxIDs // its value comes last, after the puts
 )
 
 // Encode returns the command's binary form.
@@ -83,6 +87,9 @@ func (c *Command) Encode() []byte {
 	if c.Sweep {
 		flags |= flagSweep
 	}
+	if c.MaxIDs != nil {
+		flags |= flagMaxIDs
+	}
 	b = append(b, flags)
 	if c.Retention != nil {
 		raw, _ := json.Marshal(c.Retention) // []log.Rule always marshals
@@ -101,6 +108,9 @@ func (c *Command) Encode() []byte {
 			b = append(b, 1)
 			b = appendBytes(b, kv.Value)
 		}
+	}
+	if c.MaxIDs != nil {
+		b = binary.AppendUvarint(b, *c.MaxIDs)
 	}
 	return b
 }
@@ -141,6 +151,10 @@ func DecodeCommand(b []byte) (*Command, error) {
 			kv.Value = d.bytes()
 		}
 		c.Put = append(c.Put, kv)
+	}
+	if flags&flagMaxIDs != 0 {
+		n := d.uvarint()
+		c.MaxIDs = &n
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -52,20 +52,28 @@ func codecCases() []struct {
 			{Key: "", Value: []byte{0}},
 		}}},
 		{"sweep", Command{Time: t0, Epoch: "e", Sweep: true}},
+		{"max ids", Command{Time: t0, Epoch: "e", MaxIDs: ptr(uint64(10_000_000))}},
+		{"no limit on ids", Command{Time: t0, Epoch: "e", MaxIDs: ptr(uint64(0))}},
 		{"everything", Command{Time: t0.Add(-time.Hour), Epoch: "e3",
 			Publish:   []Publish{{Channel: "x", ID: "1", Data: []byte("d")}},
 			Retention: []log.Rule{{Pattern: "x", MaxMessages: 1}},
 			Delete:    []string{"y"},
 			Put:       []KV{{Key: "k", Value: []byte("v")}, {Key: "gone"}},
 			Sweep:     true,
+			MaxIDs:    ptr(uint64(1 << 40)),
 		}},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // equalCommands compares commands the way applying them would: times by
 // instant, publish data by content (nil and empty are the same message), and
 // put values by content and nil-ness (nil deletes, empty stores "").
 func equalCommands(a, b *Command) bool {
+	if (a.MaxIDs == nil) != (b.MaxIDs == nil) || (a.MaxIDs != nil && *a.MaxIDs != *b.MaxIDs) {
+		return false
+	}
 	if !a.Time.Equal(b.Time) || a.Epoch != b.Epoch || a.Sweep != b.Sweep ||
 		len(a.Publish) != len(b.Publish) || len(a.Delete) != len(b.Delete) || len(a.Put) != len(b.Put) {
 		return false
@@ -179,6 +187,8 @@ func TestDecodeCommandMalformed(t *testing.T) {
 		{"delete count over input", append(uv(hdr(), 0), 0, 9, 1, 'a')},
 		{"put value flag missing", appendString(append(uv(hdr(), 0), 0, 0, 1), "k")},
 		{"put value length over input", append(appendString(append(uv(hdr(), 0), 0, 0, 1), "k"), 1, 50, 'v')},
+		{"max ids flag without a value", append(uv(hdr(), 0), flagMaxIDs, 0, 0)},
+		{"max ids overlong varint", append(append(uv(hdr(), 0), flagMaxIDs, 0, 0), bytes.Repeat([]byte{0xff}, 11)...)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

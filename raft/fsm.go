@@ -255,6 +255,11 @@ func apply(tx *log.Tx, index uint64, c *Command, events []Event) (*Response, []E
 			return nil, nil, err
 		}
 	}
+	if c.MaxIDs != nil {
+		if err := tx.SetMaxIDs(*c.MaxIDs); err != nil {
+			return nil, nil, err
+		}
+	}
 	return r, events, nil
 }
 

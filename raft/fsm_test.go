@@ -297,7 +297,10 @@ func dumpResp(t *testing.T, r any) respDump {
 		for _, res := range r.Results {
 			s := fmt.Sprintf("%s %d %s dup=%v", res.Channel, res.Offset, res.Epoch, res.Duplicate)
 			if res.Err != nil {
-				if !errors.Is(res.Err, log.ErrBadChannel) {
+				switch {
+				case errors.Is(res.Err, log.ErrTooManyIDs):
+					s += " full"
+				case !errors.Is(res.Err, log.ErrBadChannel):
 					t.Errorf("result error is not ErrBadChannel: %v", res.Err)
 				}
 				s += " refused"
@@ -424,6 +427,45 @@ func TestFSMDeterministicAcrossBatching(t *testing.T) {
 		}
 		if !reflect.DeepEqual(want.events, got.events) {
 			t.Errorf("%s: observed events differ:\n got %+v\nwant %+v", name, got.events, want.events)
+		}
+	}
+}
+
+// TestFSMMaxIDs: an entry sets the most ids held; a publish with a new id
+// beyond it is refused (no event), however the entries are batched, and is
+// stored once ids leave the window.
+func TestFSMMaxIDs(t *testing.T) {
+	sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+	pub := func(ch, id string) Publish { return Publish{Channel: ch, ID: id, Data: []byte(ch + id)} }
+	two := uint64(2)
+	cmds := []*Command{
+		{Time: sec(0), Epoch: "e", MaxIDs: &two},
+		{Time: sec(1), Epoch: "e", Publish: []Publish{pub("a", "k1"), pub("a", "k2"), pub("a", "k3"), pub("a", "k1"), pub("a", "")}},
+		{Time: sec(2), Epoch: "e", Publish: []Publish{pub("b", "k3")}},
+		{Time: sec(601), Epoch: "e", Publish: []Publish{pub("b", "k3"), pub("b", "k4"), pub("a", "k1")}},
+	}
+	var logs []*hraft.Log
+	for i, c := range cmds {
+		logs = append(logs, &hraft.Log{Index: uint64(i + 1), Term: 1, Type: hraft.LogCommand, Data: c.Encode()})
+	}
+	want := []respDump{
+		{Kind: "response", Index: 1},
+		{Kind: "response", Index: 2, Results: []string{"a 1 e dup=false", "a 2 e dup=false", "a 0 e dup=false full refused", "a 1 e dup=true", "a 3 e dup=false"}},
+		{Kind: "response", Index: 3, Results: []string{"b 0 e dup=false full refused"}},
+		// k1 and k2 left the window at 601 s: room for two.
+		{Kind: "response", Index: 4, Results: []string{"b 1 e dup=false", "b 2 e dup=false", "a 0 e dup=false full refused"}},
+	}
+	for _, sizes := range [][]int{{1, 1, 1, 1}, {4}, {2, 2}} {
+		rec := &recorder{}
+		f := &fsm{log: mustOpenLog(t), observer: rec, logger: discardLogger()}
+		if got := applyGrouped(t, f, logs, sizes); !reflect.DeepEqual(got, want) {
+			t.Errorf("batches %v: responses\n %v\nwant\n %v", sizes, got, want)
+		}
+		if events, _ := rec.snapshot(t); len(events) != 5 {
+			t.Errorf("batches %v: %d events, want 5 (the messages stored)", sizes, len(events))
+		}
+		if f.log.MaxIDs() != 2 || f.log.HeldIDs() != 2 {
+			t.Errorf("batches %v: MaxIDs %d, HeldIDs %d, want 2 and 2", sizes, f.log.MaxIDs(), f.log.HeldIDs())
 		}
 	}
 }

@@ -31,6 +31,7 @@ type hubFlags struct {
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
+	maxIDs                                                        int64
 }
 
 func runHub(args []string, stderr io.Writer) error {
@@ -47,6 +48,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.IntVar(&f.batchMaxMessages, "batch-max-messages", 1024, "most messages coalesced into one Raft entry")
 	fs.IntVar(&f.batchMaxBytes, "batch-max-bytes", 1<<20, "most bytes coalesced into one Raft entry")
 	fs.IntVar(&f.maxInflight, "max-inflight", 4, "most Raft entries being committed at once")
+	fs.Int64Var(&f.maxIDs, "max-ids", log.DefaultMaxIDs, "most publish ids held for idempotency (about 150 bytes of memory each on every hub); past it a publish with a new id is refused, unavailable, until ids leave the 10-minute window; 0: no limit; give every hub the same")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot and truncate the Raft log")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 4096, "new Raft entries that trigger a snapshot")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 2048, "Raft entries kept after a snapshot for followers that lag")
@@ -208,6 +210,13 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if f.maxIDs < 0 {
+		return fmt.Errorf("%w: --max-ids %d: want 0 (no limit) or more", errUsage, f.maxIDs)
+	}
+	maxIDs := f.maxIDs
+	if maxIDs == 0 {
+		maxIDs = -1 // broker.Config: no limit
+	}
 	joins := splitList(f.join)
 	for _, j := range joins {
 		if err := checkAddr("join", j); err != nil {
@@ -253,7 +262,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer node.Close()
 	svc, err := broker.New(broker.Config{
-		Node: node, API: f.api, Retention: rules, Stream: stream,
+		Node: node, API: f.api, Retention: rules, MaxIDs: maxIDs, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
 		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret,
 		Logger: logger.With("component", "broker"),
