@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
 )
@@ -83,6 +84,9 @@ func (s *session) feed() {
 				ack := bus.Msg{Type: bus.TypeAck, ID: id}
 				if err != nil {
 					ack.Error = &wire.Error{Code: ErrorCode(err), Message: err.Error()}
+					// Too many ids held: sending it again at once would
+					// only be refused again; the client retries later.
+					ack.Final = errors.Is(err, log.ErrTooManyIDs)
 				} else {
 					ack.Channel, ack.Offset, ack.Epoch, ack.Duplicate = res.Channel, res.Offset, res.Epoch, res.Duplicate
 				}

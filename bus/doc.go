@@ -56,6 +56,7 @@
 //	router -> gateway, once it is committed, or refused:
 //	  {"type":"ack","id":12,"channel":"c","offset":5,"epoch":"E","duplicate":true}
 //	  {"type":"ack","id":12,"error":{"code":"unavailable","message":"..."}}
+//	  {"type":"ack","id":12,"final":true,"error":{...}}   not to be sent again now
 //	gateway -> router, and the answer, to tell a live router from a stalled one:
 //	  {"type":"ping"}  {"type":"pong"}
 //
@@ -67,7 +68,9 @@
 // the leader's next Raft entry before the next is read), so a gateway that
 // sends them in order, and sends the ones not yet acknowledged again in
 // order on its next session, keeps each connection's order; their keys
-// make a publish sent twice stored once.
+// make a publish sent twice stored once. A publish refused as unavailable
+// or timeout is sent again after a backoff, until its deadline, unless the
+// ack is final.
 //
 // A worker's "max" is how many requests it handles at once; the router
 // sends it no more. "user" is absent for an anonymous connection, and

@@ -102,6 +102,10 @@ type Msg struct {
 	Offset    uint64 `json:"offset,omitempty"`
 	Epoch     string `json:"epoch,omitempty"`
 	Duplicate bool   `json:"duplicate,omitempty"`
+	// Final, on an ack's unavailable error, says the refusal stands for
+	// now (the hubs hold too many ids): the gateway answers it rather
+	// than sending the publish again.
+	Final bool `json:"final,omitempty"`
 }
 
 // Encode returns m as JSON.

@@ -180,7 +180,7 @@ func (g *Gateway) ack(m Msg) {
 		g.pmu.Unlock()
 		return
 	}
-	if m.Error != nil && (m.Error.Code == wire.CodeUnavailable || m.Error.Code == wire.CodeTimeout) && now.Before(op.deadline) {
+	if m.Error != nil && !m.Final && (m.Error.Code == wire.CodeUnavailable || m.Error.Code == wire.CodeTimeout) && now.Before(op.deadline) {
 		wait := pubRetryMin << min(op.attempts, 10)
 		op.attempts++
 		if op.retryAt.IsZero() {

@@ -156,15 +156,19 @@ func TestPublishResentInOrder(t *testing.T) {
 
 // TestPublishRetriedWhenUnavailable: a publish the router refuses as
 // unavailable is sent again after a backoff, with its key, until it is
-// acknowledged; any other error is its answer.
+// acknowledged; any other error, or a final refusal, is its answer.
 func TestPublishRetriedWhenUnavailable(t *testing.T) {
 	f := newFakeRouter(t)
 	g, _ := startGateway(t, f)
 	o := newOutcomes()
 	l := f.acceptPub(true)
 	waitUntil(t, "the session", g.Connected)
-	publishN(t, g, o, 1, 2, time.Now().Add(time.Minute))
-	m1, m2 := f.recvPub(l), f.recvPub(l)
+	publishN(t, g, o, 1, 3, time.Now().Add(time.Minute))
+	m1, m2, m3 := f.recvPub(l), f.recvPub(l), f.recvPub(l)
+	// A final refusal is the answer.
+	if err := l.Send(context.Background(), (&Msg{Type: TypeAck, ID: m3.ID, Final: true, Error: &wire.Error{Code: wire.CodeUnavailable, Message: "too many ids"}}).Encode()); err != nil {
+		t.Fatal(err)
+	}
 	refuse := func(m Msg, code string) {
 		if err := l.Send(context.Background(), (&Msg{Type: TypeAck, ID: m.ID, Error: &wire.Error{Code: code, Message: "no"}}).Encode()); err != nil {
 			t.Fatal(err)
@@ -179,7 +183,10 @@ func TestPublishRetriedWhenUnavailable(t *testing.T) {
 	if err := l.Send(context.Background(), ackOf(again, 1)); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "both answers", func() bool { return o.count() == 2 })
+	waitUntil(t, "the answers", func() bool { return o.count() == 3 })
+	if rs := o.of("k3"); len(rs) != 1 || wireCode(rs[0].err) != wire.CodeUnavailable {
+		t.Errorf("k3: %+v; want unavailable at once (final)", rs)
+	}
 	if rs := o.of("k1"); len(rs) != 1 || rs[0].err != nil || rs[0].res.Offset != 1 {
 		t.Errorf("k1: %+v; want one ack at 1", rs)
 	}
