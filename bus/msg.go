@@ -110,6 +110,20 @@ type Msg struct {
 
 // Encode returns m as JSON.
 func (m *Msg) Encode() []byte {
+	switch {
+	case m.Type == TypePublish && len(m.Data) > 0 && bytes.IndexByte(m.Data, '\n') < 0 && bytes.IndexByte(m.Data, '\r') < 0:
+		o := *m
+		o.Type, o.ID, o.Channel, o.Key, o.Data = "", 0, "", "", nil
+		if o.zero() {
+			return AppendPublish(make([]byte, 0, 64+len(m.Channel)+len(m.Key)+len(m.Data)), m.ID, m.Channel, m.Key, m.Data)
+		}
+	case m.Type == TypeAck:
+		o := *m
+		o.Type, o.ID, o.Channel, o.Offset, o.Epoch, o.Duplicate = "", 0, "", 0, "", false
+		if o.zero() {
+			return AppendAck(make([]byte, 0, 96+len(m.Channel)+len(m.Epoch)), m.ID, m.Channel, m.Offset, m.Epoch, m.Duplicate)
+		}
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		// Only Data can fail, and every producer checks it first.
@@ -118,8 +132,19 @@ func (m *Msg) Encode() []byte {
 	return b
 }
 
+// zero reports whether no field of m is set.
+func (m *Msg) zero() bool {
+	return m.Type == "" && m.ID == 0 && m.Kind == "" && m.Name == "" && m.Routes == nil && !m.Events &&
+		m.Max == 0 && m.Route == "" && m.Conn == "" && m.User == "" && m.Channel == "" && m.Event == "" &&
+		m.Timeout == 0 && m.Data == nil && m.Error == nil && m.Count == 0 && !m.Busy && m.Caps == nil &&
+		m.Key == "" && m.Offset == 0 && m.Epoch == "" && !m.Duplicate && !m.Final
+}
+
 // Decode reads one session message.
 func Decode(b []byte) (Msg, error) {
+	if m, ok := decodeFast(b); ok {
+		return m, nil
+	}
 	var m Msg
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("bad bus message: %w", err)
