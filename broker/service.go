@@ -147,6 +147,7 @@ type Service struct {
 	metrics *metrics
 	client  *hubapi.Client // to other hubs
 	router  *router        // requests to workers (bus sessions), on the leader
+	fwd     *forwarder     // PublishAsync's publishes to the leader (forwarder.go)
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -206,6 +207,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
 	s.router = newRouter(s)
+	s.fwd = newForwarder(s)
 	s.metrics = newMetrics(s)
 	return s, nil
 }
@@ -227,8 +229,9 @@ func (s *Service) Run(ctx context.Context) {
 		}
 	}()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.batch(ctx) }()
+	go func() { defer wg.Done(); s.fwd.run(ctx) }()
 	go func() { defer wg.Done(); s.duties(ctx) }()
 	go func() { defer wg.Done(); s.router.run(ctx) }()
 	wg.Wait()
@@ -243,6 +246,7 @@ func (s *Service) Close() error {
 	if s.started.CompareAndSwap(false, true) {
 		// Run never ran, and now never will.
 		s.stopQueue()
+		s.fwd.close()
 		close(s.doneCh)
 	}
 	<-s.doneCh
@@ -302,15 +306,18 @@ func (s *Service) publishLocal(ctx context.Context, req wire.PublishRequest) (wi
 // queued, and done is called once with the outcome, from a goroutine of
 // the Service, or before PublishAsync returns if the publish is refused at
 // once (bad input, a closed Service). done must not block, but may publish
-// again; it must not call Close (which waits for it). A publish forwarded
-// to another hub (on a follower, or after a change of leader) may be
-// answered after Close has returned. On the leader,
-// publishes queued one after another are stored in that order: a caller
-// that makes its calls one after another keeps the order of its messages
-// in a channel, but for one that meets a change of leader, which is
-// forwarded to the new leader and may land after later ones. ctx bounds the
-// wait for room in the queue and, on a follower, the forwarding; a publish
-// already queued is not withdrawn when ctx ends.
+// again; it must not call Close (which waits for it). On the leader,
+// publishes queued one after another are stored in that order. On a
+// follower, they are forwarded to the leader in batches by a few lanes,
+// one request in flight each (forwarder.go), with no goroutine per
+// publish: publishes of one channel queued one after another keep their
+// order there too. A caller that makes its calls one after another keeps
+// the order of its messages in a channel, but for one that meets a change
+// of leader, which is forwarded to the new leader and may land after later
+// ones. ctx bounds the wait for room in the queue and, on a follower, the
+// forwarding; a publish already queued is not withdrawn when ctx ends.
+// Past forwardQueueFactor*QueueSize publishes waiting to be forwarded, a
+// follower refuses more with ErrBusy (unavailable).
 //
 // A publisher with a window (several publishes in flight, as NATS
 // JetStream's PublishAsync) needs no goroutine per publish this way.
@@ -325,27 +332,15 @@ func (s *Service) PublishAsync(ctx context.Context, channel string, data json.Ra
 		finish(wire.PublishResponse{}, err)
 		return
 	}
-	req := wire.PublishRequest{Channel: channel, Data: data, ID: id}
-	if !s.node.IsLeader() {
-		go func() { finish(s.publishRouted(ctx, req)) }()
-		return
-	}
-	if err := s.storing(); err != nil {
-		finish(wire.PublishResponse{}, err)
-		return
-	}
-	p := &pending{p: raft.Publish{Channel: channel, ID: id, Data: data}, size: len(channel) + len(id) + len(data)}
-	p.cb = func(res wire.PublishResponse, err error) {
-		// Leadership left before it was stored, or (with an id) while it
-		// was in flight: publishRouted sends it to the new leader.
-		if errors.Is(err, raft.ErrNotLeader) || (id != "" && errors.Is(err, raft.ErrUnknownOutcome)) {
-			go func() { finish(s.publishRouted(ctx, req)) }()
-			return
-		}
-		finish(res, err)
-	}
-	if err := s.enqueue(ctx, p); err != nil {
-		finish(wire.PublishResponse{}, err)
+	it := s.newItem(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id}, finish)
+	switch {
+	case s.node.IsLeader():
+		s.queueLocal(it)
+	case ctx.Value(forwardedKey{}) != nil:
+		// One hop only: the hub that forwarded it answers the client.
+		finish(wire.PublishResponse{}, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader))
+	default:
+		s.fwd.add(it)
 	}
 }
 
