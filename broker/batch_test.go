@@ -155,7 +155,7 @@ func TestForwardBurstBounded(t *testing.T) {
 	l := c.leader()
 	f := c.followers(l)[0]
 	// Warm the connections to the leader up, so they are not counted.
-	if _, ok := c.publish(f.api, "burst.warm", `1`, ""); !ok {
+	if _, ok := c.publishRetry(apis(f), "burst.warm", `1`, "warm"); !ok {
 		t.FailNow()
 	}
 	const n, channels = 10000, 8
