@@ -112,7 +112,7 @@ func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
 		answer = make(chan outcome, 1)
 		o      outcome
 	)
-	s.PublishAsync(ctx, req.Channel, req.Data, req.ID, func(res wire.PublishResponse, err error) {
+	s.publishAsync(ctx, req.Channel, req.Data, req.ID, true, func(res wire.PublishResponse, err error) {
 		answer <- outcome{res, err}
 	})
 	select {
@@ -182,7 +182,7 @@ func (s *Service) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		close(all)
 	}
 	for i, req := range reqs {
-		s.PublishAsync(ctx, req.Channel, req.Data, req.ID, func(res wire.PublishResponse, err error) {
+		s.publishAsync(ctx, req.Channel, req.Data, req.ID, true, func(res wire.PublishResponse, err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if over {

@@ -322,12 +322,18 @@ func (s *Service) publishLocal(ctx context.Context, req wire.PublishRequest) (wi
 // A publisher with a window (several publishes in flight, as NATS
 // JetStream's PublishAsync) needs no goroutine per publish this way.
 func (s *Service) PublishAsync(ctx context.Context, channel string, data json.RawMessage, id string, done func(wire.PublishResponse, error)) {
+	s.publishAsync(ctx, channel, data, id, false, done)
+}
+
+// publishAsync is PublishAsync; decoded says that data comes out of a JSON
+// document the caller decoded, so that it is valid JSON already.
+func (s *Service) publishAsync(ctx context.Context, channel string, data json.RawMessage, id string, decoded bool, done func(wire.PublishResponse, error)) {
 	start := time.Now()
 	finish := func(res wire.PublishResponse, err error) {
 		s.metrics.observePublish(start, err)
 		done(res, err)
 	}
-	data, err := s.checkPublish(channel, data, id)
+	data, err := s.checkData(channel, data, id, decoded)
 	if err != nil {
 		finish(wire.PublishResponse{}, err)
 		return
@@ -397,6 +403,13 @@ func (s *Service) storing() error {
 // checkPublish validates a publish and returns its data compacted to one
 // line (gateways frame messages by newlines).
 func (s *Service) checkPublish(channel string, data json.RawMessage, id string) (json.RawMessage, error) {
+	return s.checkData(channel, data, id, false)
+}
+
+// checkData is checkPublish; with decoded, data is known to be valid JSON
+// (a json.RawMessage the caller's decoder filled), and is not checked
+// again.
+func (s *Service) checkData(channel string, data json.RawMessage, id string, decoded bool) (json.RawMessage, error) {
 	if err := wire.CheckChannel(channel); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -410,7 +423,7 @@ func (s *Service) checkPublish(channel string, data json.RawMessage, id string) 
 		return nil, fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(data), s.cfg.MaxMessageBytes)
 	}
 	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
-		if !json.Valid(data) {
+		if !decoded && !json.Valid(data) {
 			return nil, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
 		}
 		return data, nil
