@@ -242,7 +242,7 @@ func (f *forwarder) runLane(ctx context.Context, l *lane) {
 					retry = append(retry, it)
 					continue
 				}
-				s.queueLocal(it)
+				s.queueItem(it)
 			}
 		case leader == "" || leader == s.node.ID():
 			// An election, or this hub handing leadership over.
@@ -309,10 +309,10 @@ func (f *forwarder) expire(batch []*fwdItem) []*fwdItem {
 	return keep
 }
 
-// queueLocal queues it on this hub, the leader, as PublishAsync does; a
+// queueItem queues it on this hub, the leader, as PublishAsync does; a
 // publish that leadership leaves before it is stored (or, with an id,
 // while it is in flight) comes back to the forwarder.
-func (s *Service) queueLocal(it *fwdItem) {
+func (s *Service) queueItem(it *fwdItem) {
 	if err := s.storing(); err != nil {
 		it.done(wire.PublishResponse{}, err)
 		return

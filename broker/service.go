@@ -341,7 +341,7 @@ func (s *Service) publishAsync(ctx context.Context, channel string, data json.Ra
 	it := s.newItem(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id}, finish)
 	switch {
 	case s.node.IsLeader():
-		s.queueLocal(it)
+		s.queueItem(it)
 	case ctx.Value(forwardedKey{}) != nil:
 		// One hop only: the hub that forwarded it answers the client.
 		finish(wire.PublishResponse{}, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader))
