@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,23 +78,152 @@ func (s *Service) Handler() http.Handler {
 
 const channelsPrefix = "/v1/channels/"
 
+// Limits of the batch form of POST /v1/publish (a JSON array of publish
+// requests): past MaxBatchPublishes publishes the request is refused 400,
+// past MaxBatchBytes of body 413.
+const (
+	MaxBatchPublishes = 1000
+	MaxBatchBytes     = 8 << 20
+)
+
+// handlePublish serves POST /v1/publish: one publish (a JSON object), or a
+// batch (a JSON array of them) answered with one wire.PublishResult each,
+// in order. Either way the publishes go through PublishAsync, queued in the
+// order given; the handler waits for their answers, not a goroutine per
+// publish.
 func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request) {
+	body := bufio.NewReader(r.Body)
+	first, err := firstByte(body)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, r.Body}
+	if err == nil && first == '[' {
+		s.handlePublishBatch(w, r)
+		return
+	}
 	var req wire.PublishRequest
 	if !s.decode(w, r, int64(s.cfg.MaxMessageBytes)*2+64<<10, &req) {
 		return
 	}
+	ctx, cancel := s.publishContext(r)
+	defer cancel()
+	var (
+		answer = make(chan outcome, 1)
+		o      outcome
+	)
+	s.publishAsync(ctx, req.Channel, req.Data, req.ID, true, func(res wire.PublishResponse, err error) {
+		answer <- outcome{res, err}
+	})
+	select {
+	case o = <-answer:
+	case <-ctx.Done():
+		o.err = ctx.Err()
+	}
+	if o.err != nil {
+		s.writeError(w, o.err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o.res)
+}
+
+// publishContext is the context of the publishes of request r: bounded by
+// ApplyTimeout, and marked when another hub forwarded them.
+func (s *Service) publishContext(r *http.Request) (context.Context, context.CancelFunc) {
 	ctx := r.Context()
 	if r.Header.Get(hubapi.HeaderForwarded) != "" {
 		ctx = withForwarded(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-	defer cancel()
-	res, err := s.Publish(ctx, req.Channel, req.Data, req.ID)
-	if err != nil {
-		s.writeError(w, err)
+	return context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+}
+
+// firstByte returns the first byte of r that is not JSON white space, and
+// leaves it unread.
+func firstByte(r *bufio.Reader) (byte, error) {
+	for range 4096 {
+		c, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		return c, r.UnreadByte()
+	}
+	return 0, errors.New("only white space")
+}
+
+// handlePublishBatch serves the batch form of POST /v1/publish: every
+// publish is queued in the order given, one that is refused (a bad channel,
+// too large) does not stop the others, and the answer is 200 with one
+// result per publish, in order.
+func (s *Service) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
+	var reqs []wire.PublishRequest
+	if !s.decode(w, r, MaxBatchBytes, &reqs) {
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	if len(reqs) > MaxBatchPublishes {
+		s.writeError(w, fmt.Errorf("%w: a batch of %d publishes is over the limit of %d; send it in several requests",
+			ErrBadRequest, len(reqs), MaxBatchPublishes))
+		return
+	}
+	ctx, cancel := s.publishContext(r)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		results = make([]wire.PublishResult, len(reqs))
+		filled  = make([]bool, len(reqs))
+		left    = len(reqs)
+		over    bool // answered: later answers are dropped
+		all     = make(chan struct{})
+	)
+	if left == 0 {
+		close(all)
+	}
+	for i, req := range reqs {
+		s.publishAsync(ctx, req.Channel, req.Data, req.ID, true, func(res wire.PublishResponse, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if over {
+				return
+			}
+			results[i], filled[i] = s.result(req.Channel, res, err), true
+			if left--; left == 0 {
+				close(all)
+			}
+		})
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	over = true
+	if left > 0 {
+		for i := range results {
+			if !filled[i] {
+				results[i] = s.result(reqs[i].Channel, wire.PublishResponse{}, ctx.Err())
+			}
+		}
+	}
+	mu.Unlock()
+	writeJSON(w, http.StatusOK, results)
+}
+
+// result is the wire.PublishResult of a publish to channel.
+func (s *Service) result(channel string, res wire.PublishResponse, err error) wire.PublishResult {
+	if err == nil {
+		return wire.PublishResult{Channel: res.Channel, Offset: res.Offset, Epoch: res.Epoch, Duplicate: res.Duplicate}
+	}
+	if e, ok := asAPIError(err); ok {
+		return wire.PublishResult{Channel: channel, Code: e.Body.Code, Message: e.Body.Message}
+	}
+	_, code, known := classify(err)
+	if !known {
+		s.logger.Error("publish failed", "channel", channel, "err", err)
+	}
+	return wire.PublishResult{Channel: channel, Code: code, Message: err.Error()}
 }
 
 func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest string) {

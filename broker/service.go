@@ -156,6 +156,7 @@ type Service struct {
 	metrics *metrics
 	client  *hubapi.Client // to other hubs
 	router  *router        // requests to workers (bus sessions), on the leader
+	fwd     *forwarder     // PublishAsync's publishes to the leader (forwarder.go)
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -215,6 +216,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
 	s.router = newRouter(s)
+	s.fwd = newForwarder(s)
 	s.metrics = newMetrics(s)
 	return s, nil
 }
@@ -236,8 +238,9 @@ func (s *Service) Run(ctx context.Context) {
 		}
 	}()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); s.batch(ctx) }()
+	go func() { defer wg.Done(); s.fwd.run(ctx) }()
 	go func() { defer wg.Done(); s.duties(ctx) }()
 	go func() { defer wg.Done(); s.router.run(ctx) }()
 	wg.Wait()
@@ -252,6 +255,7 @@ func (s *Service) Close() error {
 	if s.started.CompareAndSwap(false, true) {
 		// Run never ran, and now never will.
 		s.stopQueue()
+		s.fwd.close()
 		close(s.doneCh)
 	}
 	<-s.doneCh
@@ -311,44 +315,47 @@ func (s *Service) publishLocal(ctx context.Context, req wire.PublishRequest) (wi
 // queued, and done is called once with the outcome, from a goroutine of
 // the Service, or before PublishAsync returns if the publish is refused at
 // once (bad input, a closed Service). done must not block, but may publish
-// again; it must not call Close (which waits for it). A publish forwarded
-// to another hub (on a follower, or after a change of leader) may be
-// answered after Close has returned. On the leader,
-// publishes queued one after another are stored in that order: a caller
-// that makes its calls one after another keeps the order of its messages
-// in a channel, but for one that meets a change of leader, which is
-// forwarded to the new leader and may land after later ones. ctx bounds the
-// wait for room in the queue and, on a follower, the forwarding; a publish
-// already queued is not withdrawn when ctx ends.
+// again; it must not call Close (which waits for it). On the leader,
+// publishes queued one after another are stored in that order. On a
+// follower, they are forwarded to the leader in batches by a few lanes,
+// one request in flight each (forwarder.go), with no goroutine per
+// publish: publishes of one channel queued one after another keep their
+// order there too. A caller that makes its calls one after another keeps
+// the order of its messages in a channel, but for one that meets a change
+// of leader, which is forwarded to the new leader and may land after later
+// ones. ctx bounds the wait for room in the queue and, on a follower, the
+// forwarding; a publish already queued is not withdrawn when ctx ends.
+// Past forwardQueueFactor*QueueSize publishes waiting to be forwarded, a
+// follower refuses more with ErrBusy (unavailable).
 //
 // A publisher with a window (several publishes in flight, as NATS
 // JetStream's PublishAsync) needs no goroutine per publish this way.
 func (s *Service) PublishAsync(ctx context.Context, channel string, data json.RawMessage, id string, done func(wire.PublishResponse, error)) {
+	s.publishAsync(ctx, channel, data, id, false, done)
+}
+
+// publishAsync is PublishAsync; decoded says that data comes out of a JSON
+// document the caller decoded, so that it is valid JSON already.
+func (s *Service) publishAsync(ctx context.Context, channel string, data json.RawMessage, id string, decoded bool, done func(wire.PublishResponse, error)) {
 	start := time.Now()
 	finish := func(res wire.PublishResponse, err error) {
 		s.metrics.observePublish(start, err)
 		done(res, err)
 	}
-	data, err := s.checkPublish(channel, data, id)
+	data, err := s.checkData(channel, data, id, decoded)
 	if err != nil {
 		finish(wire.PublishResponse{}, err)
 		return
 	}
-	req := wire.PublishRequest{Channel: channel, Data: data, ID: id}
-	if !s.node.IsLeader() {
-		go func() { finish(s.publishRouted(ctx, req)) }()
-		return
-	}
-	if err := s.queueLocal(ctx, channel, data, id, func(res wire.PublishResponse, err error) {
-		// Leadership left before it was stored, or (with an id) while it
-		// was in flight: publishRouted sends it to the new leader.
-		if errors.Is(err, raft.ErrNotLeader) || (id != "" && errors.Is(err, raft.ErrUnknownOutcome)) {
-			go func() { finish(s.publishRouted(ctx, req)) }()
-			return
-		}
-		finish(res, err)
-	}); err != nil {
-		finish(wire.PublishResponse{}, err)
+	it := s.newItem(ctx, wire.PublishRequest{Channel: channel, Data: data, ID: id}, finish)
+	switch {
+	case s.node.IsLeader():
+		s.queueItem(it)
+	case ctx.Value(forwardedKey{}) != nil:
+		// One hop only: the hub that forwarded it answers the client.
+		finish(wire.PublishResponse{}, fmt.Errorf("%w: this hub is not the leader either", raft.ErrNotLeader))
+	default:
+		s.fwd.add(it)
 	}
 }
 
@@ -417,6 +424,13 @@ func (s *Service) storing() error {
 // checkPublish validates a publish and returns its data compacted to one
 // line (gateways frame messages by newlines).
 func (s *Service) checkPublish(channel string, data json.RawMessage, id string) (json.RawMessage, error) {
+	return s.checkData(channel, data, id, false)
+}
+
+// checkData is checkPublish; with decoded, data is known to be valid JSON
+// (a json.RawMessage the caller's decoder filled), and is not checked
+// again.
+func (s *Service) checkData(channel string, data json.RawMessage, id string, decoded bool) (json.RawMessage, error) {
 	if err := wire.CheckChannel(channel); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -430,7 +444,7 @@ func (s *Service) checkPublish(channel string, data json.RawMessage, id string) 
 		return nil, fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(data), s.cfg.MaxMessageBytes)
 	}
 	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
-		if !json.Valid(data) {
+		if !decoded && !json.Valid(data) {
 			return nil, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
 		}
 		return data, nil

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -87,5 +88,47 @@ func TestBenchRequest(t *testing.T) {
 	}
 	if r.Workers != 2 || r.Answered < 10 || len(r.Errors) != 0 || r.Rate <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
 		t.Fatalf("bench request result: %+v", r)
+	}
+}
+
+// TestBenchPublish runs `comet bench publish` against 3 `comet hub`
+// processes and a gateway: through the hub API one message per request and
+// in batches (--batch), and over the client protocol (--url, --window).
+// Every message must be acknowledged, with sane figures.
+func TestBenchPublish(t *testing.T) {
+	c := startCluster(t, 3)
+	g := c.startGateway("g1")
+	var apis []string
+	for _, h := range c.hubs {
+		apis = append(apis, h.api)
+	}
+	for _, args := range [][]string{
+		{"--api", strings.Join(apis, ","), "--publishers", "4", "--messages", "400"},
+		{"--api", strings.Join(apis, ","), "--publishers", "3", "--batch", "50", "--messages", "1030"},
+		{"--url", "ws://" + g.api + "/ws", "--publishers", "3", "--window", "4", "--messages", "500"},
+	} {
+		code, out, errOut := runComet(t, c.env(), append(append([]string{"bench", "publish"}, args...), "--json")...)
+		if code != 0 {
+			t.Fatalf("bench publish %v: exit %d\nstdout %s\nstderr %s", args, code, out, errOut)
+		}
+		var r struct {
+			Batch    int     `json:"batch"`
+			Window   int     `json:"window"`
+			Messages int64   `json:"messages"`
+			Errors   int64   `json:"errors"`
+			Rate     float64 `json:"msgs_per_sec"`
+			P50      float64 `json:"p50_ms"`
+			P99      float64 `json:"p99_ms"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("bench publish %v output %q: %v", args, out, err)
+		}
+		want, _ := strconv.Atoi(args[len(args)-1])
+		if r.Messages != int64(want) || r.Errors != 0 || r.Rate <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
+			t.Fatalf("bench publish %v result: %+v\nstderr %s", args, r, errOut)
+		}
+		if !strings.Contains(errOut, "publishing") {
+			t.Errorf("bench publish %v shows nothing on stderr: %q", args, errOut)
+		}
 	}
 }

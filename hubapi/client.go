@@ -97,6 +97,20 @@ func (c *Client) Post(ctx context.Context, api, path string, body, out any) erro
 	return c.do(req, out)
 }
 
+// PublishBatch sends reqs to the hub at api as one batch publish (POST
+// /v1/publish with a JSON array) and returns its results, one per request,
+// in order. It does not fail over: see Hubs.PublishBatch.
+func (c *Client) PublishBatch(ctx context.Context, api string, reqs []wire.PublishRequest) ([]wire.PublishResult, error) {
+	var out []wire.PublishResult
+	if err := c.Post(ctx, api, "/v1/publish", reqs, &out); err != nil {
+		return nil, err
+	}
+	if len(out) != len(reqs) {
+		return nil, fmt.Errorf("hub %s answered %d results to %d publishes", api, len(out), len(reqs))
+	}
+	return out, nil
+}
+
 // Get gets http://api+path and decodes a 2xx answer into out.
 func (c *Client) Get(ctx context.Context, api, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+path, nil)

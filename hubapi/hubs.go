@@ -184,36 +184,170 @@ func (h *Hubs) publishOrder() []int {
 // publishOn sends req to hub i, and abandons it with ErrStalled if the hub
 // stops answering health checks meanwhile.
 func (h *Hubs) publishOn(ctx context.Context, i int, req wire.PublishRequest) (wire.PublishResponse, error) {
+	var out wire.PublishResponse
+	err := h.postOn(ctx, i, req, req.ID != "", &out)
+	return out, err
+}
+
+// postOn posts body to POST /v1/publish of hub i, and abandons it with
+// ErrStalled if the hub stops answering health checks meanwhile (or, for
+// an idempotent body, knows no leader).
+func (h *Hubs) postOn(ctx context.Context, i int, body any, idempotent bool, out any) error {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var out wire.PublishResponse
 	done := make(chan error, 1)
-	go func() { done <- h.client.Post(actx, h.addrs[i], "/v1/publish", req, &out) }()
+	go func() { done <- h.client.Post(actx, h.addrs[i], "/v1/publish", body, out) }()
 	t := time.NewTimer(probeAfter)
 	defer t.Stop()
 	for {
 		select {
 		case err := <-done:
-			return out, err
+			return err
 		case <-t.C:
 		}
 		ok, leader := h.check(ctx, i)
 		// A hub that knows no leader may be cut off from the others and
 		// wait for one in vain: a publish with an id moves on.
-		if ok && (leader || req.ID == "") {
+		if ok && (leader || !idempotent) {
 			t.Reset(probeAfter)
 			continue
 		}
 		cancel()
 		if err := <-done; err == nil {
-			return out, nil // it answered after all
+			return nil // it answered after all
 		}
 		why := fmt.Sprintf("did not answer a status check in %v", probeTimeout)
 		if ok {
 			why = "knows no leader"
 		}
-		return wire.PublishResponse{}, fmt.Errorf("%w: %s %s while a publish waited on it; the publish may or may not have been stored", ErrStalled, h.addrs[i], why)
+		return fmt.Errorf("%w: %s %s while a publish waited on it; the publish may or may not have been stored", ErrStalled, h.addrs[i], why)
 	}
+}
+
+// PublishBatch publishes reqs as one batch (the batch form of POST
+// /v1/publish, at most 1,000 publishes) and returns one result per
+// request, in order: its offset, or its error (Code and Message). It fails
+// over as Publish does, sending again only what is safe: a whole batch
+// whose request certainly did not reach a hub, and otherwise only the
+// publishes with an id (answered unavailable, or in a request that
+// failed, stalled or was cut); a publish without an id whose outcome is
+// unknown is answered with the error instead. It returns an error, and no
+// results, only when no publish of the batch may have been stored: the
+// batch was refused whole (a body too large, too many publishes), or ctx
+// ended before any hub took it.
+func (h *Hubs) PublishBatch(ctx context.Context, reqs []wire.PublishRequest) ([]wire.PublishResult, error) {
+	if _, ok := ctx.Deadline(); !ok && h.client.HTTP.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.client.HTTP.Timeout)
+		defer cancel()
+	}
+	results := make([]wire.PublishResult, len(reqs))
+	pending := make([]int, len(reqs)) // indexes of reqs still to answer
+	for i := range pending {
+		pending[i] = i
+	}
+	reached := false // a request may have reached a hub
+	// fail answers the pending publishes with err, or returns it when
+	// nothing was reached yet.
+	fail := func(err error) ([]wire.PublishResult, error) {
+		if !reached {
+			return nil, err
+		}
+		for _, k := range pending {
+			if results[k].Code == "" {
+				results[k] = errorResult(reqs[k].Channel, err)
+			}
+		}
+		return results, nil
+	}
+	pause := roundPauseMin
+	for {
+		var err error
+		for _, i := range h.publishOrder() {
+			body := make([]wire.PublishRequest, len(pending))
+			idempotent := true
+			for j, k := range pending {
+				body[j] = reqs[k]
+				idempotent = idempotent && reqs[k].ID != ""
+			}
+			var out []wire.PublishResult
+			err = h.postOn(ctx, i, body, idempotent, &out)
+			if err == nil && len(out) != len(body) {
+				err = fmt.Errorf("hub %s answered %d results to %d publishes", h.addrs[i], len(out), len(body))
+			}
+			if err == nil {
+				reached = true
+				h.suspect[i].Store(0)
+				next := pending[:0]
+				for j, k := range pending {
+					results[k] = out[j] // the latest answer, should time run out
+					if out[j].Code == wire.CodeUnavailable && reqs[k].ID != "" {
+						next = append(next, k)
+					}
+				}
+				pending = next
+				if len(pending) == 0 {
+					return results, nil
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return fail(err)
+			}
+			if Retryable(err, false) {
+				// Certainly not received: all may go again.
+				h.suspect[i].Store(time.Now().Add(suspectFor).UnixNano())
+				continue
+			}
+			var api *APIError
+			if errors.As(err, &api) && api.Body.Code != wire.CodeUnavailable {
+				return fail(err) // refused whole
+			}
+			if !Retryable(err, true) {
+				return fail(err)
+			}
+			// It may have been received: only the publishes with an id go
+			// again.
+			reached = true
+			h.suspect[i].Store(time.Now().Add(suspectFor).UnixNano())
+			next := pending[:0]
+			for _, k := range pending {
+				if reqs[k].ID != "" {
+					next = append(next, k)
+				} else {
+					results[k] = errorResult(reqs[k].Channel, err)
+				}
+			}
+			pending = next
+			if len(pending) == 0 {
+				return results, nil
+			}
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fail(err)
+		case <-t.C:
+		}
+		pause = min(2*pause, roundPauseMax)
+	}
+}
+
+// errorResult is the result of a publish to channel that failed with err.
+func errorResult(channel string, err error) wire.PublishResult {
+	var api *APIError
+	if errors.As(err, &api) {
+		return wire.PublishResult{Channel: channel, Code: api.Body.Code, Message: api.Body.Message}
+	}
+	code := wire.CodeUnavailable
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = wire.CodeTimeout
+	}
+	return wire.PublishResult{Channel: channel, Code: code, Message: err.Error()}
 }
 
 // check reports whether hub i answered its latest status check (GET

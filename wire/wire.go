@@ -82,6 +82,34 @@ type PublishResponse struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
+// PublishResult is one item of the answer to a batch publish (POST
+// /v1/publish with a JSON array of PublishRequest): the publish's
+// PublishResponse when it was stored, or, when it failed, its channel with
+// Code (one of the error codes above) and Message. The answer holds one
+// result per request, in the order of the requests (an extension of
+// CONTRACT.md).
+type PublishResult struct {
+	Channel   string `json:"channel"`
+	Offset    uint64 `json:"offset,omitempty"`
+	Epoch     string `json:"epoch,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// Err returns the result's error, or nil when the publish was stored.
+func (r PublishResult) Err() *Error {
+	if r.Code == "" {
+		return nil
+	}
+	return &Error{Code: r.Code, Message: r.Message}
+}
+
+// Response returns the result of a stored publish as a PublishResponse.
+func (r PublishResult) Response() PublishResponse {
+	return PublishResponse{Channel: r.Channel, Offset: r.Offset, Epoch: r.Epoch, Duplicate: r.Duplicate}
+}
+
 // Message is one stored message as the hub API returns it.
 type Message struct {
 	Offset uint64          `json:"offset"`

@@ -641,3 +641,52 @@ func (w *Worker) Publish(ctx context.Context, channel string, data any, id strin
 	}
 	return w.hubs.Publish(ctx, wire.PublishRequest{Channel: channel, Data: raw, ID: id})
 }
+
+// Message is one publish of PublishBatch: Data is encoded as JSON (a
+// json.RawMessage as it is); ID is its idempotency key, or "".
+type Message struct {
+	Channel string
+	Data    any
+	ID      string
+}
+
+// MaxBatch is how many messages PublishBatch sends in one request (the
+// hubs' limit of the batch form of POST /v1/publish).
+const MaxBatch = 1000
+
+// PublishBatch publishes msgs through the hubs' HTTP API in batches of up
+// to MaxBatch per request, one request after another, so that they are
+// stored in the order given, and returns one result per message, in order:
+// its offset, or its error (Code, Message) when that message failed (a bad
+// channel, too large, or unavailable). Failover is that of
+// hubapi.Hubs.PublishBatch: only messages with an id are sent again once
+// they may have been received. The error is for a batch refused whole or
+// not sent (data that cannot be encoded, no hub reached); the results of
+// the batches before it are returned with it.
+func (w *Worker) PublishBatch(ctx context.Context, msgs []Message) ([]wire.PublishResult, error) {
+	if w.hubs == nil {
+		return nil, errors.New("worker: PublishBatch needs Config.Hubs")
+	}
+	reqs := make([]wire.PublishRequest, len(msgs))
+	for i, m := range msgs {
+		raw, err := encode(m.Data)
+		if err != nil {
+			return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("message %d: cannot encode data: %v", i, err)}
+		}
+		reqs[i] = wire.PublishRequest{Channel: m.Channel, Data: raw, ID: m.ID}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w.cfg.Timeout)
+		defer cancel()
+	}
+	out := make([]wire.PublishResult, 0, len(reqs))
+	for start := 0; start < len(reqs); start += MaxBatch {
+		res, err := w.hubs.PublishBatch(ctx, reqs[start:min(start+MaxBatch, len(reqs))])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}

@@ -466,3 +466,41 @@ func TestHandlePanicsOnBadRoutes(t *testing.T) {
 		}()
 	}
 }
+
+// TestPublishBatch: a batch over MaxBatch goes in several requests, stored
+// in the order given; a bad channel in the middle is answered with its
+// error and the others are stored; the same ids again are duplicates.
+func TestPublishBatch(t *testing.T) {
+	api := startHub(t)
+	w := startWorker(t, worker.Config{Hubs: []string{api}}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const n = worker.MaxBatch*2 + 500
+	msgs := make([]worker.Message, n)
+	for i := range msgs {
+		msgs[i] = worker.Message{Channel: "batch", Data: map[string]int{"i": i}, ID: fmt.Sprintf("k%d", i)}
+	}
+	msgs[1200].Channel = "bad channel"
+	for round, dup := range []bool{false, true} {
+		res, err := w.PublishBatch(ctx, msgs)
+		if err != nil || len(res) != n {
+			t.Fatalf("round %d: %d results, %v", round, len(res), err)
+		}
+		next := uint64(1)
+		for i, r := range res {
+			if i == 1200 {
+				if r.Code != wire.CodeBadRequest || r.Channel != "bad channel" {
+					t.Fatalf("the bad channel: %+v", r)
+				}
+				continue
+			}
+			if r.Code != "" || r.Offset != next || r.Duplicate != dup {
+				t.Fatalf("round %d, message %d: %+v, want offset %d, duplicate %v", round, i, r, next, dup)
+			}
+			next++
+		}
+	}
+	if _, err := w.PublishBatch(ctx, []worker.Message{{Channel: "batch", Data: func() {}}}); codeOf(err) != wire.CodeBadRequest {
+		t.Fatalf("data that cannot be encoded: %v", err)
+	}
+}

@@ -34,7 +34,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unknown bench %q: comet bench publish|fanout|catchup|request [flags]", errUsage, args[0])
 	}
 	var b benchPublish
-	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128]", stderr)
+	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128] [--batch 1]\n"+
+		"       comet bench publish --url ws://GATEWAY/ws [--publishers 16] [--window 8] [--messages 100000]", stderr)
 	fs.StringVar(&b.apis, "api", "127.0.0.1:7101", "hub API addresses, comma-separated; publishers go to the leader, found through the first")
 	fs.IntVar(&b.publishers, "publishers", 16, "concurrent publishers, each with one request in flight")
 	fs.IntVar(&b.messages, "messages", 100000, "messages to publish in all")
@@ -44,18 +45,32 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&b.ids, "ids", true, "give every publish an idempotency id")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&b.secret, "secret", "", "the cluster's shared secret, when its hubs have one")
+	fs.IntVar(&b.batch, "batch", 1, "messages per request: more than 1 sends them in the batch form of POST /v1/publish (at most 1000)")
+	fs.StringVar(&b.url, "url", "", "publish over the client protocol through this gateway WebSocket URL (ws://HOST/ws) instead of the hub API; --publishers connections")
+	fs.IntVar(&b.window, "window", 8, "with --url: publishes in flight per connection")
+	fs.StringVar(&b.token, "token", "", "with --url: a client token, for gateways that require one")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	if b.publishers < 1 || b.size < 2 || b.channels < 1 || (b.messages < 1 && b.duration <= 0) {
 		return fmt.Errorf("%w: --publishers, --channels and --messages must be positive, --size at least 2", errUsage)
 	}
+	if b.batch < 1 || b.batch > 1000 || b.window < 1 {
+		return fmt.Errorf("%w: --batch must be 1 to 1000, --window positive", errUsage)
+	}
+	if b.url != "" {
+		if b.batch != 1 {
+			return fmt.Errorf("%w: --batch is for the hub API; with --url, use --window", errUsage)
+		}
+		return b.runClient(stdout, stderr)
+	}
 	return b.run(stdout, stderr)
 }
 
 type benchPublish struct {
-	apis, secret                         string
+	apis, secret, url, token             string
 	publishers, messages, size, channels int
+	batch, window                        int
 	duration                             time.Duration
 	ids, jsonOut                         bool
 }
@@ -63,6 +78,8 @@ type benchPublish struct {
 // benchResult is what comet bench publish reports.
 type benchResult struct {
 	Publishers int     `json:"publishers"`
+	Batch      int     `json:"batch,omitempty"`
+	Window     int     `json:"window,omitempty"`
 	Size       int     `json:"size"`
 	Messages   int64   `json:"messages"`
 	Errors     int64   `json:"errors"`
@@ -96,7 +113,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	if b.duration > 0 {
 		deadline = time.Now().Add(b.duration)
 	}
-	fmt.Fprintf(stderr, "publishing to %s: %d publishers, %d-byte messages over %d channels\n", target, b.publishers, b.size, b.channels)
+	fmt.Fprintf(stderr, "publishing to %s: %d publishers, %d-byte messages over %d channels, %d per request\n", target, b.publishers, b.size, b.channels, b.batch)
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
@@ -128,17 +145,48 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 				latMu.Unlock()
 			}()
 			for {
-				n := sent.Add(1)
-				if (deadline.IsZero() && n > int64(b.messages)) || (!deadline.IsZero() && time.Now().After(deadline)) {
+				n0 := sent.Add(int64(b.batch)) - int64(b.batch) // claims n0+1..n0+batch
+				if !deadline.IsZero() && time.Now().After(deadline) {
 					return
 				}
-				req := wire.PublishRequest{Channel: fmt.Sprintf("bench.%s.%d", run, n%int64(b.channels)), Data: data}
-				if b.ids {
-					req.ID = fmt.Sprintf("%s-%d", run, n)
+				count := b.batch
+				if deadline.IsZero() {
+					count = min(count, b.messages-int(n0))
+				}
+				if count <= 0 {
+					return
+				}
+				reqs := make([]wire.PublishRequest, count)
+				for k := range reqs {
+					n := n0 + int64(k) + 1
+					reqs[k] = wire.PublishRequest{Channel: fmt.Sprintf("bench.%s.%d", run, n%int64(b.channels)), Data: data}
+					if b.ids {
+						reqs[k].ID = fmt.Sprintf("%s-%d", run, n)
+					}
 				}
 				t0 := time.Now()
-				if err := client.Post(ctx, target, "/v1/publish", req, nil); err != nil {
-					failed.Add(1)
+				var err error
+				if b.batch == 1 {
+					err = client.Post(ctx, target, "/v1/publish", reqs[0], nil)
+				} else {
+					var res []wire.PublishResult
+					if res, err = client.PublishBatch(ctx, target, reqs); err == nil {
+						ok := int64(0)
+						for _, r := range res {
+							if e := r.Err(); e != nil {
+								failed.Add(1)
+								firstErr.CompareAndSwap(nil, e.Error())
+								continue
+							}
+							ok++
+						}
+						local = append(local, time.Since(t0))
+						done.Add(ok)
+						continue
+					}
+				}
+				if err != nil {
+					failed.Add(int64(count))
 					firstErr.CompareAndSwap(nil, err.Error())
 					var apiErr *hubapi.APIError
 					if errors.As(err, &apiErr) {
@@ -158,7 +206,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	<-progressDone
 
 	slices.Sort(lat)
-	res := benchResult{Publishers: b.publishers, Size: b.size, Messages: done.Load(), Errors: failed.Load(),
+	res := benchResult{Publishers: b.publishers, Batch: b.batch, Size: b.size, Messages: done.Load(), Errors: failed.Load(),
 		Seconds: elapsed.Seconds(), Rate: float64(done.Load()) / elapsed.Seconds(),
 		latencies: latencies{P50: pct(lat, 0.50), P90: pct(lat, 0.90), P99: pct(lat, 0.99), Max: pct(lat, 1)}}
 	if err, ok := firstErr.Load().(string); ok {
@@ -167,9 +215,7 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	if b.jsonOut {
 		return jsonEncode(stdout, res)
 	}
-	fmt.Fprintf(stdout, "publishers %d  size %dB  acked %d  errors %d  in %.2fs\n", res.Publishers, res.Size, res.Messages, res.Errors, res.Seconds)
-	fmt.Fprintf(stdout, "throughput %.0f msgs/s  ack latency p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",
-		res.Rate, res.P50, res.P90, res.P99, res.Max)
+	printBenchResult(stdout, res, "ack latency")
 	return nil
 }
 
@@ -187,4 +233,20 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// printBenchResult prints res as comet bench publish does; what says what
+// the latencies are of.
+func printBenchResult(stdout io.Writer, res benchResult, what string) {
+	shape := fmt.Sprintf("publishers %d", res.Publishers)
+	switch {
+	case res.Window > 0:
+		shape = fmt.Sprintf("connections %d  window %d", res.Publishers, res.Window)
+	case res.Batch > 1:
+		shape += fmt.Sprintf("  batch %d", res.Batch)
+		what = "request latency"
+	}
+	fmt.Fprintf(stdout, "%s  size %dB  acked %d  errors %d  in %.2fs\n", shape, res.Size, res.Messages, res.Errors, res.Seconds)
+	fmt.Fprintf(stdout, "throughput %.0f msgs/s  %s p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",
+		res.Rate, what, res.P50, res.P90, res.P99, res.Max)
 }

@@ -387,3 +387,22 @@ func TestSubRefused(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestBenchPublishUsage: the flags of comet bench publish are checked
+// before anything is sent.
+func TestBenchPublishUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "publish", "--batch", "0"},
+		{"bench", "publish", "--batch", "1001"},
+		{"bench", "publish", "--url", "ws://127.0.0.1:1/ws", "--window", "0"},
+		{"bench", "publish", "--url", "ws://127.0.0.1:1/ws", "--batch", "10"},
+	} {
+		if code, out, errOut := comet(t, args...); code != 2 || out != "" || !strings.HasPrefix(errOut, "comet: ") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	code, _, errOut := comet(t, "bench", "publish", "--help")
+	if code != 0 || !strings.Contains(errOut, "--batch") || !strings.Contains(errOut, "--window") || !strings.Contains(errOut, "--url") {
+		t.Errorf("bench publish --help: exit %d, %q", code, errOut)
+	}
+}
