@@ -74,6 +74,9 @@ func runStandalone(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Publishes go straight to the hub's queue, as the bus session's
+	// would, without encoding them for it.
+	cfg.Publisher = localPublisher{hub.Service}
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -143,6 +146,21 @@ type localHub struct{ h *broker.Hub }
 func (l localHub) Publish(ctx context.Context, req wire.PublishRequest) (wire.PublishResponse, error) {
 	res, err := l.h.Service.Publish(ctx, req.Channel, req.Data, req.ID)
 	return res, wireError(err)
+}
+
+// localPublisher is the gateway's Publisher over the hub in this process,
+// the leader: Service.PublishAsync queues each publish for the next Raft
+// entry in the order of the calls, as the leader's router does for a bus
+// session.
+type localPublisher struct{ svc *broker.Service }
+
+// Every publish it queues is answered (the hub's batcher answers all, at
+// Close too); ctx bounds only the wait for room in the queue.
+func (l localPublisher) Publish(ctx context.Context, req wire.PublishRequest, _ time.Time, done func(wire.PublishResponse, error)) error {
+	l.svc.PublishAsync(ctx, req.Channel, req.Data, req.ID, func(res wire.PublishResponse, err error) {
+		done(res, wireError(err))
+	})
+	return nil
 }
 
 // wireError hands the gateway a hub's error as the *wire.Error a hub's
