@@ -170,12 +170,11 @@ func (s *FileStore) schedule() {
 	s.timers.Add(1)
 	s.timer = time.AfterFunc(max(0, FileStoreInterval-time.Since(s.lastWrite)), func() {
 		defer s.timers.Done()
-		err := s.flush()
+		err := s.flush() // a failure is kept in s.err for the next Save
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.timer = nil
 		if err != nil {
-			s.err = err
 			return // the next Save tries again
 		}
 		if s.dirty {
@@ -184,18 +183,16 @@ func (s *FileStore) schedule() {
 	})
 }
 
-// Flush writes the positions now if any changed since the last write.
+// Flush writes the positions now if any changed since the last write (or
+// a background write failed): it returns nil once every saved position is
+// in the file.
 func (s *FileStore) Flush() error {
-	s.mu.Lock()
-	err := s.err
-	s.err = nil
-	s.mu.Unlock()
-	if ferr := s.flush(); ferr != nil {
-		return ferr
-	}
-	return err
+	return s.flush()
 }
 
+// flush writes what changed. Its outcome is recorded in s.err while the
+// write lock is still held, so that a failure of an earlier write is never
+// reported after a later write succeeded.
 func (s *FileStore) flush() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -210,6 +207,7 @@ func (s *FileStore) flush() error {
 	err := s.write(st)
 	s.mu.Lock()
 	s.lastWrite = time.Now()
+	s.err = err
 	if err != nil {
 		s.dirty = true
 	}
