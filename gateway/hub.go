@@ -42,6 +42,13 @@ type StreamReader interface {
 	Hub() string
 }
 
+// RawStreamReader is a StreamReader that also hands out a line undecoded
+// (hubapi.Stream does): the gateway then decodes only the lines of the
+// channels it follows. The line is valid until the next call.
+type RawStreamReader interface {
+	NextRaw() ([]byte, error)
+}
+
 // Page is a range read of one channel: its epoch, first and next offsets,
 // and messages with consecutive offsets, each already encoded as the
 // message frame clients get (wire.AppendMessage).

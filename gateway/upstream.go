@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -72,6 +74,7 @@ const fanoutBatch = 1024
 // the backlog.
 func (s *Server) read(r StreamReader) error {
 	buffered, _ := r.(interface{ Buffered() int })
+	raw, _ := r.(RawStreamReader)
 	var dirty []*channel
 	flush := func() {
 		for _, ch := range dirty {
@@ -87,7 +90,7 @@ func (s *Server) read(r StreamReader) error {
 		if len(dirty) > 0 && (buffered == nil || buffered.Buffered() == 0 || n%fanoutBatch == 0) {
 			flush()
 		}
-		line, err := r.Next()
+		line, err := s.nextLine(r, raw)
 		if err != nil {
 			return err
 		}
@@ -110,7 +113,7 @@ func (s *Server) read(r StreamReader) error {
 			}
 			s.m.upstreamIndex.Set(float64(line.Applied))
 		default:
-			if line.Index > s.last.Load() {
+			if line.Index >= s.last.Load() { // nextLine may have moved it
 				s.last.Store(line.Index)
 				s.m.upstreamIndex.Set(float64(line.Index))
 			}
@@ -125,6 +128,40 @@ func (s *Server) read(r StreamReader) error {
 			}
 		}
 	}
+}
+
+// nextLine returns r's next line. Read through raw (r itself, when it can
+// hand out lines undecoded), a message of a channel this gateway does not
+// follow comes back as its Index alone, which is all read needs of it,
+// without decoding the rest: every gateway gets every channel's messages,
+// and most are of channels it has no subscriber for. As in read, s.last
+// takes the index before the channel is looked up: a channel followed
+// from just after the lookup starts with a read that covers s.last, so it
+// gets this message from the hubs (startSyncLocked).
+func (s *Server) nextLine(r StreamReader, raw RawStreamReader) (wire.StreamLine, error) {
+	if raw == nil {
+		return r.Next()
+	}
+	b, err := raw.NextRaw()
+	if err != nil {
+		return wire.StreamLine{}, err
+	}
+	if index, ch, ok := wire.PeekStreamLine(b); ok {
+		if index > s.last.Load() {
+			s.last.Store(index)
+		}
+		s.mu.Lock()
+		_, followed := s.channels[string(ch)]
+		s.mu.Unlock()
+		if !followed {
+			return wire.StreamLine{Index: index}, nil
+		}
+	}
+	var l wire.StreamLine
+	if err := json.Unmarshal(b, &l); err != nil {
+		return wire.StreamLine{}, fmt.Errorf("commit stream from %s: %w", r.Hub(), err)
+	}
+	return l, nil
 }
 
 // position takes the first line of a stream opened from now, which says

@@ -72,6 +72,21 @@ func (s *Stream) Hub() string { return s.hub }
 // Next returns the next line. An error ends the stream: ErrStreamIdle,
 // io.ErrUnexpectedEOF (the hub closed it), or the network's.
 func (s *Stream) Next() (wire.StreamLine, error) {
+	line, err := s.NextRaw()
+	if err != nil {
+		return wire.StreamLine{}, err
+	}
+	var l wire.StreamLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		return wire.StreamLine{}, fmt.Errorf("commit stream from %s: %w", s.hub, err)
+	}
+	return l, nil
+}
+
+// NextRaw returns the next line undecoded (a wire.StreamLine in JSON),
+// valid until the next call: for a reader that decodes only the lines it
+// needs (see wire.PeekStreamLine). Errors are Next's.
+func (s *Stream) NextRaw() ([]byte, error) {
 	waits := s.Buffered() == 0
 	if waits {
 		s.watch.Reset(s.idle)
@@ -91,18 +106,14 @@ func (s *Stream) Next() (wire.StreamLine, error) {
 	}
 	if err != nil {
 		if s.expired.Load() {
-			return wire.StreamLine{}, ErrStreamIdle
+			return nil, ErrStreamIdle
 		}
 		if err == io.EOF {
-			return wire.StreamLine{}, io.ErrUnexpectedEOF
+			return nil, io.ErrUnexpectedEOF
 		}
-		return wire.StreamLine{}, err
+		return nil, err
 	}
-	var l wire.StreamLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		return wire.StreamLine{}, fmt.Errorf("commit stream from %s: %w", s.hub, err)
-	}
-	return l, nil
+	return line, nil
 }
 
 // Buffered reports whether a whole line is already received (1) or Next

@@ -1,9 +1,12 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzDecodeClientFrame checks that DecodeClientFrame never panics, that a
@@ -85,6 +88,45 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		case OpPing:
 		default:
 			t.Fatalf("accepted unknown op %q: %q", fr.Op, b)
+		}
+	})
+}
+
+// FuzzPeekStreamLine checks PeekStreamLine against encoding/json: on every
+// line in the form hubs write (a StreamLine encoded by encoding/json) it
+// answers, with the index and channel json reads; on any other input it
+// never panics, and on a line that is its own canonical encoding it never
+// answers something else than json reads.
+func FuzzPeekStreamLine(f *testing.F) {
+	f.Add([]byte(`{"index":7,"channel":"news","offset":3,"epoch":"E","time":"2026-12-07T12:00:00Z","data":{"a":1}}`), uint64(7), "news", []byte(`"x"`))
+	f.Add([]byte(`{"applied":12}`), uint64(1), "user:a/b@c-d_e.f", []byte(`[1,2]`))
+	f.Add([]byte(`{"reset":true,"floor":4,"applied":9}`), uint64(18446744073709551615), "c", []byte(`null`))
+	f.Add([]byte(`{"index":01,"channel":"c"}`), uint64(10), "a", []byte(`{}`))
+	f.Add([]byte(`{"index":5,"channel":"a\"b"}`), uint64(5), "é", []byte(`"\u003c"`))
+	f.Fuzz(func(t *testing.T, line []byte, index uint64, channel string, data []byte) {
+		// Any input: never a panic, and agreement with json on canonical lines.
+		if idx, ch, ok := PeekStreamLine(line); ok {
+			var l StreamLine
+			if json.Unmarshal(line, &l) == nil {
+				if again, err := json.Marshal(l); err == nil && bytes.Equal(again, line) {
+					if l.Index != idx || l.Channel != string(ch) {
+						t.Fatalf("%s: peek says %d %q, json %d %q", line, idx, ch, l.Index, l.Channel)
+					}
+				}
+			}
+		}
+		// A message line as a hub writes it.
+		if index == 0 || !ValidChannel(channel) || !json.Valid(data) {
+			return
+		}
+		tm := time.Unix(int64(index%1e9), 0).UTC()
+		var b bytes.Buffer
+		if err := json.NewEncoder(&b).Encode(StreamLine{Index: index, Channel: channel, Offset: index, Epoch: "E", Time: &tm, Data: data}); err != nil {
+			return
+		}
+		idx, ch, ok := PeekStreamLine(b.Bytes())
+		if !ok || idx != index || string(ch) != channel {
+			t.Fatalf("%s: peek says %d %q %v", b.Bytes(), idx, ch, ok)
 		}
 	})
 }

@@ -206,3 +206,45 @@ const (
 	HeaderApplied = "X-Comet-Applied"
 	FramesType    = "application/x-comet-frames"
 )
+
+// PeekStreamLine reads the index and channel of a message line of the
+// commit stream without decoding the rest, for a reader that skips the
+// messages of channels it does not follow. It knows only the form hubs
+// write (encoding/json of StreamLine: the index first, then the channel,
+// which needs no escapes); ok is false for any other line (a heartbeat, a
+// reset, another encoding), which must then be decoded whole. channel
+// points into line.
+func PeekStreamLine(line []byte) (index uint64, channel []byte, ok bool) {
+	const pre, mid = `{"index":`, `,"channel":"`
+	if len(line) < len(pre) || string(line[:len(pre)]) != pre {
+		return 0, nil, false
+	}
+	i := len(pre)
+	start := i
+	for i < len(line) && line[i] >= '0' && line[i] <= '9' {
+		d := uint64(line[i] - '0')
+		if index > (1<<64-1-d)/10 {
+			return 0, nil, false // would overflow: not a line of ours
+		}
+		index = index*10 + d
+		i++
+	}
+	if i == start || index == 0 || (line[start] == '0') {
+		return 0, nil, false
+	}
+	if len(line)-i < len(mid) || string(line[i:i+len(mid)]) != mid {
+		return 0, nil, false
+	}
+	i += len(mid)
+	start = i
+	for i < len(line) && line[i] != '"' {
+		if line[i] == '\\' || line[i] < 0x20 {
+			return 0, nil, false
+		}
+		i++
+	}
+	if i == len(line) || i == start {
+		return 0, nil, false
+	}
+	return index, line[start:i], true
+}
