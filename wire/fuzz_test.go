@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,56 @@ func FuzzPeekStreamLine(f *testing.F) {
 			t.Fatalf("%s: peek says %d %q %v", b.Bytes(), idx, ch, ok)
 		}
 	})
+}
+
+// FuzzDecodeFrameFast holds decodeFrameFast to encoding/json: whenever it
+// answers, json.Unmarshal into a ClientFrame succeeds with the same frame.
+// Its seeds are DecodeClientFrame's and frames in the forms json leaves to
+// it (escapes, keys in other case, nulls, duplicate keys).
+func FuzzDecodeFrameFast(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"publish","channel":"c","data":{"a":[1,"x\"}",null]},"id":"k1"}`,
+		` { "op" : "publish" , "channel" : "c" , "data" : "te\u0022xt" , "from" : 0 } `,
+		`{"op":"subscribe","channel":"c","from":18446744073709551615,"epoch":"E"}`,
+		`{"op":"subscribe","channel":"c","from":18446744073709551616}`,
+		`{"op":"subscribe","channel":"c","from":1e3}`,
+		`{"op":"subscribe","channel":"c","from":-0}`,
+		`{"op":"subscribe","channel":"c","from":null}`,
+		`{"OP":"ping"}`,
+		`{"Data":1,"op":"ping"}`,
+		`{"o\u0070":"ping"}`,
+		`{"op":"ping","op":"publish"}`,
+		`{"op":null}`,
+		`{"op":"p\u0069ng"}`,
+		"{\"op\":\"ping\",\"id\":\"\xff\"}",
+		`{"op":"ping","x":{"op":"nope"},"y":[{"z":"}"}],"w":true}`,
+		`{"op":"publish","channel":"c","data":null}`,
+		`{"op":"publish","channel":"c","data":[]}`,
+		`{"op":"publish","channel":"c","data":-1.5e-3}`,
+		`{}`,
+		`[]`,
+		`{"op":"ping"} x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := decodeFrameFast(b)
+		if !ok {
+			return
+		}
+		var want ClientFrame
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("%q: fast decode took it, json says %v", b, err)
+		}
+		if !reflect.DeepEqual(fast, want) {
+			t.Fatalf("%q:\nfast %+v (from %v)\njson %+v (from %v)", b, fast, ptrVal(fast.From), want, ptrVal(want.From))
+		}
+	})
+}
+
+func ptrVal(p *uint64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

@@ -72,6 +72,19 @@ var ErrFrame = errors.New("bad frame")
 // op needs one, data where it needs some. The frame's id is returned even
 // when the frame is refused, so that the error can carry it.
 func DecodeClientFrame(b []byte) (ClientFrame, error) {
+	f, ok := decodeFrameFast(b)
+	if !ok {
+		var err error
+		if f, err = decodeFrameJSON(b); err != nil {
+			return f, err
+		}
+	}
+	return f, checkFrame(f)
+}
+
+// decodeFrameJSON decodes a client frame with encoding/json, saying what
+// is wrong with one it cannot take.
+func decodeFrameJSON(b []byte) (ClientFrame, error) {
 	var f ClientFrame
 	if err := json.Unmarshal(b, &f); err != nil {
 		var id struct {
@@ -92,33 +105,38 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 			return f, fmt.Errorf("%w: not JSON: %v", ErrFrame, err)
 		}
 	}
+	return f, nil
+}
+
+// checkFrame checks what a frame's op needs.
+func checkFrame(f ClientFrame) error {
 	switch f.Op {
 	case OpSubscribe, OpUnsubscribe:
 		if err := CheckChannel(f.Channel); err != nil {
-			return f, fmt.Errorf("%w: %v", ErrFrame, err)
+			return fmt.Errorf("%w: %v", ErrFrame, err)
 		}
 	case OpPublish:
 		if err := CheckChannel(f.Channel); err != nil {
-			return f, fmt.Errorf("%w: %v", ErrFrame, err)
+			return fmt.Errorf("%w: %v", ErrFrame, err)
 		}
 		if len(f.Data) == 0 || string(f.Data) == "null" {
-			return f, fmt.Errorf("%w: publish needs data", ErrFrame)
+			return fmt.Errorf("%w: publish needs data", ErrFrame)
 		}
 	case OpRequest:
 		if f.Route == "" {
-			return f, fmt.Errorf("%w: request needs a route", ErrFrame)
+			return fmt.Errorf("%w: request needs a route", ErrFrame)
 		}
 	case OpConnect:
 		if f.Token == "" {
-			return f, fmt.Errorf("%w: connect needs a token", ErrFrame)
+			return fmt.Errorf("%w: connect needs a token", ErrFrame)
 		}
 	case OpPing:
 	case "":
-		return f, fmt.Errorf("%w: no op", ErrFrame)
+		return fmt.Errorf("%w: no op", ErrFrame)
 	default:
-		return f, fmt.Errorf("%w: unknown op %q", ErrFrame, f.Op)
+		return fmt.Errorf("%w: unknown op %q", ErrFrame, f.Op)
 	}
-	return f, nil
+	return nil
 }
 
 func jsonKind(goKind string) string {
