@@ -183,3 +183,20 @@ func ptrVal(p *uint64) any {
 	}
 	return *p
 }
+
+// FuzzAppendAck: AppendAck writes what json.Marshal writes.
+func FuzzAppendAck(f *testing.F) {
+	f.Add("k1", "user:a/b", uint64(17), "E", true)
+	f.Add("", "c", uint64(0), "", false)
+	f.Add("a\"b\\c<d>&\u2028\x00\xff", "c", uint64(1<<64-1), "é", true)
+	f.Fuzz(func(t *testing.T, id, ch string, off uint64, epoch string, dup bool) {
+		a := Ack{Op: OpAck, ID: id, Channel: ch, Offset: off, Epoch: epoch, Duplicate: dup}
+		want, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendAck(nil, a); !bytes.Equal(got, want) {
+			t.Fatalf("AppendAck %s, json %s", got, want)
+		}
+	})
+}

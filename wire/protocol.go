@@ -241,6 +241,45 @@ func AppendMessage(b []byte, ch string, off uint64, data []byte) []byte {
 	return append(b, '}')
 }
 
+// AppendAck appends a as encoding/json would write it (the same fields,
+// in the same order) to b, without reflection: a gateway writes one per
+// publish.
+func AppendAck(b []byte, a Ack) []byte {
+	b = append(b, `{"op":`...)
+	b = appendString(b, a.Op)
+	if a.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendString(b, a.ID)
+	}
+	b = append(b, `,"channel":`...)
+	b = appendString(b, a.Channel)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, a.Offset, 10)
+	if a.Epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendString(b, a.Epoch)
+	}
+	if a.Duplicate {
+		b = append(b, `,"duplicate":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string: as it is when it needs no
+// escaping (printable ASCII but for '"', '\\' and the '<', '>', '&' that
+// encoding/json escapes), through encoding/json otherwise.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // MessageOffset returns the offset of a message frame of channel ch, as
 // AppendMessage makes it.
 func MessageOffset(frame []byte, ch string) (uint64, bool) {
