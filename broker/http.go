@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,9 +160,22 @@ func firstByte(r *bufio.Reader) (byte, error) {
 // too large) does not stop the others, and the answer is 200 with one
 // result per publish, in order.
 func (s *Service) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
-	var reqs []wire.PublishRequest
-	if !s.decode(w, r, MaxBatchBytes, &reqs) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBatchBytes))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			s.writeError(w, fmt.Errorf("%w: request body is over %d bytes", ErrTooLarge, MaxBatchBytes))
+		} else {
+			s.writeError(w, fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err))
+		}
 		return
+	}
+	reqs, ok := wire.DecodePublishBatch(body)
+	if !ok { // not plain, or not right: encoding/json says what is wrong
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if !s.decode(w, r, MaxBatchBytes, &reqs) {
+			return
+		}
 	}
 	if len(reqs) > MaxBatchPublishes {
 		s.writeError(w, fmt.Errorf("%w: a batch of %d publishes is over the limit of %d; send it in several requests",
@@ -208,7 +222,9 @@ func (s *Service) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	mu.Unlock()
-	writeJSON(w, http.StatusOK, results)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(wire.AppendPublishResults(make([]byte, 0, 64*len(results)+2), results), '\n'))
 }
 
 // result is the wire.PublishResult of a publish to channel.

@@ -21,33 +21,16 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 		return ClientFrame{}, false
 	}
 	i := skipSpace(b, 0)
-	if i == len(b) || b[i] != '{' {
+	if b[i] != '{' {
 		return ClientFrame{}, false
 	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return f, true
-	}
-	for i < len(b) {
-		// A key: valid JSON, so a string.
-		k0 := i + 1
-		k1 := plainStringEnd(b, k0)
-		if k1 < 0 {
-			return ClientFrame{}, false
-		}
-		key := b[k0:k1]
-		i = skipSpace(b, k1+1) // at ':'
-		i = skipSpace(b, i+1)  // at the value
+	end := scanObject(b, i, func(key []byte, v0, v1 int) bool {
 		switch string(key) {
 		case "op", "id", "channel", "epoch", "route", "token":
-			if b[i] != '"' {
-				return ClientFrame{}, false // null, or a type error
+			s, ok := plainString(b, v0, v1)
+			if !ok {
+				return false // null, a type error, an escape
 			}
-			e := plainStringEnd(b, i+1)
-			if e < 0 {
-				return ClientFrame{}, false
-			}
-			s := string(b[i+1 : e])
 			switch string(key) {
 			case "op":
 				f.Op = s
@@ -62,42 +45,143 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 			case "token":
 				f.Token = s
 			}
-			i = e + 1
 		case "from":
-			var n uint64
-			j := i
-			for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-				d := uint64(b[j] - '0')
-				if n > (1<<64-1-d)/10 {
-					return ClientFrame{}, false // out of range: json's error
-				}
-				n = n*10 + d
-				j++
-			}
-			if j == i || j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
-				return ClientFrame{}, false // null, a sign, a string, a fraction
+			n, ok := plainUint(b[v0:v1])
+			if !ok {
+				return false // null, a sign, a string, a fraction, out of range
 			}
 			f.From = &n
-			i = j
 		case "data":
-			e := valueEnd(b, i)
-			f.Data = slices.Clone(json.RawMessage(b[i:e]))
-			i = e
+			f.Data = slices.Clone(json.RawMessage(b[v0:v1]))
 		default:
-			for _, name := range frameKeys {
-				if strings.EqualFold(string(key), name) {
-					return ClientFrame{}, false // json matches keys in any case
-				}
-			}
-			i = valueEnd(b, i)
+			return !foldsTo(key, frameKeys) // json matches keys in any case
 		}
+		return true
+	})
+	if end < 0 {
+		return ClientFrame{}, false
+	}
+	return f, true
+}
+
+// DecodePublishBatch decodes the batch form of POST /v1/publish, a JSON
+// array of PublishRequest objects, without reflection when it is plain
+// (as decodeFrameFast: string fields without escapes, known keys only):
+// ok is false otherwise, and the caller decodes it with encoding/json,
+// which also says what is wrong. FuzzDecodePublishBatch holds it to
+// encoding/json.
+func DecodePublishBatch(b []byte) (reqs []PublishRequest, ok bool) {
+	if !json.Valid(b) {
+		return nil, false
+	}
+	i := skipSpace(b, 0)
+	if b[i] != '[' {
+		return nil, false
+	}
+	reqs = []PublishRequest{}
+	i = skipSpace(b, i+1)
+	if b[i] == ']' {
+		return reqs, true
+	}
+	for {
+		if b[i] != '{' {
+			return nil, false // null, or a type error
+		}
+		var r PublishRequest
+		i = scanObject(b, i, func(key []byte, v0, v1 int) bool {
+			switch string(key) {
+			case "channel", "id":
+				s, ok := plainString(b, v0, v1)
+				if !ok {
+					return false
+				}
+				if key[0] == 'c' {
+					r.Channel = s
+				} else {
+					r.ID = s
+				}
+			case "data":
+				r.Data = slices.Clone(json.RawMessage(b[v0:v1]))
+			default:
+				return false // unknown fields are refused, by json
+			}
+			return true
+		})
+		if i < 0 {
+			return nil, false
+		}
+		reqs = append(reqs, r)
 		i = skipSpace(b, i)
-		if b[i] == '}' {
-			return f, true
+		if b[i] == ']' {
+			return reqs, true
 		}
 		i = skipSpace(b, i+1) // after ','
 	}
-	return ClientFrame{}, false
+}
+
+// scanObject calls field with each member of the object at b[i] (b is
+// valid JSON): its key, and its value as b[v0:v1]. It returns the index
+// just after the object, or -1 when field returns false or a key has an
+// escape or a byte outside printable ASCII.
+func scanObject(b []byte, i int, field func(key []byte, v0, v1 int) bool) int {
+	i = skipSpace(b, i+1)
+	if b[i] == '}' {
+		return i + 1
+	}
+	for {
+		k1 := plainStringEnd(b, i+1)
+		if k1 < 0 {
+			return -1
+		}
+		key := b[i+1 : k1]
+		v0 := skipSpace(b, skipSpace(b, k1+1)+1) // past ':'
+		v1 := valueEnd(b, v0)
+		if !field(key, v0, v1) {
+			return -1
+		}
+		i = skipSpace(b, v1)
+		if b[i] == '}' {
+			return i + 1
+		}
+		i = skipSpace(b, i+1) // after ','
+	}
+}
+
+// plainString returns the JSON string b[v0:v1] when it has no escape and
+// only printable ASCII (json.Unmarshal would give the same bytes).
+func plainString(b []byte, v0, v1 int) (string, bool) {
+	if b[v0] != '"' || plainStringEnd(b, v0+1) != v1-1 {
+		return "", false
+	}
+	return string(b[v0+1 : v1-1]), true
+}
+
+// plainUint reads a JSON number that is an unsigned integer fitting in
+// 64 bits.
+func plainUint(v []byte) (uint64, bool) {
+	var n uint64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, len(v) > 0
+}
+
+// foldsTo reports whether key matches one of names in another case (ASCII
+// only: keys with other bytes never reach it).
+func foldsTo(key []byte, names []string) bool {
+	for _, name := range names {
+		if strings.EqualFold(string(key), name) {
+			return true
+		}
+	}
+	return false
 }
 
 var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token"}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"testing"
@@ -69,4 +70,39 @@ func TestDecodeFrameFastTakesCommonFrames(t *testing.T) {
 			t.Fatalf("%s: taken by the fast path", s)
 		}
 	}
+}
+
+// A batch of 100 publishes as `comet bench publish --batch 100` sends it:
+// decoded by the fast path and by encoding/json as the hub API would.
+func BenchmarkDecodePublishBatch(b *testing.B) {
+	var body []byte
+	body = append(body, '[')
+	for i := range 100 {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"channel":"bench-`+strconv.Itoa(i%16)+`","data":"1733572800000000000 `+string(make128x())+`","id":"p3-`+strconv.Itoa(i)+`"}`...)
+	}
+	body = append(body, ']')
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, ok := DecodePublishBatch(body); !ok {
+				b.Fatal("not taken")
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			var reqs []PublishRequest
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&reqs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

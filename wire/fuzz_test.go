@@ -200,3 +200,63 @@ func FuzzAppendAck(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodePublishBatch holds DecodePublishBatch to encoding/json as the
+// hub API decodes a batch (unknown fields refused): whenever it answers,
+// json gives the same requests.
+func FuzzDecodePublishBatch(f *testing.F) {
+	for _, s := range []string{
+		`[{"channel":"a","data":{"x":[1,"}"]},"id":"k1"},{"channel":"b","data":"s"}]`,
+		` [ ] `,
+		`[{"channel":"a","data":1,"extra":2}]`,
+		`[{"Channel":"a","data":1}]`,
+		`[{"channel":"a\u0062","data":1}]`,
+		`[{"channel":null,"data":1}]`,
+		`[null]`,
+		`[{"channel":"a","data":null,"id":7}]`,
+		`[{},{"channel":"a","channel":"b"}]`,
+		`{"channel":"a","data":1}`,
+		`[{"channel":"a","data":1}] x`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := DecodePublishBatch(b)
+		if !ok {
+			return
+		}
+		var want []PublishRequest
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&want); err != nil {
+			t.Fatalf("%q: fast decode took it, json says %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nfast %+v\njson %+v", b, got, want)
+		}
+	})
+}
+
+// FuzzAppendPublishResults: AppendPublishResults writes what json.Marshal
+// writes, for results made of the fuzzer's strings.
+func FuzzAppendPublishResults(f *testing.F) {
+	f.Add("c", uint64(3), "E", true, "", "", 2)
+	f.Add("c", uint64(0), "", false, "bad_request", "channel \"x\" <bad> &\u2028\xff", 1)
+	f.Add("", uint64(1<<64-1), "e", false, "", "", 0)
+	f.Fuzz(func(t *testing.T, ch string, off uint64, epoch string, dup bool, code, msg string, n int) {
+		var rs []PublishResult
+		if n >= 0 {
+			rs = []PublishResult{}
+		}
+		for i := range n % 4 {
+			rs = append(rs, PublishResult{Channel: ch, Offset: off + uint64(i), Epoch: epoch, Duplicate: dup != (i%2 == 1), Code: code, Message: msg})
+		}
+		want, err := json.Marshal(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendPublishResults(nil, rs); !bytes.Equal(got, want) {
+			t.Fatalf("AppendPublishResults %s\njson %s", got, want)
+		}
+	})
+}

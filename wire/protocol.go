@@ -265,6 +265,44 @@ func AppendAck(b []byte, a Ack) []byte {
 	return append(b, '}')
 }
 
+// AppendPublishResults appends rs as encoding/json would write it (a
+// JSON array, the same fields in the same order) to b, without reflection:
+// the answer of a batch publish.
+func AppendPublishResults(b []byte, rs []PublishResult) []byte {
+	if rs == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"channel":`...)
+		b = appendString(b, r.Channel)
+		if r.Offset != 0 {
+			b = append(b, `,"offset":`...)
+			b = strconv.AppendUint(b, r.Offset, 10)
+		}
+		if r.Epoch != "" {
+			b = append(b, `,"epoch":`...)
+			b = appendString(b, r.Epoch)
+		}
+		if r.Duplicate {
+			b = append(b, `,"duplicate":true`...)
+		}
+		if r.Code != "" {
+			b = append(b, `,"code":`...)
+			b = appendString(b, r.Code)
+		}
+		if r.Message != "" {
+			b = append(b, `,"message":`...)
+			b = appendString(b, r.Message)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
 // appendString appends s as a JSON string: as it is when it needs no
 // escaping (printable ASCII but for '"', '\\' and the '<', '>', '&' that
 // encoding/json escapes), through encoding/json otherwise.
