@@ -444,7 +444,7 @@ func (s *Service) checkData(channel string, data json.RawMessage, id string, dec
 		return nil, fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(data), s.cfg.MaxMessageBytes)
 	}
 	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
-		if !decoded && !json.Valid(data) {
+		if !decoded && !wire.Valid(data) {
 			return nil, fmt.Errorf("%w: data is not valid JSON", ErrBadRequest)
 		}
 		return data, nil

@@ -215,7 +215,7 @@ func Compact(data json.RawMessage) (json.RawMessage, error) {
 		return nil, errors.New("data is required")
 	}
 	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
-		if !json.Valid(data) {
+		if !wire.Valid(data) {
 			return nil, errors.New("data is not valid JSON")
 		}
 		return data, nil

@@ -17,7 +17,7 @@ import (
 // an escape, a key in other case, which encoding/json matches too) is
 // left to json.Unmarshal. FuzzDecodeFrameFast holds it to that.
 func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
-	if !json.Valid(b) {
+	if !Valid(b) {
 		return ClientFrame{}, false
 	}
 	i := skipSpace(b, 0)
@@ -71,7 +71,7 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 // which also says what is wrong. FuzzDecodePublishBatch holds it to
 // encoding/json.
 func DecodePublishBatch(b []byte) (reqs []PublishRequest, ok bool) {
-	if !json.Valid(b) {
+	if !Valid(b) {
 		return nil, false
 	}
 	i := skipSpace(b, 0)

@@ -106,3 +106,24 @@ func BenchmarkDecodePublishBatch(b *testing.B) {
 		}
 	})
 }
+
+// Valid against json.Valid on a publish frame.
+func BenchmarkValid(b *testing.B) {
+	frame := []byte(`{"op":"publish","channel":"bench-17","data":{"text":"1733572800000000000 ` + string(make128x()) + `","n":[1,2.5e3,true,null]},"id":"c17-123456"}`)
+	b.Run("wire", func(b *testing.B) {
+		b.SetBytes(int64(len(frame)))
+		for b.Loop() {
+			if !Valid(frame) {
+				b.Fatal("invalid")
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		b.SetBytes(int64(len(frame)))
+		for b.Loop() {
+			if !json.Valid(frame) {
+				b.Fatal("invalid")
+			}
+		}
+	})
+}

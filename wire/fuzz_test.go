@@ -260,3 +260,35 @@ func FuzzAppendPublishResults(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValid: Valid answers as json.Valid, on anything.
+func FuzzValid(f *testing.F) {
+	for _, s := range []string{
+		`{"a":[1,-0.5e+3,"x\"\u00e9\\/",true,false,null,{}],"b":{}}`, ` [ ] `, `"\u12"`, `01`, `-`, `1.`, `1e`,
+		`.5`, `+1`, `[1,]`, `{"a":1,}`, `{"a" 1}`, `{1:2}`, `"a` + "\x01" + `"`, "\"\xff\xfe\"", `nul`, `truex`,
+		`[1 2]`, `"\x"`, `1 2`, ``, ` `, `{"a":"b"}}`, `-01`, `1E+9`, `[[[[]]]]`, "\t\r\n1\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := Valid(b), json.Valid(b); got != want {
+			t.Fatalf("%q: Valid %v, json.Valid %v", b, got, want)
+		}
+	})
+}
+
+// Valid takes encoding/json's limit on nesting: 10,000 levels, not one more.
+func TestValidNesting(t *testing.T) {
+	for _, n := range []int{9999, 10000, 10001, 20000} {
+		for _, open := range []string{"[", `{"a":`} {
+			close := "]"
+			if open != "[" {
+				close = "}"
+			}
+			b := []byte(strings.Repeat(open, n) + "1" + strings.Repeat(close, n))
+			if got, want := Valid(b), json.Valid(b); got != want {
+				t.Fatalf("%d levels of %s: Valid %v, json.Valid %v", n, open, got, want)
+			}
+		}
+	}
+}
