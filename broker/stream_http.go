@@ -2,10 +2,11 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/comethq/comet/wire"
 )
 
 // streamHeartbeat is how often an idle commit stream says where it is.
@@ -47,14 +48,18 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush() // the reader learns it is connected now, not at the first line
-	enc := json.NewEncoder(w)
+	var buf []byte
 	for first := true; ; first = false {
 		line, err := f.Next()
 		if err != nil {
 			return
 		}
-		if err := enc.Encode(line); err != nil {
+		buf = wire.AppendStreamLine(buf[:0], line)
+		if _, err := w.Write(buf); err != nil {
 			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // a large message: do not keep its buffer
 		}
 		if f.Buffered() == 0 || line.Reset || first {
 			flusher.Flush()

@@ -292,3 +292,57 @@ func TestValidNesting(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAppendStreamLine: a line AppendStreamLine writes reads back, with
+// encoding/json, as what json.Marshal writes (data the same JSON value),
+// and is one line.
+func FuzzAppendStreamLine(f *testing.F) {
+	f.Add(uint64(7), "news", uint64(3), "E", int64(1733572800123456789), []byte(`{"a":"<b>&"}`), uint64(0), false, uint64(0), true)
+	f.Add(uint64(0), "", uint64(0), "", int64(0), []byte(nil), uint64(12), false, uint64(0), false)
+	f.Add(uint64(0), "", uint64(0), "", int64(0), []byte(nil), uint64(9), true, uint64(4), false)
+	f.Add(uint64(1), "c", uint64(1), "\"é\u2028", int64(-62135596800000000), []byte("[1,\n2]"), uint64(0), false, uint64(0), true)
+	f.Fuzz(func(t *testing.T, index uint64, ch string, off uint64, epoch string, ns int64, data []byte, applied uint64, reset bool, floor uint64, withTime bool) {
+		if len(data) > 0 && !json.Valid(data) {
+			return // hubs store valid JSON only
+		}
+		l := StreamLine{Index: index, Channel: ch, Offset: off, Epoch: epoch, Data: data, Applied: applied, Reset: reset, Floor: floor}
+		if withTime {
+			tm := time.Unix(0, ns).UTC()
+			l.Time = &tm
+		}
+		want, err := json.Marshal(l)
+		if err != nil {
+			return
+		}
+		got := AppendStreamLine(nil, l)
+		if bytes.Count(got, []byte("\n")) != 1 || got[len(got)-1] != '\n' {
+			t.Fatalf("not one line: %q", got)
+		}
+		var a, b StreamLine
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("%q: %v", got, err)
+		}
+		if err := json.Unmarshal(want, &b); err != nil {
+			t.Fatal(err)
+		}
+		var da, db any
+		if len(a.Data) > 0 || len(b.Data) > 0 {
+			if json.Unmarshal(a.Data, &da) != nil || json.Unmarshal(b.Data, &db) != nil || !reflect.DeepEqual(da, db) {
+				t.Fatalf("data %s, json %s", a.Data, b.Data)
+			}
+		}
+		a.Data, b.Data = nil, nil
+		if (a.Time == nil) != (b.Time == nil) || a.Time != nil && !a.Time.Equal(*b.Time) {
+			t.Fatalf("time %v, json %v", a.Time, b.Time)
+		}
+		a.Time, b.Time = nil, nil
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("%q\njson %q", got, want)
+		}
+		var compact bytes.Buffer
+		if json.Compact(&compact, data) == nil && bytes.Equal(compact.Bytes(), data) && bytes.IndexAny(data, "<>&") < 0 &&
+			!bytes.Equal(got, append(want, '\n')) {
+			t.Fatalf("%q\njson %q", got, want)
+		}
+	})
+}

@@ -4,8 +4,10 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -206,6 +208,72 @@ const (
 	HeaderApplied = "X-Comet-Applied"
 	FramesType    = "application/x-comet-frames"
 )
+
+// AppendStreamLine appends l to b as one line of the commit stream: the
+// fields encoding/json writes, in its order, and a newline. Data goes as
+// it is stored (compact JSON), where encoding/json would check it again
+// and escape its '<', '>' and '&': hubs write every message of every
+// channel to every gateway this way. A line encoding/json must write
+// (data with a line break in it, a time it cannot write) is written by it.
+func AppendStreamLine(b []byte, l StreamLine) []byte {
+	if bytes.IndexByte(l.Data, '\n') >= 0 || bytes.IndexByte(l.Data, '\r') >= 0 ||
+		l.Time != nil && (l.Time.Year() < 0 || l.Time.Year() > 9999) {
+		j, err := json.Marshal(l)
+		if err != nil {
+			j = []byte(`{"reset":true}`) // not a line a hub writes: the reader resyncs
+		}
+		return append(append(b, j...), '\n')
+	}
+	start := len(b)
+	b = append(b, '{')
+	field := func(name string) {
+		if len(b) > start+1 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+	}
+	if l.Index != 0 {
+		field("index")
+		b = strconv.AppendUint(b, l.Index, 10)
+	}
+	if l.Channel != "" {
+		field("channel")
+		b = appendString(b, l.Channel)
+	}
+	if l.Offset != 0 {
+		field("offset")
+		b = strconv.AppendUint(b, l.Offset, 10)
+	}
+	if l.Epoch != "" {
+		field("epoch")
+		b = appendString(b, l.Epoch)
+	}
+	if l.Time != nil {
+		field("time")
+		b = append(b, '"')
+		b = l.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	if len(l.Data) != 0 {
+		field("data")
+		b = append(b, l.Data...)
+	}
+	if l.Applied != 0 {
+		field("applied")
+		b = strconv.AppendUint(b, l.Applied, 10)
+	}
+	if l.Reset {
+		field("reset")
+		b = append(b, "true"...)
+	}
+	if l.Floor != 0 {
+		field("floor")
+		b = strconv.AppendUint(b, l.Floor, 10)
+	}
+	return append(b, '}', '\n')
+}
 
 // PeekStreamLine reads the index and channel of a message line of the
 // commit stream without decoding the rest, for a reader that skips the
