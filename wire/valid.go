@@ -83,6 +83,12 @@ func validValue(b []byte, i, depth int) (int, bool) {
 // and returns the index after its closing quote.
 func validString(b []byte, i int) (int, bool) {
 	for i < len(b) {
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -166,3 +172,11 @@ func validLiteral(b []byte, i int, lit string) (int, bool) {
 	}
 	return i + len(lit), true
 }
+
+// plainByte marks the bytes that stand for themselves in a JSON string.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
