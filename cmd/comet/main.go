@@ -45,7 +45,9 @@ Usage:
 
 Every flag can also be set through an environment variable: --raft is
 COMET_RAFT, --max-message-bytes is COMET_MAX_MESSAGE_BYTES, and so on. A flag
-on the command line wins over the environment.
+on the command line wins over the environment. The flags of comet pub that
+describe one message (--id, its idempotency key) are read from the command
+line only: COMET_ID is the --id of hubs and gateways.
 
 Run 'comet COMMAND --help' for the flags of a command.
 `

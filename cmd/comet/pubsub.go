@@ -50,7 +50,7 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
-	fs.StringVar(&id, "id", "", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key)")
+	fs.Var(envless{stringValue{&id}}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); read from the command line only, never from the environment (COMET_ID is the --id of hubs and gateways)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -155,13 +155,42 @@ func TestPubEnvAndURLList(t *testing.T) {
 	down, up := newFakeGateway(t), newFakeGateway(t)
 	down.SetDown(true)
 	t.Setenv("COMET_URL", down.URL()+" , "+up.URL())
-	t.Setenv("COMET_ID", "k-env")
+	t.Setenv("COMET_TIMEOUT", "20s")
 	code, out, errOut := comet(t, "pub", "chat", "1")
 	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if f := up.Frames(); len(f) != 1 || f[0].ID != "k-env" {
+	if f := up.Frames(); len(f) != 1 || f[0].Data == nil {
 		t.Fatalf("frames %+v", f)
+	}
+}
+
+// COMET_ID is the --id of hubs and gateways, often exported in a shell
+// that runs one: comet pub ignores it, or every publish after the first
+// would be dropped as a duplicate of the first. Its key comes from --id
+// only.
+func TestPubIgnoresCOMET_ID(t *testing.T) {
+	g := newFakeGateway(t)
+	t.Setenv("COMET_ID", "h1")
+	for i := 1; i <= 2; i++ {
+		code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", "same")
+		if want := `{"channel":"chat","offset":` + itoa(uint64(i)) + "}\n"; code != 0 || out != want {
+			t.Fatalf("pub %d with COMET_ID=h1: exit %d, stdout %q (want %q), stderr %q", i, code, out, want, errOut)
+		}
+	}
+	f := g.Frames()
+	if g.Stores() != 2 || len(f) != 2 || f[0].ID == "h1" || f[1].ID == "h1" || f[0].ID == f[1].ID {
+		t.Fatalf("stored %d times, frames %+v; want 2 publishes with random keys", g.Stores(), f)
+	}
+	// --id still sets it.
+	for _, want := range []string{`{"channel":"chat","offset":3}`, `{"channel":"chat","offset":3,"duplicate":true}`} {
+		if code, out, errOut := comet(t, "pub", "--url", g.URL(), "--id", "h1", "chat", "same"); code != 0 || out != want+"\n" {
+			t.Fatalf("pub --id h1: exit %d, stdout %q (want %s), stderr %q", code, out, want, errOut)
+		}
+	}
+	_, _, help := comet(t, "pub", "--help")
+	if !strings.Contains(help, "--id  [command line only]") || strings.Contains(help, "COMET_ID]") {
+		t.Errorf("comet pub --help does not say that --id reads no environment variable:\n%s", help)
 	}
 }
 
