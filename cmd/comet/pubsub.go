@@ -32,7 +32,10 @@ true, {"a":1}, '"quoted"'); otherwise it is sent as a JSON string:
 'comet pub chat hello' sends "hello". The publish is retried, across gateways
 and reconnects, with the same id until it is acknowledged or --timeout passes;
 the hubs store it once. The output says "duplicate":true when the id was
-already stored (a retry, or --id given again): offset is then the first one's.`
+already stored (a retry, or --id given again): offset is then the first one's.
+When no gateway can be reached, the first error is printed at once, and after
+--timeout the message is "not sent" (exit 1); when a gateway took it but did
+not acknowledge it in time, it "may or may not be stored".`
 
 const subSynopsis = `comet sub [--url ws://127.0.0.1:8080/ws] [--from N] [--epoch E] [--count N] [--state FILE] CHANNEL...
 
@@ -74,15 +77,23 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	ctx, refuse := context.WithCancelCause(ctx)
 	defer refuse(nil)
-	var lastMu sync.Mutex
-	var lastErr error // why the last connection attempt failed; nil once connected
+	var (
+		lastMu    sync.Mutex
+		lastErr   error // why the last connection attempt failed; nil once connected
+		connected bool  // a connection was up once: the publish may have been sent
+	)
 	c, err := newGatewayClient(urls, token, client.Config{OnState: func(s client.State, err error) {
 		lastMu.Lock()
 		defer lastMu.Unlock()
 		switch s {
 		case client.Connected:
-			lastErr = nil
+			lastErr, connected = nil, true
 		case client.Disconnected:
+			if !connected && lastErr == nil && err != nil && !errors.Is(err, client.ErrAuth) {
+				// Said at once, not after --timeout: the likely mistake is
+				// a wrong --url or no gateway running.
+				fmt.Fprintf(stderr, "comet: warning: cannot connect: %v; retrying for up to %v (--timeout)\n", err, timeout)
+			}
 			lastErr = err
 			if errors.Is(err, client.ErrAuth) {
 				refuse(err) // the same token will not do better
@@ -95,20 +106,33 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	defer c.Close()
 
 	ack, err := c.PublishWithID(ctx, channel, id, data)
+	// Once the client is closed, OnState has said all it will: a publish
+	// is written only on a connection that it reported connected.
+	c.Close()
+	lastMu.Lock()
+	sent, why := connected, lastErr
+	lastMu.Unlock()
 	var refused *client.Error
 	switch {
 	case errors.Is(context.Cause(ctx), client.ErrAuth):
-		return fmt.Errorf("publish to %s: the gateway refused the token: %w", channel, context.Cause(ctx))
+		return fmt.Errorf("publish to %s: not sent: the gateway refused the token: %w", channel, context.Cause(ctx))
 	case errors.As(err, &refused):
 		return fmt.Errorf("publish to %s refused: %s: %s", channel, refused.Code, refused.Message)
-	case errors.Is(err, context.DeadlineExceeded):
-		lastMu.Lock()
-		why := ""
-		if lastErr != nil {
-			why = fmt.Sprintf(" (not connected: %v)", lastErr)
+	case !sent && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		what := fmt.Sprintf("could not connect to a gateway within %v", timeout)
+		if errors.Is(err, context.Canceled) {
+			what = "interrupted before a gateway could be reached"
 		}
-		lastMu.Unlock()
-		return fmt.Errorf("publish to %s: no ack within %v%s; it may or may not be stored: publish again with --id %s to store it once", channel, timeout, why, id)
+		if why != nil {
+			what += fmt.Sprintf(" (%v)", why)
+		}
+		return fmt.Errorf("publish to %s: not sent: %s", channel, what)
+	case errors.Is(err, context.DeadlineExceeded):
+		notConnected := ""
+		if why != nil {
+			notConnected = fmt.Sprintf(" (not connected: %v)", why)
+		}
+		return fmt.Errorf("publish to %s: no ack within %v%s; it may or may not be stored: publish again with --id %s to store it once", channel, timeout, notConnected, id)
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("publish to %s: interrupted; it may or may not be stored: publish again with --id %s to store it once", channel, id)
 	case err != nil:

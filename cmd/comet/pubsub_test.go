@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/client/clienttest"
+	"github.com/comethq/comet/wire"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while comet writes to it.
@@ -217,11 +219,57 @@ func TestPubFails(t *testing.T) {
 		t.Fatalf("refused: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	g.SetDown(true)
-	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--timeout", "200ms", "--id", "k9", "chat", "x")
-	if code != 1 || out != "" || !strings.HasPrefix(errOut, "comet: publish to chat: no ack within 200ms") ||
-		!strings.Contains(errOut, "--id k9") || !strings.Contains(errOut, "503") {
+	// Connected, but no ack: it may have been stored.
+	g.DropBeforeAck(1)
+	g.SetHook(func(f wire.ClientFrame) {
+		if f.Op == wire.OpPublish {
+			g.SetDown(true) // no second connection
+		}
+	})
+	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--timeout", "500ms", "--id", "k9", "chat", "x")
+	if code != 1 || out != "" || !strings.Contains(errOut, "comet: publish to chat: no ack within 500ms") ||
+		!strings.Contains(errOut, "may or may not be stored") || !strings.Contains(errOut, "--id k9") {
 		t.Fatalf("timeout: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// comet pub without a gateway says so at once, and at the end that the
+// message was not sent (not "may or may not be stored").
+func TestPubNoGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "ws://" + ln.Addr().String() + "/ws"
+	ln.Close() // nothing listens there now
+	down := newFakeGateway(t)
+	down.SetDown(true) // answers 503
+	for _, tc := range []struct{ url, want string }{
+		{closed, "connection refused"},
+		{down.URL(), "503"},
+	} {
+		var out, errOut syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- run([]string{"pub", "--url", tc.url, "--timeout", "2s", "--id", "k9", "chat", "x"}, &out, &errOut)
+		}()
+		// At once: well before --timeout.
+		waitUntil(t, time.Second, "the first connection error on stderr", func() bool {
+			return strings.Contains(errOut.String(), "comet: warning: cannot connect: ")
+		})
+		select {
+		case code := <-done:
+			t.Fatalf("%s: comet pub exited (%d) before it said it cannot connect: %q", tc.url, code, errOut.String())
+		default:
+		}
+		code := waitExit(t, done)
+		lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")
+		if code != 1 || out.String() != "" || len(lines) != 2 ||
+			!strings.Contains(lines[0], tc.want) || !strings.Contains(lines[0], "retrying for up to 2s") ||
+			!strings.HasPrefix(lines[1], "comet: publish to chat: not sent: could not connect to a gateway within 2s (") ||
+			!strings.Contains(lines[1], tc.want) || strings.Contains(errOut.String(), "may or may not") {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", tc.url, code, out.String(), errOut.String())
+		}
 	}
 }
 
