@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -68,6 +69,25 @@ func (s stringValue) String() string {
 	return *s.p
 }
 func (s stringValue) Set(v string) error { *s.p = v; return nil }
+
+// boolValue is a flag.Value of a bool, for envless.
+type boolValue struct{ p *bool }
+
+func (b boolValue) String() string {
+	if b.p == nil || !*b.p {
+		return "false"
+	}
+	return "true"
+}
+func (b boolValue) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	*b.p = x
+	return nil
+}
+func (b boolValue) IsBoolFlag() bool { return true }
 
 // parseFlags parses args, then fills every flag not given on the command
 // line from its environment variable, then from the --config file, if the

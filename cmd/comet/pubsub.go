@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,12 +25,14 @@ const tokenUsage = "a client token (JWT) for gateways that require one, e.g. fro
 // defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
 const defaultGatewayURL = "ws://127.0.0.1:8080/ws"
 
-const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] CHANNEL DATA
+const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] [--string] CHANNEL DATA
 
 Publish DATA to CHANNEL through a gateway and print {"channel":"c","offset":N}
 once the message is stored. DATA is sent as JSON if it parses as JSON (42,
 true, {"a":1}, '"quoted"'); otherwise it is sent as a JSON string:
-'comet pub chat hello' sends "hello". The publish is retried, across gateways
+'comet pub chat hello' sends "hello". DATA that starts like a JSON object,
+array or string ({, [ or ") must be valid JSON: '{"a":1,}' is refused, not
+sent as a string. --string sends DATA as a JSON string whatever it holds. The publish is retried, across gateways
 and reconnects, with the same id until it is acknowledged or --timeout passes;
 the hubs store it once. The output says "duplicate":true when the id was
 already stored (a retry, or --id given again): offset is then the first one's.
@@ -50,20 +53,26 @@ until SIGINT or SIGTERM; then saves --state and exits 0.`
 func runPub(args []string, stdout, stderr io.Writer) error {
 	var urls, id, token string
 	var timeout time.Duration
+	var literal bool
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
 	fs.Var(envless{stringValue{&id}}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); read from the command line only, never from the environment (COMET_ID is the --id of hubs and gateways)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
+	fs.Var(envless{boolValue{&literal}}, "string", "send DATA as a JSON string, as it is, even when it looks like JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
 		return fmt.Errorf("%w: comet pub [flags] CHANNEL DATA (see comet pub --help)", errUsage)
 	}
-	channel, data := fs.Arg(0), pubData(fs.Arg(1))
+	channel := fs.Arg(0)
 	if err := wire.CheckChannel(channel); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	data, err := pubData(fs.Arg(1), literal)
+	if err != nil {
+		return err
 	}
 	if timeout <= 0 {
 		return fmt.Errorf("%w: --timeout must be positive", errUsage)
@@ -151,15 +160,29 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 }
 
 // pubData is DATA as JSON: as given if it is JSON, else a JSON string.
-func pubData(s string) json.RawMessage {
-	if json.Valid([]byte(s)) {
-		return json.RawMessage(s)
+// DATA that starts like a JSON object, array or string ({, [, ") but does
+// not parse is refused: a typo would otherwise be stored as a string. With
+// literal (--string), DATA is always sent as a JSON string.
+func pubData(s string, literal bool) (json.RawMessage, error) {
+	if !literal {
+		if json.Valid([]byte(s)) {
+			return json.RawMessage(s), nil
+		}
+		if t := strings.TrimLeft(s, " \t\r\n"); t != "" && strings.ContainsRune(`{["`, rune(t[0])) {
+			var v json.RawMessage
+			err := json.Unmarshal([]byte(s), &v)
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				err = fmt.Errorf("%v (at byte %d)", err, syn.Offset)
+			}
+			return nil, fmt.Errorf("%w: DATA is not valid JSON: %v; to send it as a string, use --string", errUsage, err)
+		}
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s) // a string always encodes
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // newGatewayClient starts a client of the gateways in urls (comma-separated),

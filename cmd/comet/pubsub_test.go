@@ -97,25 +97,66 @@ func raws(ss ...string) []json.RawMessage {
 
 func TestPubData(t *testing.T) {
 	for in, want := range map[string]string{
-		`42`:           `42`,
-		`true`:         `true`,
-		`{"a": 1}`:     `{"a": 1}`,
-		`"quoted"`:     `"quoted"`,
-		`hello`:        `"hello"`,
-		`hello world`:  `"hello world"`,
-		``:             `""`,
-		`{"a":`:        `"{\"a\":"`,
-		`<b>&`:         `"<b>&"`,
-		"two\nlines":   `"two\nlines"`,
-		`-`:            `"-"`,
-		`[1,2] extra`:  `"[1,2] extra"`,
-		`  [1, 2]   `:  `  [1, 2]   `,
-		`null`:         `null`,
-		`"unterminate`: `"\"unterminate"`,
+		`42`:          `42`,
+		`true`:        `true`,
+		`{"a": 1}`:    `{"a": 1}`,
+		`"quoted"`:    `"quoted"`,
+		`hello`:       `"hello"`,
+		`hello world`: `"hello world"`,
+		``:            `""`,
+		`<b>&`:        `"<b>&"`,
+		"two\nlines":  `"two\nlines"`,
+		`-`:           `"-"`,
+		`  [1, 2]   `: `  [1, 2]   `,
+		`null`:        `null`,
+		`1.2.3`:       `"1.2.3"`,
+		`truely`:      `"truely"`,
 	} {
-		if got := string(pubData(in)); got != want {
-			t.Errorf("pubData(%q) = %s, want %s", in, got, want)
+		if got, err := pubData(in, false); err != nil || string(got) != want {
+			t.Errorf("pubData(%q) = %s, %v; want %s", in, got, err, want)
 		}
+	}
+	// What starts like a JSON object, array or string must be one: a typo
+	// is refused, not stored as a string.
+	for in, want := range map[string]string{
+		`{"text": "hi",}`: "at byte 15",
+		`{"a":`:           "unexpected end",
+		`[1,2] extra`:     "after top-level value",
+		`"unterminate`:    "unexpected end",
+		` {'a': 1}`:       "at byte 3",
+	} {
+		got, err := pubData(in, false)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--string") {
+			t.Errorf("pubData(%q) = %s, %v; want an error saying %q and naming --string", in, got, err, want)
+		}
+	}
+	// --string sends DATA as a JSON string, whatever it holds.
+	for in, want := range map[string]string{
+		`{"text": "hi",}`: `"{\"text\": \"hi\",}"`,
+		`42`:              `"42"`,
+		`<b>&`:            `"<b>&"`,
+		``:                `""`,
+	} {
+		if got, err := pubData(in, true); err != nil || string(got) != want {
+			t.Errorf("pubData(%q, --string) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}
+
+// TestPubMalformedJSON: comet pub refuses DATA that starts like JSON and is
+// not JSON, before connecting; --string sends it as it is.
+func TestPubMalformedJSON(t *testing.T) {
+	g := newFakeGateway(t)
+	code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", `{"text": "hi",}`)
+	if code != 2 || out != "" || !strings.Contains(errOut, "DATA is not valid JSON") || !strings.Contains(errOut, "--string") || g.Attempts() != 0 {
+		t.Fatalf("malformed JSON: exit %d, stdout %q, stderr %q, %d connections; want exit 2 before connecting", code, out, errOut, g.Attempts())
+	}
+	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--string", "chat", `{"text": "hi",}`)
+	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
+		t.Fatalf("--string: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, _, msgs := g.Messages("chat"); len(msgs) != 1 || string(msgs[0]) != `"{\"text\": \"hi\",}"` {
+		t.Fatalf("--string stored %s", msgs)
 	}
 }
 
