@@ -22,8 +22,13 @@ import (
 // tokenUsage explains the --token flag of the client commands.
 const tokenUsage = "a client token (JWT) for gateways that require one, e.g. from comet token (default: connect anonymously)"
 
+// defaultListen is where `comet` alone (comet standalone, the README's
+// first command) and a gateway listen by default; the client tools and the
+// benchmarks look there by default.
+const defaultListen = "127.0.0.1:8080"
+
 // defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
-const defaultGatewayURL = "ws://127.0.0.1:8080/ws"
+const defaultGatewayURL = "ws://" + defaultListen + "/ws"
 
 const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] [--string] CHANNEL DATA
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -522,5 +523,45 @@ func TestBenchPublishUsage(t *testing.T) {
 	code, _, errOut := comet(t, "bench", "publish", "--help")
 	if code != 0 || !strings.Contains(errOut, "--batch") || !strings.Contains(errOut, "--window") || !strings.Contains(errOut, "--url") {
 		t.Errorf("bench publish --help: exit %d, %q", code, errOut)
+	}
+}
+
+// TestToolDefaultsFindStandalone: run without an address, the client tools
+// and every benchmark find what the README's first command (comet, that is
+// comet standalone) starts: its --listen, where it serves clients and the
+// hub API.
+func TestToolDefaultsFindStandalone(t *testing.T) {
+	defaults := func(args ...string) map[string]string {
+		t.Helper()
+		code, _, help := comet(t, append(args, "--help")...)
+		if code != 0 {
+			t.Fatalf("comet %s --help: exit %d\n%s", strings.Join(args, " "), code, help)
+		}
+		d := map[string]string{}
+		for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+)  \[[^]]*\]\n      .*\(default ([^ )]+)\)$`).FindAllStringSubmatch(help, -1) {
+			d[m[1]] = m[2]
+		}
+		return d
+	}
+	listen := defaults("standalone")["listen"]
+	if listen == "" {
+		t.Fatal("comet standalone --help shows no --listen default")
+	}
+	url := "ws://" + listen + "/ws"
+	for _, tc := range []struct {
+		args       []string
+		flag, want string
+	}{
+		{[]string{"bench", "publish"}, "api", listen},
+		{[]string{"bench", "request"}, "hubs", listen},
+		{[]string{"bench", "request"}, "url", url},
+		{[]string{"bench", "fanout"}, "url", url},
+		{[]string{"bench", "catchup"}, "url", url},
+		{[]string{"pub"}, "url", url},
+		{[]string{"sub"}, "url", url},
+	} {
+		if got := defaults(tc.args...)[tc.flag]; got != tc.want {
+			t.Errorf("comet %s --%s defaults to %q, want %q (comet standalone's)", strings.Join(tc.args, " "), tc.flag, got, tc.want)
+		}
 	}
 }
