@@ -62,10 +62,21 @@ func argValue(args []interface{}, key string) string {
 
 // formatArgs formats the values hclog formats itself: hclog.Fmt("%+v", x)
 // (an hclog.Format), which slog would print as the list it is
-// ("[%+v [...]]").
+// ("[%+v [...]]"). It also renames raft's key "node" ("entering candidate
+// state" node="Node at ... [Candidate]") to "raft-node": the hub's logger
+// has node=ID already.
 func formatArgs(args []interface{}) []interface{} {
-	var out []interface{} // a copy, once one is formatted: the caller's stays as it was
+	var out []interface{} // a copy, once one is changed: the caller's stays as it was
 	for i, v := range args {
+		if i%2 == 0 {
+			if k, ok := v.(string); ok && k == "node" {
+				if out == nil {
+					out = append([]interface{}(nil), args...)
+				}
+				out[i] = "raft-node"
+			}
+			continue
+		}
 		f, ok := v.(hclog.Format)
 		if !ok || len(f) == 0 {
 			continue

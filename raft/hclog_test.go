@@ -28,6 +28,11 @@ func TestHclogAdapter(t *testing.T) {
 		t.Errorf("hclog.Fmt is not formatted: %s", got)
 	}
 
+	got = line(func() { l.Info("entering candidate state", "node", "Node at 127.0.0.1:7001 [Candidate]", "term", 2) })
+	if !strings.Contains(got, `raft-node="Node at 127.0.0.1:7001 [Candidate]" term=2`) {
+		t.Errorf("raft's node= is not raft-node=: %s", got)
+	}
+
 	// The first election of a start is no warning; one after a leader was
 	// lost is.
 	got = line(func() {

@@ -129,7 +129,7 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", errUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	return slog.New(newComponentHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}), nil)), nil
 }
 
 // servePprof serves Go's profiler (net/http/pprof) on addr, when it is set,
