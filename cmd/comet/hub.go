@@ -284,7 +284,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 			" can publish, read every channel, send to connections and change the cluster; set --secret (COMET_SECRET) on every hub and gateway, or bind them to a private network")
 	}
 	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
-	stopReady := announceReady(logger, svc.Ready, "hub ready", func() []any {
+	stopReady := announceReady(ctx, logger, svc.Ready, "hub ready", func() []any {
 		leader, _ := node.Leader()
 		return []any{"api", "http://" + f.api + "/v1/", "raft", f.raftAddr, "leader", leader}
 	})

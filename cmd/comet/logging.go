@@ -68,10 +68,10 @@ const (
 // announceReady logs msg with args(), once, at INFO, as soon as ready
 // returns nil: the one line that says the process is ready, and where. If it is
 // not ready after readySlow, it says why (INFO too: a hub waits for the
-// others to start, a gateway for the hubs). The returned stop ends the
-// wait; it returns once the watcher has.
-func announceReady(logger *slog.Logger, ready func() error, msg string, args func() []any) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
+// others to start, a gateway for the hubs). It gives up when ctx ends (the
+// process stops) or stop is called; stop returns once the watcher has.
+func announceReady(ctx context.Context, logger *slog.Logger, ready func() error, msg string, args func() []any) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -100,7 +100,7 @@ func runStandalone(args []string, stderr io.Writer) error {
 		}
 		return nil
 	}
-	defer announceReady(logger, ready, "comet standalone ready: a single-node hub and a gateway", func() []any {
+	defer announceReady(ctx, logger, ready, "comet standalone ready: a single-node hub and a gateway", func() []any {
 		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hub_api", "http://" + f.listen + "/v1/", "data", data}
 	})()
 	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service, f.secret), gw, f.shutdownTimeout)
