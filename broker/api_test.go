@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/comethq/comet/internal/buildinfo"
 	"github.com/comethq/comet/wire"
 )
 
@@ -50,6 +51,9 @@ func TestClusterStatusHealthMetrics(t *testing.T) {
 		if len(st.Nodes) != 3 {
 			return fmt.Errorf("%s: %d nodes: %+v", h.id, len(st.Nodes), st.Nodes)
 		}
+		if bi := buildinfo.Get(); st.Version != bi.Version || st.Commit != bi.Commit || st.Version == "" {
+			return fmt.Errorf("%s: version=%q commit=%q; want %q %q", h.id, st.Version, st.Commit, bi.Version, bi.Commit)
+		}
 		for _, n := range st.Nodes {
 			want, ok := byID[n.ID]
 			if !ok {
@@ -60,7 +64,7 @@ func TestClusterStatusHealthMetrics(t *testing.T) {
 				wantState = "leader"
 			}
 			if n.Raft != want.node.Addr() || n.API != want.api || n.State != wantState || !n.Voter ||
-				n.Leader != (want == l) || n.Error != "" || n.Applied == 0 || n.Commit == 0 {
+				n.Leader != (want == l) || n.Error != "" || n.Applied == 0 || n.Commit == 0 || n.Version != buildinfo.Get().Version {
 				return fmt.Errorf("%s reports %+v; want raft %s api %s state %s", h.id, n, want.node.Addr(), want.api, wantState)
 			}
 		}
@@ -102,6 +106,10 @@ func TestClusterStatusHealthMetrics(t *testing.T) {
 			if _, ok := m[name]; !ok {
 				t.Errorf("%s: /metrics lacks %s", h.id, name)
 			}
+		}
+		bi := buildinfo.Get()
+		if build := fmt.Sprintf(`comet_build_info{goversion=%q,revision=%q,version=%q}`, bi.GoVersion, bi.Commit, bi.Version); m[build] != 1 {
+			t.Errorf("%s: /metrics has %s = %v, want 1", h.id, build, m[build])
 		}
 		if m["comet_raft_commit_index"] == 0 || m["comet_raft_applied_index"] == 0 || m["comet_raft_leader_changes_total"] < 1 {
 			t.Errorf("%s: raft metrics commit=%v applied=%v leader changes=%v", h.id,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/hubapi"
+	"github.com/comethq/comet/internal/buildinfo"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -402,6 +403,7 @@ func (s *Service) localStatus() wire.ClusterStatus {
 	st := wire.ClusterStatus{
 		ID: s.node.ID(), State: s.node.State(), Leader: lid,
 		Term: ix.Term, CommitIndex: ix.Commit, AppliedIndex: ix.Applied, LastIndex: ix.Last,
+		Version: buildinfo.Get().Version, Commit: buildinfo.Get().Commit,
 	}
 	st.LeaderAPI, _ = s.leaderAPI()
 	return st
@@ -424,7 +426,7 @@ func (s *Service) Status(ctx context.Context) (wire.ClusterStatus, error) {
 			n.API = m.API
 		}
 		if sv.ID == s.node.ID() {
-			n.API, n.State, n.Applied, n.Commit = s.cfg.API, st.State, st.AppliedIndex, st.CommitIndex
+			n.API, n.State, n.Applied, n.Commit, n.Version = s.cfg.API, st.State, st.AppliedIndex, st.CommitIndex, st.Version
 			st.Nodes[i] = n
 			continue
 		}
@@ -441,7 +443,7 @@ func (s *Service) Status(ctx context.Context) (wire.ClusterStatus, error) {
 				n.State, n.Error = "unreachable", err.Error()
 				return
 			}
-			n.State, n.Applied, n.Commit = remote.State, remote.AppliedIndex, remote.CommitIndex
+			n.State, n.Applied, n.Commit, n.Version = remote.State, remote.AppliedIndex, remote.CommitIndex, remote.Version
 		}(&st.Nodes[i])
 	}
 	wg.Wait()

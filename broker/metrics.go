@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/comethq/comet/internal/buildinfo"
 	"github.com/comethq/comet/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -61,6 +62,7 @@ func newMetrics(s *Service) *metrics {
 		m.busRequests, m.busEventsDropped,
 		gauge("comet_bus_workers", "Worker sessions attached to this hub's router.", func() float64 { w, _ := s.router.counts(); return float64(w) }),
 		gauge("comet_bus_gateways", "Gateway sessions attached to this hub's router.", func() float64 { _, g := s.router.counts(); return float64(g) }),
+		buildinfo.Collector(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("comet_raft_commit_index", "Raft commit index.", func() float64 { return float64(node.Indexes().Commit) }),

@@ -39,6 +39,11 @@ type GatewayConfig struct {
 	// paused or hung hub) and dialed again (default 1s). The gateway pings
 	// the router after half of it.
 	StallAfter time.Duration
+	// QuietStart is how long after Run starts a router that cannot be
+	// reached yet is logged at INFO, not WARN (default 10s): hubs starting
+	// with their gateways take about that to elect a leader. After it, or
+	// once a session was up, a router out of reach is a warning.
+	QuietStart time.Duration
 	Logger     *slog.Logger
 }
 
@@ -93,6 +98,9 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = time.Second
 	}
+	if cfg.QuietStart <= 0 {
+		cfg.QuietStart = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,25 +154,31 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	// At most 500ms between dials: publishes wait on the next session.
 	b := Backoff{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
-	failing := false
+	start := time.Now()
+	var failing, warned, wasUp bool
 	for ctx.Err() == nil {
 		link, err := g.cfg.Dial(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			if !failing {
+			quiet := !wasUp && time.Since(start) < g.cfg.QuietStart
+			switch {
+			case quiet && !failing:
+				g.log.Info("the router (on the hub leader) is not reachable yet; retrying", "err", err)
+			case !quiet && !warned:
 				g.log.Warn("cannot reach the router; retrying", "err", err)
-				failing = true
-			} else {
+				warned = true
+			default:
 				g.log.Debug("cannot reach the router", "err", err)
 			}
+			failing = true
 			b.Wait(ctx)
 			continue
 		}
 		up, err := g.session(ctx, link)
 		if up {
-			failing = false
+			failing, warned, wasUp = false, false, true
 			b.Reset()
 		}
 		if ctx.Err() != nil {

@@ -1,10 +1,14 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,4 +272,67 @@ func TestGatewayRefused(t *testing.T) {
 	}
 	f.accept()
 	waitUntil(t, "the session", g.Connected)
+}
+
+// lockedWriter is an io.Writer safe for a logger and a test at once.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestGatewayQuietStart: a router not reachable yet just after the start
+// (hubs starting, electing a leader) is INFO; still out of reach after
+// QuietStart, it is a warning, said once.
+func TestGatewayQuietStart(t *testing.T) {
+	var logs lockedWriter
+	dials := atomic.Int64{}
+	g, err := NewGateway(GatewayConfig{ID: "g1", QuietStart: 300 * time.Millisecond,
+		Dial: func(ctx context.Context) (Link, error) {
+			dials.Add(1)
+			return nil, errors.New("not the leader")
+		},
+		Deliver: func(string, json.RawMessage) error { return nil },
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; logs:\n%s", what, logs.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("2 dials", func() bool { return dials.Load() >= 2 })
+	start := logs.String()
+	if !strings.Contains(start, "level=INFO") || !strings.Contains(start, "not reachable yet") || strings.Contains(start, "level=WARN") {
+		t.Errorf("just after the start: %s; want one INFO line", start)
+	}
+	waitFor("the warning", func() bool { return strings.Contains(logs.String(), "level=WARN") })
+	n := dials.Load()
+	waitFor("2 more dials", func() bool { return dials.Load() >= n+2 })
+	got := logs.String()
+	if strings.Count(got, "level=WARN") != 1 || !strings.Contains(got, "cannot reach the router") || strings.Count(got, "level=INFO") != 1 {
+		t.Errorf("after QuietStart: %s; want one INFO then one WARN", got)
+	}
 }

@@ -132,3 +132,19 @@ func TestBenchPublish(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchPublishStandalone: comet bench publish against comet standalone
+// (its --listen serves the hub API, the default --api), as the README's
+// first command starts it.
+func TestBenchPublishStandalone(t *testing.T) {
+	c := newCluster(t)
+	s := c.startStandalone(filepath.Join(c.dir, "data"), false)
+	code, out, errOut := runComet(t, c.env(), "bench", "publish", "--api", s.api, "--publishers", "2", "--messages", "200", "--json")
+	var r struct {
+		Messages int64 `json:"messages"`
+		Errors   int64 `json:"errors"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Messages != 200 || r.Errors != 0 {
+		t.Fatalf("bench publish --api %s (a standalone): exit %d, stdout %q, stderr %q", s.api, code, out, errOut)
+	}
+}

@@ -32,6 +32,7 @@ func needBrowser(t *testing.T) (jsDir, chromium string) {
 		if os.Getenv("COMET_BROWSER_TESTS") == "1" {
 			t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
 		}
+		noteBrowserSkip(fmt.Sprintf(format, args...))
 		t.Skipf(format+" (set up by .ci/run)", args...)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
@@ -52,6 +53,53 @@ func needBrowser(t *testing.T) (jsDir, chromium string) {
 		missing("no chromium: %v", err)
 	}
 	return jsDir, chromium
+}
+
+// browserSkipNoted makes noteBrowserSkip speak once per run.
+var browserSkipNoted sync.Once
+
+// noteBrowserSkip says, once, that the browser tests are skipped and why,
+// where it is seen without -v: go test shows the output of a package that
+// passes only with -v, so the note goes to the terminal (/dev/tty) when
+// there is one, else to stderr (seen with -v, or when the package fails).
+func noteBrowserSkip(why string) {
+	browserSkipNoted.Do(func() {
+		writeSkipNote(why, func() (io.WriteCloser, error) { return os.OpenFile("/dev/tty", os.O_WRONLY, 0) }, os.Stderr)
+	})
+}
+
+// writeSkipNote writes noteBrowserSkip's note to the terminal openTTY
+// opens, or to fallback when there is none.
+func writeSkipNote(why string, openTTY func() (io.WriteCloser, error), fallback io.Writer) {
+	msg := "e2e: the browser tests are SKIPPED: " + why +
+		"; they need node, npm ci in client/js and chromium (COMET_BROWSER_TESTS=1 makes this a failure)\n"
+	if tty, err := openTTY(); err == nil {
+		_, werr := io.WriteString(tty, msg)
+		tty.Close()
+		if werr == nil {
+			return
+		}
+	}
+	fmt.Fprint(fallback, msg)
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// TestBrowserSkipNote: a skip of the browser tests is said where go test
+// without -v shows it: the terminal; stderr when there is none.
+func TestBrowserSkipNote(t *testing.T) {
+	var tty, stderr bytes.Buffer
+	writeSkipNote("no chromium", func() (io.WriteCloser, error) { return nopWriteCloser{&tty}, nil }, &stderr)
+	if !strings.Contains(tty.String(), "browser tests are SKIPPED: no chromium") || stderr.Len() != 0 {
+		t.Errorf("with a terminal: tty %q, stderr %q", tty.String(), stderr.String())
+	}
+	tty.Reset()
+	writeSkipNote("no chromium", func() (io.WriteCloser, error) { return nil, os.ErrNotExist }, &stderr)
+	if !strings.Contains(stderr.String(), "browser tests are SKIPPED: no chromium") || !strings.Contains(stderr.String(), "COMET_BROWSER_TESTS=1") {
+		t.Errorf("without a terminal: stderr %q", stderr.String())
+	}
 }
 
 // browser is a running driver.mjs: a headless Chromium with named pages.

@@ -3,6 +3,8 @@ package gateway
 import (
 	"net/http"
 
+	"github.com/comethq/comet/internal/buildinfo"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -88,7 +90,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.authFailures, m.requests, m.requestTime, m.directMessages)
 	m.reg.MustRegister(m.connections, m.subscriptions, m.channels, m.frames, m.framesSent, m.delivered,
 		m.slowConsumers, m.publishes, m.publishTime, m.replayed, m.resyncs, m.upstreamErrors, m.upstreamIndex,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		buildinfo.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

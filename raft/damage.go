@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft-wal/metadb"
@@ -244,11 +243,11 @@ func checkTailSegment(path string) error {
 	if fi.Size() <= segmentHeaderLen || fi.Size() > math.MaxUint32 {
 		return nil // checkWalFiles checks the size against the metadata's
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	data, unmap, err := mapFile(f, int(fi.Size()))
 	if err != nil {
 		return fmt.Errorf("map: %w", err)
 	}
-	defer syscall.Munmap(data)
+	defer unmap()
 	return faultsAsErrors(func() error {
 		end := recoveredEnd(data)
 		if at, ok := wholeBatchAfter(data, end); ok {

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"fmt"
 	"io"
 	stdlog "log"
 	"log/slog"
@@ -36,11 +37,65 @@ func slogLevel(level hclog.Level) slog.Level {
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...interface{}) {
 	lv := slogLevel(level)
+	if lv == slog.LevelWarn && msg == "heartbeat timeout reached, starting election" && argValue(args, "last-leader-id") == "" {
+		// No leader known: the first election after a start (or after a
+		// leader stepped down, which said so itself). Every healthy start
+		// has one; a leader lost is still a warning.
+		lv = slog.LevelInfo
+	}
 	if !a.l.Enabled(context.Background(), lv) {
 		return
 	}
-	a.l.Log(context.Background(), lv, msg, args...)
+	a.l.Log(context.Background(), lv, msg, formatArgs(args)...)
 }
+
+// argValue returns the value of key in hclog's key, value, ... args, as a
+// string ("" when absent).
+func argValue(args []interface{}, key string) string {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == key {
+			return fmt.Sprint(args[i+1])
+		}
+	}
+	return ""
+}
+
+// formatArgs formats the values hclog formats itself: hclog.Fmt("%+v", x)
+// (an hclog.Format), which slog would print as the list it is
+// ("[%+v [...]]"). It also renames raft's key "node" ("entering candidate
+// state" node="Node at ... [Candidate]") to "raft-node": the hub's logger
+// has node=ID already.
+func formatArgs(args []interface{}) []interface{} {
+	var out []interface{} // a copy, once one is changed: the caller's stays as it was
+	for i, v := range args {
+		if i%2 == 0 {
+			if k, ok := v.(string); ok && k == "node" {
+				if out == nil {
+					out = append([]interface{}(nil), args...)
+				}
+				out[i] = "raft-node"
+			}
+			continue
+		}
+		f, ok := v.(hclog.Format)
+		if !ok || len(f) == 0 {
+			continue
+		}
+		if out == nil {
+			out = append([]interface{}(nil), args...)
+		}
+		if format, ok := f[0].(string); ok {
+			out[i] = fmt.Sprintf(format, f[1:]...)
+		} else {
+			out[i] = fmt.Sprint(f...)
+		}
+	}
+	if out == nil {
+		return args
+	}
+	return out
+}
+
 func (a *hclogAdapter) Trace(msg string, args ...interface{}) { a.Log(hclog.Trace, msg, args...) }
 func (a *hclogAdapter) Debug(msg string, args ...interface{}) { a.Log(hclog.Debug, msg, args...) }
 func (a *hclogAdapter) Info(msg string, args ...interface{})  { a.Log(hclog.Info, msg, args...) }

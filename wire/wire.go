@@ -138,6 +138,8 @@ type Node struct {
 	Applied uint64 `json:"applied,omitempty"`
 	Commit  uint64 `json:"commit,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Version is the Comet version the hub runs (see ClusterStatus).
+	Version string `json:"version,omitempty"`
 }
 
 // ClusterStatus answers GET /v1/cluster.
@@ -151,6 +153,10 @@ type ClusterStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	LastIndex    uint64 `json:"last_index"`
 	Nodes        []Node `json:"nodes"`
+	// Version and Commit say which build of Comet the asked hub runs
+	// (comet version); hubs of earlier releases leave them out.
+	Version string `json:"version,omitempty"`
+	Commit  string `json:"commit,omitempty"`
 }
 
 // JoinRequest is the body of POST /v1/cluster/join.

@@ -36,7 +36,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var b benchPublish
 	fs := newFlagSet("bench publish", "comet bench publish --api ADDR,... [--publishers 16] [--messages 100000] [--size 128] [--batch 1]\n"+
 		"       comet bench publish --url ws://GATEWAY/ws [--publishers 16] [--window 8] [--messages 100000]", stderr)
-	fs.StringVar(&b.apis, "api", "127.0.0.1:7101", "hub API addresses, comma-separated; publishers go to the leader, found through the first")
+	fs.StringVar(&b.apis, "api", defaultListen, "hub API addresses, comma-separated; publishers go to the leader, found through the first. comet standalone serves the hub API on its --listen, the hubs of a cluster on their --api (127.0.0.1:7101,... in the README)")
 	fs.IntVar(&b.publishers, "publishers", 16, "concurrent publishers, each with one request in flight")
 	fs.IntVar(&b.messages, "messages", 100000, "messages to publish in all")
 	fs.DurationVar(&b.duration, "duration", 0, "stop after this long instead (0: when --messages are sent)")

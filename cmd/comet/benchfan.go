@@ -469,7 +469,7 @@ type fanoutResult struct {
 func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	var b benchFanout
 	fs := newFlagSet("bench fanout", "comet bench fanout --url ws://HOST/ws[,...] [--subscribers 1000] [--rate 1000] [--messages 10000]", stderr)
-	fs.StringVar(&b.urls, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URLs, comma-separated; subscribers are spread over them, publishers use the first")
+	fs.StringVar(&b.urls, "url", defaultGatewayURL, "gateway WebSocket URLs, comma-separated; subscribers are spread over them, publishers use the first")
 	fs.StringVar(&b.channel, "channel", "", "the channel (default: a new one per run)")
 	fs.IntVar(&b.subscribers, "subscribers", 1000, "WebSocket subscribers to the channel")
 	fs.IntVar(&b.messages, "messages", 10000, "messages to publish")
@@ -644,7 +644,7 @@ type catchupResult struct {
 func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 	var b benchCatchup
 	fs := newFlagSet("bench catchup", "comet bench catchup --url ws://HOST/ws [--messages 100000] [--missed 10000,100000] [--runs 3]", stderr)
-	fs.StringVar(&b.url, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
+	fs.StringVar(&b.url, "url", defaultGatewayURL, "gateway WebSocket URL")
 	fs.StringVar(&b.channel, "channel", "", "the channel (default: a new one per run)")
 	fs.IntVar(&b.messages, "messages", 100000, "messages to publish first")
 	fs.StringVar(&b.missed, "missed", "10000,100000", "how many messages a resuming client missed, comma-separated")

@@ -45,8 +45,8 @@ type requestResult struct {
 func runBenchRequest(args []string, stdout, stderr io.Writer) error {
 	var b benchRequest
 	fs := newFlagSet("bench request", "comet bench request --url ws://HOST/ws --hubs API,... [--workers 1] [--clients 16] [--inflight 4] [--duration 10s]", stderr)
-	fs.StringVar(&b.urls, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URLs, comma-separated; clients are spread over them")
-	fs.StringVar(&b.hubs, "hubs", "127.0.0.1:8080", "hub API addresses for the echo workers (comet standalone: its --listen)")
+	fs.StringVar(&b.urls, "url", defaultGatewayURL, "gateway WebSocket URLs, comma-separated; clients are spread over them")
+	fs.StringVar(&b.hubs, "hubs", defaultListen, "hub API addresses for the echo workers (comet standalone: its --listen)")
 	fs.StringVar(&b.secret, "secret", "", "the cluster's secret, for the workers")
 	fs.StringVar(&b.token, "token", "", "a client token, for gateways that require one")
 	fs.IntVar(&b.workers, "workers", 1, "echo workers to run in this process (0: workers elsewhere serve --route)")

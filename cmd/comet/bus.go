@@ -31,7 +31,7 @@ type gatewayBus struct {
 func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
 	gb := &gatewayBus{hub: cfg.Hub}
 	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
-		Logger: logger.With("component", "bus")})
+		Logger: logger}) // it adds component=bus
 	if err != nil {
 		return nil, err
 	}

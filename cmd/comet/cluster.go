@@ -73,13 +73,13 @@ func clusterStatus(api, secret string, asJSON bool, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "leader: %s   term: %d   asked: %s (%s)\n\n", leader, st.Term, st.ID, api)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT\tAPI\tSTATE\tVOTER\tAPPLIED\tCOMMIT\tNOTE")
+	fmt.Fprintln(tw, "ID\tRAFT\tAPI\tSTATE\tVOTER\tAPPLIED\tCOMMIT\tVERSION\tNOTE")
 	for _, n := range st.Nodes {
 		voter := "yes"
 		if !n.Voter {
 			voter = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", n.ID, n.Raft, orDash(n.API), n.State, voter, n.Applied, n.Commit, n.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.ID, n.Raft, orDash(n.API), n.State, voter, n.Applied, n.Commit, orDash(n.Version), n.Error)
 	}
 	return tw.Flush()
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,7 +26,11 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
 				def = fmt.Sprintf(" (default %s)", f.DefValue)
 			}
-			fmt.Fprintf(stderr, "  --%s  [%s]\n      %s%s\n", f.Name, envName(f.Name), f.Usage, def)
+			env := envName(f.Name)
+			if isEnvless(f) {
+				env = "command line only"
+			}
+			fmt.Fprintf(stderr, "  --%s  [%s]\n      %s%s\n", f.Name, env, f.Usage, def)
 		})
 	}
 	return fs
@@ -36,6 +41,53 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 func envName(flagName string) string {
 	return "COMET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
+
+// envless is a flag that reads no environment variable: one that
+// describes a single invocation (the idempotency key of `comet pub`), whose
+// variable would apply to every later command of the shell, or whose name
+// is another command's flag (COMET_ID is --id of hubs and gateways).
+type envless struct{ flag.Value }
+
+// IsBoolFlag keeps a bool flag usable without a value.
+func (e envless) IsBoolFlag() bool {
+	b, ok := e.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func isEnvless(f *flag.Flag) bool {
+	_, ok := f.Value.(envless)
+	return ok
+}
+
+// stringValue is a flag.Value of a string, for envless.
+type stringValue struct{ p *string }
+
+func (s stringValue) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
+func (s stringValue) Set(v string) error { *s.p = v; return nil }
+
+// boolValue is a flag.Value of a bool, for envless.
+type boolValue struct{ p *bool }
+
+func (b boolValue) String() string {
+	if b.p == nil || !*b.p {
+		return "false"
+	}
+	return "true"
+}
+func (b boolValue) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return err
+	}
+	*b.p = x
+	return nil
+}
+func (b boolValue) IsBoolFlag() bool { return true }
 
 // parseFlags parses args, then fills every flag not given on the command
 // line from its environment variable, then from the --config file, if the
@@ -51,7 +103,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if set[f.Name] || err != nil || isEnvless(f) {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
@@ -77,7 +129,7 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: use debug, info, warn or error", errUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	return slog.New(newComponentHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}), nil)), nil
 }
 
 // servePprof serves Go's profiler (net/http/pprof) on addr, when it is set,

@@ -36,7 +36,7 @@ type gatewayFlags struct {
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address (host:port) to serve clients on: /ws, /sockjs, /healthz, /readyz, /metrics")
+	fs.StringVar(&f.listen, "listen", defaultListen, "address (host:port) to serve clients on: /ws, /sockjs, /healthz, /readyz, /metrics")
 	if !standalone {
 		fs.StringVar(&f.id, "id", "", "this gateway's name, the prefix of its connection ids (default: random)")
 	}
@@ -197,6 +197,9 @@ func runGateway(args []string, stderr io.Writer) error {
 	defer stop()
 	gw.Run()
 	logger.Info("gateway started", "listen", f.listen, "hubs", hubs)
+	defer announceReady(ctx, logger, gw.Ready, "gateway ready", func() []any {
+		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hubs", hubs}
+	})()
 	return serveGateway(ctx, logger, ln, gw.Handler(), gw, f.shutdownTimeout)
 }
 

@@ -284,6 +284,11 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 			" can publish, read every channel, send to connections and change the cluster; set --secret (COMET_SECRET) on every hub and gateway, or bind them to a private network")
 	}
 	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
+	stopReady := announceReady(ctx, logger, svc.Ready, "hub ready", func() []any {
+		leader, _ := node.Leader()
+		return []any{"api", "http://" + f.api + "/v1/", "raft", f.raftAddr, "leader", leader}
+	})
+	defer stopReady()
 
 	// joinErr gets the join's failure, when it is refused for good.
 	joinErr := make(chan error, 1)
@@ -300,6 +305,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	var exitErr error
 	select {
 	case <-ctx.Done():
+		stopReady()
 		logger.Info("shutting down")
 	case err := <-serveErr:
 		cancelRun()
@@ -307,6 +313,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		<-joinDone
 		return fmt.Errorf("api: %w", err)
 	case exitErr = <-joinErr:
+		stopReady()
 		logger.Info("shutting down: the cluster refused to add this hub")
 	}
 	<-joinDone

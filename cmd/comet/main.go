@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/comethq/comet/internal/buildinfo"
 )
 
 const usage = `comet: a durable real-time messaging server
@@ -39,17 +41,16 @@ Usage:
                          load-test requests: client -> gateway -> worker -> back
   comet token --sub USER --token-hmac-secret S [--ttl 1h]
                          print a client token (JWT) for development and tests
-  comet version          print the version
+  comet version          print the version and the commit (also comet --version)
 
 Every flag can also be set through an environment variable: --raft is
 COMET_RAFT, --max-message-bytes is COMET_MAX_MESSAGE_BYTES, and so on. A flag
-on the command line wins over the environment.
+on the command line wins over the environment. The flags of comet pub that
+describe one message (--id, its idempotency key) are read from the command
+line only: COMET_ID is the --id of hubs and gateways.
 
 Run 'comet COMMAND --help' for the flags of a command.
 `
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // errUsage marks an error in how comet was called: exit status 2.
 var errUsage = errors.New("usage")
@@ -96,7 +97,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "token":
 		return runToken(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "comet", version)
+		fmt.Fprintln(stdout, "comet", buildinfo.Get())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

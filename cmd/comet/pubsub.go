@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,18 +22,28 @@ import (
 // tokenUsage explains the --token flag of the client commands.
 const tokenUsage = "a client token (JWT) for gateways that require one, e.g. from comet token (default: connect anonymously)"
 
-// defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
-const defaultGatewayURL = "ws://127.0.0.1:8080/ws"
+// defaultListen is where `comet` alone (comet standalone, the README's
+// first command) and a gateway listen by default; the client tools and the
+// benchmarks look there by default.
+const defaultListen = "127.0.0.1:8080"
 
-const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] CHANNEL DATA
+// defaultGatewayURL is where `comet pub` and `comet sub` look for a gateway.
+const defaultGatewayURL = "ws://" + defaultListen + "/ws"
+
+const pubSynopsis = `comet pub [--url ws://127.0.0.1:8080/ws] [--id KEY] [--timeout 30s] [--string] CHANNEL DATA
 
 Publish DATA to CHANNEL through a gateway and print {"channel":"c","offset":N}
 once the message is stored. DATA is sent as JSON if it parses as JSON (42,
 true, {"a":1}, '"quoted"'); otherwise it is sent as a JSON string:
-'comet pub chat hello' sends "hello". The publish is retried, across gateways
+'comet pub chat hello' sends "hello". DATA that starts like a JSON object,
+array or string ({, [ or ") must be valid JSON: '{"a":1,}' is refused, not
+sent as a string. --string sends DATA as a JSON string whatever it holds. The publish is retried, across gateways
 and reconnects, with the same id until it is acknowledged or --timeout passes;
 the hubs store it once. The output says "duplicate":true when the id was
-already stored (a retry, or --id given again): offset is then the first one's.`
+already stored (a retry, or --id given again): offset is then the first one's.
+When no gateway can be reached, the first error is printed at once, and after
+--timeout the message is "not sent" (exit 1); when a gateway took it but did
+not acknowledge it in time, it "may or may not be stored".`
 
 const subSynopsis = `comet sub [--url ws://127.0.0.1:8080/ws] [--from N] [--epoch E] [--count N] [--state FILE] CHANNEL...
 
@@ -47,20 +58,26 @@ until SIGINT or SIGTERM; then saves --state and exits 0.`
 func runPub(args []string, stdout, stderr io.Writer) error {
 	var urls, id, token string
 	var timeout time.Duration
+	var literal bool
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
-	fs.StringVar(&id, "id", "", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key)")
+	fs.Var(envless{stringValue{&id}}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); read from the command line only, never from the environment (COMET_ID is the --id of hubs and gateways)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
+	fs.Var(envless{boolValue{&literal}}, "string", "send DATA as a JSON string, as it is, even when it looks like JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
 		return fmt.Errorf("%w: comet pub [flags] CHANNEL DATA (see comet pub --help)", errUsage)
 	}
-	channel, data := fs.Arg(0), pubData(fs.Arg(1))
+	channel := fs.Arg(0)
 	if err := wire.CheckChannel(channel); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	data, err := pubData(fs.Arg(1), literal)
+	if err != nil {
+		return err
 	}
 	if timeout <= 0 {
 		return fmt.Errorf("%w: --timeout must be positive", errUsage)
@@ -74,15 +91,23 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	ctx, refuse := context.WithCancelCause(ctx)
 	defer refuse(nil)
-	var lastMu sync.Mutex
-	var lastErr error // why the last connection attempt failed; nil once connected
+	var (
+		lastMu    sync.Mutex
+		lastErr   error // why the last connection attempt failed; nil once connected
+		connected bool  // a connection was up once: the publish may have been sent
+	)
 	c, err := newGatewayClient(urls, token, client.Config{OnState: func(s client.State, err error) {
 		lastMu.Lock()
 		defer lastMu.Unlock()
 		switch s {
 		case client.Connected:
-			lastErr = nil
+			lastErr, connected = nil, true
 		case client.Disconnected:
+			if !connected && lastErr == nil && err != nil && !errors.Is(err, client.ErrAuth) {
+				// Said at once, not after --timeout: the likely mistake is
+				// a wrong --url or no gateway running.
+				fmt.Fprintf(stderr, "comet: warning: cannot connect: %v; retrying for up to %v (--timeout)\n", err, timeout)
+			}
 			lastErr = err
 			if errors.Is(err, client.ErrAuth) {
 				refuse(err) // the same token will not do better
@@ -95,20 +120,33 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	defer c.Close()
 
 	ack, err := c.PublishWithID(ctx, channel, id, data)
+	// Once the client is closed, OnState has said all it will: a publish
+	// is written only on a connection that it reported connected.
+	c.Close()
+	lastMu.Lock()
+	sent, why := connected, lastErr
+	lastMu.Unlock()
 	var refused *client.Error
 	switch {
 	case errors.Is(context.Cause(ctx), client.ErrAuth):
-		return fmt.Errorf("publish to %s: the gateway refused the token: %w", channel, context.Cause(ctx))
+		return fmt.Errorf("publish to %s: not sent: the gateway refused the token: %w", channel, context.Cause(ctx))
 	case errors.As(err, &refused):
 		return fmt.Errorf("publish to %s refused: %s: %s", channel, refused.Code, refused.Message)
-	case errors.Is(err, context.DeadlineExceeded):
-		lastMu.Lock()
-		why := ""
-		if lastErr != nil {
-			why = fmt.Sprintf(" (not connected: %v)", lastErr)
+	case !sent && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		what := fmt.Sprintf("could not connect to a gateway within %v", timeout)
+		if errors.Is(err, context.Canceled) {
+			what = "interrupted before a gateway could be reached"
 		}
-		lastMu.Unlock()
-		return fmt.Errorf("publish to %s: no ack within %v%s; it may or may not be stored: publish again with --id %s to store it once", channel, timeout, why, id)
+		if why != nil {
+			what += fmt.Sprintf(" (%v)", why)
+		}
+		return fmt.Errorf("publish to %s: not sent: %s", channel, what)
+	case errors.Is(err, context.DeadlineExceeded):
+		notConnected := ""
+		if why != nil {
+			notConnected = fmt.Sprintf(" (not connected: %v)", why)
+		}
+		return fmt.Errorf("publish to %s: no ack within %v%s; it may or may not be stored: publish again with --id %s to store it once", channel, timeout, notConnected, id)
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("publish to %s: interrupted; it may or may not be stored: publish again with --id %s to store it once", channel, id)
 	case err != nil:
@@ -127,15 +165,29 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 }
 
 // pubData is DATA as JSON: as given if it is JSON, else a JSON string.
-func pubData(s string) json.RawMessage {
-	if json.Valid([]byte(s)) {
-		return json.RawMessage(s)
+// DATA that starts like a JSON object, array or string ({, [, ") but does
+// not parse is refused: a typo would otherwise be stored as a string. With
+// literal (--string), DATA is always sent as a JSON string.
+func pubData(s string, literal bool) (json.RawMessage, error) {
+	if !literal {
+		if json.Valid([]byte(s)) {
+			return json.RawMessage(s), nil
+		}
+		if t := strings.TrimLeft(s, " \t\r\n"); t != "" && strings.ContainsRune(`{["`, rune(t[0])) {
+			var v json.RawMessage
+			err := json.Unmarshal([]byte(s), &v)
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				err = fmt.Errorf("%v (at byte %d)", err, syn.Offset)
+			}
+			return nil, fmt.Errorf("%w: DATA is not valid JSON: %v; to send it as a string, use --string", errUsage, err)
+		}
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s) // a string always encodes
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // newGatewayClient starts a client of the gateways in urls (comma-separated),

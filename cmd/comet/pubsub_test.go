@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/client/clienttest"
+	"github.com/comethq/comet/wire"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while comet writes to it.
@@ -95,25 +98,66 @@ func raws(ss ...string) []json.RawMessage {
 
 func TestPubData(t *testing.T) {
 	for in, want := range map[string]string{
-		`42`:           `42`,
-		`true`:         `true`,
-		`{"a": 1}`:     `{"a": 1}`,
-		`"quoted"`:     `"quoted"`,
-		`hello`:        `"hello"`,
-		`hello world`:  `"hello world"`,
-		``:             `""`,
-		`{"a":`:        `"{\"a\":"`,
-		`<b>&`:         `"<b>&"`,
-		"two\nlines":   `"two\nlines"`,
-		`-`:            `"-"`,
-		`[1,2] extra`:  `"[1,2] extra"`,
-		`  [1, 2]   `:  `  [1, 2]   `,
-		`null`:         `null`,
-		`"unterminate`: `"\"unterminate"`,
+		`42`:          `42`,
+		`true`:        `true`,
+		`{"a": 1}`:    `{"a": 1}`,
+		`"quoted"`:    `"quoted"`,
+		`hello`:       `"hello"`,
+		`hello world`: `"hello world"`,
+		``:            `""`,
+		`<b>&`:        `"<b>&"`,
+		"two\nlines":  `"two\nlines"`,
+		`-`:           `"-"`,
+		`  [1, 2]   `: `  [1, 2]   `,
+		`null`:        `null`,
+		`1.2.3`:       `"1.2.3"`,
+		`truely`:      `"truely"`,
 	} {
-		if got := string(pubData(in)); got != want {
-			t.Errorf("pubData(%q) = %s, want %s", in, got, want)
+		if got, err := pubData(in, false); err != nil || string(got) != want {
+			t.Errorf("pubData(%q) = %s, %v; want %s", in, got, err, want)
 		}
+	}
+	// What starts like a JSON object, array or string must be one: a typo
+	// is refused, not stored as a string.
+	for in, want := range map[string]string{
+		`{"text": "hi",}`: "at byte 15",
+		`{"a":`:           "unexpected end",
+		`[1,2] extra`:     "after top-level value",
+		`"unterminate`:    "unexpected end",
+		` {'a': 1}`:       "at byte 3",
+	} {
+		got, err := pubData(in, false)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--string") {
+			t.Errorf("pubData(%q) = %s, %v; want an error saying %q and naming --string", in, got, err, want)
+		}
+	}
+	// --string sends DATA as a JSON string, whatever it holds.
+	for in, want := range map[string]string{
+		`{"text": "hi",}`: `"{\"text\": \"hi\",}"`,
+		`42`:              `"42"`,
+		`<b>&`:            `"<b>&"`,
+		``:                `""`,
+	} {
+		if got, err := pubData(in, true); err != nil || string(got) != want {
+			t.Errorf("pubData(%q, --string) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+}
+
+// TestPubMalformedJSON: comet pub refuses DATA that starts like JSON and is
+// not JSON, before connecting; --string sends it as it is.
+func TestPubMalformedJSON(t *testing.T) {
+	g := newFakeGateway(t)
+	code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", `{"text": "hi",}`)
+	if code != 2 || out != "" || !strings.Contains(errOut, "DATA is not valid JSON") || !strings.Contains(errOut, "--string") || g.Attempts() != 0 {
+		t.Fatalf("malformed JSON: exit %d, stdout %q, stderr %q, %d connections; want exit 2 before connecting", code, out, errOut, g.Attempts())
+	}
+	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--string", "chat", `{"text": "hi",}`)
+	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
+		t.Fatalf("--string: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, _, msgs := g.Messages("chat"); len(msgs) != 1 || string(msgs[0]) != `"{\"text\": \"hi\",}"` {
+		t.Fatalf("--string stored %s", msgs)
 	}
 }
 
@@ -155,13 +199,42 @@ func TestPubEnvAndURLList(t *testing.T) {
 	down, up := newFakeGateway(t), newFakeGateway(t)
 	down.SetDown(true)
 	t.Setenv("COMET_URL", down.URL()+" , "+up.URL())
-	t.Setenv("COMET_ID", "k-env")
+	t.Setenv("COMET_TIMEOUT", "20s")
 	code, out, errOut := comet(t, "pub", "chat", "1")
 	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if f := up.Frames(); len(f) != 1 || f[0].ID != "k-env" {
+	if f := up.Frames(); len(f) != 1 || f[0].Data == nil {
 		t.Fatalf("frames %+v", f)
+	}
+}
+
+// COMET_ID is the --id of hubs and gateways, often exported in a shell
+// that runs one: comet pub ignores it, or every publish after the first
+// would be dropped as a duplicate of the first. Its key comes from --id
+// only.
+func TestPubIgnoresCOMET_ID(t *testing.T) {
+	g := newFakeGateway(t)
+	t.Setenv("COMET_ID", "h1")
+	for i := 1; i <= 2; i++ {
+		code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", "same")
+		if want := `{"channel":"chat","offset":` + itoa(uint64(i)) + "}\n"; code != 0 || out != want {
+			t.Fatalf("pub %d with COMET_ID=h1: exit %d, stdout %q (want %q), stderr %q", i, code, out, want, errOut)
+		}
+	}
+	f := g.Frames()
+	if g.Stores() != 2 || len(f) != 2 || f[0].ID == "h1" || f[1].ID == "h1" || f[0].ID == f[1].ID {
+		t.Fatalf("stored %d times, frames %+v; want 2 publishes with random keys", g.Stores(), f)
+	}
+	// --id still sets it.
+	for _, want := range []string{`{"channel":"chat","offset":3}`, `{"channel":"chat","offset":3,"duplicate":true}`} {
+		if code, out, errOut := comet(t, "pub", "--url", g.URL(), "--id", "h1", "chat", "same"); code != 0 || out != want+"\n" {
+			t.Fatalf("pub --id h1: exit %d, stdout %q (want %s), stderr %q", code, out, want, errOut)
+		}
+	}
+	_, _, help := comet(t, "pub", "--help")
+	if !strings.Contains(help, "--id  [command line only]") || strings.Contains(help, "COMET_ID]") {
+		t.Errorf("comet pub --help does not say that --id reads no environment variable:\n%s", help)
 	}
 }
 
@@ -188,11 +261,57 @@ func TestPubFails(t *testing.T) {
 		t.Fatalf("refused: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	g.SetDown(true)
-	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--timeout", "200ms", "--id", "k9", "chat", "x")
-	if code != 1 || out != "" || !strings.HasPrefix(errOut, "comet: publish to chat: no ack within 200ms") ||
-		!strings.Contains(errOut, "--id k9") || !strings.Contains(errOut, "503") {
+	// Connected, but no ack: it may have been stored.
+	g.DropBeforeAck(1)
+	g.SetHook(func(f wire.ClientFrame) {
+		if f.Op == wire.OpPublish {
+			g.SetDown(true) // no second connection
+		}
+	})
+	code, out, errOut = comet(t, "pub", "--url", g.URL(), "--timeout", "500ms", "--id", "k9", "chat", "x")
+	if code != 1 || out != "" || !strings.Contains(errOut, "comet: publish to chat: no ack within 500ms") ||
+		!strings.Contains(errOut, "may or may not be stored") || !strings.Contains(errOut, "--id k9") {
 		t.Fatalf("timeout: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// comet pub without a gateway says so at once, and at the end that the
+// message was not sent (not "may or may not be stored").
+func TestPubNoGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "ws://" + ln.Addr().String() + "/ws"
+	ln.Close() // nothing listens there now
+	down := newFakeGateway(t)
+	down.SetDown(true) // answers 503
+	for _, tc := range []struct{ url, want string }{
+		{closed, "connection refused"},
+		{down.URL(), "503"},
+	} {
+		var out, errOut syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- run([]string{"pub", "--url", tc.url, "--timeout", "2s", "--id", "k9", "chat", "x"}, &out, &errOut)
+		}()
+		// At once: well before --timeout.
+		waitUntil(t, time.Second, "the first connection error on stderr", func() bool {
+			return strings.Contains(errOut.String(), "comet: warning: cannot connect: ")
+		})
+		select {
+		case code := <-done:
+			t.Fatalf("%s: comet pub exited (%d) before it said it cannot connect: %q", tc.url, code, errOut.String())
+		default:
+		}
+		code := waitExit(t, done)
+		lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")
+		if code != 1 || out.String() != "" || len(lines) != 2 ||
+			!strings.Contains(lines[0], tc.want) || !strings.Contains(lines[0], "retrying for up to 2s") ||
+			!strings.HasPrefix(lines[1], "comet: publish to chat: not sent: could not connect to a gateway within 2s (") ||
+			!strings.Contains(lines[1], tc.want) || strings.Contains(errOut.String(), "may or may not") {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", tc.url, code, out.String(), errOut.String())
+		}
 	}
 }
 
@@ -404,5 +523,45 @@ func TestBenchPublishUsage(t *testing.T) {
 	code, _, errOut := comet(t, "bench", "publish", "--help")
 	if code != 0 || !strings.Contains(errOut, "--batch") || !strings.Contains(errOut, "--window") || !strings.Contains(errOut, "--url") {
 		t.Errorf("bench publish --help: exit %d, %q", code, errOut)
+	}
+}
+
+// TestToolDefaultsFindStandalone: run without an address, the client tools
+// and every benchmark find what the README's first command (comet, that is
+// comet standalone) starts: its --listen, where it serves clients and the
+// hub API.
+func TestToolDefaultsFindStandalone(t *testing.T) {
+	defaults := func(args ...string) map[string]string {
+		t.Helper()
+		code, _, help := comet(t, append(args, "--help")...)
+		if code != 0 {
+			t.Fatalf("comet %s --help: exit %d\n%s", strings.Join(args, " "), code, help)
+		}
+		d := map[string]string{}
+		for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+)  \[[^]]*\]\n      .*\(default ([^ )]+)\)$`).FindAllStringSubmatch(help, -1) {
+			d[m[1]] = m[2]
+		}
+		return d
+	}
+	listen := defaults("standalone")["listen"]
+	if listen == "" {
+		t.Fatal("comet standalone --help shows no --listen default")
+	}
+	url := "ws://" + listen + "/ws"
+	for _, tc := range []struct {
+		args       []string
+		flag, want string
+	}{
+		{[]string{"bench", "publish"}, "api", listen},
+		{[]string{"bench", "request"}, "hubs", listen},
+		{[]string{"bench", "request"}, "url", url},
+		{[]string{"bench", "fanout"}, "url", url},
+		{[]string{"bench", "catchup"}, "url", url},
+		{[]string{"pub"}, "url", url},
+		{[]string{"sub"}, "url", url},
+	} {
+		if got := defaults(tc.args...)[tc.flag]; got != tc.want {
+			t.Errorf("comet %s --%s defaults to %q, want %q (comet standalone's)", strings.Join(tc.args, " "), tc.flag, got, tc.want)
+		}
 	}
 }

@@ -86,11 +86,23 @@ func runStandalone(args []string, stderr io.Writer) error {
 	defer stop()
 	defer gb.start()()
 	gw.Run()
-	logger.Info("comet standalone started: a single-node hub and a gateway",
-		"ws", "ws://"+f.listen+"/ws", "sockjs", "http://"+f.listen+"/sockjs", "hub_api", "http://"+f.listen+"/v1/", "data", data)
 	if f.secret == "" {
-		logger.Warn("no --secret: the hub API under /v1/ (publish to any channel, read any channel, attach workers, send to connections) answers only requests from this machine; set --secret to reach it from elsewhere")
+		// Not a warning: without a secret the hub API is safe (local
+		// tools only), and this is how the README starts it.
+		logger.Info("no --secret: the hub API under /v1/ (publish to any channel, read any channel, attach workers, send to connections) answers only requests from this machine; set --secret to reach it from elsewhere")
 	}
+	ready := func() error {
+		if err := hub.Service.Ready(); err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		if err := gw.Ready(); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		return nil
+	}
+	defer announceReady(ctx, logger, ready, "comet standalone ready: a single-node hub and a gateway", func() []any {
+		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hub_api", "http://" + f.listen + "/v1/", "data", data}
+	})()
 	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service, f.secret), gw, f.shutdownTimeout)
 }
 

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package raft
+
+import "os"
+
+// fdatasync flushes f to disk: fsync where there is no fdatasync (on
+// darwin, os.File.Sync asks the drive to flush too: F_FULLFSYNC).
+func fdatasync(f *os.File) error { return f.Sync() }
