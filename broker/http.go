@@ -529,7 +529,7 @@ func classify(err error) (status int, code string, known bool) {
 	case errors.Is(err, raft.ErrTimeout),
 		errors.Is(err, raft.ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrUnknownOutcome),
 		errors.Is(err, raft.ErrClosed), errors.Is(err, ErrClosed), errors.Is(err, log.ErrNoEpoch),
-		errors.Is(err, log.ErrClosed), errors.Is(err, log.ErrTooManyIDs):
+		errors.Is(err, log.ErrClosed), errors.Is(err, log.ErrTooManyIDs), errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable, wire.CodeUnavailable, true
 	case errors.Is(err, ErrStorage):
 		// The log's own fault, logged there once.
