@@ -107,7 +107,7 @@ func TestReplayWaitsForRoomThenGoesLive(t *testing.T) {
 	keep.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "room"})
 	keep.expect(wire.OpSubscribed)
 	const backlog, live, window = 3200, 500, 8 // backlog: steps of 16
-	for i := 0; i < backlog; i += 16 { // in steps that fit its queue
+	for i := 0; i < backlog; i += 16 {         // in steps that fit its queue
 		for j := 0; j < 16; j++ {
 			hub.append("room", data)
 		}
