@@ -106,8 +106,9 @@ func TestReplayWaitsForRoomThenGoesLive(t *testing.T) {
 	keep := dial(t, g.url) // keeps the channel followed and cached
 	keep.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "room"})
 	keep.expect(wire.OpSubscribed)
-	const backlog, live, window = 3200, 500, 8 // backlog: steps of 16
-	for i := 0; i < backlog; i += 16 {         // in steps that fit its queue
+	const backlog, live, window = 3200, 500, 8
+	// The backlog in steps of 16, which fit keep's queue.
+	for i := 0; i < backlog; i += 16 {
 		for j := 0; j < 16; j++ {
 			hub.append("room", data)
 		}
