@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/auth"
@@ -41,6 +42,10 @@ type conn struct {
 	closing   chan struct{} // closed by close()
 	closed    chan struct{} // closed when the writer has ended
 	pingTimer *time.Timer   // the writer's: it sets pingDue every PingInterval
+	// writing is when the frame being written started (Server.now), 0
+	// between writes: Server.watchWrites drops a connection whose write
+	// has waited longer than WriteTimeout.
+	writing atomic.Int64
 
 	mu   sync.Mutex
 	subs map[string]*sub
@@ -55,6 +60,7 @@ type conn struct {
 }
 
 func (s *Server) newConn(t transport) *conn {
+	s.watchOnce.Do(func() { s.spawn(s.watchWrites) })
 	c := &conn{
 		s: s, id: s.newConnID(), t: t,
 		reqs:    make(chan struct{}, s.cfg.MaxRequestsInFlight),
@@ -329,7 +335,7 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 func (c *conn) writeBatch(batch [][]byte) error {
 	if len(batch) == 1 {
 		c.s.m.framesSent.Inc()
-		return c.t.write(batch[0])
+		return c.write(batch[0])
 	}
 	bp := frameBufs.Get().(*[]byte)
 	buf := *bp
@@ -345,13 +351,21 @@ func (c *conn) writeBatch(batch [][]byte) error {
 			}
 			buf = append(buf, batch[i]...)
 		}
-		err = c.t.write(buf)
+		err = c.write(buf)
 		c.s.m.framesSent.Inc()
 	}
 	if cap(buf) <= 1<<20 {
 		*bp = buf[:0]
 		frameBufs.Put(bp)
 	}
+	return err
+}
+
+// write writes one frame, under the watch of Server.watchWrites.
+func (c *conn) write(frame []byte) error {
+	c.writing.Store(c.s.now())
+	err := c.t.write(frame)
+	c.writing.Store(0)
 	return err
 }
 

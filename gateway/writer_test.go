@@ -257,6 +257,9 @@ func TestStuckClientIsDroppedByWriteTimeout(t *testing.T) {
 	if v := testutil.ToFloat64(g.m.slowConsumers); v != 0 {
 		t.Fatalf("dropped as a slow consumer, not by the write timeout")
 	}
+	if v := testutil.ToFloat64(g.m.writeTimeouts); v != 1 {
+		t.Fatalf("%v write timeouts counted, want 1", v)
+	}
 	// The reader is still served.
 	hub.append("stuck", []byte(`"after"`))
 	reader.messages("stuck", uint64(n+1), 1)
