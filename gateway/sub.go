@@ -84,8 +84,9 @@ func (sb *sub) stop() {
 }
 
 // deliver takes live messages of the channel, offsets increasing; ch.mu
-// is held.
-func (sb *sub) deliver(offs []uint64, frames [][]byte) {
+// is held. It reports whether the connection's writer needs a wake-up,
+// which the caller leaves to the relay.
+func (sb *sub) deliver(offs []uint64, frames [][]byte) (wake bool) {
 	if !sb.live {
 		for i, off := range offs {
 			frame := frames[i]
@@ -99,17 +100,18 @@ func (sb *sub) deliver(offs []uint64, frames [][]byte) {
 				sb.pbytes += len(frame)
 			}
 		}
-		return
+		return false
 	}
 	i := 0
 	for i < len(offs) && (offs[i] <= sb.last || offs[i] < sb.min) {
 		i++
 	}
 	if i == len(offs) {
-		return
+		return false
 	}
 	sb.last = offs[len(offs)-1]
-	sb.c.enqueue(frames[i:]...)
+	_, wake = sb.c.enqueueQuiet(frames[i:])
+	return wake
 }
 
 func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {

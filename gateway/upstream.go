@@ -258,6 +258,7 @@ type channel struct {
 	// subscribers: see fanoutLocked.
 	outOffs   []uint64
 	outFrames [][]byte
+	wakes     []*conn // fanoutLocked's, reused
 
 	// Under syncQueue.mu: the wait between this channel's sync reads.
 	syncWait *backoff
@@ -331,9 +332,15 @@ func (ch *channel) fanoutLocked() {
 	if len(ch.outOffs) == 0 {
 		return
 	}
+	wakes := ch.wakes[:0]
 	for sb := range ch.subs {
-		sb.deliver(ch.outOffs, ch.outFrames)
+		if sb.deliver(ch.outOffs, ch.outFrames) {
+			wakes = append(wakes, sb.c)
+		}
 	}
+	ch.s.relay.wake(wakes)
+	clear(wakes)
+	ch.wakes = wakes[:0]
 	clear(ch.outFrames)
 	ch.outOffs, ch.outFrames = ch.outOffs[:0], ch.outFrames[:0]
 	if cap(ch.outOffs) > fanoutBatch {

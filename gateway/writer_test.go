@@ -288,3 +288,65 @@ func TestShutdownSendsQueuedThenCloseFrame(t *testing.T) {
 		t.Fatalf("after shutdown: %v, want close %d", err, wire.CloseShutdown)
 	}
 }
+
+// TestRelayWakesEveryWriterWhileConnectionsComeAndGo: the fan-out's relay
+// (relay.go) under pressure: pings every millisecond wake writers
+// directly while they wait in the relay's list, and a third of the
+// subscribers leave in the middle: the others get every offset once, in
+// order, and once all is sent no relay token is left out.
+func TestRelayWakesEveryWriterWhileConnectionsComeAndGo(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{PingInterval: time.Millisecond})
+	const subs, msgs = 60, 2000
+	clients := make([]*wsClient, subs)
+	for i := range clients {
+		clients[i] = dial(t, g.url)
+		clients[i].send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "relay"})
+		clients[i].expect(wire.OpSubscribed)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, subs)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leaveAt := uint64(msgs) // a third leave early
+			if i%3 == 0 {
+				leaveAt = uint64(100 + i*20)
+			}
+			var off uint64
+			for off < leaveAt {
+				f, err := c.tryNext(20 * time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if f.Op != wire.OpMessage {
+					continue
+				}
+				if f.Offset != off+1 {
+					errs <- errors.New("subscriber " + strconv.Itoa(i) + ": offset " + strconv.FormatUint(f.Offset, 10) +
+						" after " + strconv.FormatUint(off, 10))
+					return
+				}
+				off = f.Offset
+			}
+			if leaveAt < msgs {
+				c.c.Close()
+			}
+		}()
+	}
+	for i := 0; i < msgs; i++ {
+		hub.append("relay", []byte(strconv.Quote(strings.Repeat("r", i%200))))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "every relay token back", func() bool {
+		g.relay.mu.Lock()
+		defer g.relay.mu.Unlock()
+		return g.relay.active == 0 && g.relay.head == len(g.relay.list)
+	})
+}
