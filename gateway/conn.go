@@ -42,11 +42,6 @@ type conn struct {
 	closing   chan struct{} // closed by close()
 	closed    chan struct{} // closed when the writer has ended
 	pingTimer *time.Timer   // the writer's: it sets pingDue every PingInterval
-	// relayToken: this connection's writer holds one of the fan-out's
-	// relay tokens (relay.go) and must pass it on; relayGone: its writer
-	// has ended (under relay.mu).
-	relayToken atomic.Bool
-	relayGone  bool
 	// writing is when the frame being written started (Server.now), 0
 	// between writes: Server.watchWrites drops a connection whose write
 	// has waited longer than WriteTimeout.
@@ -255,21 +250,10 @@ func (c *conn) sendError(id, code, msg string) {
 // client too slow to keep up: it is disconnected. It reports whether the
 // objects were queued.
 func (c *conn) enqueue(objs ...[]byte) bool {
-	ok, wake := c.enqueueQuiet(objs)
-	if wake {
-		c.wakeWriter()
-	}
-	return ok
-}
-
-// enqueueQuiet queues objects as enqueue does, without waking the writer:
-// wake reports that the writer needs a wake-up (the queue was empty), which
-// the fan-out leaves to the relay (relay.go).
-func (c *conn) enqueueQuiet(objs [][]byte) (ok, wake bool) {
 	c.qmu.Lock()
 	if c.dead {
 		c.qmu.Unlock()
-		return false, false
+		return false
 	}
 	size := 0
 	for _, b := range objs {
@@ -279,13 +263,16 @@ func (c *conn) enqueueQuiet(objs [][]byte) (ok, wake bool) {
 		c.qmu.Unlock()
 		c.s.m.slowConsumers.Inc()
 		c.close(wire.CloseSlowConsumer, "slow consumer: queue overflowed; reconnect and resume")
-		return false, false
+		return false
 	}
 	first := len(c.queue) == 0
 	c.queue = append(c.queue, objs...)
 	c.qbytes += size
 	c.qmu.Unlock()
-	return true, first
+	if first {
+		c.wakeWriter()
+	}
+	return true
 }
 
 // wakeWriter tells the writer it has work, without waiting: a wake-up
@@ -415,11 +402,9 @@ func (c *conn) writeLoop() {
 	defer close(c.closed)
 	c.pingTimer = time.AfterFunc(c.s.cfg.PingInterval, c.pingSoon)
 	defer c.pingTimer.Stop()
-	defer c.s.relay.gone(c)
 	var batch [][]byte
 	for {
 		<-c.wake
-		c.s.relay.pass(c) // before writing: the next writer runs meanwhile
 		c.qmu.Lock()
 		batch, c.queue = c.queue, batch[:0]
 		c.qbytes = 0

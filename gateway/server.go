@@ -211,8 +211,6 @@ type Server struct {
 	lastLine   atomic.Int64 // unix nanos of the last line from the stream
 
 	connSeq atomic.Uint64
-	// relay wakes the writers of a fan-out a few at a time (relay.go).
-	relay *relay
 	// start is the base of now; watchOnce starts watchWrites with the
 	// first connection.
 	start     time.Time
@@ -235,7 +233,6 @@ func New(cfg Config) (*Server, error) {
 		conns:    make(map[*conn]struct{}),
 		byID:     make(map[string]*conn),
 		start:    time.Now(),
-		relay:    newRelay(),
 	}
 	s.syncs = newSyncQueue(s, cfg.MaxSyncReads)
 	s.pubPrefix = "~" + randomID(8) + "."

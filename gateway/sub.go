@@ -84,9 +84,8 @@ func (sb *sub) stop() {
 }
 
 // deliver takes live messages of the channel, offsets increasing; ch.mu
-// is held. It reports whether the connection's writer needs a wake-up,
-// which the caller leaves to the relay.
-func (sb *sub) deliver(offs []uint64, frames [][]byte) (wake bool) {
+// is held.
+func (sb *sub) deliver(offs []uint64, frames [][]byte) {
 	if !sb.live {
 		for i, off := range offs {
 			frame := frames[i]
@@ -100,18 +99,17 @@ func (sb *sub) deliver(offs []uint64, frames [][]byte) (wake bool) {
 				sb.pbytes += len(frame)
 			}
 		}
-		return false
+		return
 	}
 	i := 0
 	for i < len(offs) && (offs[i] <= sb.last || offs[i] < sb.min) {
 		i++
 	}
 	if i == len(offs) {
-		return false
+		return
 	}
 	sb.last = offs[len(offs)-1]
-	_, wake = sb.c.enqueueQuiet(frames[i:])
-	return wake
+	sb.c.enqueue(frames[i:]...)
 }
 
 func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {

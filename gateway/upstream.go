@@ -258,7 +258,6 @@ type channel struct {
 	// subscribers: see fanoutLocked.
 	outOffs   []uint64
 	outFrames [][]byte
-	wakes     []*conn // fanoutLocked's, reused
 
 	// Under syncQueue.mu: the wait between this channel's sync reads.
 	syncWait *backoff
@@ -332,15 +331,9 @@ func (ch *channel) fanoutLocked() {
 	if len(ch.outOffs) == 0 {
 		return
 	}
-	wakes := ch.wakes[:0]
 	for sb := range ch.subs {
-		if sb.deliver(ch.outOffs, ch.outFrames) {
-			wakes = append(wakes, sb.c)
-		}
+		sb.deliver(ch.outOffs, ch.outFrames)
 	}
-	ch.s.relay.wake(wakes)
-	clear(wakes)
-	ch.wakes = wakes[:0]
 	clear(ch.outFrames)
 	ch.outOffs, ch.outFrames = ch.outOffs[:0], ch.outFrames[:0]
 	if cap(ch.outOffs) > fanoutBatch {
