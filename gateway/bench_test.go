@@ -7,11 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -152,15 +154,24 @@ func (s *memStream) Next() (wire.StreamLine, error) {
 	}
 }
 
-var benchRate = flag.Int("bench.rate", 0, "BenchmarkFanout: messages/s published (0: as fast as the gateway takes them)")
+var (
+	benchRate = flag.Int("bench.rate", 0, "BenchmarkFanout: messages/s published (0: as fast as the gateway takes them)")
+	benchSubs = flag.String("bench.subs", "1000,10000", "BenchmarkFanout: numbers of subscribers, comma-separated")
+)
 
 // BenchmarkFanout: one channel, N WebSocket subscribers on one gateway,
 // 128-byte messages fed to the gateway's commit stream as fast as it takes
 // them (or at -bench.rate). Reports deliveries/s and the latency from
 // feeding a message to a subscriber decoding it (measured on 20
-// subscribers; the others count messages).
+// subscribers; the others count messages). -bench.subs sets the numbers
+// of subscribers: 9000 is the most that fits this machine's limit of
+// 20,000 open files (two sockets each), as with peers' wsbench.
 func BenchmarkFanout(b *testing.B) {
-	for _, subs := range []int{1000, 10000} {
+	for _, f := range strings.Split(*benchSubs, ",") {
+		subs, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatalf("-bench.subs: %v", err)
+		}
 		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) { benchFanout(b, subs) })
 	}
 }
@@ -351,4 +362,173 @@ func BenchmarkCatchUp(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkFanoutRound: one message at a time to N WebSocket subscribers
+// of one channel, the next fed once every subscriber has read the last
+// (so every frame holds one message: no batching to hide the cost of a
+// delivery). ns/op is the time for one message to reach all N, the tail
+// of a fan-out; cpu-us/delivery is the process's CPU (the server and the
+// subscribers' reads, which share the cores) per delivery. server=raw is
+// the floor: plain gorilla/websocket, a goroutine and a channel per
+// connection, the message written as it comes (as peers' wsbench).
+// -bench.subs sets N.
+func BenchmarkFanoutRound(b *testing.B) {
+	for _, f := range strings.Split(*benchSubs, ",") {
+		subs, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatalf("-bench.subs: %v", err)
+		}
+		for _, server := range []string{"gateway", "raw"} {
+			b.Run(fmt.Sprintf("subscribers=%d/server=%s", subs, server), func(b *testing.B) {
+				benchFanoutRound(b, subs, server == "raw")
+			})
+		}
+	}
+}
+
+// rawBroadcast is BenchmarkFanoutRound's floor: a gorilla/websocket
+// broadcast with nothing else.
+type rawBroadcast struct {
+	up   websocket.Upgrader
+	mu   sync.Mutex
+	subs []chan []byte
+}
+
+func (r *rawBroadcast) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	c, err := r.up.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	ch := make(chan []byte, 1024)
+	r.mu.Lock()
+	r.subs = append(r.subs, ch)
+	r.mu.Unlock()
+	go func() { // reads, to see the close
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	if c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribed"}`)) != nil {
+		return
+	}
+	for m := range ch {
+		if c.WriteMessage(websocket.TextMessage, m) != nil {
+			return
+		}
+	}
+}
+
+func (r *rawBroadcast) send(m []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.subs {
+		ch <- m
+	}
+}
+
+func (r *rawBroadcast) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.subs {
+		close(ch)
+	}
+	r.subs = nil
+}
+
+func benchFanoutRound(b *testing.B, nsubs int, raw bool) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(3*nsubs) {
+		lim.Cur = min(lim.Max, uint64(3*nsubs)+1024)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < uint64(2*nsubs+100) {
+			b.Skipf("need %d open files, the limit is %d", 2*nsubs+100, lim.Cur)
+		}
+	}
+	data := []byte(strconv.Quote(strings.Repeat("x", 126)))
+	var url string
+	var publish func()
+	if raw {
+		r := &rawBroadcast{up: websocket.Upgrader{WriteBufferSize: 4096}}
+		srv := httptest.NewServer(r)
+		defer func() { r.close(); srv.Close() }()
+		url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+		frame := wire.AppendMessage(nil, "fan", 1, data) // what the gateway sends
+		publish = func() { r.send(frame) }
+	} else {
+		hub := newMemHub()
+		s, err := New(Config{Hub: hub, AllowAnonymous: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Run()
+		srv := httptest.NewServer(s.Handler())
+		defer func() { s.Close(); srv.Close() }()
+		url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+		publish = func() { hub.append("fan", data) }
+	}
+	conns := make([]*websocket.Conn, nsubs)
+	dialer := websocket.Dialer{ReadBufferSize: 4096}
+	for i := range conns {
+		c, _, err := dialer.Dial(url, nil)
+		if err != nil {
+			b.Fatalf("dial %d: %v", i, err)
+		}
+		conns[i] = c
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribe","channel":"fan"}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var got, want atomic.Int64
+	all := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, frame, err := c.ReadMessage()
+				if err != nil {
+					return // closed at the end
+				}
+				n := int64(bytes.Count(frame, []byte(`"op":"`)))
+				if bytes.Contains(frame, []byte(`"op":"connected"`)) {
+					n--
+				}
+				if n > 0 && got.Add(n) == want.Load() {
+					all <- struct{}{}
+				}
+			}
+		}()
+	}
+	// Everyone subscribed (one subscribed object each).
+	want.Store(int64(nsubs))
+	select {
+	case <-all:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("subscribed: %d of %d in 60s", got.Load(), nsubs)
+	}
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		want.Add(int64(nsubs))
+		publish()
+		select {
+		case <-all:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("message %d: %d of %d deliveries in 60s", i, got.Load(), want.Load())
+		}
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*nsubs), "cpu-us/delivery")
+	for _, c := range conns {
+		c.Close()
+	}
+	wg.Wait()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/auth"
@@ -24,16 +25,27 @@ type conn struct {
 	// cancel ends ctx: subscriptions' replays and publishes stop.
 	cancel context.CancelFunc
 
-	qmu       sync.Mutex
-	queue     [][]byte
-	qbytes    int
-	dead      bool          // no more enqueues
-	wake      chan struct{} // the writer has work (cap 1)
-	space     chan struct{} // closed and replaced when the writer drains the queue
+	// Under qmu: what the writer has to do. The writer waits on wake
+	// alone (cap 1), which every change below sends to: a queue that was
+	// empty, a ping due, the connection closing.
+	qmu     sync.Mutex
+	queue   [][]byte
+	qbytes  int
+	dead    bool // no more enqueues; the writer sends what is queued and ends
+	pingDue bool // set by pingTimer
+	wake    chan struct{}
+	// space is nil, or made by a replay waiting for room (enqueueWait):
+	// the writer closes it, and forgets it, when it takes the queue.
+	space     chan struct{}
 	closeCode int
 	closeWhy  string
 	closing   chan struct{} // closed by close()
 	closed    chan struct{} // closed when the writer has ended
+	pingTimer *time.Timer   // the writer's: it sets pingDue every PingInterval
+	// writing is when the frame being written started (Server.now), 0
+	// between writes: Server.watchWrites drops a connection whose write
+	// has waited longer than WriteTimeout.
+	writing atomic.Int64
 
 	mu   sync.Mutex
 	subs map[string]*sub
@@ -48,10 +60,11 @@ type conn struct {
 }
 
 func (s *Server) newConn(t transport) *conn {
+	s.watchOnce.Do(func() { s.spawn(s.watchWrites) })
 	c := &conn{
 		s: s, id: s.newConnID(), t: t,
-		reqs: make(chan struct{}, s.cfg.MaxRequestsInFlight),
-		wake: make(chan struct{}, 1), space: make(chan struct{}),
+		reqs:    make(chan struct{}, s.cfg.MaxRequestsInFlight),
+		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}), closed: make(chan struct{}),
 		subs: make(map[string]*sub),
 		pubs: make(chan struct{}, s.cfg.MaxPublishesInFlight),
@@ -257,12 +270,19 @@ func (c *conn) enqueue(objs ...[]byte) bool {
 	c.qbytes += size
 	c.qmu.Unlock()
 	if first {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.wakeWriter()
 	}
 	return true
+}
+
+// wakeWriter tells the writer it has work, without waiting: a wake-up
+// already pending covers this one, as the writer looks at everything
+// under qmu after taking it.
+func (c *conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // enqueueWait queues objects, waiting while the queue is more than half
@@ -282,16 +302,19 @@ func (c *conn) enqueueWait(ctx context.Context, frames [][]byte) bool {
 			c.qbytes += len(frames[n])
 			n++
 		}
-		space := c.space
-		c.qmu.Unlock()
 		if n > 0 {
+			c.qmu.Unlock()
 			frames = frames[n:]
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
+			c.wakeWriter()
 			continue
 		}
+		// The queue is not empty (an empty one takes a frame): the writer
+		// has a wake-up pending or is writing, and will take it.
+		if c.space == nil {
+			c.space = make(chan struct{})
+		}
+		space := c.space
+		c.qmu.Unlock()
 		select {
 		case <-space:
 		case <-ctx.Done():
@@ -312,7 +335,7 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 func (c *conn) writeBatch(batch [][]byte) error {
 	if len(batch) == 1 {
 		c.s.m.framesSent.Inc()
-		return c.t.write(batch[0])
+		return c.write(batch[0])
 	}
 	bp := frameBufs.Get().(*[]byte)
 	buf := *bp
@@ -328,13 +351,21 @@ func (c *conn) writeBatch(batch [][]byte) error {
 			}
 			buf = append(buf, batch[i]...)
 		}
-		err = c.t.write(buf)
+		err = c.write(buf)
 		c.s.m.framesSent.Inc()
 	}
 	if cap(buf) <= 1<<20 {
 		*bp = buf[:0]
 		frameBufs.Put(bp)
 	}
+	return err
+}
+
+// write writes one frame, under the watch of Server.watchWrites.
+func (c *conn) write(frame []byte) error {
+	c.writing.Store(c.s.now())
+	err := c.t.write(frame)
+	c.writing.Store(0)
 	return err
 }
 
@@ -351,37 +382,50 @@ func (c *conn) close(code int, reason string) {
 	c.closeCode, c.closeWhy = code, reason
 	c.qmu.Unlock()
 	close(c.closing)
+	c.wakeWriter()
 }
 
+// pingSoon is pingTimer's: the writer sends a ping at its next turn.
+func (c *conn) pingSoon() {
+	c.qmu.Lock()
+	c.pingDue = true
+	c.qmu.Unlock()
+	c.wakeWriter()
+}
+
+// writeLoop is the connection's writer: woken through wake alone, it takes
+// everything queued at once and writes it (writeBatch), sends a ping when
+// one is due, and at close sends what is left and the close frame. One
+// channel and no select: with 10,000 connections, every message fanned out
+// wakes 10,000 writers.
 func (c *conn) writeLoop() {
 	defer close(c.closed)
-	ping := time.NewTicker(c.s.cfg.PingInterval)
-	defer ping.Stop()
+	c.pingTimer = time.AfterFunc(c.s.cfg.PingInterval, c.pingSoon)
+	defer c.pingTimer.Stop()
 	var batch [][]byte
 	for {
-		closing := false
-		select {
-		case <-c.wake:
-		case <-ping.C:
-			if err := c.t.ping(); err != nil {
-				c.close(0, "")
-				c.t.close()
-				return
-			}
-			continue
-		case <-c.closing:
-			closing = true
-		}
+		<-c.wake
 		c.qmu.Lock()
 		batch, c.queue = c.queue, batch[:0]
 		c.qbytes = 0
-		close(c.space)
-		c.space = make(chan struct{})
-		code, why := c.closeCode, c.closeWhy
+		if c.space != nil {
+			close(c.space)
+			c.space = nil
+		}
+		ping := c.pingDue
+		c.pingDue = false
+		closing, code, why := c.dead, c.closeCode, c.closeWhy
 		c.qmu.Unlock()
-		err := c.writeBatch(batch)
-		c.s.m.delivered.Add(float64(len(batch)))
-		clear(batch)
+		var err error
+		if len(batch) > 0 {
+			err = c.writeBatch(batch)
+			c.s.m.delivered.Add(float64(len(batch)))
+			clear(batch)
+		}
+		if err == nil && ping && !closing {
+			err = c.t.ping()
+			c.pingTimer.Reset(c.s.cfg.PingInterval)
+		}
 		if err != nil {
 			c.close(0, "")
 			c.t.close()

@@ -20,6 +20,7 @@ type metrics struct {
 	framesSent     prometheus.Counter
 	delivered      prometheus.Counter
 	slowConsumers  prometheus.Counter
+	writeTimeouts  prometheus.Counter
 	publishes      *prometheus.CounterVec
 	publishTime    prometheus.Histogram
 	replayed       *prometheus.CounterVec
@@ -55,6 +56,9 @@ func newMetrics(s *Server) *metrics {
 	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "comet_gateway_slow_consumers_total", Help: "Connections closed because their queue overflowed.",
 	})
+	m.writeTimeouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "comet_gateway_write_timeouts_total", Help: "Connections closed because a write to them waited longer than the write timeout.",
+	})
 	m.publishes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "comet_gateway_publishes_total", Help: "Client publishes answered, by result.",
 	}, []string{"result"})
@@ -89,7 +93,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.authFailures, m.requests, m.requestTime, m.directMessages)
 	m.reg.MustRegister(m.connections, m.subscriptions, m.channels, m.frames, m.framesSent, m.delivered,
-		m.slowConsumers, m.publishes, m.publishTime, m.replayed, m.resyncs, m.upstreamErrors, m.upstreamIndex,
+		m.slowConsumers, m.writeTimeouts, m.publishes, m.publishTime, m.replayed, m.resyncs, m.upstreamErrors, m.upstreamIndex,
 		buildinfo.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

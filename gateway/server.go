@@ -210,10 +210,14 @@ type Server struct {
 	streaming  atomic.Bool
 	lastLine   atomic.Int64 // unix nanos of the last line from the stream
 
-	connSeq  atomic.Uint64
-	upgrader websocket.Upgrader
-	sockjs   *sockjs.Handler
-	mux      *http.ServeMux
+	connSeq atomic.Uint64
+	// start is the base of now; watchOnce starts watchWrites with the
+	// first connection.
+	start     time.Time
+	watchOnce sync.Once
+	upgrader  websocket.Upgrader
+	sockjs    *sockjs.Handler
+	mux       *http.ServeMux
 }
 
 // New returns a Server; Run starts following the hubs.
@@ -228,6 +232,7 @@ func New(cfg Config) (*Server, error) {
 		channels: make(map[string]*channel),
 		conns:    make(map[*conn]struct{}),
 		byID:     make(map[string]*conn),
+		start:    time.Now(),
 	}
 	s.syncs = newSyncQueue(s, cfg.MaxSyncReads)
 	s.pubPrefix = "~" + randomID(8) + "."
@@ -432,6 +437,45 @@ func (s *Server) removeConn(c *conn) {
 	delete(s.conns, c)
 	delete(s.byID, c.id)
 	s.mu.Unlock()
+}
+
+// now is the monotonic time since the server started, in nanoseconds,
+// at least 1.
+func (s *Server) now() int64 { return int64(time.Since(s.start)) | 1 }
+
+// watchWrites enforces the write timeout: every WriteTimeout/8 it closes
+// the connections whose frame being written has waited longer than
+// WriteTimeout (the client stopped reading and the socket is full). A
+// stuck client is dropped between WriteTimeout and 9/8 of it after its
+// write started. One goroutine looking at every connection a few times a
+// second costs less than moving each socket's deadline at every write.
+func (s *Server) watchWrites() {
+	period := max(s.cfg.WriteTimeout/8, time.Millisecond)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	var stuck []*conn
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now, limit := s.now(), int64(s.cfg.WriteTimeout)
+		s.mu.Lock()
+		for c := range s.conns {
+			if w := c.writing.Load(); w != 0 && now-w > limit {
+				stuck = append(stuck, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range stuck {
+			s.m.writeTimeouts.Inc()
+			c.close(0, "")
+			c.t.close() // the write under way fails
+		}
+		clear(stuck)
+		stuck = stuck[:0]
+	}
 }
 
 func (s *Server) newConnID() string {

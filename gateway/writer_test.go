@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/wire"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Tests of the per-connection writer (conn.writeLoop and what feeds it):
+// order, the replay's wait for room, pings, the write timeout, close
+// frames.
+
+// connCount returns how many connections the gateway holds.
+func (g *testGateway) connCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// TestFanoutKeepsEveryConnectionsOrder: many subscribers of one channel,
+// messages fed as fast as the gateway takes them (so that the writers find
+// batches of every size), each subscriber sending pings meanwhile: every
+// subscriber gets every offset once, in order, and its pongs in order.
+func TestFanoutKeepsEveryConnectionsOrder(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{})
+	const subs, msgs = 40, 3000
+	clients := make([]*wsClient, subs)
+	for i := range clients {
+		clients[i] = dial(t, g.url)
+		clients[i].send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "order"})
+		clients[i].expect(wire.OpSubscribed)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, subs)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var off uint64
+			pings, pongs := 0, 0
+			for off < msgs {
+				if pings < 50 && off >= uint64(pings*msgs/50) {
+					b := []byte(`{"op":"ping","id":"` + strconv.Itoa(pings) + `"}`)
+					if err := c.c.WriteMessage(websocket.TextMessage, b); err != nil {
+						errs <- err
+						return
+					}
+					pings++
+				}
+				f, err := c.tryNext(20 * time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				switch f.Op {
+				case wire.OpMessage:
+					if f.Offset != off+1 {
+						errs <- errors.New("subscriber " + strconv.Itoa(i) + ": offset " + strconv.FormatUint(f.Offset, 10) +
+							" after " + strconv.FormatUint(off, 10))
+						return
+					}
+					off = f.Offset
+				case wire.OpPong:
+					if f.ID != strconv.Itoa(pongs) {
+						errs <- errors.New("subscriber " + strconv.Itoa(i) + ": pong " + f.ID + ", want " + strconv.Itoa(pongs))
+						return
+					}
+					pongs++
+				}
+			}
+		}()
+	}
+	for i := 0; i < msgs; i++ {
+		hub.append("order", []byte(strconv.Quote(strings.Repeat("m", i%300))))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := testutil.ToFloat64(g.m.slowConsumers); n != 0 {
+		t.Fatalf("%v slow consumers", n)
+	}
+}
+
+// TestReplayWaitsForRoomThenGoesLive: a queue small enough that a long
+// replay waits for room again and again (enqueueWait), while messages keep
+// coming live: the subscriber gets every offset once, in order, across
+// the switch from replay to live.
+func TestReplayWaitsForRoomThenGoesLive(t *testing.T) {
+	hub := newMemHub()
+	const queueBytes = 64 << 10 // the replay fills half: about 30 messages
+	g := startGateway(t, hub, Config{QueueBytes: queueBytes})
+	data := []byte(strconv.Quote(strings.Repeat("r", 1000)))
+
+	keep := dial(t, g.url) // keeps the channel followed and cached
+	keep.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "room"})
+	keep.expect(wire.OpSubscribed)
+	const backlog, live, window = 3200, 500, 8
+	// The backlog in steps of 16, which fit keep's queue.
+	for i := 0; i < backlog; i += 16 {
+		for j := 0; j < 16; j++ {
+			hub.append("room", data)
+		}
+		keep.messages("room", uint64(i+1), 16)
+	}
+	keep.c.Close() // the channel lingers, its cache with it
+
+	c := dial(t, g.url)
+	c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "room", From: u64p(1), Epoch: "e"})
+	if s := c.expect(wire.OpSubscribed); !s.Recovered {
+		t.Fatalf("subscribed %+v", s)
+	}
+	// The publisher stays at most window messages ahead of the subscriber,
+	// so that live messages alone never overflow the queue.
+	var got atomic.Uint64
+	progress := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := uint64(backlog + 1); k <= backlog+live; k++ {
+			for got.Load()+window < k {
+				select {
+				case <-progress:
+				case <-time.After(20 * time.Second):
+					t.Errorf("subscriber stuck at %d", got.Load())
+					return
+				}
+			}
+			hub.append("room", data)
+		}
+	}()
+	for off := uint64(1); off <= backlog+live; off++ {
+		f := c.expect(wire.OpMessage)
+		if f.Offset != off {
+			t.Fatalf("offset %d, want %d", f.Offset, off)
+		}
+		got.Store(off)
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
+	<-done
+	if n := testutil.ToFloat64(g.m.slowConsumers); n != 0 {
+		t.Fatalf("%v slow consumers", n)
+	}
+	// Nothing more: the next object is the pong of this ping, not a
+	// duplicate message.
+	c.send(wire.ClientFrame{Op: wire.OpPing, ID: "end"})
+	if f := c.expect(wire.OpPong); f.ID != "end" {
+		t.Fatalf("pong %+v", f)
+	}
+}
+
+// TestPingsAreSent: an idle connection gets pings every PingInterval,
+// and so does a busy one.
+func TestPingsAreSent(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{PingInterval: 20 * time.Millisecond})
+	for _, busy := range []bool{false, true} {
+		c := dial(t, g.url)
+		pings := make(chan struct{}, 64)
+		c.c.SetPingHandler(func(string) error {
+			select {
+			case pings <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+		c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "pings"})
+		c.expect(wire.OpSubscribed)
+		received := make(chan uint64, 1)
+		readErr := make(chan error, 1)
+		go func() { // pings are seen while reading
+			for {
+				f, err := c.tryNext(20 * time.Second)
+				if err != nil {
+					readErr <- err
+					return
+				}
+				if f.Op == wire.OpMessage {
+					received <- f.Offset
+				}
+			}
+		}()
+		seen := 0
+		for i := uint64(1); seen < 5; i++ {
+			if !busy {
+				select {
+				case <-pings:
+					seen++
+				case <-time.After(20 * time.Second):
+					t.Fatalf("idle: %d pings in 20s", seen)
+				}
+				continue
+			}
+			if i == 1_000_000 {
+				t.Fatalf("busy: %d pings after %d messages", seen, i)
+			}
+			// One message at a time, each received before the next.
+			hub.append("pings", []byte(`"x"`))
+			select {
+			case off := <-received:
+				if off != i {
+					t.Fatalf("busy: offset %d, want %d", off, i)
+				}
+			case err := <-readErr:
+				t.Fatal(err)
+			}
+			select {
+			case <-pings:
+				seen++
+			default:
+			}
+		}
+		c.c.Close()
+		<-readErr
+	}
+}
+
+// TestStuckClientIsDroppedByWriteTimeout: a client that stops reading,
+// with a queue large enough never to overflow, is dropped once a write to
+// it has waited WriteTimeout; a client reading the same channel is not.
+func TestStuckClientIsDroppedByWriteTimeout(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{WriteTimeout: 200 * time.Millisecond,
+		QueueBytes: 256 << 20, QueueMessages: 1 << 20, CacheBytes: 1 << 20})
+	stuck := dial(t, g.url)
+	stuck.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "stuck"})
+	stuck.expect(wire.OpSubscribed)
+	reader := dial(t, g.url)
+	reader.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "stuck"})
+	reader.expect(wire.OpSubscribed)
+	data := []byte(strconv.Quote(strings.Repeat("s", 64<<10)))
+	// Fill the sockets (a few MB on loopback), then wait for the drop.
+	n := 0
+	for g.connCount() == 2 {
+		if n == 2000 { // 128 MB: far more than loopback sockets hold
+			t.Fatalf("the stuck client was not dropped after %d messages of 64 KiB", n)
+		}
+		hub.append("stuck", data)
+		n++
+		reader.messages("stuck", uint64(n), 1)
+	}
+	t.Logf("dropped after %d messages of 64 KiB", n)
+	if v := testutil.ToFloat64(g.m.slowConsumers); v != 0 {
+		t.Fatalf("dropped as a slow consumer, not by the write timeout")
+	}
+	if v := testutil.ToFloat64(g.m.writeTimeouts); v != 1 {
+		t.Fatalf("%v write timeouts counted, want 1", v)
+	}
+	// The reader is still served.
+	hub.append("stuck", []byte(`"after"`))
+	reader.messages("stuck", uint64(n+1), 1)
+}
+
+// TestShutdownSendsQueuedThenCloseFrame: Shutdown sends each client what
+// is queued for it, then a close frame with code 4001.
+func TestShutdownSendsQueuedThenCloseFrame(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{})
+	c := dial(t, g.url)
+	c.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "bye"})
+	c.expect(wire.OpSubscribed)
+	for i := 0; i < 100; i++ {
+		hub.append("bye", []byte(`"x"`))
+	}
+	c.messages("bye", 1, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := g.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.tryNext(20 * time.Second)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != wire.CloseShutdown {
+		t.Fatalf("after shutdown: %v, want close %d", err, wire.CloseShutdown)
+	}
+}
