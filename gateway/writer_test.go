@@ -288,3 +288,34 @@ func TestShutdownSendsQueuedThenCloseFrame(t *testing.T) {
 		t.Fatalf("after shutdown: %v, want close %d", err, wire.CloseShutdown)
 	}
 }
+
+// A client heard from keeps its connection past the idle timeout, its
+// read deadline moved only now and then (touch); one that goes silent is
+// closed with CloseIdle, never before the idle timeout has passed since it
+// was last heard.
+func TestIdleClientIsClosed(t *testing.T) {
+	const idle = 2 * time.Second
+	g := startGateway(t, newMemHub(), Config{IdleTimeout: idle, PingInterval: time.Hour})
+	c := dial(t, g.url)
+	// Heard every idle/8 for 1.5 idle timeouts: still connected. (Each
+	// ping is answered before the next is sent.)
+	var lastSent time.Time
+	for i := 0; i < 12; i++ {
+		lastSent = time.Now()
+		c.send(wire.ClientFrame{Op: wire.OpPing})
+		if f := c.next(); f.Op != wire.OpPong {
+			t.Fatalf("got %+v, want pong", f)
+		}
+		time.Sleep(idle / 8) // the client's own pace, not a wait for the gateway
+	}
+	// Silent now: closed with CloseIdle. The gateway read the last ping
+	// after it was sent, so it may not close before lastSent + idle.
+	_, err := c.tryNext(20 * time.Second)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != wire.CloseIdle {
+		t.Fatalf("silent client: %v, want close %d", err, wire.CloseIdle)
+	}
+	if since := time.Since(lastSent); since < idle {
+		t.Fatalf("closed %v after the client was last heard, before the idle timeout %v", since, idle)
+	}
+}
