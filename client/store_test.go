@@ -154,9 +154,11 @@ func TestFileStoreAtomic(t *testing.T) {
 	}
 }
 
-// A background write that fails is reported by the next Save.
-func TestFileStoreBackgroundError(t *testing.T) {
-	s := mustOpenFileStore(t, filepath.Join(t.TempDir(), "state.json"))
+// failBackgroundWrite saves a:1, makes its background write fail (a
+// full disk), waits until the store keeps the failure, then lets writes
+// succeed again.
+func failBackgroundWrite(t *testing.T, s *FileStore) {
+	t.Helper()
 	failed := make(chan struct{})
 	var once sync.Once
 	s.setBeforeRename(func() error { once.Do(func() { close(failed) }); return errors.New("disk full") })
@@ -168,6 +170,12 @@ func TestFileStoreBackgroundError(t *testing.T) {
 		return s.err != nil
 	})
 	s.setBeforeRename(nil)
+}
+
+// A background write that fails is reported by the next Save.
+func TestFileStoreBackgroundError(t *testing.T) {
+	s := mustOpenFileStore(t, filepath.Join(t.TempDir(), "state.json"))
+	failBackgroundWrite(t, s)
 	if err := s.Save("a", Position{2, "e"}); err == nil {
 		t.Fatal("the failed write was not reported")
 	}
@@ -181,17 +189,7 @@ func TestFileStoreBackgroundError(t *testing.T) {
 func TestFileStoreErrorClearedByLaterWrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	s := mustOpenFileStore(t, path)
-	failed := make(chan struct{})
-	var once sync.Once
-	s.setBeforeRename(func() error { once.Do(func() { close(failed) }); return errors.New("disk full") })
-	s.Save("a", Position{1, "e"})
-	<-failed
-	waitFor(t, 5*time.Second, "the error to be kept", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.err != nil
-	})
-	s.setBeforeRename(nil)
+	failBackgroundWrite(t, s)
 	if err := s.Flush(); err != nil {
 		t.Fatalf("Flush after the disk came back: %v", err)
 	}

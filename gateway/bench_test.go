@@ -186,14 +186,7 @@ func benchFanout(b *testing.B, nsubs int) {
 		}
 	}
 	hub := newMemHub()
-	s, err := New(Config{Hub: hub, AllowAnonymous: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.Run()
-	srv := httptest.NewServer(s.Handler())
-	defer func() { s.Close(); srv.Close() }()
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	url := benchGateway(b, hub)
 
 	total := b.N
 	var wg sync.WaitGroup
@@ -460,14 +453,7 @@ func benchFanoutRound(b *testing.B, nsubs int, raw bool) {
 		publish = func() { r.send(frame) }
 	} else {
 		hub := newMemHub()
-		s, err := New(Config{Hub: hub, AllowAnonymous: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s.Run()
-		srv := httptest.NewServer(s.Handler())
-		defer func() { s.Close(); srv.Close() }()
-		url = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+		url = benchGateway(b, hub)
 		publish = func() { hub.append("fan", data) }
 	}
 	conns := make([]*websocket.Conn, nsubs)
@@ -531,4 +517,17 @@ func benchFanoutRound(b *testing.B, nsubs int, raw bool) {
 		c.Close()
 	}
 	wg.Wait()
+}
+
+// benchGateway starts a gateway on hub for a benchmark, closed at its end,
+// and returns its WebSocket URL.
+func benchGateway(b *testing.B, hub *memHub) string {
+	s, err := New(Config{Hub: hub, AllowAnonymous: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Run()
+	srv := httptest.NewServer(s.Handler())
+	b.Cleanup(func() { s.Close(); srv.Close() })
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
