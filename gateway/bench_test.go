@@ -191,18 +191,7 @@ func benchFanout(b *testing.B, nsubs int) {
 	total := b.N
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, 20)
-	conns := make([]*websocket.Conn, nsubs)
-	dialer := websocket.Dialer{ReadBufferSize: 64 << 10}
-	for i := range conns {
-		c, _, err := dialer.Dial(url, nil)
-		if err != nil {
-			b.Fatalf("dial %d: %v", i, err)
-		}
-		conns[i] = c
-		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribe","channel":"fan"}`)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	conns := dialSubscribers(b, url, nsubs, 64 << 10)
 	ready := make(chan struct{}, nsubs)
 	for i, c := range conns {
 		wg.Add(1)
@@ -456,18 +445,7 @@ func benchFanoutRound(b *testing.B, nsubs int, raw bool) {
 		url = benchGateway(b, hub)
 		publish = func() { hub.append("fan", data) }
 	}
-	conns := make([]*websocket.Conn, nsubs)
-	dialer := websocket.Dialer{ReadBufferSize: 4096}
-	for i := range conns {
-		c, _, err := dialer.Dial(url, nil)
-		if err != nil {
-			b.Fatalf("dial %d: %v", i, err)
-		}
-		conns[i] = c
-		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribe","channel":"fan"}`)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	conns := dialSubscribers(b, url, nsubs, 4096)
 	var got, want atomic.Int64
 	all := make(chan struct{}, 1)
 	var wg sync.WaitGroup
@@ -530,4 +508,22 @@ func benchGateway(b *testing.B, hub *memHub) string {
 	srv := httptest.NewServer(s.Handler())
 	b.Cleanup(func() { s.Close(); srv.Close() })
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+// dialSubscribers opens n WebSocket connections to url, each reading
+// through a buffer of readBuf bytes, and subscribes each to "fan".
+func dialSubscribers(b *testing.B, url string, n, readBuf int) []*websocket.Conn {
+	conns := make([]*websocket.Conn, n)
+	dialer := websocket.Dialer{ReadBufferSize: readBuf}
+	for i := range conns {
+		c, _, err := dialer.Dial(url, nil)
+		if err != nil {
+			b.Fatalf("dial %d: %v", i, err)
+		}
+		conns[i] = c
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"subscribe","channel":"fan"}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return conns
 }
