@@ -455,7 +455,8 @@ func TestBrowserDemo(t *testing.T) {
 // hub, kills the gateway with SIGKILL, goes on publishing, and restarts it:
 // both pages end with every offset once, in order. Then each page is
 // reloaded (or left and opened again while messages are published) and
-// resumes from localStorage: it gets what it missed and nothing twice.
+// resumes from localStorage: it shows the last 50 it had shown, then what
+// it missed (marked replayed), and nothing twice.
 func TestBrowserResume(t *testing.T) {
 	b := startBrowser(t)
 	c := startCluster(t, 1)
@@ -520,18 +521,18 @@ func TestBrowserResume(t *testing.T) {
 	}
 
 	// Page ws leaves; 20 messages are published; it comes back and
-	// resumes from localStorage: it gets exactly those 20, as replayed.
+	// resumes from localStorage: it shows the 50 it had shown last (101..150,
+	// plain) and the 20 it missed, marked replayed.
 	b.do(30*time.Second, map[string]any{"op": "goto", "page": "ws", "url": "about:blank"})
 	publish(20)
 	b.do(30*time.Second, map[string]any{"op": "goto", "page": "ws", "url": url})
-	b.wait("ws", 30*time.Second, "the 20 missed", `cometDemo.received['t:resume']?.length >= 20`)
-	checkOffsets(t, "page ws after coming back", b.received("ws", ch), 151, 170)
+	b.wait("ws", 30*time.Second, "the 20 missed", `cometDemo.received['t:resume']?.at(-1) >= 170`)
+	checkOffsets(t, "page ws after coming back", b.received("ws", ch), 101, 170)
 	var replayed []uint64
 	b.eval("ws", `cometDemo.replayed['t:resume'] || []`, &replayed)
-	if len(replayed) != 20 {
-		t.Errorf("page ws after coming back: %d of 20 messages marked replayed", len(replayed))
-	}
-	// Page sockjs is reloaded; what is published next arrives once.
+	checkOffsets(t, "page ws after coming back, marked replayed", replayed, 151, 170)
+	// Page sockjs is reloaded: it shows the last 50 again (121..170); what
+	// is published next arrives once.
 	b.wait("sockjs", 30*time.Second, "the 20 (live)", `cometDemo.received['t:resume']?.length >= 170`)
 	b.do(30*time.Second, map[string]any{"op": "reload", "page": "sockjs"})
 	if tr := waitOpen(b, "sockjs"); tr != "sockjs" {
@@ -539,7 +540,7 @@ func TestBrowserResume(t *testing.T) {
 	}
 	publish(10)
 	for _, p := range []string{"ws", "sockjs"} {
-		from := map[string]uint64{"ws": 151, "sockjs": 171}[p]
+		from := map[string]uint64{"ws": 101, "sockjs": 121}[p]
 		b.wait(p, 30*time.Second, "the last 10", `cometDemo.received['t:resume']?.at(-1) >= 180`)
 		checkOffsets(t, "page "+p+" at the end", b.received(p, ch), from, 180)
 	}
@@ -603,4 +604,169 @@ func TestBrowserAuthAndWorkers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// demoView is what the demo page shows: its channel chips (the pressed
+// one), its message rows, the empty-list text, the compose box.
+type demoView struct {
+	Chips       []string `json:"chips"`
+	Pressed     []string `json:"pressed"`
+	Rows        []string `json:"rows"`
+	Tagged      []string `json:"tagged"`
+	Empty       string   `json:"empty"`
+	Placeholder string   `json:"placeholder"`
+	CanSend     bool     `json:"canSend"`
+	Text        string   `json:"text"`
+}
+
+const demoViewJS = `(() => {
+	const chips = [...document.querySelectorAll('#chips .chip')];
+	const rows = [...document.querySelectorAll('#messages .msg')];
+	const label = (c) => c.firstChild ? c.firstChild.textContent : '';
+	return {
+		chips: chips.map(label),
+		pressed: chips.filter((c) => c.getAttribute('aria-pressed') === 'true').map(label),
+		rows: rows.map((li) => li.querySelector('.text').textContent),
+		tagged: rows.filter((li) => li.classList.contains('replayed') || li.querySelector('.tag')).map((li) => li.querySelector('.text').textContent),
+		empty: document.querySelector('#messages .empty')?.textContent || '',
+		placeholder: document.getElementById('text').placeholder,
+		canSend: !document.querySelector('#compose button').disabled && !document.getElementById('text').disabled,
+		text: document.body.innerText,
+	};
+})()`
+
+func (b *browser) demoView(page string) demoView {
+	b.t.Helper()
+	var v demoView
+	b.eval(page, demoViewJS, &v)
+	return v
+}
+
+// noConsoleErrors fails the test if page logged a console error or threw.
+func (b *browser) noConsoleErrors(page, when string) {
+	b.t.Helper()
+	var errs []string
+	if err := json.Unmarshal(b.do(10*time.Second, map[string]any{"op": "errors", "page": page}), &errs); err != nil {
+		b.t.Fatal(err)
+	}
+	if len(errs) > 0 {
+		b.t.Errorf("page %s %s: %d console errors: %q", page, when, len(errs), errs)
+	}
+}
+
+func texts(prefix string, from, to int) []string {
+	var l []string
+	for i := from; i <= to; i++ {
+		l = append(l, fmt.Sprintf("%s %d", prefix, i))
+	}
+	return l
+}
+
+// TestBrowserDemoPage: the demo page shows what the README's quick start
+// just did. Eleven `comet pub chat ...` as in the README; the page, opened
+// at / with no parameters, is on channel chat and shows the eleven as
+// plain messages (history, not "replayed"), again after a reload; what was
+// published while the page was away comes back marked "replayed". The Join
+// box checks channel names (its pattern attribute is a valid regular
+// expression: no console error); leaving every channel leaves no chip and
+// no "#undefined". The page logs no console error throughout.
+func TestBrowserDemoPage(t *testing.T) {
+	b := startBrowser(t)
+	c := newCluster(t)
+	s := c.startStandalone(filepath.Join(c.dir, "data"), false)
+	pub := func(text string, offset int) {
+		t.Helper()
+		code, out, errOut := runComet(t, nil, "pub", "--url", "ws://"+s.api+"/ws", "chat", fmt.Sprintf(`{"text":%q}`, text))
+		if code != 0 || !strings.Contains(out, fmt.Sprintf(`"offset":%d`, offset)) {
+			t.Fatalf("comet pub chat: exit %d, %s %s", code, out, errOut)
+		}
+	}
+	for i := 1; i <= 11; i++ {
+		pub(fmt.Sprintf("hello %d", i), i)
+	}
+	url := "http://" + s.api + "/?record=1"
+	const rows = `document.querySelectorAll('#messages .msg').length`
+
+	check := func(when string, wantRows, wantTagged []string) {
+		t.Helper()
+		b.wait("p", 20*time.Second, when+": the rows", fmt.Sprintf(`%s >= %d`, rows, len(wantRows)))
+		v := b.demoView("p")
+		if !slices.Equal(v.Chips, []string{"#chat"}) || !slices.Equal(v.Pressed, []string{"#chat"}) {
+			t.Errorf("%s: chips %q (pressed %q), want #chat alone", when, v.Chips, v.Pressed)
+		}
+		if !slices.Equal(v.Rows, wantRows) {
+			t.Errorf("%s: rows %q, want %q", when, v.Rows, wantRows)
+		}
+		if !slices.Equal(v.Tagged, wantTagged) {
+			t.Errorf("%s: rows marked replayed %q, want %q", when, v.Tagged, wantTagged)
+		}
+		if v.Empty != "" || strings.Contains(v.Text, "No messages yet") {
+			t.Errorf("%s: the page says %q over %d messages", when, v.Empty, len(v.Rows))
+		}
+		if v.Placeholder != "Message #chat" || !v.CanSend {
+			t.Errorf("%s: compose box %q (can send: %v)", when, v.Placeholder, v.CanSend)
+		}
+	}
+
+	b.open("p", url, false)
+	waitOpen(b, "p")
+	check("first load", texts("hello", 1, 11), nil)
+	b.noConsoleErrors("p", "after the first load")
+
+	b.do(30*time.Second, map[string]any{"op": "reload", "page": "p"})
+	waitOpen(b, "p")
+	check("after a reload", texts("hello", 1, 11), nil)
+
+	// Away from the page while two more are published: back, it shows the
+	// history as before and the two it missed, marked replayed.
+	b.do(30*time.Second, map[string]any{"op": "goto", "page": "p", "url": "about:blank"})
+	pub("hello 12", 12)
+	pub("hello 13", 13)
+	b.do(30*time.Second, map[string]any{"op": "goto", "page": "p", "url": url})
+	waitOpen(b, "p")
+	check("back after two were published", texts("hello", 1, 13), []string{"hello 12", "hello 13"})
+
+	// The Join box: names of the channel rules only.
+	fill := func(text string) {
+		t.Helper()
+		b.do(10*time.Second, map[string]any{"op": "fill", "page": "p", "selector": "#channel", "text": text})
+	}
+	for name, valid := range map[string]bool{"room/a-1@x:y.z_": true, "chat": true, "a b": false, "a#b": false, "é": false} {
+		fill(name)
+		var ok bool
+		b.eval("p", `document.getElementById('channel').checkValidity()`, &ok)
+		if ok != valid {
+			t.Errorf("the Join box takes %q: %v, want %v", name, ok, valid)
+		}
+	}
+	fill("a b")
+	b.do(10*time.Second, map[string]any{"op": "click", "page": "p", "selector": "#join button"})
+	if v := b.demoView("p"); !slices.Equal(v.Chips, []string{"#chat"}) {
+		t.Errorf("after joining %q: chips %q, want #chat alone", "a b", v.Chips)
+	}
+	fill("room/a-1")
+	b.do(10*time.Second, map[string]any{"op": "click", "page": "p", "selector": "#join button"})
+	b.wait("p", 20*time.Second, "joined room/a-1", `cometDemo.subscribed['room/a-1']`)
+	if v := b.demoView("p"); !slices.Equal(v.Chips, []string{"#chat", "#room/a-1"}) || !slices.Equal(v.Pressed, []string{"#room/a-1"}) || v.Placeholder != "Message #room/a-1" {
+		t.Errorf("after joining room/a-1: chips %q, pressed %q, compose %q", v.Chips, v.Pressed, v.Placeholder)
+	}
+	b.noConsoleErrors("p", "after the Join box")
+
+	// Leave every channel.
+	for i := 0; i < 2; i++ {
+		b.do(10*time.Second, map[string]any{"op": "click", "page": "p", "selector": "#chips .chip .x"})
+	}
+	b.wait("p", 10*time.Second, "no chip", `document.querySelectorAll('#chips .chip').length === 0`)
+	v := b.demoView("p")
+	if strings.Contains(v.Text, "undefined") || strings.Contains(v.Placeholder, "undefined") || v.CanSend || len(v.Rows) != 0 || v.Empty == "" {
+		t.Errorf("after leaving every channel: chips %q, rows %d, empty %q, compose %q (can send: %v), text %q", v.Chips, len(v.Rows), v.Empty, v.Placeholder, v.CanSend, v.Text)
+	}
+	// A reload then starts on chat again, with its history.
+	b.do(30*time.Second, map[string]any{"op": "reload", "page": "p"})
+	waitOpen(b, "p")
+	check("reloaded after leaving every channel", texts("hello", 1, 13), nil)
+	if v := b.demoView("p"); strings.Contains(v.Text, "undefined") {
+		t.Errorf("reloaded after leaving every channel: the page shows %q", v.Text)
+	}
+	b.noConsoleErrors("p", "at the end")
 }

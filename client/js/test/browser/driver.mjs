@@ -11,6 +11,7 @@
 //   {"op":"wait","page":"a","expr":"...","timeout":ms}  until the expression is truthy; its value
 //   {"op":"click","page":"a","selector":"..."}  {"op":"fill","page":"a","selector":"...","text":"..."}
 //   {"op":"screenshot","page":"a","path":"...","width":w,"height":h}
+//   {"op":"errors","page":"a"}  the page's console errors and uncaught exceptions so far
 //   {"op":"quit"}
 //
 // Environment: COMET_CHROMIUM (default /usr/bin/chromium).
@@ -24,6 +25,7 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 const pages = new Map();
+const errors = new Map(); // page name -> console errors and uncaught exceptions
 
 function page(name) {
   const p = pages.get(name);
@@ -41,8 +43,16 @@ const ops = {
       // SockJS client) must do without.
       await p.addInitScript(() => { delete window.WebSocket; });
     }
-    p.on('console', (m) => process.stderr.write(`[${name} console.${m.type()}] ${m.text()}\n`));
-    p.on('pageerror', (e) => process.stderr.write(`[${name} pageerror] ${e.stack || e}\n`));
+    const errs = [];
+    errors.set(name, errs);
+    p.on('console', (m) => {
+      process.stderr.write(`[${name} console.${m.type()}] ${m.text()}\n`);
+      if (m.type() === 'error') errs.push(`console.error: ${m.text()}`);
+    });
+    p.on('pageerror', (e) => {
+      process.stderr.write(`[${name} pageerror] ${e.stack || e}\n`);
+      errs.push(`uncaught: ${e.message || e}`);
+    });
     pages.set(name, p);
     await p.goto(url, { waitUntil: 'load' });
     return true;
@@ -62,6 +72,7 @@ const ops = {
     await p.screenshot({ path });
     return path;
   },
+  async errors({ page: name }) { page(name); return errors.get(name); },
   async quit() { await browser.close(); process.exit(0); },
 };
 
