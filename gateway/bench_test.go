@@ -191,7 +191,7 @@ func benchFanout(b *testing.B, nsubs int) {
 	total := b.N
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, 20)
-	conns := dialSubscribers(b, url, nsubs, 64 << 10)
+	conns := dialSubscribers(b, url, nsubs, 64<<10)
 	ready := make(chan struct{}, nsubs)
 	for i, c := range conns {
 		wg.Add(1)
