@@ -26,11 +26,7 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 			if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" {
 				def = fmt.Sprintf(" (default %s)", f.DefValue)
 			}
-			env := envName(f.Name)
-			if isEnvless(f) {
-				env = "command line only"
-			}
-			fmt.Fprintf(stderr, "  --%s  [%s]\n      %s%s\n", f.Name, env, f.Usage, def)
+			fmt.Fprintf(stderr, "  --%s  [%s]\n      %s%s\n", f.Name, flagEnv(f), f.Usage, def)
 		})
 	}
 	return fs
@@ -42,24 +38,31 @@ func envName(flagName string) string {
 	return "COMET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// envless is a flag that reads no environment variable: one that
-// describes a single invocation (the idempotency key of `comet pub`), whose
-// variable would apply to every later command of the shell, or whose name
-// is another command's flag (COMET_ID is --id of hubs and gateways).
-type envless struct{ flag.Value }
+// ownEnv is a flag that reads an environment variable of its own instead
+// of COMET_<NAME>: one whose COMET_<NAME> is another command's flag
+// (COMET_ID is the --id of hubs and gateways, often exported in the shell
+// that starts them; as the idempotency key of `comet pub` it would make
+// every publish after the first a duplicate).
+type ownEnv struct {
+	flag.Value
+	env string
+}
 
 // IsBoolFlag keeps a bool flag usable without a value.
-func (e envless) IsBoolFlag() bool {
+func (e ownEnv) IsBoolFlag() bool {
 	b, ok := e.Value.(interface{ IsBoolFlag() bool })
 	return ok && b.IsBoolFlag()
 }
 
-func isEnvless(f *flag.Flag) bool {
-	_, ok := f.Value.(envless)
-	return ok
+// flagEnv is the environment variable f reads.
+func flagEnv(f *flag.Flag) string {
+	if o, ok := f.Value.(ownEnv); ok {
+		return o.env
+	}
+	return envName(f.Name)
 }
 
-// stringValue is a flag.Value of a string, for envless.
+// stringValue is a flag.Value of a string, for ownEnv.
 type stringValue struct{ p *string }
 
 func (s stringValue) String() string {
@@ -70,7 +73,7 @@ func (s stringValue) String() string {
 }
 func (s stringValue) Set(v string) error { *s.p = v; return nil }
 
-// boolValue is a flag.Value of a bool, for envless.
+// boolValue is a flag.Value of a bool, for ownEnv.
 type boolValue struct{ p *bool }
 
 func (b boolValue) String() string {
@@ -103,12 +106,12 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil || isEnvless(f) {
+		if set[f.Name] || err != nil {
 			return
 		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+		if v, ok := os.LookupEnv(flagEnv(f)); ok {
 			if serr := fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, serr)
+				err = fmt.Errorf("%w: %s=%q: %v", errUsage, flagEnv(f), v, serr)
 			}
 			set[f.Name] = true
 		}

@@ -62,9 +62,9 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
-	fs.Var(envless{stringValue{&id}}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); read from the command line only, never from the environment (COMET_ID is the --id of hubs and gateways)")
+	fs.Var(ownEnv{stringValue{&id}, "COMET_PUB_ID"}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); its variable is COMET_PUB_ID, not COMET_ID (the --id of hubs and gateways)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
-	fs.Var(envless{boolValue{&literal}}, "string", "send DATA as a JSON string, as it is, even when it looks like JSON")
+	fs.Var(ownEnv{boolValue{&literal}, "COMET_PUB_STRING"}, "string", "send DATA as a JSON string, as it is, even when it looks like JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -211,8 +211,8 @@ func TestPubEnvAndURLList(t *testing.T) {
 
 // COMET_ID is the --id of hubs and gateways, often exported in a shell
 // that runs one: comet pub ignores it, or every publish after the first
-// would be dropped as a duplicate of the first. Its key comes from --id
-// only.
+// would be dropped as a duplicate of the first. Its key comes from --id,
+// or from COMET_PUB_ID, a variable of its own.
 func TestPubIgnoresCOMET_ID(t *testing.T) {
 	g := newFakeGateway(t)
 	t.Setenv("COMET_ID", "h1")
@@ -232,9 +232,15 @@ func TestPubIgnoresCOMET_ID(t *testing.T) {
 			t.Fatalf("pub --id h1: exit %d, stdout %q (want %s), stderr %q", code, out, want, errOut)
 		}
 	}
+	// Its own variable, COMET_PUB_ID, sets it (every flag reads one).
+	t.Setenv("COMET_PUB_ID", "h1")
+	want := `{"channel":"chat","offset":3,"duplicate":true}`
+	if code, out, errOut := comet(t, "pub", "--url", g.URL(), "chat", "same"); code != 0 || out != want+"\n" {
+		t.Fatalf("pub with COMET_PUB_ID=h1: exit %d, stdout %q (want %s), stderr %q", code, out, want, errOut)
+	}
 	_, _, help := comet(t, "pub", "--help")
-	if !strings.Contains(help, "--id  [command line only]") || strings.Contains(help, "COMET_ID]") {
-		t.Errorf("comet pub --help does not say that --id reads no environment variable:\n%s", help)
+	if !strings.Contains(help, "--id  [COMET_PUB_ID]") || strings.Contains(help, "[COMET_ID]") {
+		t.Errorf("comet pub --help does not say that --id reads COMET_PUB_ID:\n%s", help)
 	}
 }
 
