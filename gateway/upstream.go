@@ -120,6 +120,9 @@ func (s *Server) read(r StreamReader) error {
 			if line.Index-1 > s.done.Load() {
 				s.done.Store(line.Index - 1)
 			}
+			if line.Channel == "" {
+				continue // a line nextLine skipped: not followed here
+			}
 			s.mu.Lock()
 			ch := s.channels[line.Channel]
 			s.mu.Unlock()

@@ -25,26 +25,12 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 		return ClientFrame{}, false
 	}
 	end := scanObject(b, i, func(key []byte, v0, v1 int) bool {
-		switch string(key) {
-		case "op", "id", "channel", "epoch", "route", "token":
+		if p := stringField(&f, key); p != nil {
 			s, ok := plainString(b, v0, v1)
-			if !ok {
-				return false // null, a type error, an escape
-			}
-			switch string(key) {
-			case "op":
-				f.Op = s
-			case "id":
-				f.ID = s
-			case "channel":
-				f.Channel = s
-			case "epoch":
-				f.Epoch = s
-			case "route":
-				f.Route = s
-			case "token":
-				f.Token = s
-			}
+			*p = s
+			return ok // not: null, a type error, an escape
+		}
+		switch string(key) {
 		case "from":
 			n, ok := plainUint(b[v0:v1])
 			if !ok {
@@ -89,17 +75,14 @@ func DecodePublishBatch(b []byte) (reqs []PublishRequest, ok bool) {
 		}
 		var r PublishRequest
 		i = scanObject(b, i, func(key []byte, v0, v1 int) bool {
+			var ok bool
 			switch string(key) {
-			case "channel", "id":
-				s, ok := plainString(b, v0, v1)
-				if !ok {
-					return false
-				}
-				if key[0] == 'c' {
-					r.Channel = s
-				} else {
-					r.ID = s
-				}
+			case "channel":
+				r.Channel, ok = plainString(b, v0, v1)
+				return ok
+			case "id":
+				r.ID, ok = plainString(b, v0, v1)
+				return ok
 			case "data":
 				r.Data = slices.Clone(json.RawMessage(b[v0:v1]))
 			default:
@@ -182,6 +165,25 @@ func foldsTo(key []byte, names []string) bool {
 		}
 	}
 	return false
+}
+
+// stringField returns the string field of f that key names exactly, or nil.
+func stringField(f *ClientFrame, key []byte) *string {
+	switch string(key) {
+	case "op":
+		return &f.Op
+	case "id":
+		return &f.ID
+	case "channel":
+		return &f.Channel
+	case "epoch":
+		return &f.Epoch
+	case "route":
+		return &f.Route
+	case "token":
+		return &f.Token
+	}
+	return nil
 }
 
 var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token"}
