@@ -220,13 +220,15 @@ const (
 // it is stored (compact JSON), where encoding/json would check it again
 // and escape its '<', '>' and '&': hubs write every message of every
 // channel to every gateway this way. A line encoding/json must write
-// (data with a line break in it, a time it cannot write) is written by it.
+// (data with a line break in it) is written by it; a time it cannot write
+// (a year outside 0-9999) is left out, as gateways do not use it.
 func AppendStreamLine(b []byte, l StreamLine) []byte {
 	if bytes.IndexByte(l.Data, '\n') >= 0 || bytes.IndexByte(l.Data, '\r') >= 0 ||
 		l.Time != nil && (l.Time.Year() < 0 || l.Time.Year() > 9999) {
 		j, err := json.Marshal(l)
-		if err != nil {
-			j = []byte(`{"reset":true}`) // not a line a hub writes: the reader resyncs
+		if err != nil { // a time encoding/json cannot write: the line goes without it
+			l.Time = nil
+			j, _ = json.Marshal(l)
 		}
 		return append(append(b, j...), '\n')
 	}
