@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 func sameLog(a, b *hraft.Log) bool {
@@ -21,28 +21,25 @@ func sameLog(a, b *hraft.Log) bool {
 // TestBoltLogReadsRaftBoltDB: a raft.db written by raft-boltdb (the
 // directories of earlier builds) opens with its entries and stable store
 // as they were, and takes new entries in boltLog's encoding beside them.
+//
+// testdata/raftboltdb-v2.3.1.db was written by hashicorp/raft-boltdb
+// v2.3.1 (NoSync) with StoreLogs(before), SetUint64("CurrentTerm", 3) and
+// Set("LastVoteCand", "h2"), before as built below; a fixture, so that the
+// module does not need raft-boltdb (and the unmaintained boltdb/bolt it
+// brings) only to write it.
 func TestBoltLogReadsRaftBoltDB(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "raft.db")
-	old, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: true})
+	fixture, err := os.ReadFile(filepath.Join("testdata", "raftboltdb-v2.3.1.db"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, fixture, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(11, 11))
 	before := testLogs(rng, 1, 20, 3, 300)
 	before[0].Type = hraft.LogConfiguration
 	before[1].AppendedAt = time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
-	if err := old.StoreLogs(before); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.SetUint64([]byte("CurrentTerm"), 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Set([]byte("LastVoteCand"), []byte("h2")); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
 
 	b, err := openBoltLog(path, true)
 	if err != nil {

@@ -4,14 +4,12 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // TestGuardedStoreClose: a Raft call after Close neither fails (Raft would
 // panic) nor returns (it must not answer as if it had stored anything).
 func TestGuardedStoreClose(t *testing.T) {
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(t.TempDir(), "raft.db"), NoSync: true})
+	bolt, err := openBoltLog(filepath.Join(t.TempDir(), "raft.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
