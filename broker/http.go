@@ -343,7 +343,7 @@ func (s *Service) handleRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
-	if err := s.Ready(); err != nil {
+	if err := s.Ready(r.Context()); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, wire.Error{Code: wire.CodeUnavailable, Message: err.Error()})
 		return
 	}
@@ -357,8 +357,9 @@ const readyWait = time.Second
 
 // Ready reports whether this hub's channel log is sound (no damage found,
 // not waiting for disk space: log.Log.Fault), knows a leader, and has
-// applied everything it knew to be committed when asked, within readyWait.
-func (s *Service) Ready() error {
+// applied everything it knew to be committed when asked, within readyWait
+// (or until ctx ends, when that is sooner).
+func (s *Service) Ready(ctx context.Context) error {
 	if f := s.log.Fault(); f != nil {
 		return f
 	}
@@ -369,12 +370,18 @@ func (s *Service) Ready() error {
 		return errors.New("no leader")
 	}
 	ix := s.node.Indexes()
-	deadline := time.Now().Add(readyWait)
-	for cur := ix; cur.Applied < ix.Commit; cur = s.node.Indexes() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("catching up: applied %d of %d", cur.Applied, ix.Commit)
+	if ix.Applied < ix.Commit {
+		ctx, cancel := context.WithTimeout(ctx, readyWait)
+		defer cancel()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for cur := ix; cur.Applied < ix.Commit; cur = s.node.Indexes() {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("catching up: applied %d of %d", cur.Applied, ix.Commit)
+			case <-tick.C:
+			}
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	if s.log.Epoch() == "" {
 		return errors.New("no entry applied yet")

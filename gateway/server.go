@@ -28,7 +28,7 @@ type Config struct {
 
 	// MaxFrameBytes bounds a client frame (default 80 KiB). A larger frame
 	// is answered too_large and discarded; one over 4 times this closes the
-	// connection (code 4004).
+	// connection (close code 1009, message too big).
 	MaxFrameBytes int
 	// MaxMessageBytes bounds a published message's data (default 64 KiB,
 	// as hubs).

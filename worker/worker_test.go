@@ -56,7 +56,7 @@ func startHub(t testing.TB) string {
 		<-runDone
 		hub.Close()
 	})
-	waitFor(t, "the hub to be ready", func() bool { return hub.Service.Ready() == nil })
+	waitFor(t, "the hub to be ready", func() bool { return hub.Service.Ready(context.Background()) == nil })
 	return api
 }
 

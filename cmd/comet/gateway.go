@@ -197,7 +197,7 @@ func runGateway(args []string, stderr io.Writer) error {
 	defer stop()
 	gw.Run()
 	logger.Info("gateway started", "listen", f.listen, "hubs", hubs)
-	defer announceReady(ctx, logger, gw.Ready, "gateway ready", func() []any {
+	defer announceReady(ctx, logger, func(context.Context) error { return gw.Ready() }, "gateway ready", func() []any {
 		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hubs", hubs}
 	})()
 	return serveGateway(ctx, logger, ln, gw.Handler(), gw, f.shutdownTimeout)

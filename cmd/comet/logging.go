@@ -70,7 +70,7 @@ const (
 // not ready after readySlow, it says why (INFO too: a hub waits for the
 // others to start, a gateway for the hubs). It gives up when ctx ends (the
 // process stops) or stop is called; stop returns once the watcher has.
-func announceReady(ctx context.Context, logger *slog.Logger, ready func() error, msg string, args func() []any) (stop func()) {
+func announceReady(ctx context.Context, logger *slog.Logger, ready func(context.Context) error, msg string, args func() []any) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -79,7 +79,7 @@ func announceReady(ctx context.Context, logger *slog.Logger, ready func() error,
 		defer tick.Stop()
 		start, told := time.Now(), false
 		for {
-			err := ready()
+			err := ready(ctx)
 			if err == nil {
 				logger.Info(msg, append(args(), "version", buildinfo.Get().Version)...)
 				return

@@ -47,7 +47,7 @@ func TestAnnounceReady(t *testing.T) {
 	logger, _ := newLogger("info", &buf)
 	var ready atomic.Bool
 	var checks atomic.Int64
-	stop := announceReady(context.Background(), logger, func() error {
+	stop := announceReady(context.Background(), logger, func(context.Context) error {
 		checks.Add(1)
 		if !ready.Load() {
 			return errors.New("no leader")

@@ -91,8 +91,8 @@ func runStandalone(args []string, stderr io.Writer) error {
 		// tools only), and this is how the README starts it.
 		logger.Info("no --secret: the hub API under /v1/ (publish to any channel, read any channel, attach workers, send to connections) answers only requests from this machine; set --secret to reach it from elsewhere")
 	}
-	ready := func() error {
-		if err := hub.Service.Ready(); err != nil {
+	ready := func(ctx context.Context) error {
+		if err := hub.Service.Ready(ctx); err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
 		if err := gw.Ready(); err != nil {
@@ -120,7 +120,7 @@ func standaloneHandler(gw *gateway.Server, svc *broker.Service, secret string) h
 	mux.Handle("/hub/", http.StripPrefix("/hub", api))
 	mux.Handle("/", gw.Handler())
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := svc.Ready(); err != nil {
+		if err := svc.Ready(r.Context()); err != nil {
 			http.Error(w, "hub: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
