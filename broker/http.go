@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,7 +261,21 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request, rest st
 		s.writeError(w, fmt.Errorf("%w: limit must be an integer from 0 to %d", ErrBadRequest, MaxReadLimit))
 		return
 	}
-	res, applied, err := s.ReadApplied(ch, from, int(limit))
+	hq, history, err := historyQuery(q, from, int(limit))
+	if err != nil {
+		s.writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	var (
+		res     wire.MessagesResponse
+		applied uint64
+	)
+	if history {
+		applied = s.log.Applied()
+		res, err = s.History(ch, hq)
+	} else {
+		res, applied, err = s.ReadApplied(ch, from, int(limit))
+	}
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -305,6 +320,33 @@ func writeFrames(w http.ResponseWriter, ch string, res wire.MessagesResponse) {
 	h.Set("Content-Length", strconv.Itoa(len(buf)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf)
+}
+
+// historyQuery reads a range read's history parameters (before, reverse,
+// since_time); history is false when it has none, and the read is a plain
+// one from from.
+func historyQuery(q url.Values, from uint64, limit int) (hq wire.HistoryQuery, history bool, err error) {
+	hq = wire.HistoryQuery{From: from, Limit: limit}
+	if v := q.Get("before"); v != "" {
+		if hq.Before, err = queryUint(v, 0); err != nil || hq.Before == 0 {
+			return hq, false, fmt.Errorf("before: %q is not a positive integer", v)
+		}
+		history = true
+	}
+	switch v := q.Get("reverse"); v {
+	case "", "false", "0":
+	case "true", "1":
+		hq.Reverse, history = true, true
+	default:
+		return hq, false, fmt.Errorf("reverse: %q is not true or false", v)
+	}
+	if v := q.Get("since_time"); v != "" {
+		if hq.SinceTime, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			return hq, false, fmt.Errorf("since_time: %q is not an RFC 3339 time", v)
+		}
+		history = true
+	}
+	return hq, history, nil
 }
 
 func queryUint(v string, def uint64) (uint64, error) {

@@ -583,6 +583,72 @@ func (s *Service) Read(channel string, from uint64, limit int) (wire.MessagesRes
 	return out, nil
 }
 
+// History answers a history read (see wire.HistoryQuery): up to q.Limit
+// messages of the window it selects, newest first with q.Reverse, and the
+// channel's epoch, first and next offsets. A reverse read returns the
+// newest messages of the window even when their data is over
+// log.MaxReadBytes in all; a forward one stops there, as Read does, and
+// the caller pages on.
+func (s *Service) History(channel string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+	if err := wire.CheckChannel(channel); err != nil {
+		return wire.MessagesResponse{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	from := max(q.From, 1)
+	if !q.SinceTime.IsZero() {
+		off, _, err := s.log.OffsetAtTime(channel, q.SinceTime)
+		if err != nil {
+			return wire.MessagesResponse{}, err
+		}
+		from = max(from, off)
+	}
+	if !q.Reverse {
+		res, err := s.Read(channel, from, q.Limit)
+		if err == nil && q.Before != 0 {
+			n := 0
+			for n < len(res.Messages) && res.Messages[n].Offset < q.Before {
+				n++
+			}
+			res.Messages = res.Messages[:n]
+		}
+		return res, err
+	}
+	info, err := s.log.Info(channel)
+	if err != nil {
+		return wire.MessagesResponse{}, err
+	}
+	end := info.Next // the window is [from, end)
+	if q.Before != 0 {
+		end = min(end, q.Before)
+	}
+	from = max(from, info.First)
+	if end > from && uint64(q.Limit) < end-from {
+		from = end - uint64(q.Limit)
+	}
+	out := wire.MessagesResponse{Epoch: info.Epoch, First: info.First, Next: info.Next, Messages: []wire.Message{}}
+	// Pages forward from from to end (a page stops at MaxReadBytes).
+	for pos := from; pos < end && q.Limit > 0; {
+		res, err := s.Read(channel, pos, int(min(end-pos, uint64(q.Limit))))
+		if err != nil {
+			return wire.MessagesResponse{}, err
+		}
+		if res.Epoch != info.Epoch {
+			break // deleted meanwhile: what was read of the first epoch
+		}
+		out.First, out.Next = res.First, res.Next
+		n := 0
+		for n < len(res.Messages) && res.Messages[n].Offset < end {
+			n++
+		}
+		if n == 0 {
+			break // trimmed meanwhile up to end
+		}
+		out.Messages = append(out.Messages, res.Messages[:n]...)
+		pos = res.Messages[n-1].Offset + 1
+	}
+	slices.Reverse(out.Messages)
+	return out, nil
+}
+
 // ReadApplied is Read, and also returns the Raft index this hub had
 // applied when it read: the answer reflects at least every entry up to it.
 func (s *Service) ReadApplied(channel string, from uint64, limit int) (wire.MessagesResponse, uint64, error) {

@@ -56,7 +56,10 @@ type conn struct {
 	expireTimer *time.Timer
 
 	pubs chan struct{} // semaphore of publishes in flight
-	reqs chan struct{} // semaphore of requests in flight
+	reqs chan struct{} // semaphore of requests (and history reads) in flight
+
+	amu   sync.Mutex
+	acked map[string]ackedOffset // by channel: see noteAck
 }
 
 func (s *Server) newConn(t transport) *conn {
@@ -181,6 +184,12 @@ func (c *conn) readLoop() {
 			c.publish(f)
 		case wire.OpRequest:
 			c.request(f)
+		case wire.OpHistory:
+			if !c.allowed(auth.Subscribe, f.Channel) {
+				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to read the history of %q", f.Channel))
+				continue
+			}
+			c.history(f)
 		case wire.OpPing:
 			c.send(struct {
 				Op string `json:"op"`

@@ -26,6 +26,8 @@ type Hub interface {
 	// Raft index the answering hub had applied (the answer reflects at
 	// least every entry up to it).
 	Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error)
+	// History answers a history read (wire.HistoryQuery).
+	History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
 	// Its first line should say at once where it starts (a heartbeat whose
 	// Applied is the index it starts after): until a stream opened from now
@@ -118,6 +120,32 @@ func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit 
 		}
 	}
 	return Page{}, 0, err
+}
+
+// History reads a page of history from the first hub that answers.
+func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+	v := url.Values{"from": {strconv.FormatUint(q.From, 10)}, "limit": {strconv.Itoa(q.Limit)}}
+	if q.Before != 0 {
+		v.Set("before", strconv.FormatUint(q.Before, 10))
+	}
+	if q.Reverse {
+		v.Set("reverse", "true")
+	}
+	if !q.SinceTime.IsZero() {
+		v.Set("since_time", q.SinceTime.Format(time.RFC3339Nano))
+	}
+	path := "/v1/channels/" + url.PathEscape(channel) + "/messages?" + v.Encode()
+	var err error
+	for _, addr := range h.Order() {
+		var res wire.MessagesResponse
+		if err = h.Client().Get(ctx, addr, path, &res); err == nil {
+			return res, nil
+		}
+		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
+			return res, err
+		}
+	}
+	return wire.MessagesResponse{}, err
 }
 
 // read reads a page in frames (format=frames: see wire.FramesType).

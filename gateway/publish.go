@@ -55,6 +55,7 @@ func (c *conn) publish(f wire.ClientFrame) {
 		}
 		c.s.m.publishes.WithLabelValues("ok").Inc()
 		c.s.m.publishTime.Observe(time.Since(start).Seconds())
+		c.noteAck(res)
 		c.enqueue(wire.AppendAck(make([]byte, 0, 64+len(f.ID)+len(res.Channel)+len(res.Epoch)),
 			wire.Ack{Op: wire.OpAck, ID: f.ID, Channel: res.Channel, Offset: res.Offset, Epoch: res.Epoch, Duplicate: res.Duplicate}))
 	}

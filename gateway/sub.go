@@ -132,7 +132,8 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 	answer := wire.Subscribed{Op: wire.OpSubscribed, ID: f.ID, Channel: sb.name, Epoch: epoch,
 		Recovered: true, First: ch.first, Next: n0}
 	ch.subs[sb] = struct{}{}
-	if f.From == nil {
+	rewind := f.From == nil && f.Last != nil && *f.Last > 0
+	if f.From == nil && !rewind {
 		// Live only: switch now, in the same critical section.
 		sb.live, sb.last, sb.min = true, n0-1, n0
 		c.send(answer)
@@ -143,10 +144,17 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 	inCache := ch.cache.first()
 	ch.mu.Unlock()
 
-	from := max(*f.From, 1)
-	if f.Epoch != "" && f.Epoch != epoch {
+	var from uint64
+	switch {
+	case rewind:
+		// The newest Last messages: a position the client did not hold, so
+		// nothing it is told of was lost (recovered stays true).
+		from = n0 - min(*f.Last, n0-1)
+	case f.Epoch != "" && f.Epoch != epoch:
 		answer.Recovered = false
 		from = 1
+	default:
+		from = max(*f.From, 1)
 	}
 	var page *Page
 	if from < n0 && (inCache == 0 || from < inCache) {
@@ -156,7 +164,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 			return
 		}
 		if p.First > from {
-			answer.Recovered = false
+			answer.Recovered = rewind // a rewind asked for at most Last
 			from = p.First
 		}
 		answer.First = p.First

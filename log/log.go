@@ -515,6 +515,71 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 	return info, msgs, err
 }
 
+// OffsetAtTime returns the offset of ch's first message stored at or after
+// t (message times never decrease along a channel: the log's clock only
+// moves forward), together with the channel's Info. When every message
+// held is older than t it returns Info.Next; trimmed messages are not
+// searched. It probes O(log n) messages.
+func (l *Log) OffsetAtTime(ch string, t time.Time) (uint64, Info, error) {
+	var (
+		info Info
+		off  uint64
+	)
+	want := t.UnixNano()
+	err := l.readView(func(tx *bolt.Tx) error {
+		var (
+			b   *bolt.Bucket
+			err error
+		)
+		info, b, err = channelInfo(tx, ch)
+		if err != nil {
+			return err
+		}
+		off = info.Next
+		if b == nil || info.First >= info.Next {
+			return nil
+		}
+		mb := b.Bucket(bucketMsgs)
+		c := mb.Cursor()
+		// timeOf is the time of the message at offset o (First <= o < Next).
+		timeOf := func(o uint64) (int64, error) {
+			k, v := seekChunk(c, o)
+			if k == nil {
+				return 0, fmt.Errorf("%w: channel %s: no chunk holds offset %d", ErrCorrupt, ch, o)
+			}
+			r, err := openChunk(k, chunkValue(mb, k, v))
+			if err == nil {
+				err = r.seek(o)
+			}
+			if err != nil {
+				return 0, err
+			}
+			m, err := r.next()
+			if err == nil && m.off != o {
+				err = fmt.Errorf("%w: channel %s: offset %d found at %d", ErrCorrupt, ch, o, m.off)
+			}
+			return m.t, err
+		}
+		// The first offset in [lo, hi) whose time is at or after want.
+		lo, hi := info.First, info.Next
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			mt, err := timeOf(mid)
+			if err != nil {
+				return fmt.Errorf("search %s for time %s: %w", ch, t.Format(time.RFC3339Nano), err)
+			}
+			if mt >= want {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		off = lo
+		return nil
+	})
+	return off, info, err
+}
+
 // seekChunk positions c on the chunk that holds offset off: the last one
 // whose key is at or below off.
 func seekChunk(c *bolt.Cursor, off uint64) (k, v []byte) {

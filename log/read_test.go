@@ -74,3 +74,67 @@ func TestSnapshotAppliedOfDamagedFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestOffsetAtTime: the first offset at or after a time, over messages
+// spread across many chunks, with equal times in runs, and at the edges
+// (before all, after all, an empty or unknown channel, a trimmed start).
+func TestOffsetAtTime(t *testing.T) {
+	l := mustOpen(t)
+	mustInit(t, l)
+	base := time.Unix(1000, 0).UTC()
+	// 3,000 messages over 30 updates; messages of one update share a time,
+	// updates are 10 s apart: offset o has time base + ((o-1)/100)*10s.
+	for u := range 30 {
+		mustUpdate(t, l, uint64(2+u), func(tx *Tx) error {
+			for range 100 {
+				if _, err := tx.Append("c", "", []byte(`{"n":1}`), base.Add(time.Duration(u)*10*time.Second)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	cases := []struct {
+		at   time.Time
+		want uint64
+	}{
+		{base.Add(-time.Hour), 1},
+		{base, 1},
+		{base.Add(time.Nanosecond), 101},
+		{base.Add(10 * time.Second), 101},
+		{base.Add(15 * time.Second), 201},
+		{base.Add(290 * time.Second), 2901},
+		{base.Add(291 * time.Second), 3001}, // after every message: Next
+	}
+	for _, c := range cases {
+		got, info, err := l.OffsetAtTime("c", c.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want || info.Next != 3001 {
+			t.Errorf("OffsetAtTime(%v) = %d (next %d), want %d", c.at.Sub(base), got, info.Next, c.want)
+		}
+	}
+	if got, info, err := l.OffsetAtTime("empty", base); err != nil || got != 1 || info.Next != 1 {
+		t.Fatalf("unknown channel: %d, %+v, %v", got, info, err)
+	}
+	if _, _, err := l.OffsetAtTime("bad name!", base); err == nil {
+		t.Fatal("a bad channel name was searched")
+	}
+	// Trim to the newest 500 (offsets 2501-3000): older times find First.
+	mustUpdate(t, l, 40, func(tx *Tx) error {
+		if err := tx.SetRetention([]Rule{{Pattern: "c", MaxMessages: 500}}); err != nil {
+			return err
+		}
+		_, err := tx.Append("c", "", []byte(`{"n":2}`), base.Add(300*time.Second))
+		return err
+	})
+	for _, c := range []struct {
+		at   time.Time
+		want uint64
+	}{{base, 2502}, {base.Add(290 * time.Second), 2901}, {base.Add(300 * time.Second), 3001}} {
+		if got, info, err := l.OffsetAtTime("c", c.at); err != nil || got != c.want || info.First != 2502 {
+			t.Errorf("after trimming: OffsetAtTime(%v) = %d (first %d), %v; want %d", c.at.Sub(base), got, info.First, err, c.want)
+		}
+	}
+}

@@ -31,12 +31,21 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 			return ok // not: null, a type error, an escape
 		}
 		switch string(key) {
-		case "from":
+		case "from", "last", "limit", "since", "before":
 			n, ok := plainUint(b[v0:v1])
 			if !ok {
 				return false // null, a sign, a string, a fraction, out of range
 			}
-			f.From = &n
+			*uintField(&f, key) = &n
+		case "reverse":
+			switch string(b[v0:v1]) {
+			case "true":
+				f.Reverse = true
+			case "false":
+				f.Reverse = false
+			default:
+				return false // null, or a type error
+			}
 		case "data":
 			f.Data = slices.Clone(json.RawMessage(b[v0:v1]))
 		default:
@@ -182,11 +191,31 @@ func stringField(f *ClientFrame, key []byte) *string {
 		return &f.Route
 	case "token":
 		return &f.Token
+	case "since_time":
+		return &f.SinceTime
 	}
 	return nil
 }
 
-var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token"}
+// uintField returns the *uint64 field of f that key names exactly, or nil.
+func uintField(f *ClientFrame, key []byte) **uint64 {
+	switch string(key) {
+	case "from":
+		return &f.From
+	case "last":
+		return &f.Last
+	case "limit":
+		return &f.Limit
+	case "since":
+		return &f.Since
+	case "before":
+		return &f.Before
+	}
+	return nil
+}
+
+var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token",
+	"last", "limit", "since", "before", "since_time", "reverse"}
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {

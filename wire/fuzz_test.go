@@ -159,6 +159,11 @@ func FuzzDecodeFrameFast(f *testing.F) {
 		`{}`,
 		`[]`,
 		`{"op":"ping"} x`,
+		`{"op":"history","channel":"c","limit":50,"since":7,"before":90,"reverse":true,"since_time":"2026-12-07T10:00:00Z","id":"h"}`,
+		`{"op":"history","channel":"c","reverse":false,"Reverse":true}`,
+		`{"op":"history","channel":"c","reverse":null,"limit":null}`,
+		`{"op":"subscribe","channel":"c","last":1}`,
+		`{"op":"history","channel":"c","SINCE_TIME":"x","Last":2}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Client protocol ops (CONTRACT.md, "Client protocol").
@@ -15,6 +16,9 @@ const (
 	OpRequest     = "request"
 	OpPing        = "ping"
 	OpConnect     = "connect"
+	// OpHistory asks for a page of a channel's history; its answer has
+	// the same op (History).
+	OpHistory = "history"
 
 	OpConnected    = "connected"
 	OpSubscribed   = "subscribed"
@@ -62,6 +66,16 @@ type ClientFrame struct {
 	Route   string          `json:"route,omitempty"`
 	// Token is the JWT of a connect frame.
 	Token string `json:"token,omitempty"`
+	// Last, on a subscribe without from: replay the newest Last messages,
+	// then go live ("rewind").
+	Last *uint64 `json:"last,omitempty"`
+	// The history op's query: Since and Before are exclusive bounds
+	// (offsets after Since, before Before), SinceTime an RFC 3339 time.
+	Limit     *uint64 `json:"limit,omitempty"`
+	Since     *uint64 `json:"since,omitempty"`
+	Before    *uint64 `json:"before,omitempty"`
+	SinceTime string  `json:"since_time,omitempty"`
+	Reverse   bool    `json:"reverse,omitempty"`
 }
 
 // ErrFrame is wrapped by every error DecodeClientFrame returns.
@@ -115,6 +129,21 @@ func checkFrame(f ClientFrame) error {
 		if err := CheckChannel(f.Channel); err != nil {
 			return fmt.Errorf("%w: %v", ErrFrame, err)
 		}
+		if f.Last != nil && f.From != nil {
+			return fmt.Errorf("%w: subscribe takes from or last, not both", ErrFrame)
+		}
+	case OpHistory:
+		if err := CheckChannel(f.Channel); err != nil {
+			return fmt.Errorf("%w: %v", ErrFrame, err)
+		}
+		if f.Before != nil && *f.Before == 0 {
+			return fmt.Errorf("%w: before must be a positive offset", ErrFrame)
+		}
+		if f.SinceTime != "" {
+			if _, err := time.Parse(time.RFC3339Nano, f.SinceTime); err != nil {
+				return fmt.Errorf("%w: since_time %q is not an RFC 3339 time", ErrFrame, f.SinceTime)
+			}
+		}
 	case OpPublish:
 		if err := CheckChannel(f.Channel); err != nil {
 			return fmt.Errorf("%w: %v", ErrFrame, err)
@@ -163,6 +192,19 @@ type Subscribed struct {
 	Recovered bool   `json:"recovered"`
 	First     uint64 `json:"first"`
 	Next      uint64 `json:"next"`
+}
+
+// History answers a history op: the channel's epoch, first and next
+// offsets, and the page of messages (oldest first, or newest first when
+// the query was reverse).
+type History struct {
+	Op       string    `json:"op"`
+	ID       string    `json:"id,omitempty"`
+	Channel  string    `json:"channel"`
+	Epoch    string    `json:"epoch"`
+	First    uint64    `json:"first"`
+	Next     uint64    `json:"next"`
+	Messages []Message `json:"messages"`
 }
 
 // Unsubscribed answers an unsubscribe.
@@ -226,6 +268,7 @@ type ServerFrame struct {
 	Code       string          `json:"code,omitempty"`
 	Message    string          `json:"message,omitempty"`
 	Duplicate  bool            `json:"duplicate,omitempty"`
+	Messages   []Message       `json:"messages,omitempty"`
 }
 
 // AppendMessage appends the frame {"op":"message","channel":ch,"offset":off,

@@ -127,6 +127,20 @@ type MessagesResponse struct {
 	Messages []Message `json:"messages"`
 }
 
+// HistoryQuery selects messages of one channel for a history read (GET
+// /v1/channels/{channel}/messages with before, reverse or since_time, and
+// the client protocol's history op). The window is the offsets held that
+// are at least From (and, with SinceTime set, stored at or after it) and,
+// with Before set, below Before; Limit messages of it are returned, the
+// oldest first, or with Reverse the newest first.
+type HistoryQuery struct {
+	From      uint64
+	Before    uint64 // 0: no upper bound
+	SinceTime time.Time
+	Limit     int
+	Reverse   bool
+}
+
 // Node is one hub as GET /v1/cluster reports it.
 type Node struct {
 	ID      string `json:"id"`

@@ -189,6 +189,11 @@ func (l localHub) Read(ctx context.Context, channel string, from uint64, limit i
 	return gateway.PageOf(channel, res), applied, err
 }
 
+func (l localHub) History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+	res, err := l.h.Service.History(channel, q)
+	return res, wireError(err)
+}
+
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
 	return localStream{l.h.Stream.Follow(ctx, from)}, nil
 }
