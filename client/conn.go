@@ -370,7 +370,9 @@ func (c *Client) detach(cn *conn) {
 		p.retryAt = time.Time{}
 	}
 	for id, r := range c.reqs {
-		if r.sent {
+		if r.sent && r.again {
+			r.sent = false // asked again on the next connection
+		} else if r.sent {
 			delete(c.reqs, id)
 			r.finish(nil, &Error{Code: CodeUnavailable, Message: "connection lost before the response"})
 		}
@@ -457,6 +459,15 @@ func (c *Client) dispatch(cn *conn, f *wire.ServerFrame) {
 		if ok {
 			delete(c.reqs, f.ID)
 			r.finish(f.Data, nil)
+		}
+		c.mu.Unlock()
+	case wire.OpHistory:
+		c.mu.Lock()
+		r, ok := c.reqs[f.ID]
+		if ok {
+			delete(c.reqs, f.ID)
+			r.reply = f
+			r.finish(nil, nil)
 		}
 		c.mu.Unlock()
 	case wire.OpError:

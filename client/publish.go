@@ -78,8 +78,12 @@ type pendingReq struct {
 	frame []byte
 	seq   uint64
 	sent  bool
+	// again: sent again on the next connection when the connection is
+	// lost before the answer (a read, which is safe to repeat).
+	again bool
 	done  chan struct{}
 	data  json.RawMessage
+	reply *wire.ServerFrame // the whole answer, for a history read
 	err   error
 }
 
@@ -352,13 +356,30 @@ func (c *Client) Request(ctx context.Context, route string, data any) (json.RawM
 		}
 		f.Data = raw
 	}
-	r := &pendingReq{done: make(chan struct{})}
+	r, err := c.ask(ctx, f, false)
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("request %s: %w", route, err)
+	}
+	return r.data, nil
+}
+
+// ask sends f (a request or a read) with a new id and waits for its answer
+// (its pendingReq, finished) or its error frame's *Error. again: f is sent
+// again on the next connection if the connection is lost before the
+// answer. It waits for a connection if there is none, and gives up with an
+// *Error of code timeout after Config.RequestTimeout, with ctx's error, or
+// with ErrClosed.
+func (c *Client) ask(ctx context.Context, f wire.ClientFrame, again bool) (*pendingReq, error) {
+	r := &pendingReq{again: again, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
-	f.ID = c.nextID("r")
+	f.ID = c.nextID(f.Op[:1])
 	r.seq = c.seq
 	r.frame = encode(f)
 	c.reqs[f.ID] = r
@@ -373,15 +394,9 @@ func (c *Client) Request(ctx context.Context, route string, data any) (json.RawM
 	var err error
 	select {
 	case <-r.done:
-		if r.err != nil {
-			if errors.Is(r.err, ErrClosed) {
-				return nil, ErrClosed
-			}
-			return nil, fmt.Errorf("request %s: %w", route, r.err)
-		}
-		return r.data, nil
+		return r, r.err
 	case <-timer.C:
-		err = &Error{Code: CodeTimeout, Message: fmt.Sprintf("no response within %v", c.cfg.RequestTimeout)}
+		err = &Error{Code: CodeTimeout, Message: fmt.Sprintf("no answer within %v", c.cfg.RequestTimeout)}
 	case <-ctx.Done():
 		err = c.waitErr(ctx)
 	case <-c.closeCh:
@@ -391,12 +406,9 @@ func (c *Client) Request(ctx context.Context, route string, data any) (json.RawM
 	if c.reqs[f.ID] == r {
 		delete(c.reqs, f.ID)
 		c.mu.Unlock()
-		return nil, fmt.Errorf("request %s: %w", route, err)
+		return nil, err
 	}
 	c.mu.Unlock()
 	<-r.done // answered meanwhile
-	if r.err != nil {
-		return nil, fmt.Errorf("request %s: %w", route, r.err)
-	}
-	return r.data, nil
+	return r, r.err
 }

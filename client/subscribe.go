@@ -50,6 +50,7 @@ type SubscribeOption func(*subOptions)
 type subOptions struct {
 	from         *uint64
 	epoch        string
+	last         uint64
 	onSubscribed func(SubscribedInfo)
 }
 
@@ -66,6 +67,15 @@ func From(offset uint64) SubscribeOption {
 // effect.
 func Epoch(epoch string) SubscribeOption {
 	return func(o *subOptions) { o.epoch = epoch }
+}
+
+// Last starts a subscription that has no position (no From, none in the
+// Store) with the newest n messages of the channel, then live ones: a
+// dashboard's "latest value" is Last(1). Without it such a subscription
+// starts with live messages only. Once a position is known (after the
+// first subscribed), reconnects resume from it as usual.
+func Last(n uint64) SubscribeOption {
+	return func(o *subOptions) { o.last = n }
 }
 
 // OnSubscribed has f called with the gateway's answer to every subscribe of
@@ -100,6 +110,7 @@ type Subscription struct {
 	state      subState
 	subID      string // id of the subscribe in flight
 	hasPos     bool   // last and epoch hold a position
+	rewind     uint64 // Last(n): while !hasPos, subscribe with last n
 	last       uint64 // last offset delivered (or to skip)
 	epoch      string
 	next       uint64 // next, from the last subscribed
@@ -162,7 +173,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, handler func(Mes
 		opt(&o)
 	}
 	s := &Subscription{c: c, channel: channel, handler: handler, onSubscribed: o.onSubscribed,
-		first: make(chan struct{}), done: make(chan struct{})}
+		rewind: o.last, first: make(chan struct{}), done: make(chan struct{})}
 	if o.from != nil {
 		s.hasPos, s.last, s.epoch = true, max(*o.from, 1)-1, o.epoch
 	} else {
@@ -221,10 +232,13 @@ func (c *Client) sendSubscribe(cn *conn, s *Subscription) {
 	s.state = subSent
 	f := wire.ClientFrame{Op: wire.OpSubscribe, ID: s.subID, Channel: s.channel}
 	s.askedFrom, s.askedEpoch = 0, ""
-	if s.hasPos {
+	switch {
+	case s.hasPos:
 		from := s.last + 1
 		f.From, f.Epoch = &from, s.epoch
 		s.askedFrom, s.askedEpoch = from, s.epoch
+	case s.rewind > 0:
+		f.Last = &s.rewind
 	}
 	cn.enqueue(encode(f))
 }
@@ -297,6 +311,11 @@ func (c *Client) onSubscribed(cn *conn, f *wire.ServerFrame) {
 		From: s.askedFrom, FromEpoch: s.askedEpoch}
 	oldLast, oldEpoch, oldHas := s.last, s.epoch, s.hasPos
 	switch {
+	case !s.hasPos && s.rewind > 0:
+		// A rewind: the gateway replays from the newest rewind messages
+		// (or the oldest held, if fewer).
+		next := max(f.Next, 1)
+		s.last = max(next-min(s.rewind, next-1), f.First, 1) - 1
 	case !s.hasPos:
 		// Live only: resume after a reconnect from what is next now.
 		s.last = max(f.Next, 1) - 1

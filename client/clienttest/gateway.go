@@ -520,6 +520,8 @@ func (g *Gateway) handle(c *gconn, b []byte) bool {
 		default:
 			g.writeError(c, f.ID, wire.CodeNotFound, fmt.Sprintf("no worker serves route %q", f.Route))
 		}
+	case wire.OpHistory:
+		g.history(c, f)
 	case wire.OpPing:
 		g.write(c, mustJSON(struct {
 			Op string `json:"op"`
@@ -586,6 +588,9 @@ func (g *Gateway) subscribe(c *gconn, f wire.ClientFrame) {
 	ans := wire.Subscribed{Op: wire.OpSubscribed, ID: f.ID, Channel: f.Channel, Epoch: ch.epoch,
 		Recovered: true, First: ch.first, Next: ch.next()}
 	start := ch.next()
+	if f.Last != nil {
+		start = max(ch.next()-min(*f.Last, ch.next()-1), ch.first)
+	}
 	if f.From != nil {
 		start = max(*f.From, 1)
 		if (f.Epoch != "" && f.Epoch != ch.epoch) || start < ch.first {
@@ -605,6 +610,33 @@ func (g *Gateway) subscribe(c *gconn, f wire.ClientFrame) {
 	}
 	c.subs[f.Channel] = true
 	g.write(c, frame)
+}
+
+// history answers a history frame (since, before, limit, reverse; not
+// since_time); g.mu is held.
+func (g *Gateway) history(c *gconn, f wire.ClientFrame) {
+	ch := g.channel(f.Channel)
+	lo, hi := ch.first, ch.next() // the window [lo, hi)
+	if f.Since != nil {
+		lo = max(lo, *f.Since+1)
+	}
+	if f.Before != nil {
+		hi = min(hi, *f.Before)
+	}
+	limit := uint64(100)
+	if f.Limit != nil {
+		limit = *f.Limit
+	}
+	ans := wire.History{Op: wire.OpHistory, ID: f.ID, Channel: f.Channel, Epoch: ch.epoch,
+		First: ch.first, Next: ch.next(), Messages: []wire.Message{}}
+	for i := uint64(0); i < limit && lo+i < hi; i++ {
+		off := lo + i
+		if f.Reverse {
+			off = hi - 1 - i
+		}
+		ans.Messages = append(ans.Messages, wire.Message{Offset: off, Data: ch.msgs[off-ch.first]})
+	}
+	g.write(c, mustJSON(ans))
 }
 
 // publish stores f's data once per id and acks it ("duplicate": true for
