@@ -166,6 +166,9 @@ export interface SubscribeOptions {
   from?: number;
   /** The epoch that from belongs to. */
   epoch?: string;
+  /** Without from or a remembered position: start with the newest `last`
+   * messages (a rewind; 1 is "the latest value"), then live ones. */
+  last?: number;
   /** Called with every answer to this subscription's subscribes. */
   onSubscribed?: (info: SubscribedInfo) => void;
 }
@@ -245,7 +248,33 @@ export class Comet {
    * this many ms (the message may still be stored). */
   publish(channel: string, data: unknown, options?: { id?: string; timeout?: number }): Promise<Ack>;
   request<T = unknown>(route: string, data?: unknown, options?: { timeout?: number }): Promise<T>;
+  /** A page of a channel's history, from the hubs' log; asked again after
+   * a reconnect. */
+  history<T = unknown>(channel: string, options?: HistoryOptions): Promise<HistoryPage<T>>;
   ping(options?: { timeout?: number }): Promise<void>;
+}
+
+export interface HistoryOptions {
+  /** Most messages returned (default 100, at most 1000). */
+  limit?: number;
+  /** Messages after this offset (page forwards with the last one seen). */
+  since?: number;
+  /** Messages before this offset (page backwards, with reverse). */
+  before?: number;
+  /** Messages stored at or after this time. */
+  sinceTime?: Date | string;
+  /** Newest first. */
+  reverse?: boolean;
+  timeout?: number;
+}
+
+export interface HistoryPage<T = unknown> {
+  channel: string;
+  epoch: string;
+  /** The oldest offset held, and the offset the next message will get. */
+  first: number;
+  next: number;
+  messages: { offset: number; data: T; time: string }[];
 }
 
 export function autoReconnect(options?: AutoReconnectOptions): Plugin;

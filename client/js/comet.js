@@ -426,8 +426,9 @@ export class Comet extends Emitter {
 
   /** subscribe delivers channel's messages to handler, in offset order, each
    * offset once. It starts at opts.from (1: all retained history) if given,
-   * else after the position remembered for the channel, else with live
-   * messages only. */
+   * else after the position remembered for the channel, else with the
+   * newest opts.last messages (a rewind: last 1 is "the latest value"), else
+   * with live messages only. */
   subscribe(channel, handler = null, opts = {}) {
     checkChannel(channel);
     if (this._subs.has(channel)) throw new Error(`comet: already subscribed to ${channel}`);
@@ -484,13 +485,37 @@ export class Comet extends Emitter {
     return this._call(frame, timeout);
   }
 
+  /** history reads a page of channel's history from the hubs' log: the
+   * promise resolves with {channel, epoch, first, next, messages}, each
+   * message {offset, data, time}. opts: limit (default 100, at most 1000),
+   * since (messages after this offset: page forwards with the last offset
+   * seen), before (messages before this offset: page backwards with
+   * reverse and the oldest seen), sinceTime (a Date or RFC 3339 string),
+   * reverse (newest first), timeout. The page holds at least every message
+   * this connection was sent or had acknowledged on the channel. A read
+   * whose connection drops is asked again on the next one. */
+  history(channel, { limit, since, before, sinceTime, reverse = false, timeout = this.options.requestTimeout } = {}) {
+    try { checkChannel(channel); } catch (err) { return Promise.reject(err); }
+    const frame = { op: 'history', channel };
+    if (limit !== undefined) frame.limit = limit;
+    if (since) frame.since = since;
+    if (before) frame.before = before;
+    if (sinceTime) frame.since_time = sinceTime instanceof Date ? sinceTime.toISOString() : String(sinceTime);
+    if (reverse) frame.reverse = true;
+    return this._call(frame, timeout, true).then((f) => ({
+      channel, epoch: f.epoch, first: f.first || 0, next: f.next || 0, messages: f.messages || [],
+    }));
+  }
+
   /** ping asks the gateway for a pong; it fails like request. */
   ping({ timeout = this.options.requestTimeout } = {}) { return this._call({ op: 'ping' }, timeout); }
 
-  _call(frame, timeout) {
+  // _call sends frame with an id and settles with its answer; again: sent
+  // again on the next connection if this one drops first (a read).
+  _call(frame, timeout, again = false) {
     return new Promise((resolve, reject) => {
       const id = this._nextId('r');
-      const r = { frame: { ...frame, id }, seq: ++this._seq, sent: false, resolve, reject };
+      const r = { frame: { ...frame, id }, seq: ++this._seq, sent: false, again, resolve, reject };
       r.timer = this.clock.setTimeout(() => {
         if (this._reqs.delete(id)) reject(new CometError('timeout', `no answer within ${timeout} ms`));
       }, timeout);
@@ -706,6 +731,7 @@ export class Comet extends Emitter {
     for (const p of this._pubs.values()) { this.clock.clearTimeout(p.timer); Object.assign(p, { timer: null, sent: false }); }
     Object.assign(this, { _pubQueue: [...this._pubs.values()], _pubHead: 0, _inflight: 0 });
     for (const [id, r] of this._reqs) {
+      if (r.again) r.sent = false; // asked again on the next connection
       if (!r.sent) continue;
       this._reqs.delete(id);
       this.clock.clearTimeout(r.timer);
@@ -746,6 +772,13 @@ export class Comet extends Emitter {
         this._reqs.delete(f.id);
         this.clock.clearTimeout(r.timer);
         return r.resolve(f.data);
+      }
+      case 'history': {
+        const r = this._reqs.get(f.id);
+        if (!r) return;
+        this._reqs.delete(f.id);
+        this.clock.clearTimeout(r.timer);
+        return r.resolve(f);
       }
       case 'error': return this._onError(conn, f);
       case 'connected': this.user = f.user || null; return; // the answer to a fresh token
@@ -804,6 +837,8 @@ export class Comet extends Emitter {
       f.from = s.last + 1;
       if (s.epoch) f.epoch = s.epoch;
       Object.assign(s, { askedFrom: f.from, askedEpoch: s.epoch });
+    } else if (s.opts.last > 0) {
+      f.last = s.opts.last;
     }
     this._send(f);
   }
@@ -865,7 +900,8 @@ export class Comet extends Emitter {
     Object.assign(s, { wire: 'active', attempts: 0, subId: '' });
     const first = f.first || 0, next = f.next || 0;
     const info = { channel: f.channel, epoch: f.epoch, recovered: f.recovered !== false, first, next, from: s.askedFrom, fromEpoch: s.askedEpoch };
-    if (!s.hasPos) s.last = Math.max(next, 1) - 1; // live only: resume later from what is next now
+    const rewind = s.opts.last > 0 ? Math.min(s.opts.last, Math.max(next, 1) - 1) : 0;
+    if (!s.hasPos) s.last = Math.max(next - rewind, first, 1) - 1; // live only (or a rewind): resume later from here
     else if (s.epoch && s.epoch !== f.epoch) s.last = Math.max(first, 1) - 1; // a new history: replay from first
     else if (!info.recovered && first > 0 && s.last < first - 1) s.last = first - 1; // trimmed: gone for good
     Object.assign(s, { hasPos: true, epoch: f.epoch, next, state: 'subscribed' });

@@ -685,3 +685,56 @@ test('publish window: a retried or timed-out publish keeps the count right; clos
   for (const p of [p4, p5, p6]) await assert.rejects(p, (e) => e.code === 'closed');
   assert.throws(() => new Comet({ urls: 'ws://a.test/ws', autoOpen: false, storage: null, maxPublishesInFlight: 0 }), /maxPublishesInFlight/);
 });
+
+test('history: the protocol frame, the page, asked again after a reconnect', async () => {
+  const env = newClient({ requestTimeout: 5000 });
+  const { c, clock, net } = env;
+  let conn = await connect(env);
+  const h1 = c.history('chat', { limit: 2, before: 10, reverse: true, sinceTime: new Date(Date.UTC(2026, 11, 7)) });
+  let [f] = conn.frames('history');
+  assert.deepEqual(Object.keys(f).sort(), ['before', 'channel', 'id', 'limit', 'op', 'reverse', 'since_time']);
+  assert.deepEqual([f.channel, f.limit, f.before, f.reverse, f.since_time], ['chat', 2, 10, true, '2026-12-07T00:00:00.000Z']);
+  conn.push({ op: 'history', id: f.id, channel: 'chat', epoch: 'E', first: 1, next: 12,
+    messages: [{ offset: 9, data: { n: 9 }, time: 't9' }, { offset: 8, data: { n: 8 }, time: 't8' }] });
+  const page = await h1;
+  assert.deepEqual([page.epoch, page.first, page.next, page.messages.map((m) => m.offset)], ['E', 1, 12, [9, 8]]);
+  // A read whose connection drops is asked again on the next one.
+  const h2 = c.history('chat', { since: 3 });
+  [f] = conn.frames('history').slice(-1);
+  assert.deepEqual([f.since, f.limit, f.reverse], [3, undefined, undefined]);
+  conn.drop(1006);
+  clock.tick(1000);
+  await settle();
+  conn = net.last();
+  conn.connected();
+  const [again] = conn.frames('history');
+  assert.equal(again.since, 3);
+  conn.push({ op: 'history', id: again.id, channel: 'chat', epoch: 'E', first: 1, next: 5, messages: [{ offset: 4, data: 1, time: 't' }] });
+  assert.deepEqual((await h2).messages.map((m) => m.offset), [4]);
+  await assert.rejects(c.history('bad name'), /bad channel/);
+  const h3 = c.history('chat');
+  conn.push({ op: 'error', id: conn.frames('history').at(-1).id, code: 'forbidden', message: 'no' });
+  await assert.rejects(h3, (e) => e.code === 'forbidden');
+  c.close();
+});
+
+test('subscribe last: a rewind while there is no position, then resume from it', async () => {
+  const env = newClient();
+  const { c, clock, net } = env;
+  const got = [];
+  c.subscribe('ticker', (m) => got.push(m.offset), { last: 2 });
+  let conn = await connect(env);
+  let [s] = conn.frames('subscribe');
+  assert.deepEqual([s.last, s.from], [2, undefined]);
+  conn.push({ op: 'subscribed', id: s.id, channel: 'ticker', epoch: 'E', recovered: true, first: 1, next: 11 },
+    { op: 'message', channel: 'ticker', offset: 9, data: 1 }, { op: 'message', channel: 'ticker', offset: 10, data: 1 });
+  assert.deepEqual(got, [9, 10]);
+  conn.drop(1006);
+  clock.tick(1000);
+  await settle();
+  conn = net.last();
+  conn.connected();
+  [s] = conn.frames('subscribe');
+  assert.deepEqual([s.from, s.last], [11, undefined]);
+  c.close();
+});
