@@ -90,18 +90,21 @@ func (h *memHub) Read(ctx context.Context, ch string, from uint64, limit int) (P
 
 // History answers forward reads from q.From only (the benchmarks ask no
 // more of it).
-func (h *memHub) History(ctx context.Context, ch string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+func (h *memHub) History(ctx context.Context, ch string, q wire.HistoryQuery) (HistoryPage, error) {
 	if q.Reverse || q.Before != 0 || !q.SinceTime.IsZero() {
-		return wire.MessagesResponse{}, &wire.Error{Code: wire.CodeBadRequest, Message: "memHub: forward reads only"}
+		return HistoryPage{}, &wire.Error{Code: wire.CodeBadRequest, Message: "memHub: forward reads only"}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	all := h.msgs[ch]
-	res := wire.MessagesResponse{Epoch: "e", First: 1, Next: uint64(len(all)) + 1}
+	page := HistoryPage{Epoch: "e", First: 1, Next: uint64(len(all)) + 1}
+	msgs := []wire.Message{}
 	if q.From >= 1 && q.From <= uint64(len(all)) {
-		res.Messages = slices.Clone(all[q.From-1 : min(uint64(len(all)), q.From-1+uint64(q.Limit))])
+		msgs = all[q.From-1 : min(uint64(len(all)), q.From-1+uint64(q.Limit))]
 	}
-	return res, nil
+	var err error
+	page.Messages, err = json.Marshal(msgs)
+	return page, err
 }
 
 func (h *memHub) Stream(ctx context.Context, from uint64) (StreamReader, error) {

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/comethq/comet/wire"
@@ -111,17 +113,13 @@ func (c *conn) history(f wire.ClientFrame) {
 			c.sendError(f.ID, errorCode(err), err.Error())
 			return
 		}
-		if res.Messages == nil {
-			res.Messages = []wire.Message{}
-		}
-		c.send(wire.History{Op: wire.OpHistory, ID: f.ID, Channel: f.Channel, Epoch: res.Epoch,
-			First: res.First, Next: res.Next, Messages: res.Messages})
+		c.enqueue(appendHistory(nil, f.ID, f.Channel, res))
 	}()
 }
 
 // readHistory reads q from the hubs until an answer of epoch reaches
 // floor (or is of another epoch: the channel was reset), for historyWait.
-func (c *conn) readHistory(channel string, q wire.HistoryQuery, epoch string, floor uint64) (wire.MessagesResponse, error) {
+func (c *conn) readHistory(channel string, q wire.HistoryQuery, epoch string, floor uint64) (HistoryPage, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, historyWait)
 	defer cancel()
 	backoff := newBackoff(5*time.Millisecond, 200*time.Millisecond)
@@ -140,4 +138,31 @@ func (c *conn) readHistory(channel string, q wire.HistoryQuery, epoch string, fl
 		}
 		backoff.wait(ctx)
 	}
+}
+
+// appendHistory appends the history answer of page to b: a wire.History
+// object whose messages are page.Messages as the hub wrote them.
+func appendHistory(b []byte, id, channel string, page HistoryPage) []byte {
+	b = append(b, `{"op":"history"`...)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
+	b = append(b, `,"channel":"`...)
+	b = append(b, channel...) // a valid name needs no escaping
+	b = append(b, `","epoch":`...)
+	b = appendJSONString(b, page.Epoch)
+	b = append(b, `,"first":`...)
+	b = strconv.AppendUint(b, page.First, 10)
+	b = append(b, `,"next":`...)
+	b = strconv.AppendUint(b, page.Next, 10)
+	b = append(b, `,"messages":`...)
+	b = append(b, page.Messages...)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always encodes
+	return append(b, q...)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,5 +198,75 @@ func TestSubscribeLast(t *testing.T) {
 	c.send(`{"op":"subscribe","channel":"other","last":3,"from":1,"id":"x"}`)
 	if f := c.expect(wire.OpError); f.Code != wire.CodeBadRequest || !strings.Contains(f.Message, "not both") {
 		t.Fatalf("last and from: %+v", f)
+	}
+}
+
+// BenchmarkHistory1000 asks a gateway over WebSocket for pages of 1,000
+// messages of 128 bytes, reverse and forward, from a channel of 100,000
+// on a hub served over HTTP in process (the gateway and the hub share the
+// machine's cores with the client). One op is one page, asked and read.
+//
+//	go test ./gateway -run '^$' -bench History1000 -benchtime 200x
+func BenchmarkHistory1000(b *testing.B) {
+	hub := startHub(b)
+	data := json.RawMessage(`{"text":"` + strings.Repeat("x", 117) + `"}`) // 128 bytes
+	const total = 100_000
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	for range total {
+		wg.Add(1)
+		hub.Service.PublishAsync(context.Background(), "big", data, "", func(_ wire.PublishResponse, err error) {
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	g := startGateway(b, httpHubs(b, hub.api), Config{})
+	c := dial(b, g.url)
+	for _, tc := range []struct{ name, q string }{
+		{"reverse", `"limit":1000,"reverse":true`},
+		{"forward", `"limit":1000,"since":50000`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c.t = b
+			for b.Loop() {
+				c.send(`{"op":"history","channel":"big","id":"h",` + tc.q + `}`)
+				if f := c.expect(wire.OpHistory); len(f.Messages) != 1000 {
+					b.Fatalf("%d messages", len(f.Messages))
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/page")
+		})
+	}
+}
+
+// appendHistory writes what encoding/json writes of the same wire.History,
+// ids that need escaping included.
+func TestAppendHistory(t *testing.T) {
+	msgs := []wire.Message{{Offset: 7, Data: json.RawMessage(`{"a":"b\n"}`), Time: time.Date(2026, 12, 7, 1, 2, 3, 4, time.UTC)}}
+	raw, err := json.Marshal(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "h1", `q"uote\and<html>`, "naïve\u2028"} {
+		want, err := json.Marshal(wire.History{Op: wire.OpHistory, ID: id, Channel: "room:1", Epoch: "E\"1",
+			First: 3, Next: 8, Messages: msgs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendHistory(nil, id, "room:1", HistoryPage{Epoch: "E\"1", First: 3, Next: 8, Messages: raw})
+		if string(got) != string(want) {
+			t.Errorf("id %q:\n got %s\nwant %s", id, got, want)
+		}
 	}
 }

@@ -27,7 +27,7 @@ type Hub interface {
 	// least every entry up to it).
 	Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error)
 	// History answers a history read (wire.HistoryQuery).
-	History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error)
+	History(ctx context.Context, channel string, q wire.HistoryQuery) (HistoryPage, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
 	// Its first line should say at once where it starts (a heartbeat whose
 	// Applied is the index it starts after): until a stream opened from now
@@ -122,8 +122,18 @@ func (h *HTTPHubs) Read(ctx context.Context, channel string, from uint64, limit 
 	return Page{}, 0, err
 }
 
+// HistoryPage is a page of a channel's history: its epoch, first and next
+// offsets, and the messages as the JSON array the hub API answers with
+// (wire.Message objects), which the gateway passes on to the client as it
+// is.
+type HistoryPage struct {
+	Epoch       string
+	First, Next uint64
+	Messages    json.RawMessage
+}
+
 // History reads a page of history from the first hub that answers.
-func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQuery) (HistoryPage, error) {
 	v := url.Values{"from": {strconv.FormatUint(q.From, 10)}, "limit": {strconv.Itoa(q.Limit)}}
 	if q.Before != 0 {
 		v.Set("before", strconv.FormatUint(q.Before, 10))
@@ -137,15 +147,18 @@ func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQu
 	path := "/v1/channels/" + url.PathEscape(channel) + "/messages?" + v.Encode()
 	var err error
 	for _, addr := range h.Order() {
-		var res wire.MessagesResponse
+		var res HistoryPage
 		if err = h.Client().Get(ctx, addr, path, &res); err == nil {
+			if len(res.Messages) == 0 || res.Messages[0] != '[' {
+				return HistoryPage{}, fmt.Errorf("history of %s from %s: no messages array", channel, addr)
+			}
 			return res, nil
 		}
 		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
 			return res, err
 		}
 	}
-	return wire.MessagesResponse{}, err
+	return HistoryPage{}, err
 }
 
 // read reads a page in frames (format=frames: see wire.FramesType).

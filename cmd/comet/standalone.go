@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -189,9 +190,13 @@ func (l localHub) Read(ctx context.Context, channel string, from uint64, limit i
 	return gateway.PageOf(channel, res), applied, err
 }
 
-func (l localHub) History(ctx context.Context, channel string, q wire.HistoryQuery) (wire.MessagesResponse, error) {
+func (l localHub) History(ctx context.Context, channel string, q wire.HistoryQuery) (gateway.HistoryPage, error) {
 	res, err := l.h.Service.History(channel, q)
-	return res, wireError(err)
+	if err != nil {
+		return gateway.HistoryPage{}, wireError(err)
+	}
+	msgs, err := json.Marshal(res.Messages)
+	return gateway.HistoryPage{Epoch: res.Epoch, First: res.First, Next: res.Next, Messages: msgs}, err
 }
 
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
