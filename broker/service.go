@@ -71,6 +71,11 @@ type Config struct {
 	// should be given the same rules. Nil keeps the stored rules (or the
 	// built-in defaults).
 	Retention []log.Rule
+	// Namespaces, when not nil, is this hub's namespace configuration (its
+	// config file's): the leader replicates it when it differs from the
+	// cluster's, so every hub should be given the same, or none (nil: the
+	// namespaces are set with PUT /v1/namespaces alone).
+	Namespaces []wire.Namespace
 	// MaxIDs is the most publish ids the hubs hold for idempotency, across
 	// channels (default log.DefaultMaxIDs; negative: no limit); past it a
 	// publish with a new id is refused, unavailable. The leader replicates
@@ -157,6 +162,8 @@ type Service struct {
 	client  *hubapi.Client // to other hubs
 	router  *router        // requests to workers (bus sessions), on the leader
 	fwd     *forwarder     // PublishAsync's publishes to the leader (forwarder.go)
+	nsCache namespaceCache // the namespaces, as applied (namespaces.go)
+	nsMu    sync.Mutex     // one SetNamespaces at a time, on the leader
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -442,6 +449,9 @@ func (s *Service) checkData(channel string, data json.RawMessage, id string, dec
 	}
 	if len(data) > s.cfg.MaxMessageBytes {
 		return nil, fmt.Errorf("%w: data is %d bytes, the limit is %d", ErrTooLarge, len(data), s.cfg.MaxMessageBytes)
+	}
+	if ns := s.namespaceOf(channel); ns != nil && ns.MaxMessageBytes > 0 && len(data) > ns.MaxMessageBytes {
+		return nil, fmt.Errorf("%w: data is %d bytes, the limit of namespace %s is %d", ErrTooLarge, len(data), ns.Name, ns.MaxMessageBytes)
 	}
 	if bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0 {
 		if !decoded && !wire.Valid(data) {
@@ -753,6 +763,7 @@ func (s *Service) duties(ctx context.Context) {
 			leading, lastSweep = true, time.Now()
 		}
 		s.register(ctx)
+		s.replicateNamespaces(ctx)
 		s.replicateRetention()
 		s.replicateMaxIDs()
 		if time.Since(lastSweep) >= s.cfg.SweepInterval {
@@ -823,14 +834,19 @@ func (s *Service) replicateRetention() {
 		return
 	}
 	cur, err := s.log.Retention()
-	if err != nil || slices.Equal(cur, s.cfg.Retention) {
+	if err != nil {
 		return
 	}
-	if _, err := s.node.Apply(&raft.Command{Retention: s.cfg.Retention}); err != nil {
+	ns, _ := s.namespaces()
+	want := withNamespaceRetention(ns.Namespaces, s.cfg.Retention)
+	if slices.Equal(cur, want) {
+		return
+	}
+	if _, err := s.node.Apply(&raft.Command{Retention: want}); err != nil {
 		s.logger.Warn("replicate retention failed", "err", err)
 		return
 	}
-	s.logger.Info("replicated retention rules", "rules", len(s.cfg.Retention))
+	s.logger.Info("replicated retention rules", "rules", len(want))
 }
 
 // replicateMaxIDs proposes this hub's MaxIDs when the stored one differs.

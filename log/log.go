@@ -169,9 +169,10 @@ type Log struct {
 	// wmu makes an Update and the change of ids that follows its commit
 	// one step: bbolt lets the next writer in as soon as it has committed.
 	wmu     sync.Mutex
-	ids     *idIndex     // of the committed state, but in an Update; under wmu or mu
-	bufs    segBufs      // segment buffers for Updates, under wmu
-	refused atomic.Int64 // publishes refused with ErrTooManyIDs, committed
+	ids     *idIndex      // of the committed state, but in an Update; under wmu or mu
+	bufs    segBufs       // segment buffers for Updates, under wmu
+	refused atomic.Int64  // publishes refused with ErrTooManyIDs, committed
+	kvGen   atomic.Uint64 // KVGeneration
 
 	// Faults (fault.go), under fmu.
 	fmu     sync.Mutex
@@ -425,6 +426,11 @@ func (l *Log) Get(key string) []byte {
 	})
 	return v
 }
+
+// KVGeneration changes whenever the key/value pairs of Tx.Put may have
+// changed (an Update that put or deleted one, a Restore): a caller that
+// keeps a value decoded from Get reads it again when it changes.
+func (l *Log) KVGeneration() uint64 { return l.kvGen.Load() }
 
 // Scan calls fn for every key with the given prefix stored by Tx.Put.
 func (l *Log) Scan(prefix string, fn func(key string, value []byte)) error {
@@ -707,6 +713,9 @@ func (l *Log) Update(index uint64, fn func(tx *Tx) error) (bool, error) {
 		l.ids.commit(done.clock)
 		committed = true
 		l.refused.Add(int64(done.refused))
+		if done.putKV {
+			l.kvGen.Add(1)
+		}
 	}
 	return done != nil, err
 }
@@ -815,6 +824,7 @@ func (l *Log) Restore(r io.Reader) error {
 		return err
 	}
 	l.db, l.ids = db, ids
+	l.kvGen.Add(1)
 	if replaced == nil {
 		l.restored()
 	}

@@ -138,3 +138,27 @@ func TestOffsetAtTime(t *testing.T) {
 		}
 	}
 }
+
+// KVGeneration moves with an Update that puts or deletes a key, and only
+// then.
+func TestKVGeneration(t *testing.T) {
+	l := mustOpen(t)
+	mustInit(t, l)
+	g0 := l.KVGeneration()
+	mustUpdate(t, l, 2, func(tx *Tx) error {
+		_, err := tx.Append("c", "", []byte(`1`), time.Unix(100, 0))
+		return err
+	})
+	if g := l.KVGeneration(); g != g0 {
+		t.Fatalf("an append moved it: %d -> %d", g0, g)
+	}
+	mustUpdate(t, l, 3, func(tx *Tx) error { return tx.Put("k", []byte("v")) })
+	g1 := l.KVGeneration()
+	if g1 == g0 || string(l.Get("k")) != "v" {
+		t.Fatalf("a put: %d -> %d, %q", g0, g1, l.Get("k"))
+	}
+	mustUpdate(t, l, 4, func(tx *Tx) error { return tx.Put("k", nil) })
+	if g := l.KVGeneration(); g == g1 || l.Get("k") != nil {
+		t.Fatalf("a delete: %d -> %d", g1, g)
+	}
+}

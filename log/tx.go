@@ -38,7 +38,8 @@ type Tx struct {
 	clock   int64    // the log's clock once this Update commits (finish)
 	maxIDs  int      // sys/maxids, once read (maxOK)
 	maxOK   bool
-	refused int // publishes refused with ErrTooManyIDs
+	refused int  // publishes refused with ErrTooManyIDs
+	putKV   bool // Put was called
 }
 
 type chanState struct {
@@ -254,6 +255,7 @@ func (tx *Tx) Put(key string, value []byte) error {
 		return fmt.Errorf("%w: %d bytes", ErrBadKey, len(key))
 	}
 	k := []byte(prefixKV + key)
+	tx.putKV = true
 	if value == nil {
 		return tx.sys.Delete(k)
 	}
