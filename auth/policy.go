@@ -108,6 +108,25 @@ func (p *Policy) Rules() []Rule {
 	return out
 }
 
+// Granted reports whether the token of the connection id grants op on
+// channel: a pattern of its subscribe or publish claim matches, with {sub}
+// filled by its user. Anonymous connections have no grants.
+func Granted(id Identity, op Op, channel string) bool {
+	if id.Anonymous() {
+		return false
+	}
+	grants := id.Subscribe
+	if op == Publish {
+		grants = id.Publish
+	}
+	for _, g := range grants {
+		if match(g, id.User, channel) {
+			return true
+		}
+	}
+	return false
+}
+
 // Allow reports whether the connection of id may do op on channel: the
 // token's grants first, then the first rule that covers the channel (see
 // the package doc). An unknown op is denied.
@@ -115,21 +134,11 @@ func (p *Policy) Allow(id Identity, op Op, channel string) bool {
 	if p == nil {
 		return true
 	}
-	var grants []string
-	switch op {
-	case Subscribe:
-		grants = id.Subscribe
-	case Publish:
-		grants = id.Publish
-	default:
+	if op != Subscribe && op != Publish {
 		return false
 	}
-	if !id.Anonymous() {
-		for _, g := range grants {
-			if match(g, id.User, channel) {
-				return true
-			}
-		}
+	if Granted(id, op, channel) {
+		return true
 	}
 	if len(p.rules) == 0 {
 		return true

@@ -117,11 +117,3 @@ func authFailure(err error) string {
 		return "no_key"
 	}
 }
-
-// allowed reports whether the connection may do op on channel.
-func (c *conn) allowed(op auth.Op, channel string) bool {
-	c.mu.Lock()
-	id := c.ident
-	c.mu.Unlock()
-	return c.s.cfg.Policy.Allow(id, op, channel)
-}

@@ -107,6 +107,10 @@ func (h *memHub) History(ctx context.Context, ch string, q wire.HistoryQuery) (H
 	return page, err
 }
 
+func (h *memHub) Namespaces(ctx context.Context) (wire.Namespaces, error) {
+	return wire.Namespaces{Namespaces: []wire.Namespace{}}, nil
+}
+
 func (h *memHub) Stream(ctx context.Context, from uint64) (StreamReader, error) {
 	h.mu.Lock()
 	first := len(h.froms) == 0

@@ -169,24 +169,24 @@ func (c *conn) readLoop() {
 		}
 		switch f.Op {
 		case wire.OpSubscribe:
-			if !c.allowed(auth.Subscribe, f.Channel) {
-				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to subscribe to %q", f.Channel))
+			if r := c.may(opSubscribe, f.Channel); r.code != "" {
+				c.sendError(f.ID, r.code, r.msg)
 				continue
 			}
 			c.subscribe(f)
 		case wire.OpUnsubscribe:
 			c.unsubscribe(f)
 		case wire.OpPublish:
-			if !c.allowed(auth.Publish, f.Channel) {
-				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to publish to %q", f.Channel))
+			if r := c.may(opPublish, f.Channel); r.code != "" {
+				c.sendError(f.ID, r.code, r.msg)
 				continue
 			}
 			c.publish(f)
 		case wire.OpRequest:
 			c.request(f)
 		case wire.OpHistory:
-			if !c.allowed(auth.Subscribe, f.Channel) {
-				c.sendError(f.ID, wire.CodeForbidden, fmt.Sprintf("not allowed to read the history of %q", f.Channel))
+			if r := c.may(opHistory, f.Channel); r.code != "" {
+				c.sendError(f.ID, r.code, r.msg)
 				continue
 			}
 			c.history(f)

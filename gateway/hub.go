@@ -28,6 +28,8 @@ type Hub interface {
 	Read(ctx context.Context, channel string, from uint64, limit int) (Page, uint64, error)
 	// History answers a history read (wire.HistoryQuery).
 	History(ctx context.Context, channel string, q wire.HistoryQuery) (HistoryPage, error)
+	// Namespaces returns the cluster's namespaces (GET /v1/namespaces).
+	Namespaces(ctx context.Context) (wire.Namespaces, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
 	// Its first line should say at once where it starts (a heartbeat whose
 	// Applied is the index it starts after): until a stream opened from now
@@ -130,6 +132,22 @@ type HistoryPage struct {
 	Epoch       string
 	First, Next uint64
 	Messages    json.RawMessage
+}
+
+// Namespaces reads the cluster's namespaces from the first hub that
+// answers.
+func (h *HTTPHubs) Namespaces(ctx context.Context) (wire.Namespaces, error) {
+	var err error
+	for _, addr := range h.Order() {
+		var ns wire.Namespaces
+		if err = h.Client().Get(ctx, addr, "/v1/namespaces", &ns); err == nil {
+			return ns, nil
+		}
+		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
+			return ns, err
+		}
+	}
+	return wire.Namespaces{}, err
 }
 
 // History reads a page of history from the first hub that answers.

@@ -29,8 +29,8 @@ type Publisher interface {
 // without an id is given one of the gateway's own, so that the gateway may
 // send it again after a change of leader without storing it twice.
 func (c *conn) publish(f wire.ClientFrame) {
-	if len(f.Data) > c.s.cfg.MaxMessageBytes {
-		c.sendError(f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), c.s.cfg.MaxMessageBytes))
+	if limit := c.maxMessageBytes(f.Channel); len(f.Data) > limit {
+		c.sendError(f.ID, wire.CodeTooLarge, fmt.Sprintf("data is %d bytes, more than %d", len(f.Data), limit))
 		return
 	}
 	select {

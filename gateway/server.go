@@ -78,8 +78,12 @@ type Config struct {
 	// Workers answer request frames (nil: every route is not_found), within
 	// RequestTimeout (default 10s) each; a connection has at most
 	// MaxRequestsInFlight (default 64) at once.
-	Workers             Workers
-	RequestTimeout      time.Duration
+	Workers        Workers
+	RequestTimeout time.Duration
+	// NamespacePoll is how often the gateway reads the cluster's
+	// namespaces from the hubs (default 1s): a change is in force on every
+	// gateway within about this long.
+	NamespacePoll       time.Duration
 	MaxRequestsInFlight int
 	// Events, when set, is told of every connection event (connected,
 	// disconnected, subscribed, unsubscribed). It must not block.
@@ -156,6 +160,7 @@ func (c *Config) fill() error {
 	defD(&c.WriteTimeout, 10*time.Second)
 	defD(&c.PublishTimeout, 10*time.Second)
 	defD(&c.RequestTimeout, 10*time.Second)
+	defD(&c.NamespacePoll, time.Second)
 	defD(&c.AuthTimeout, 5*time.Second)
 	defD(&c.Linger, time.Minute)
 	if c.Logger == nil {
@@ -179,6 +184,7 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	ns     atomic.Pointer[namespaces] // nil until read from the hubs once
 
 	mu       sync.Mutex
 	channels map[string]*channel
@@ -285,7 +291,10 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 // Run follows the hubs' commit stream until Close. It returns at once;
 // Close waits for what it started.
-func (s *Server) Run() { s.spawn(s.follow) }
+func (s *Server) Run() {
+	s.spawn(s.follow)
+	s.spawn(s.watchNamespaces)
+}
 
 // spawn runs fn in a goroutine that Close waits for; after Close it does
 // nothing and reports false.
@@ -311,6 +320,9 @@ func (s *Server) Ready() error {
 	}
 	if age := time.Since(time.Unix(0, s.lastLine.Load())); age > 5*time.Second {
 		return fmt.Errorf("commit stream silent for %v", age.Round(time.Millisecond))
+	}
+	if s.ns.Load() == nil {
+		return errors.New("the namespaces were not read from the hubs yet")
 	}
 	if s.cfg.ReadyCheck != nil {
 		return s.cfg.ReadyCheck()

@@ -199,6 +199,10 @@ func (l localHub) History(ctx context.Context, channel string, q wire.HistoryQue
 	return gateway.HistoryPage{Epoch: res.Epoch, First: res.First, Next: res.Next, Messages: msgs}, err
 }
 
+func (l localHub) Namespaces(ctx context.Context) (wire.Namespaces, error) {
+	return l.h.Service.Namespaces(), nil
+}
+
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
 	return localStream{l.h.Stream.Follow(ctx, from)}, nil
 }
