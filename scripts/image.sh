@@ -25,6 +25,11 @@ usage() {
 	exit 2
 }
 [ $# -le 1 ] || usage
+BINARY=${COMET_IMAGE_BINARY:-}
+case $BINARY in
+"" | /*) ;;
+*) BINARY=$PWD/$BINARY ;; # relative to where the script was called from
+esac
 cd "$(dirname "$0")/.."
 VERSION=${1:-$(git describe --tags --match 'v[0-9]*.[0-9]*.[0-9]*' 2>/dev/null || echo v0.0.0-dev)}
 case $VERSION in
@@ -54,8 +59,8 @@ esac
 stage=$(mktemp -d "${TMPDIR:-/tmp}/comet-image.XXXXXX")
 trap 'rm -rf "$stage"' EXIT INT TERM
 
-if [ -n "${COMET_IMAGE_BINARY:-}" ]; then
-	cp "$COMET_IMAGE_BINARY" "$stage/comet-linux-$ARCH"
+if [ -n "$BINARY" ]; then
+	cp "$BINARY" "$stage/comet-linux-$ARCH"
 else
 	COMET_RELEASE_TARGETS=linux/$ARCH scripts/release.sh "$VERSION" "$stage/bin"
 	mv "$stage/bin/comet-$VERSION-linux-$ARCH" "$stage/comet-linux-$ARCH"
