@@ -143,6 +143,12 @@ func (h *HTTPHubs) Namespaces(ctx context.Context) (wire.Namespaces, error) {
 		if err = h.Client().Get(ctx, addr, "/v1/namespaces", &ns); err == nil {
 			return ns, nil
 		}
+		var api *hubapi.APIError
+		if errors.As(err, &api) && api.Status == http.StatusNotFound {
+			// A hub of an earlier version, during a rolling upgrade: it
+			// has no namespaces.
+			return wire.Namespaces{Namespaces: []wire.Namespace{}}, nil
+		}
 		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
 			return ns, err
 		}
