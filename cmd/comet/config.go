@@ -5,18 +5,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/comethq/comet/auth"
+	"github.com/comethq/comet/wire"
 	"go.yaml.in/yaml/v3"
 )
 
 // configFile is the --config flag: a YAML file of settings. Its keys are
-// the command's flag names, and gateways also take `channels`, the channel
-// rules (auth.Rule):
+// the command's flag names; gateways (and the standalone) also take
+// `channels`, the channel rules (auth.Rule), and hubs (and the standalone)
+// `namespaces` (wire.Namespace):
 //
 //	listen: 127.0.0.1:8080
 //	allowed-origins: [https://app.example.com]
@@ -24,14 +27,19 @@ import (
 //	channels:
 //	  - {match: "public:*", subscribe: anyone, publish: users}
 //	  - {match: "user:{sub}:*", subscribe: users, publish: none}
+//	namespaces:
+//	  - {name: chat, max_messages: 1000, max_age: 1h, publish: subscribers}
 //
 // A flag on the command line wins over the environment, which wins over the
 // file, which wins over the default.
 type configFile struct {
 	path     string
 	channels []auth.Rule
-	// rules: this command takes channel rules.
-	rules bool
+	// namespaces is nil unless the file has the key.
+	namespaces []wire.Namespace
+	// takes: the keys other than flags this command takes (channels,
+	// namespaces).
+	takes map[string]bool
 }
 
 func (c *configFile) String() string { return c.path }
@@ -40,12 +48,17 @@ func (c *configFile) Set(p string) error {
 	return nil
 }
 
-// addConfigFlag registers --config on fs; rules says whether the command
-// takes channel rules.
-func addConfigFlag(fs *flag.FlagSet, rules bool) *configFile {
-	c := &configFile{rules: rules}
-	fs.Var(c, "config", "a YAML file of settings: its keys are these flags' names"+
-		map[bool]string{true: ", plus channels (the channel rules)", false: ""}[rules]+
+// addConfigFlag registers --config on fs; keys are the keys other than
+// flags that the command takes: "channels" (the channel rules),
+// "namespaces".
+func addConfigFlag(fs *flag.FlagSet, keys ...string) *configFile {
+	c := &configFile{takes: map[string]bool{}}
+	plus := ""
+	for _, k := range keys {
+		c.takes[k] = true
+		plus += ", plus " + map[string]string{"channels": "channels (the channel rules)", "namespaces": "namespaces"}[k]
+	}
+	fs.Var(c, "config", "a YAML file of settings: its keys are these flags' names"+plus+
 		"; the command line and the environment win over it")
 	return c
 }
@@ -72,12 +85,20 @@ func (c *configFile) load(fs *flag.FlagSet, set map[string]bool) error {
 	for _, key := range keys {
 		node := doc[key]
 		where := fmt.Sprintf("--config %s, line %d: %s", c.path, node.Line, key)
-		if key == "channels" && c.rules {
+		if key == "channels" && c.takes[key] {
 			rules, err := decodeRules(&node)
 			if err != nil {
 				return fmt.Errorf("%w: %s: %v", errUsage, where, err)
 			}
 			c.channels = rules
+			continue
+		}
+		if key == "namespaces" && c.takes[key] {
+			list, err := decodeNamespaces(&node)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", errUsage, where, err)
+			}
+			c.namespaces = list
 			continue
 		}
 		f := fs.Lookup(key)
@@ -134,6 +155,24 @@ func decodeRules(n *yaml.Node) ([]auth.Rule, error) {
 		return nil, err
 	}
 	return rules, nil
+}
+
+// decodeNamespaces reads the namespaces of a config file.
+func decodeNamespaces(n *yaml.Node) ([]wire.Namespace, error) {
+	raw, err := yaml.Marshal(n)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	list := []wire.Namespace{}
+	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("want a list of {name, max_messages, max_age, max_message_bytes, publish, history, personal}: %v", err)
+	}
+	if err := wire.CheckNamespaces(list); err != nil {
+		return nil, err
+	}
+	return list, nil
 }
 
 // parseRules parses --channel-rules: "pattern=subscribe/publish,...", e.g.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/auth"
+	"github.com/comethq/comet/wire"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -201,5 +202,50 @@ func TestGatewayIDChecked(t *testing.T) {
 	err := runGateway([]string{"--id", "edge 1", "--allow-anonymous", "--listen", "127.0.0.1:0"}, io.Discard)
 	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--id") {
 		t.Fatalf("a gateway id with a space: %v, want a usage error about --id", err)
+	}
+}
+
+// TestConfigNamespaces: the standalone's (and a hub's) config takes
+// namespaces, checked; a gateway's refuses the key.
+func TestConfigNamespaces(t *testing.T) {
+	p := writeConfig(t, `
+namespaces:
+  - {name: chat, max_messages: 1000, max_age: 1h, publish: subscribers}
+  - name: inbox
+    personal: true
+    history: false
+`)
+	var f gatewayFlags
+	fs := newFlagSet("standalone", "test", io.Discard)
+	f.register(fs, true)
+	if err := parseFlags(fs, []string{"--config", p}); err != nil {
+		t.Fatal(err)
+	}
+	want := []wire.Namespace{{Name: "chat", MaxMessages: 1000, MaxAge: wire.Duration(time.Hour), Publish: wire.PublishSubscribers},
+		{Name: "inbox", Personal: true, History: new(bool)}}
+	if got := f.cfgFile.namespaces; !reflect.DeepEqual(got, want) {
+		t.Fatalf("namespaces %+v, want %+v", got, want)
+	}
+	if _, err := parseGateway(t, "--config", p); err == nil || !strings.Contains(err.Error(), "unknown setting") {
+		t.Fatalf("a gateway's config with namespaces: %v", err)
+	}
+	for _, bad := range []string{
+		"namespaces:\n  - {name: a, publish: everyone}\n",
+		"namespaces:\n  - {name: a, max_age: soon}\n",
+		"namespaces:\n  - {name: a, colour: red}\n",
+		"namespaces:\n  - {name: 'a:b'}\n",
+	} {
+		var f gatewayFlags
+		fs := newFlagSet("standalone", "test", io.Discard)
+		f.register(fs, true)
+		if err := parseFlags(fs, []string{"--config", writeConfig(t, bad)}); !errors.Is(err, errUsage) {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+	var empty gatewayFlags
+	fs = newFlagSet("standalone", "test", io.Discard)
+	empty.register(fs, true)
+	if err := parseFlags(fs, []string{"--config", writeConfig(t, "namespaces: []\n")}); err != nil || empty.cfgFile.namespaces == nil {
+		t.Fatalf("an empty list: %v, %v (it must say: none)", empty.cfgFile.namespaces, err)
 	}
 }

@@ -61,7 +61,11 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.rules, "channel-rules", "", "who may subscribe and publish where, first match wins: pattern=subscribe/publish,... each anyone, users or none; {sub} in a pattern is the user, e.g. 'public:*=anyone/users,user:{sub}:*=users/none' (default: any client let in may do both anywhere; also `channels` in --config)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Second, "how long a client's request may wait for a worker's answer before it gets timeout")
 	fs.StringVar(&f.rpcURL, "rpc-url", "", "answer clients' requests by POSTing them to this HTTP endpoint instead of through workers (docs/workers.md)")
-	f.cfgFile = addConfigFlag(fs, true)
+	if standalone {
+		f.cfgFile = addConfigFlag(fs, "channels", "namespaces")
+	} else {
+		f.cfgFile = addConfigFlag(fs, "channels")
+	}
 	if standalone {
 		fs.StringVar(&f.secret, "secret", "", "a secret the hub API under /v1/ then requires (Authorization: Bearer), for workers and tools; clients never need it (default: none)")
 	} else {

@@ -32,6 +32,7 @@ type hubFlags struct {
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
 	maxIDs                                                        int64
+	cfgFile                                                       *configFile
 }
 
 func runHub(args []string, stderr io.Writer) error {
@@ -56,7 +57,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	fs.StringVar(&f.secret, "secret", "", secretUsage)
-	addConfigFlag(fs, false)
+	f.cfgFile = addConfigFlag(fs, "namespaces")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -262,7 +263,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer node.Close()
 	svc, err := broker.New(broker.Config{
-		Node: node, API: f.api, Retention: rules, MaxIDs: maxIDs, Stream: stream,
+		Node: node, API: f.api, Retention: rules, Namespaces: f.cfgFile.namespaces, MaxIDs: maxIDs, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
 		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret,
 		Logger: logger.With("component", "broker"),

@@ -56,7 +56,8 @@ func runStandalone(args []string, stderr io.Writer) error {
 			// One node: no heartbeats to wait for; elect at once.
 			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond},
-		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Secret: f.secret, Logger: logger.With("component", "hub")})
+		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Secret: f.secret, Namespaces: f.cfgFile.namespaces,
+			Logger: logger.With("component", "hub")})
 	if err != nil {
 		return err
 	}
