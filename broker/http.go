@@ -431,6 +431,9 @@ func (s *Service) Ready(ctx context.Context) error {
 	if s.log.Epoch() == "" {
 		return errors.New("no entry applied yet")
 	}
+	if s.cfg.Namespaces != nil && s.node.IsLeader() && !namespacesEqual(s.Namespaces().Namespaces, s.cfg.Namespaces) {
+		return errors.New("the configured namespaces are not the cluster's yet")
+	}
 	return nil
 }
 

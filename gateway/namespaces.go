@@ -24,6 +24,15 @@ func (n *namespaces) find(channel string) *wire.Namespace {
 	return n.byName[name]
 }
 
+// NamespacesVersion returns the version of the namespaces in force on the
+// gateway; ok is false until it has read them from the hubs.
+func (s *Server) NamespacesVersion() (version uint64, ok bool) {
+	if cur := s.ns.Load(); cur != nil {
+		return cur.version, true
+	}
+	return 0, false
+}
+
 // watchNamespaces reads the namespaces from the hubs every NamespacePoll
 // until the server closes.
 func (s *Server) watchNamespaces() {

@@ -100,7 +100,7 @@ func runStandalone(args []string, stderr io.Writer) error {
 		if err := gw.Ready(); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
-		return nil
+		return namespacesInForce(gw, hub.Service)
 	}
 	defer announceReady(ctx, logger, ready, "comet standalone ready: a single-node hub and a gateway", func() []any {
 		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hub_api", "http://" + f.listen + "/v1/", "data", data}
@@ -128,6 +128,10 @@ func standaloneHandler(gw *gateway.Server, svc *broker.Service, secret string) h
 		}
 		if err := gw.Ready(); err != nil {
 			http.Error(w, "gateway: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := namespacesInForce(gw, svc); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -211,3 +215,14 @@ func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader
 type localStream struct{ *broker.Follower }
 
 func (localStream) Hub() string { return "local" }
+
+// namespacesInForce says whether the gateway enforces the namespaces the
+// hub has (in the standalone, where the file's namespaces are replicated
+// just after the start).
+func namespacesInForce(gw *gateway.Server, svc *broker.Service) error {
+	v, ok := gw.NamespacesVersion()
+	if want := svc.Namespaces().Version; !ok || v != want {
+		return fmt.Errorf("gateway: namespaces version %d in force, the hub's is %d", v, want)
+	}
+	return nil
+}
