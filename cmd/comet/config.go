@@ -141,14 +141,8 @@ func scalarValue(n *yaml.Node) (string, error) {
 
 // decodeRules reads the channels list strictly: unknown fields are errors.
 func decodeRules(n *yaml.Node) ([]auth.Rule, error) {
-	raw, err := yaml.Marshal(n)
-	if err != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
 	var rules []auth.Rule
-	if err := dec.Decode(&rules); err != nil {
+	if err := decodeStrict(n, &rules); err != nil {
 		return nil, fmt.Errorf("want a list of {match, subscribe, publish}: %v", err)
 	}
 	if _, err := auth.NewPolicy(rules); err != nil {
@@ -157,16 +151,24 @@ func decodeRules(n *yaml.Node) ([]auth.Rule, error) {
 	return rules, nil
 }
 
-// decodeNamespaces reads the namespaces of a config file.
-func decodeNamespaces(n *yaml.Node) ([]wire.Namespace, error) {
+// decodeStrict decodes n into out, refusing keys out does not have.
+func decodeStrict[T any](n *yaml.Node, out *T) error {
 	raw, err := yaml.Marshal(n)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// decodeNamespaces reads the namespaces of a config file.
+func decodeNamespaces(n *yaml.Node) ([]wire.Namespace, error) {
 	list := []wire.Namespace{}
-	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
+	if err := decodeStrict(n, &list); err != nil {
 		return nil, fmt.Errorf("want a list of {name, max_messages, max_age, max_message_bytes, publish, history, personal}: %v", err)
 	}
 	if err := wire.CheckNamespaces(list); err != nil {
