@@ -37,10 +37,10 @@ type Cert struct {
 	certFile, keyFile string
 	logger            *slog.Logger
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	seen    fileStamp // the files as they were at the last load attempt
-	failed  bool      // that attempt failed (and was logged)
+	mu     sync.Mutex
+	cert   *tls.Certificate
+	seen   fileStamp // the files as they were at the last load attempt
+	failed bool      // that attempt failed (and was logged)
 
 	closeOnce sync.Once
 	closeCh   chan struct{}
