@@ -233,3 +233,15 @@ func ClientConfig(roots *x509.CertPool, cert *Cert) *tls.Config {
 	}
 	return cfg
 }
+
+// PeerConfig is the configuration of a process that is server and client
+// both, such as a hub on its Raft connections: it presents cert on either
+// side and verifies its peers against ca (nil: servers against the
+// system's roots, and clients are asked for no certificate). With ca set,
+// the TLS is mutual: a peer without a certificate ca signed is refused.
+func PeerConfig(cert *Cert, ca *x509.CertPool) *tls.Config {
+	cfg := ServerConfig(cert, ca)
+	cfg.RootCAs = ca
+	cfg.GetClientCertificate = cert.GetClientCertificate
+	return cfg
+}
