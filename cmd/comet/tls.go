@@ -55,7 +55,7 @@ func (t *tlsFlags) loadCert(logger *slog.Logger) (*tlsfiles.Cert, error) {
 	}
 	c, err := tlsfiles.Load(t.cert, t.key, logger.With("component", "tls"))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: --tls-cert, --tls-key: %v", errUsage, err)
 	}
 	return c, nil
 }
