@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -189,4 +190,54 @@ func TestTLSCluster(t *testing.T) {
 	// The client still publishes (over a connection made before or after).
 	publish(40, 45)
 	c.verify(led, c.runningHubs(), []string{ch})
+}
+
+// TestTLSStandalone: comet standalone with a certificate serves wss and
+// the hub API over https on its one listener; comet pub and sub work with
+// --tls-ca and fail without it; SIGHUP with a bad certificate file keeps
+// the old certificate (and the process).
+func TestTLSStandalone(t *testing.T) {
+	needBinary(t)
+	ca := testca.New(t, "standalone")
+	certDir := t.TempDir()
+	first := ca.Issue(t, "s")
+	cert, key := first.Write(t, certDir, "s")
+	c := newCluster(t)
+	c.scheme = "https"
+	c.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
+	s := c.startStandalone(filepath.Join(c.dir, "data"), true, "--tls-cert", cert, "--tls-key", key, "--secret", c.secret)
+	if !s.logContains("ws=wss://"+s.api+"/ws") || !s.logContains("hub_api=https://"+s.api+"/v1/") {
+		t.Fatalf("the ready line does not give wss and https URLs:\n%s", s.logTail(5))
+	}
+	url := "wss://" + s.api + "/ws"
+	code, out, errOut := runComet(t, nil, "pub", "--url", url, "--tls-ca", ca.File, "chat", `{"text":"over tls"}`)
+	if code != 0 || out != `{"channel":"chat","offset":1}`+"\n" {
+		t.Fatalf("comet pub over wss: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = runComet(t, nil, "sub", "--url", url, "--tls-ca", ca.File, "--from", "1", "--count", "1", "chat")
+	if code != 0 || !strings.Contains(out, `"data":{"text":"over tls"}`) {
+		t.Fatalf("comet sub over wss: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, body, err := c.get(s.api, "/v1/channels/chat/messages?from=1")
+	if err != nil || code != http.StatusOK || !strings.Contains(string(body), "over tls") {
+		t.Fatalf("GET https://%s/v1/channels/chat/messages: %d %s %v", s.api, code, body, err)
+	}
+	// Without the CA, comet pub cannot connect.
+	code, _, errOut = runComet(t, nil, "pub", "--url", url, "--timeout", "2s", "chat", "x")
+	if code == 0 || !strings.Contains(errOut, "x509") {
+		t.Fatalf("comet pub without the CA: exit %d, stderr %q; want a certificate error", code, errOut)
+	}
+
+	// A bad pair on SIGHUP: the old certificate stays, the process too.
+	if err := os.WriteFile(cert, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the failed reload in the log", func() bool { return s.logContains("TLS certificate not reloaded") })
+	got, err := serialOf(s.api, ca.Pool())
+	if err != nil || got.Cmp(first.Cert.SerialNumber) != 0 || !s.running() {
+		t.Fatalf("after a bad reload: serial %v (want %v), %v, running %v", got, first.Cert.SerialNumber, err, s.running())
+	}
 }
