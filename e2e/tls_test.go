@@ -206,6 +206,7 @@ func TestTLSStandalone(t *testing.T) {
 	c.scheme = "https"
 	c.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
 	s := c.startStandalone(filepath.Join(c.dir, "data"), true, "--tls-cert", cert, "--tls-key", key, "--secret", c.secret)
+	waitFor(t, 20*time.Second, "the ready line", func() bool { return s.logContains("standalone ready") })
 	if !s.logContains("ws=wss://"+s.api+"/ws") || !s.logContains("hub_api=https://"+s.api+"/v1/") {
 		t.Fatalf("the ready line does not give wss and https URLs:\n%s", s.logTail(5))
 	}
