@@ -74,12 +74,13 @@ func (t *tlsFlags) loadCA() (*x509.CertPool, error) {
 }
 
 // watchCert reloads cert on SIGHUP and when its files change, until the
-// returned stop is called. cert nil: nothing to do.
+// returned stop is called. Without a certificate (cert nil), SIGHUP is
+// still taken, and logged, rather than left to end the process: a
+// `systemctl reload` must not stop a server.
 func watchCert(cert *tlsfiles.Cert, logger *slog.Logger) (stop func()) {
-	if cert == nil {
-		return func() {}
+	if cert != nil {
+		cert.Watch(tlsfiles.DefaultPollInterval)
 	}
-	cert.Watch(tlsfiles.DefaultPollInterval)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -91,6 +92,10 @@ func watchCert(cert *tlsfiles.Cert, logger *slog.Logger) (stop func()) {
 			case <-quit:
 				return
 			case <-hup:
+				if cert == nil {
+					logger.Info("SIGHUP: no TLS certificate to reload (no --tls-cert)")
+					continue
+				}
 				logger.Info("SIGHUP: reloading the TLS certificate")
 				_ = cert.Reload() // a failure is logged, and the old certificate stays
 			}
@@ -102,7 +107,9 @@ func watchCert(cert *tlsfiles.Cert, logger *slog.Logger) (stop func()) {
 			signal.Stop(hup)
 			close(quit)
 			<-done
-			cert.Close()
+			if cert != nil {
+				cert.Close()
+			}
 		})
 	}
 }
