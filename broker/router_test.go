@@ -144,7 +144,7 @@ func startGateway(t testing.TB, id string, dial func(context.Context) (bus.Link,
 }
 
 func hubDial(hubs ...*hub) func(context.Context) (bus.Link, error) {
-	return bus.HubDialer(apis(hubs...), "", nil)
+	return bus.HubDialer(apis(hubs...), "", nil, nil)
 }
 
 func request(g *bus.Gateway, timeout time.Duration, route, data string) (json.RawMessage, error) {

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,8 +94,13 @@ type Config struct {
 	// raft.Config.Observer so that it sees every applied entry.
 	Stream *Stream
 	// Client is used to forward to the leader (default: a client with a
-	// 15s timeout).
+	// 15s timeout, and TLS as its TLS configuration).
 	Client *http.Client
+	// TLS, when set, makes this hub call the other hubs' APIs (forwarding
+	// to the leader, cluster status) over https, verifying their
+	// certificates with it: every hub of a cluster serves its API the
+	// same way.
+	TLS *tls.Config
 	// BusSettle is how long after this hub began to lead, or after a
 	// gateway's bus session ended, that a missing worker or gateway is
 	// taken for one still dialing (unavailable: retry) rather than for
@@ -146,7 +152,7 @@ func (c *Config) setDefaults() error {
 	if c.Client == nil {
 		c.Client = &http.Client{
 			Timeout:   15 * time.Second,
-			Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute},
+			Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute, TLSClientConfig: c.TLS},
 		}
 	}
 	return nil
@@ -221,7 +227,7 @@ func New(cfg Config) (*Service, error) {
 		stopCh:   make(chan struct{}),
 		drainCh:  make(chan struct{}),
 	}
-	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret}
+	s.client = &hubapi.Client{HTTP: cfg.Client, Forwarder: cfg.Node.ID(), Secret: cfg.Secret, TLS: cfg.TLS}
 	s.router = newRouter(s)
 	s.fwd = newForwarder(s)
 	s.metrics = newMetrics(s)

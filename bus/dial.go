@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,13 +21,15 @@ import (
 var ErrNoHubs = errors.New("no hub addresses")
 
 // HubDialer returns a function that opens a session Link to the leader of
-// the hubs at API addresses hubs (host:port): it dials ws://HUB/v1/bus,
+// the hubs at API addresses hubs (host:port): it dials ws://HUB/v1/bus (or
+// wss://, verifying the hubs' certificates with tlsConfig, when it is not
+// nil),
 // starting with the hub that worked last, goes to the leader a follower
 // names (421), and otherwise moves on to the next hub, trying each hub at
 // most twice per call. With a secret, the handshake carries
 // "Authorization: Bearer <secret>". Waiting between calls is the caller's
 // business.
-func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx context.Context) (Link, error) {
+func HubDialer(hubs []string, secret string, tlsConfig *tls.Config, logger *slog.Logger) func(ctx context.Context) (Link, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -70,7 +73,7 @@ func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx conte
 		// Every hub twice, plus the hints: the bound of the loop.
 		for attempt := 0; attempt < 3*len(hubs)+2 && ctx.Err() == nil; attempt++ {
 			tried[addr]++
-			link, hint, err := dialHub(ctx, addr, header)
+			link, hint, err := dialHub(ctx, addr, header, tlsConfig)
 			if err == nil {
 				mu.Lock()
 				last = addr
@@ -121,8 +124,12 @@ func HubDialer(hubs []string, secret string, logger *slog.Logger) func(ctx conte
 }
 
 // dialHub dials one hub; hint is the leader it names when it refuses.
-func dialHub(ctx context.Context, addr string, header http.Header) (Link, string, error) {
-	link, resp, err := Dial(ctx, "ws://"+addr+BusPath, header)
+func dialHub(ctx context.Context, addr string, header http.Header, tlsConfig *tls.Config) (Link, string, error) {
+	scheme := "ws://"
+	if tlsConfig != nil {
+		scheme = "wss://"
+	}
+	link, resp, err := Dial(ctx, scheme+addr+BusPath, header, tlsConfig)
 	if err == nil {
 		return link, "", nil
 	}

@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -128,16 +129,18 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (Link, error) {
 	return newWSLink(c), nil
 }
 
-// Dial opens the client side of a WebSocket Link to url (ws://host/v1/bus),
-// with header added to the handshake. When the server answers without
+// Dial opens the client side of a WebSocket Link to url (ws://host/v1/bus,
+// or wss://, verified with tlsConfig: nil uses the system's roots), with
+// header added to the handshake. When the server answers without
 // upgrading, the error is websocket.ErrBadHandshake and resp holds its
 // status and up to 1 KiB of its body.
-func Dial(ctx context.Context, url string, header http.Header) (Link, *http.Response, error) {
+func Dial(ctx context.Context, url string, header http.Header, tlsConfig *tls.Config) (Link, *http.Response, error) {
 	d := websocket.Dialer{
 		HandshakeTimeout: dialTimeout,
 		ReadBufferSize:   16 << 10,
 		WriteBufferSize:  16 << 10,
 		NetDialContext:   (&net.Dialer{Timeout: dialTimeout}).DialContext,
+		TLSClientConfig:  tlsConfig,
 	}
 	c, resp, err := d.DialContext(ctx, url, header)
 	if err != nil {

@@ -109,7 +109,7 @@ func wsPair(t *testing.T) (client, server Link) {
 	t.Cleanup(ts.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := Dial(ctx, "ws://"+strings.TrimPrefix(ts.URL, "http://")+BusPath, nil)
+	c, _, err := Dial(ctx, "ws://"+strings.TrimPrefix(ts.URL, "http://")+BusPath, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestHubDialer(t *testing.T) {
 	down := ln.Addr().String()
 	ln.Close()
 
-	dial := HubDialer([]string{down, strings.TrimPrefix(follower.URL, "http://")}, "s3cret", nil)
+	dial := HubDialer([]string{down, strings.TrimPrefix(follower.URL, "http://")}, "s3cret", nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 2 { // the second time it starts with the leader
@@ -252,7 +252,7 @@ func TestHubDialer(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(wire.Error{Code: wire.CodeUnavailable, Message: "no leader is known"})
 	}))
 	defer noLeader.Close()
-	dial = HubDialer([]string{down, strings.TrimPrefix(noLeader.URL, "http://")}, "", nil)
+	dial = HubDialer([]string{down, strings.TrimPrefix(noLeader.URL, "http://")}, "", nil, nil)
 	if _, err := dial(ctx); err == nil || !strings.Contains(err.Error(), "no leader is known") {
 		t.Fatalf("dial without a leader: %v", err)
 	}
@@ -260,7 +260,7 @@ func TestHubDialer(t *testing.T) {
 	if _, err := dial(ctx); !errors.As(err, &we) || we.Code != wire.CodeUnavailable {
 		t.Fatalf("dial without a leader: %v, want a *wire.Error in it", err)
 	}
-	if _, err := HubDialer(nil, "", nil)(ctx); !errors.Is(err, ErrNoHubs) {
+	if _, err := HubDialer(nil, "", nil, nil)(ctx); !errors.Is(err, ErrNoHubs) {
 		t.Fatalf("dial with no hubs: %v", err)
 	}
 }

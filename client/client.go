@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,8 +153,15 @@ type Config struct {
 	// 25s). It must be shorter than ReadTimeout.
 	PingInterval time.Duration
 	// Dialer dials the WebSocket connections (default: a dialer with a
-	// handshake timeout of RequestTimeout that honours HTTP(S)_PROXY).
+	// handshake timeout of RequestTimeout that honours HTTP(S)_PROXY, and
+	// TLSConfig).
 	Dialer *websocket.Dialer
+	// TLSConfig verifies the gateways' certificates on wss:// URLs, for a
+	// gateway whose certificate a private CA signed: set its RootCAs to a
+	// pool holding that CA (see x509.CertPool.AppendCertsFromPEM). Nil
+	// uses the system's roots. With Dialer set, set its TLSClientConfig
+	// instead: giving both is an error.
+	TLSConfig *tls.Config
 	// Header is sent with every WebSocket handshake.
 	Header http.Header
 	// Token, when set, returns the JWT the client authenticates with; nil,
@@ -266,8 +274,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Store == nil {
 		cfg.Store = NewMemoryStore()
 	}
+	if cfg.Dialer != nil && cfg.TLSConfig != nil {
+		return nil, errors.New("client: both Dialer and TLSConfig set: set Dialer.TLSClientConfig")
+	}
 	if cfg.Dialer == nil {
-		cfg.Dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: cfg.RequestTimeout}
+		cfg.Dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, HandshakeTimeout: cfg.RequestTimeout,
+			TLSClientConfig: cfg.TLSConfig}
 	}
 	if cfg.rand == nil {
 		cfg.rand = mrand.Int64N

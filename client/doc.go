@@ -68,6 +68,19 @@
 // no offset), go to Config.OnMessage. They are not resumed: those sent
 // while the client is disconnected are lost.
 //
+// # TLS
+//
+// wss:// URLs verify the gateway's certificate against the system's roots.
+// For a gateway whose certificate a private CA signed, give the CA in
+// Config.TLSConfig:
+//
+//	pool := x509.NewCertPool()
+//	pool.AppendCertsFromPEM(caPEM) // the CA's certificate, PEM
+//	c, err := client.New(client.Config{
+//		URLs:      []string{"wss://gw.internal:8443/ws"},
+//		TLSConfig: &tls.Config{RootCAs: pool},
+//	})
+//
 // # Caveats
 //
 //   - Handlers, OnSubscribed, OnState and OnMessage run on the client's one

@@ -228,6 +228,11 @@ type cluster struct {
 	// COMET_SECRET (gateways also get COMET_ALLOW_ANONYMOUS=true), and sent
 	// by the test's own API calls.
 	secret string
+	// scheme is how the test reaches hubs and gateways: "http" (when
+	// empty) or "https" (client then trusts their CA).
+	scheme string
+	// hubArgs, when set, gives each hub more arguments (its TLS files).
+	hubArgs func(id string) []string
 }
 
 // env is the environment of the cluster's processes and of tools run
@@ -316,6 +321,9 @@ func (c *cluster) startHubs(n int, dataDir func(attempt int, id string) string) 
 		for _, h := range hubs {
 			h.args = []string{"hub", "--id", h.id, "--data", h.data, "--raft", h.raft, "--api", h.api,
 				"--peers", strings.Join(peers, ",")}
+			if c.hubArgs != nil {
+				h.args = append(h.args, c.hubArgs(h.id)...)
+			}
 		}
 		c.hubs = append(c.hubs, hubs...)
 		for _, h := range hubs {
@@ -596,7 +604,11 @@ func (c *cluster) do(method, api, path string, body []byte) (int, []byte, error)
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, "http://"+api+path, r)
+	scheme := c.scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	req, err := http.NewRequest(method, scheme+"://"+api+path, r)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -187,8 +187,8 @@ func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQu
 
 // read reads a page in frames (format=frames: see wire.FramesType).
 func (h *HTTPHubs) read(ctx context.Context, addr, channel string, from uint64, limit int, out *Page) (uint64, error) {
-	u := "http://" + addr + "/v1/channels/" + url.PathEscape(channel) + "/messages?format=frames&from=" +
-		strconv.FormatUint(from, 10) + "&limit=" + strconv.Itoa(limit)
+	u := h.Client().URL(addr, "/v1/channels/"+url.PathEscape(channel)+"/messages?format=frames&from="+
+		strconv.FormatUint(from, 10)+"&limit="+strconv.Itoa(limit))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, err

@@ -8,10 +8,14 @@ package hubapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/comethq/comet/wire"
@@ -60,6 +64,66 @@ type Client struct {
 	// Secret, when set, is sent as "Authorization: Bearer <Secret>": hubs
 	// started with --secret refuse API calls without it.
 	Secret string
+	// TLS, when set, makes the client call hubs over https (hubs started
+	// with --tls-cert); it is the configuration HTTP's transport verifies
+	// their certificates with (see SetTLS).
+	TLS *tls.Config
+}
+
+// SetTLS makes the client call hubs over https, verifying their
+// certificates with cfg (RootCAs nil: the system's roots): it sets TLS
+// and, when HTTP's transport is an *http.Transport, its TLSClientConfig.
+// Call it before the first request.
+func (c *Client) SetTLS(cfg *tls.Config) {
+	c.TLS = cfg
+	if tr, ok := c.HTTP.Transport.(*http.Transport); ok {
+		tr.TLSClientConfig = cfg
+	}
+}
+
+// Scheme is "https" when the client has TLS, else "http".
+func (c *Client) Scheme() string {
+	if c.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// URL is the URL of path on the hub at api (host:port).
+func (c *Client) URL(api, path string) string {
+	return c.Scheme() + "://" + api + path
+}
+
+// ErrMixedSchemes is returned by SplitScheme for a list of hub addresses
+// some of which are https and some http.
+var ErrMixedSchemes = errors.New("hub addresses mix https and http: every hub of a cluster serves its API the same way")
+
+// SplitScheme parses hub API addresses written host:port, http://host:port
+// or https://host:port, and returns them as host:port with whether they
+// are https. A bare host:port is https when defaultTLS is set (a CA or
+// certificate was given for the hubs). All must agree (ErrMixedSchemes).
+func SplitScheme(addrs []string, defaultTLS bool) (hostports []string, useTLS bool, err error) {
+	seen := map[bool]bool{}
+	for _, a := range addrs {
+		hp, tls := a, defaultTLS
+		switch {
+		case strings.HasPrefix(a, "https://"):
+			hp, tls = strings.TrimPrefix(a, "https://"), true
+		case strings.HasPrefix(a, "http://"):
+			hp, tls = strings.TrimPrefix(a, "http://"), false
+		}
+		hp = strings.TrimSuffix(hp, "/")
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			return nil, false, fmt.Errorf("hub address %q: want host:port or https://host:port: %v", a, err)
+		}
+		seen[tls] = true
+		hostports = append(hostports, hp)
+		useTLS = tls
+	}
+	if len(seen) > 1 {
+		return nil, false, ErrMixedSchemes
+	}
+	return hostports, useTLS, nil
 }
 
 // Authorize adds the client's secret, if it has one, to a request it does
@@ -82,14 +146,14 @@ func NewClient(timeout time.Duration, maxConnsPerHost int) *Client {
 	}}
 }
 
-// Post sends body as JSON to http://api+path and decodes a 2xx answer into
+// Post sends body as JSON to http(s)://api+path and decodes a 2xx answer into
 // out (when not nil). An error answer is an *APIError.
 func (c *Client) Post(ctx context.Context, api, path string, body, out any) error {
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+path, bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL(api, path), bytes.NewReader(raw))
 	if err != nil {
 		return err
 	}
@@ -111,9 +175,9 @@ func (c *Client) PublishBatch(ctx context.Context, api string, reqs []wire.Publi
 	return out, nil
 }
 
-// Get gets http://api+path and decodes a 2xx answer into out.
+// Get gets http(s)://api+path and decodes a 2xx answer into out.
 func (c *Client) Get(ctx context.Context, api, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL(api, path), nil)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package hubapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -89,6 +90,14 @@ func NewHubs(addrs []string, timeout time.Duration, maxConns int) (*Hubs, error)
 // SetSecret makes every request carry the hubs' secret (--secret). Call it
 // before the first request.
 func (h *Hubs) SetSecret(secret string) { h.client.Secret = secret }
+
+// SetTLS makes every request go over https, verifying the hubs'
+// certificates with cfg (see Client.SetTLS). Call it before the first
+// request.
+func (h *Hubs) SetTLS(cfg *tls.Config) {
+	h.client.SetTLS(cfg)
+	h.stream.Transport.(*http.Transport).TLSClientConfig = cfg
+}
 
 // Client is the client the calls go through.
 func (h *Hubs) Client() *Client { return h.client }

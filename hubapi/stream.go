@@ -38,7 +38,7 @@ type Stream struct {
 
 func (h *Hubs) openStream(ctx context.Context, addr string, from uint64) (*Stream, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(sctx, http.MethodGet, "http://"+addr+"/v1/stream?from="+strconv.FormatUint(from, 10), nil)
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, h.client.URL(addr, "/v1/stream?from="+strconv.FormatUint(from, 10)), nil)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -3,6 +3,7 @@ package raft
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -94,6 +95,14 @@ type Config struct {
 	// (see raftProof): hubs without it cannot take part. Every hub of a
 	// cluster shares it.
 	Secret string
+	// TLS, when set, makes every Raft connection TLS, on both sides: it
+	// must hold this hub's certificate for servers (Certificates or
+	// GetCertificate) and, when ClientAuth asks peers for a certificate,
+	// for clients too (GetClientCertificate), and RootCAs (nil: the
+	// system's) to verify the hubs this one dials, by the host of their
+	// Raft address. ClientAuth with ClientCAs makes it mutual. With Secret
+	// as well, the proof travels inside TLS.
+	TLS *tls.Config
 	// NoSync skips fsync of the Raft log. Tests and benchmarks only.
 	NoSync bool
 
@@ -233,9 +242,9 @@ func New(cfg Config) (*Node, error) {
 			advertise = nil // advertise the port the listener got
 		}
 		var tcp *hraft.NetworkTransport
-		if cfg.Secret != "" {
+		if cfg.Secret != "" || cfg.TLS != nil {
 			var stream *secretStream
-			stream, err = listenSecret(cfg.Addr, advertise, cfg.Secret, cfg.Logger.With("component", "raft-transport"))
+			stream, err = listenSecret(cfg.Addr, advertise, cfg.Secret, cfg.TLS, cfg.Logger.With("component", "raft-transport"))
 			if err == nil {
 				tcp = hraft.NewNetworkTransportWithConfig(transportConfig(stream, hlog))
 			}

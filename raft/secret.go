@@ -3,6 +3,7 @@ package raft
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -24,20 +25,23 @@ const proofTimeout = 5 * time.Second
 // raftProof is what a hub that knows secret sends first on every Raft
 // connection: HMAC-SHA256(secret, "comet raft v1"). It keeps processes
 // without the secret out of the Raft port; it does not encrypt, so on an
-// untrusted network the Raft traffic still needs a private network or VPN.
+// untrusted network the Raft traffic needs TLS (Config.TLS), a private
+// network or a VPN.
 func raftProof(secret string) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte("comet raft v1"))
 	return m.Sum(nil)
 }
 
-// secretStream is a Raft stream layer over TCP whose connections start
-// with the cluster's proof: Dial sends it, Accept hands on only the
-// connections that sent it.
+// secretStream is a Raft stream layer over TCP, or over TLS when it has a
+// tls.Config, whose connections start with the cluster's proof when it
+// has one: Dial sends it, Accept hands on only the connections that sent
+// it (after a TLS handshake that verified the peer, with TLS).
 type secretStream struct {
 	ln        net.Listener
 	advertise net.Addr
-	proof     []byte
+	proof     []byte      // nil: no secret
+	tls       *tls.Config // nil: plain TCP
 	logger    *slog.Logger
 
 	conns     chan net.Conn
@@ -46,14 +50,19 @@ type secretStream struct {
 }
 
 // listenSecret listens on addr; advertise (nil: the listener's address)
-// is the address other hubs reach it at.
-func listenSecret(addr string, advertise net.Addr, secret string, logger *slog.Logger) (*secretStream, error) {
+// is the address other hubs reach it at. With secret empty, connections
+// carry no proof; with tlsConfig nil, no TLS (see Config.TLS for what
+// tlsConfig must hold).
+func listenSecret(addr string, advertise net.Addr, secret string, tlsConfig *tls.Config, logger *slog.Logger) (*secretStream, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &secretStream{ln: ln, advertise: advertise, proof: raftProof(secret), logger: logger,
+	s := &secretStream{ln: ln, advertise: advertise, tls: tlsConfig, logger: logger,
 		conns: make(chan net.Conn), closing: make(chan struct{})}
+	if secret != "" {
+		s.proof = raftProof(secret)
+	}
 	// As hashicorp/raft's TCP transport: other hubs must be able to dial
 	// the address this hub gives them.
 	if a, ok := s.Addr().(*net.TCPAddr); !ok || a.IP == nil || a.IP.IsUnspecified() {
@@ -92,9 +101,37 @@ func (s *secretStream) acceptLoop() {
 	}
 }
 
-// check reads a new connection's proof and hands the connection on if it
-// is right; a wrong or missing proof closes it.
+// check runs the TLS handshake of a new connection, when the stream has
+// TLS, reads its proof, when it has a secret, and hands the connection on
+// if both succeed; a failed handshake, or a wrong or missing proof,
+// closes it. Both are bounded by proofTimeout: a peer that sends nothing
+// cannot hold a connection (or the accept loop) for long.
 func (s *secretStream) check(c net.Conn) {
+	if s.tls != nil {
+		tc := tls.Server(c, s.tls)
+		_ = c.SetDeadline(time.Now().Add(proofTimeout))
+		if err := tc.Handshake(); err != nil {
+			s.logger.Warn("raft connection refused: TLS handshake failed (a hub without --tls-cert, or a certificate --tls-ca does not vouch for?)",
+				"remote", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		c = tc
+	}
+	if s.proof != nil && !s.checkProof(c) {
+		c.Close()
+		return
+	}
+	select {
+	case s.conns <- c:
+	case <-s.closing:
+		c.Close()
+	}
+}
+
+// checkProof reads a connection's proof and reports whether it is right.
+func (s *secretStream) checkProof(c net.Conn) bool {
 	_ = c.SetReadDeadline(time.Now().Add(proofTimeout))
 	got := make([]byte, proofSize)
 	n, err := io.ReadFull(c, got)
@@ -105,18 +142,13 @@ func (s *secretStream) check(c net.Conn) {
 		} else {
 			s.logger.Warn("raft connection refused: it did not prove the cluster secret (--secret differs?)", "remote", c.RemoteAddr().String())
 		}
-		c.Close()
-		return
+		return false
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	select {
-	case s.conns <- c:
-	case <-s.closing:
-		c.Close()
-	}
+	return true
 }
 
-// Accept returns the next connection that proved the secret.
+// Accept returns the next connection that passed the checks.
 func (s *secretStream) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.conns:
@@ -138,17 +170,39 @@ func (s *secretStream) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Dial connects to another hub and sends the proof.
+// Dial connects to another hub, runs the TLS handshake (verifying the
+// hub's certificate for the host of address), when the stream has TLS,
+// and sends the proof, when it has a secret; all within timeout.
 func (s *secretStream) Dial(address hraft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", string(address), timeout)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write(s.proof); err != nil {
-		c.Close()
-		return nil, err
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if s.tls != nil {
+		cfg := s.tls
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(string(address))
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("raft: TLS handshake with %s: %w", address, err)
+		}
+		c = tc
 	}
-	_ = c.SetWriteDeadline(time.Time{})
+	if s.proof != nil {
+		if _, err := c.Write(s.proof); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }

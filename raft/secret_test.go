@@ -13,7 +13,7 @@ import (
 
 func TestSecretStreamRefusesWrongSecret(t *testing.T) {
 	discard := slog.New(slog.DiscardHandler)
-	s, err := listenSecret("127.0.0.1:0", nil, "right", discard)
+	s, err := listenSecret("127.0.0.1:0", nil, "right", nil, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestSingleNodeTCPWithSecret(t *testing.T) {
 }
 
 func TestSecretStreamNeedsAnAdvertisableAddress(t *testing.T) {
-	if s, err := listenSecret("0.0.0.0:0", nil, "s", slog.New(slog.DiscardHandler)); err == nil {
+	if s, err := listenSecret("0.0.0.0:0", nil, "s", nil, slog.New(slog.DiscardHandler)); err == nil {
 		s.Close()
 		t.Fatal("listening on 0.0.0.0 with nothing to advertise: no error")
 	}

@@ -2,11 +2,11 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -31,11 +31,17 @@ var errNoSession = &wire.Error{Code: wire.CodeUnavailable, Message: "no session 
 
 // Config configures a Worker. Zero fields take the defaults named.
 type Config struct {
-	// Hubs are the hubs' API addresses (host:port); with `comet
-	// standalone`, its --listen address. Required unless Dial is set.
+	// Hubs are the hubs' API addresses (host:port, or https://host:port
+	// for hubs that serve https); with `comet standalone`, its --listen
+	// address. Required unless Dial is set.
 	Hubs []string
 	// Secret is the hubs' --secret, sent as "Authorization: Bearer".
 	Secret string
+	// TLS, when set, makes the worker reach the hubs over https and wss,
+	// verifying their certificates with it (set RootCAs to a private CA's
+	// pool; nil RootCAs: the system's roots); Hubs may then be bare
+	// host:port. Hubs written https:// without TLS use the system's roots.
+	TLS *tls.Config
 	// Name names the worker in the hubs' logs (default "worker"). Workers
 	// may share a name.
 	Name string
@@ -49,7 +55,7 @@ type Config struct {
 	// deadline, and each call to the hubs' HTTP API (default 10s).
 	Timeout time.Duration
 	// Dial opens the session to the router (default
-	// bus.HubDialer(Hubs, Secret, Logger)).
+	// bus.HubDialer(Hubs, Secret, TLS, Logger)).
 	Dial   func(ctx context.Context) (bus.Link, error)
 	Logger *slog.Logger
 }
@@ -58,9 +64,17 @@ func (c *Config) fill() error {
 	if len(c.Hubs) == 0 && c.Dial == nil {
 		return errors.New("worker: Config.Hubs is required")
 	}
-	for _, a := range c.Hubs {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return fmt.Errorf("worker: hub address %q: want host:port: %v", a, err)
+	if len(c.Hubs) > 0 {
+		hubs, useTLS, err := hubapi.SplitScheme(c.Hubs, c.TLS != nil)
+		if err != nil {
+			return fmt.Errorf("worker: Config.Hubs: %w", err)
+		}
+		c.Hubs = hubs
+		if useTLS && c.TLS == nil {
+			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if !useTLS {
+			c.TLS = nil
 		}
 	}
 	if c.Name == "" {
@@ -79,7 +93,7 @@ func (c *Config) fill() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Dial == nil {
-		c.Dial = bus.HubDialer(c.Hubs, c.Secret, c.Logger)
+		c.Dial = bus.HubDialer(c.Hubs, c.Secret, c.TLS, c.Logger)
 	}
 	return nil
 }
@@ -173,6 +187,9 @@ func New(cfg Config) (*Worker, error) {
 			return nil, fmt.Errorf("worker: Config.Hubs: %w", err)
 		}
 		hubs.SetSecret(cfg.Secret)
+		if cfg.TLS != nil {
+			hubs.SetTLS(cfg.TLS)
+		}
 		w.hubs = hubs
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())

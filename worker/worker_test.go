@@ -124,7 +124,7 @@ func startGateway(t testing.TB, api string, connIDs ...string) (*bus.Gateway, *c
 	for _, id := range connIDs {
 		c.got[id] = nil
 	}
-	g, err := bus.NewGateway(bus.GatewayConfig{ID: "gw1", Dial: bus.HubDialer([]string{api}, "", nil), Deliver: c.deliver})
+	g, err := bus.NewGateway(bus.GatewayConfig{ID: "gw1", Dial: bus.HubDialer([]string{api}, "", nil, nil), Deliver: c.deliver})
 	if err != nil {
 		t.Fatal(err)
 	}

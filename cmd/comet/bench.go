@@ -45,6 +45,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&b.ids, "ids", true, "give every publish an idempotency id")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&b.secret, "secret", "", "the cluster's shared secret, when its hubs have one")
+	fs.StringVar(&b.tlsCA, "tls-ca", "", "PEM file of the CA that signed the hubs' (with --url, the gateway's) certificates: bare --api addresses then mean https (default: the system's roots, for https://host:port and wss:// URLs)")
 	fs.IntVar(&b.batch, "batch", 1, "messages per request: more than 1 sends them in the batch form of POST /v1/publish (at most 1000)")
 	fs.StringVar(&b.url, "url", "", "publish over the client protocol through this gateway WebSocket URL (ws://HOST/ws) instead of the hub API; --publishers connections")
 	fs.IntVar(&b.window, "window", 8, "with --url: publishes in flight per connection")
@@ -68,7 +69,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 type benchPublish struct {
-	apis, secret, url, token             string
+	apis, secret, url, token, tlsCA      string
 	publishers, messages, size, channels int
 	batch, window                        int
 	duration                             time.Duration
@@ -89,9 +90,22 @@ type benchResult struct {
 }
 
 func (b *benchPublish) run(stdout, stderr io.Writer) error {
-	apis := strings.Split(b.apis, ",")
+	pool, err := (&tlsFlags{ca: b.tlsCA}).loadCA()
+	if err != nil {
+		return err
+	}
+	apis, hubTLS, err := hubTargets("api", splitList(b.apis), pool, b.tlsCA != "")
+	if err != nil {
+		return err
+	}
+	if len(apis) == 0 {
+		return fmt.Errorf("%w: --api: no address", errUsage)
+	}
 	client := hubapi.NewClient(30*time.Second, b.publishers+8)
 	client.Secret = b.secret
+	if hubTLS != nil {
+		client.SetTLS(hubTLS)
+	}
 	ctx := context.Background()
 	target := apis[0]
 	var st wire.ClusterStatus

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,8 +157,8 @@ type benchSub struct {
 
 // dialSub connects to url and subscribes to channel (from 0: live only),
 // waiting for the subscribed answer. It returns the answer's next offset.
-func dialSub(ctx context.Context, url, channel string, from uint64) (*benchSub, uint64, error) {
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 16 << 10, WriteBufferSize: 1024}
+func dialSub(ctx context.Context, tlsConfig *tls.Config, url, channel string, from uint64) (*benchSub, uint64, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 16 << 10, WriteBufferSize: 1024, TLSClientConfig: tlsConfig}
 	c, _, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, 0, err
@@ -265,8 +266,8 @@ type benchPublisher struct {
 	done   chan struct{}
 }
 
-func newBenchPublisher(ctx context.Context, url string, window int, acked, failed *atomic.Int64) (*benchPublisher, error) {
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+func newBenchPublisher(ctx context.Context, tlsConfig *tls.Config, url string, window int, acked, failed *atomic.Int64) (*benchPublisher, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: tlsConfig}
 	c, _, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, err
@@ -405,7 +406,7 @@ func progress(stderr io.Writer, stop <-chan struct{}, line func(elapsed time.Dur
 
 // dialSubs connects n subscribers to channel, spread over urls, a few
 // dials at a time.
-func dialSubs(ctx context.Context, urls []string, n int, channel string, stderr io.Writer) ([]*benchSub, error) {
+func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, channel string, stderr io.Writer) ([]*benchSub, error) {
 	subs := make([]*benchSub, n)
 	sem := make(chan struct{}, 32)
 	errs := make(chan error, n)
@@ -420,7 +421,7 @@ func dialSubs(ctx context.Context, urls []string, n int, channel string, stderr 
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s, _, err := dialSub(ctx, urls[i%len(urls)], channel, 0)
+			s, _, err := dialSub(ctx, tlsConfig, urls[i%len(urls)], channel, 0)
 			if err != nil {
 				errs <- fmt.Errorf("subscriber %d: %w", i, err)
 				return
@@ -445,7 +446,7 @@ func dialSubs(ctx context.Context, urls []string, n int, channel string, stderr 
 }
 
 type benchFanout struct {
-	urls, channel, cpuProfile                     string
+	urls, channel, cpuProfile, tlsCA              string
 	subscribers, messages, rate, size, publishers int
 	window                                        int
 	duration, timeout                             time.Duration
@@ -470,6 +471,7 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	var b benchFanout
 	fs := newFlagSet("bench fanout", "comet bench fanout --url ws://HOST/ws[,...] [--subscribers 1000] [--rate 1000] [--messages 10000]", stderr)
 	fs.StringVar(&b.urls, "url", defaultGatewayURL, "gateway WebSocket URLs, comma-separated; subscribers are spread over them, publishers use the first")
+	fs.StringVar(&b.tlsCA, "tls-ca", "", tlsCAGatewayUsage)
 	fs.StringVar(&b.channel, "channel", "", "the channel (default: a new one per run)")
 	fs.IntVar(&b.subscribers, "subscribers", 1000, "WebSocket subscribers to the channel")
 	fs.IntVar(&b.messages, "messages", 10000, "messages to publish")
@@ -511,7 +513,11 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	ctx := context.Background()
 	urls := splitList(b.urls)
 	fmt.Fprintf(stderr, "connecting %d subscribers to %s on %s\n", b.subscribers, b.channel, strings.Join(urls, ", "))
-	subs, err := dialSubs(ctx, urls, b.subscribers, b.channel, stderr)
+	tlsConfig, err := gatewayTLS(b.tlsCA)
+	if err != nil {
+		return err
+	}
+	subs, err := dialSubs(ctx, tlsConfig, urls, b.subscribers, b.channel, stderr)
 	if err != nil {
 		return err
 	}
@@ -520,7 +526,7 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	want.Store(int64(b.messages))
 	pubs := make([]*benchPublisher, b.publishers)
 	for i := range pubs {
-		if pubs[i], err = newBenchPublisher(ctx, urls[0], b.window, &acked, &failed); err != nil {
+		if pubs[i], err = newBenchPublisher(ctx, tlsConfig, urls[0], b.window, &acked, &failed); err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}
 	}
@@ -629,6 +635,8 @@ func rateText(rate int) string {
 
 type benchCatchup struct {
 	url, channel, missed string
+	tlsCA                string
+	tlsConfig            *tls.Config
 	messages, size, runs int
 	jsonOut              bool
 }
@@ -645,6 +653,7 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 	var b benchCatchup
 	fs := newFlagSet("bench catchup", "comet bench catchup --url ws://HOST/ws [--messages 100000] [--missed 10000,100000] [--runs 3]", stderr)
 	fs.StringVar(&b.url, "url", defaultGatewayURL, "gateway WebSocket URL")
+	fs.StringVar(&b.tlsCA, "tls-ca", "", tlsCAGatewayUsage)
 	fs.StringVar(&b.channel, "channel", "", "the channel (default: a new one per run)")
 	fs.IntVar(&b.messages, "messages", 100000, "messages to publish first")
 	fs.StringVar(&b.missed, "missed", "10000,100000", "how many messages a resuming client missed, comma-separated")
@@ -669,11 +678,16 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 		b.channel = "bench.catchup." + randomHex(4)
 	}
 	ctx := context.Background()
+	tlsConfig, err := gatewayTLS(b.tlsCA)
+	if err != nil {
+		return err
+	}
+	b.tlsConfig = tlsConfig
 
 	var acked, failed, sent atomic.Int64
 	pubs := make([]*benchPublisher, 4)
 	for i := range pubs {
-		p, err := newBenchPublisher(ctx, b.url, 200, &acked, &failed)
+		p, err := newBenchPublisher(ctx, tlsConfig, b.url, 200, &acked, &failed)
 		if err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}
@@ -685,7 +699,7 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 	wait := progress(stderr, stop, func(el time.Duration) string {
 		return fmt.Sprintf("  %6.1fs  acked %d", el.Seconds(), acked.Load())
 	})
-	err := publishPaced(pubs, b.channel, randomHex(4), b.messages, 0, b.size, &sent)
+	err = publishPaced(pubs, b.channel, randomHex(4), b.messages, 0, b.size, &sent)
 	for _, p := range pubs {
 		if err == nil {
 			err = p.drain(time.Minute)
@@ -723,7 +737,7 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 func (b *benchCatchup) resume(ctx context.Context, m, run int) (catchupResult, error) {
 	res := catchupResult{Missed: m, Run: run}
 	t0 := time.Now()
-	s, next, err := dialSub(ctx, b.url, b.channel, uint64(b.messages-m+1))
+	s, next, err := dialSub(ctx, b.tlsConfig, b.url, b.channel, uint64(b.messages-m+1))
 	if err != nil {
 		return res, err
 	}

@@ -24,9 +24,13 @@ import (
 func (b *benchPublish) runClient(stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	tlsConfig, err := gatewayTLS(b.tlsCA)
+	if err != nil {
+		return err
+	}
 	conns := make([]*benchRequester, b.publishers)
 	for i := range conns {
-		c, err := dialRequester(ctx, b.url, b.token)
+		c, err := dialRequester(ctx, tlsConfig, b.url, b.token)
 		if err != nil {
 			for _, d := range conns[:i] {
 				d.c.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 // separate processes would have) unless --workers is 0.
 type benchRequest struct {
 	urls, hubs, secret, route, token string
+	tlsCA                            string
 	workers, clients, inflight, size int
 	duration                         time.Duration
 	jsonOut                          bool
@@ -48,6 +50,7 @@ func runBenchRequest(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&b.urls, "url", defaultGatewayURL, "gateway WebSocket URLs, comma-separated; clients are spread over them")
 	fs.StringVar(&b.hubs, "hubs", defaultListen, "hub API addresses for the echo workers (comet standalone: its --listen)")
 	fs.StringVar(&b.secret, "secret", "", "the cluster's secret, for the workers")
+	fs.StringVar(&b.tlsCA, "tls-ca", "", "PEM file of the CA that signed the gateways' and hubs' certificates, for wss:// URLs and hubs with TLS (bare --hubs addresses then mean https; default: the system's roots)")
 	fs.StringVar(&b.token, "token", "", "a client token, for gateways that require one")
 	fs.IntVar(&b.workers, "workers", 1, "echo workers to run in this process (0: workers elsewhere serve --route)")
 	fs.StringVar(&b.route, "route", "", "the route requested (default: a new one per run, served by the echo workers)")
@@ -74,8 +77,16 @@ func runBenchRequest(args []string, stdout, stderr io.Writer) error {
 func (b *benchRequest) run(stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	tlsConfig, err := gatewayTLS(b.tlsCA)
+	if err != nil {
+		return err
+	}
+	var workerTLS *tls.Config
+	if b.tlsCA != "" {
+		workerTLS = tlsConfig
+	}
 	for i := range b.workers {
-		w, err := worker.New(worker.Config{Hubs: splitList(b.hubs), Secret: b.secret, Name: fmt.Sprintf("bench-%d", i)})
+		w, err := worker.New(worker.Config{Hubs: splitList(b.hubs), Secret: b.secret, TLS: workerTLS, Name: fmt.Sprintf("bench-%d", i)})
 		if err != nil {
 			return fmt.Errorf("%w: worker: %v", errUsage, err)
 		}
@@ -94,7 +105,7 @@ func (b *benchRequest) run(stdout, stderr io.Writer) error {
 	urls := splitList(b.urls)
 	clients := make([]*benchRequester, b.clients)
 	for i := range clients {
-		c, err := dialRequester(ctx, urls[i%len(urls)], b.token)
+		c, err := dialRequester(ctx, tlsConfig, urls[i%len(urls)], b.token)
 		if err != nil {
 			for _, d := range clients[:i] {
 				d.c.Close()
@@ -193,7 +204,7 @@ func (r *benchRequester) err() error {
 }
 
 // dialRequester connects and waits for the connected frame.
-func dialRequester(ctx context.Context, u, token string) (*benchRequester, error) {
+func dialRequester(ctx context.Context, tlsConfig *tls.Config, u, token string) (*benchRequester, error) {
 	if token != "" {
 		pu, err := url.Parse(u)
 		if err != nil {
@@ -204,7 +215,7 @@ func dialRequester(ctx context.Context, u, token string) (*benchRequester, error
 		pu.RawQuery = q.Encode()
 		u = pu.String()
 	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: tlsConfig}
 	c, _, err := d.DialContext(ctx, u, nil)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,22 +17,28 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: comet cluster status|remove ...", errUsage)
 	}
-	var api, secret string
+	var api, secret, tlsCA string
 	var asJSON bool
 	sub := args[0]
 	switch sub {
 	case "status":
 		fs := newFlagSet("cluster status", "comet cluster status --api ADDR [--json]", stderr)
-		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub")
+		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub (host:port, or https://host:port)")
+		fs.StringVar(&tlsCA, "tls-ca", "", tlsCAClientUsage)
 		fs.BoolVar(&asJSON, "json", false, "print the raw JSON of GET /v1/cluster")
 		fs.StringVar(&secret, "secret", "", "the cluster's shared secret, when its hubs have one")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		return clusterStatus(api, secret, asJSON, stdout)
+		api, tlsConfig, err := hubClientTLS("api", api, tlsCA)
+		if err != nil {
+			return err
+		}
+		return clusterStatus(api, secret, tlsConfig, asJSON, stdout)
 	case "remove":
 		fs := newFlagSet("cluster remove", "comet cluster remove --api ADDR ID", stderr)
-		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub")
+		fs.StringVar(&api, "api", "127.0.0.1:7101", "API address of any hub (host:port, or https://host:port)")
+		fs.StringVar(&tlsCA, "tls-ca", "", tlsCAClientUsage)
 		fs.StringVar(&secret, "secret", "", "the cluster's shared secret, when its hubs have one")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
@@ -39,10 +46,17 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 		if fs.NArg() != 1 {
 			return fmt.Errorf("%w: comet cluster remove --api ADDR ID", errUsage)
 		}
+		api, tlsConfig, err := hubClientTLS("api", api, tlsCA)
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		client := hubapi.NewClient(20*time.Second, 2)
 		client.Secret = secret
+		if tlsConfig != nil {
+			client.SetTLS(tlsConfig)
+		}
 		if err := client.Post(ctx, api, "/v1/cluster/remove", wire.RemoveRequest{ID: fs.Arg(0)}, nil); err != nil {
 			return err
 		}
@@ -53,12 +67,15 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func clusterStatus(api, secret string, asJSON bool, stdout io.Writer) error {
+func clusterStatus(api, secret string, tlsConfig *tls.Config, asJSON bool, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st wire.ClusterStatus
 	client := hubapi.NewClient(5*time.Second, 2)
 	client.Secret = secret
+	if tlsConfig != nil {
+		client.SetTLS(tlsConfig)
+	}
 	if err := client.Get(ctx, api, "/v1/cluster", &st); err != nil {
 		return fmt.Errorf("cluster status from %s: %w", api, err)
 	}

@@ -33,6 +33,7 @@ type gatewayFlags struct {
 	tokenIssuer, tokenAudience                  string
 	requestTimeout                              time.Duration
 	cfgFile                                     *configFile
+	tls                                         tlsFlags
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
@@ -65,6 +66,11 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 		f.cfgFile = addConfigFlag(fs, "channels", "namespaces")
 	} else {
 		f.cfgFile = addConfigFlag(fs, "channels")
+	}
+	if standalone {
+		f.tls.register(fs, tlsCertUsage+" (the hub API under /v1/ too)", "")
+	} else {
+		f.tls.register(fs, tlsCertUsage, "PEM file of the CA that signed the hubs' certificates: reach the hubs over https and wss, bare --hubs addresses included (default: the system's roots, for hubs written https://host:port)")
 	}
 	if standalone {
 		fs.StringVar(&f.secret, "secret", "", "a secret the hub API under /v1/ then requires (Authorization: Bearer), for workers and tools; clients never need it (default: none)")
@@ -145,7 +151,7 @@ func runGateway(args []string, stderr io.Writer) error {
 	var hubs string
 	fs := newFlagSet("gateway", "comet gateway --listen ADDR --hubs API,API,...", stderr)
 	f.register(fs, false)
-	fs.StringVar(&hubs, "hubs", "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103", "API addresses of the hubs (host:port, comma-separated); the gateway follows one and moves on when it fails")
+	fs.StringVar(&hubs, "hubs", "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103", "API addresses of the hubs (host:port, or https://host:port for hubs with TLS; comma-separated); the gateway follows one and moves on when it fails")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -156,11 +162,16 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addrs := splitList(hubs)
-	for _, a := range addrs {
-		if err := checkAddr("hubs", a); err != nil {
-			return err
-		}
+	if err := f.tls.check(); err != nil {
+		return err
+	}
+	caPool, err := f.tls.loadCA()
+	if err != nil {
+		return err
+	}
+	addrs, hubTLS, err := hubTargets("hubs", splitList(hubs), caPool, f.tls.ca != "")
+	if err != nil {
+		return err
 	}
 	if len(addrs) == 0 {
 		return fmt.Errorf("%w: --hubs is required", errUsage)
@@ -170,6 +181,14 @@ func runGateway(args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: --hubs: %v", errUsage, err)
 	}
 	hub.SetSecret(f.secret)
+	if hubTLS != nil {
+		hub.SetTLS(hubTLS)
+	}
+	cert, err := f.tls.loadCert(logger)
+	if err != nil {
+		return err
+	}
+	defer watchCert(cert, logger)()
 	cfg, err := f.config(hub, logger)
 	if err != nil {
 		return err
@@ -180,7 +199,7 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err := bus.CheckGatewayID(cfg.ID); err != nil {
 		return fmt.Errorf("%w: --id: %v", errUsage, err)
 	}
-	gb, err := newGatewayBus(&cfg, bus.HubDialer(addrs, f.secret, logger.With("component", "bus")), logger)
+	gb, err := newGatewayBus(&cfg, bus.HubDialer(addrs, f.secret, hubTLS, logger.With("component", "bus")), logger)
 	if err != nil {
 		return err
 	}
@@ -194,15 +213,17 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
+	ln = serverListener(ln, cert)
 	if err := servePprof(f.pprof, logger); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	gw.Run()
-	logger.Info("gateway started", "listen", f.listen, "hubs", hubs)
+	httpScheme, wsScheme := schemes(cert != nil)
+	logger.Info("gateway started", "listen", f.listen, "hubs", hubs, "tls", cert != nil)
 	defer announceReady(ctx, logger, func(context.Context) error { return gw.Ready() }, "gateway ready", func() []any {
-		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hubs", hubs}
+		return []any{"ws", wsScheme + "://" + f.listen + "/ws", "sockjs", httpScheme + "://" + f.listen + "/sockjs", "hubs", hubs}
 	})()
 	return serveGateway(ctx, logger, ln, gw.Handler(), gw, f.shutdownTimeout)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/comethq/comet/broker"
 	"github.com/comethq/comet/hubapi"
 	"github.com/comethq/comet/internal/durable"
+	"github.com/comethq/comet/internal/tlsfiles"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
 	"github.com/comethq/comet/wire"
@@ -33,6 +35,7 @@ type hubFlags struct {
 	snapshotThreshold, trailingLogs                               uint64
 	maxIDs                                                        int64
 	cfgFile                                                       *configFile
+	tls                                                           tlsFlags
 }
 
 func runHub(args []string, stderr io.Writer) error {
@@ -57,6 +60,8 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	fs.StringVar(&f.secret, "secret", "", secretUsage)
+	f.tls.register(fs, "PEM file of this hub's TLS certificate (chain), for the host of --api and of --raft: the API serves https and Raft traffic between hubs is TLS; give every hub of the cluster one; reloaded on SIGHUP and when the file changes",
+		"PEM file of the CA(s) that signed the hubs' certificates: Raft peers must present a certificate it signed (mutual TLS), and other hubs' APIs are verified against it (default: the system's roots, and Raft peers show no certificate)")
 	f.cfgFile = addConfigFlag(fs, "namespaces")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -218,11 +223,20 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	if maxIDs == 0 {
 		maxIDs = -1 // broker.Config: no limit
 	}
-	joins := splitList(f.join)
-	for _, j := range joins {
-		if err := checkAddr("join", j); err != nil {
-			return err
-		}
+	if err := f.tls.check(); err != nil {
+		return err
+	}
+	if f.tls.ca != "" && f.tls.cert == "" {
+		return fmt.Errorf("%w: --tls-ca is for hubs with TLS: give --tls-cert and --tls-key too", errUsage)
+	}
+	caPool, err := f.tls.loadCA()
+	if err != nil {
+		return err
+	}
+	useTLS := f.tls.cert != ""
+	joins, joinTLS, err := hubTargets("join", splitList(f.join), caPool, useTLS)
+	if err != nil {
+		return err
 	}
 	if len(peers) == 0 && len(joins) == 0 {
 		logger.Warn("neither --peers nor --join given: this hub waits until a cluster adds it")
@@ -236,6 +250,15 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	logger = logger.With("node", f.id)
+	cert, err := f.tls.loadCert(logger)
+	if err != nil {
+		return err
+	}
+	defer watchCert(cert, logger)()
+	var raftTLS, apiTLS *tls.Config // Raft's, and to call other hubs' APIs
+	if cert != nil {
+		raftTLS, apiTLS = tlsfiles.PeerConfig(cert, caPool), tlsfiles.ClientConfig(caPool, nil)
+	}
 
 	// Open in order: log, API listener, Raft, service. Close in reverse.
 	// The Raft log is fsynced before every acknowledgement; the channel
@@ -251,12 +274,13 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		return fmt.Errorf("api: listen on %s: %w", f.api, err)
 	}
 	defer ln.Close()
+	ln = serverListener(ln, cert)
 	stream := broker.NewStream(0, 0)
 	node, err := raft.New(raft.Config{
 		ID: f.id, Dir: filepath.Join(f.data, "raft"), Addr: f.raftAddr, Peers: peers, Log: clog, Observer: stream,
 		HeartbeatTimeout: f.raftTimeout, ElectionTimeout: f.raftTimeout, LeaderLeaseTimeout: f.raftTimeout,
 		SnapshotInterval: f.snapshotInterval, SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
-		Secret: f.secret, Logger: logger.With("component", "raft"),
+		Secret: f.secret, TLS: raftTLS, Logger: logger.With("component", "raft"),
 	})
 	if err != nil {
 		return err
@@ -265,7 +289,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	svc, err := broker.New(broker.Config{
 		Node: node, API: f.api, Retention: rules, Namespaces: f.cfgFile.namespaces, MaxIDs: maxIDs, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
-		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret,
+		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret, TLS: apiTLS,
 		Logger: logger.With("component", "broker"),
 	})
 	if err != nil {
@@ -284,10 +308,14 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		logger.Warn("NO --secret: anyone who can reach --api " + f.api + " and --raft " + f.raftAddr +
 			" can publish, read every channel, send to connections and change the cluster; set --secret (COMET_SECRET) on every hub and gateway, or bind them to a private network")
 	}
-	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data)
+	if useTLS && caPool == nil {
+		logger.Warn("--tls-cert without --tls-ca: Raft peers are verified against the system's roots and show no certificate of their own, so only --secret keeps other processes out of --raft; a private CA (--tls-ca) makes Raft mutual TLS")
+	}
+	apiScheme, _ := schemes(useTLS)
+	logger.Info("hub started", "raft", f.raftAddr, "api", f.api, "data", f.data, "tls", useTLS)
 	stopReady := announceReady(ctx, logger, svc.Ready, "hub ready", func() []any {
 		leader, _ := node.Leader()
-		return []any{"api", "http://" + f.api + "/v1/", "raft", f.raftAddr, "leader", leader}
+		return []any{"api", apiScheme + "://" + f.api + "/v1/", "raft", f.raftAddr, "leader", leader}
 	})
 	defer stopReady()
 
@@ -297,7 +325,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 	go func() {
 		defer close(joinDone)
 		if len(joins) > 0 {
-			if err := joinCluster(ctx, logger, joins, f.secret, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api}); err != nil {
+			if err := joinCluster(ctx, logger, joins, f.secret, joinTLS, wire.JoinRequest{ID: f.id, Raft: f.raftAddr, API: f.api}); err != nil {
 				joinErr <- err
 			}
 		}
@@ -355,9 +383,12 @@ var errJoinRefused = errors.New("the cluster refused to add this hub")
 // joinCluster asks the hubs at apis, in turn, to add this hub, until one
 // succeeds, one refuses for good (an error wrapping errJoinRefused), or ctx
 // ends (nil).
-func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, req wire.JoinRequest) error {
+func joinCluster(ctx context.Context, logger *slog.Logger, apis []string, secret string, tlsConfig *tls.Config, req wire.JoinRequest) error {
 	client := hubapi.NewClient(15*time.Second, 2)
 	client.Secret = secret
+	if tlsConfig != nil {
+		client.SetTLS(tlsConfig)
+	}
 	backoff := 200 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		api := apis[attempt%len(apis)]

@@ -126,7 +126,7 @@ func TestJoinClusterRetriesThenSucceeds(t *testing.T) {
 	api, calls := fakeJoinAPI(t, 503, 429, 200)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := joinCluster(ctx, slog.New(slog.DiscardHandler), []string{api}, "", wire.JoinRequest{ID: "h4", Raft: "127.0.0.1:7004", API: "127.0.0.1:7104"})
+	err := joinCluster(ctx, slog.New(slog.DiscardHandler), []string{api}, "", nil, wire.JoinRequest{ID: "h4", Raft: "127.0.0.1:7004", API: "127.0.0.1:7104"})
 	if err != nil || calls.Load() != 3 {
 		t.Fatalf("join: %v after %d calls, want success after 3", err, calls.Load())
 	}
@@ -138,7 +138,7 @@ func TestJoinClusterRefused(t *testing.T) {
 	api, calls := fakeJoinAPI(t, 409)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := joinCluster(ctx, slog.New(slog.DiscardHandler), []string{api}, "", wire.JoinRequest{ID: "h2", Raft: "127.0.0.1:7009", API: "127.0.0.1:7109"})
+	err := joinCluster(ctx, slog.New(slog.DiscardHandler), []string{api}, "", nil, wire.JoinRequest{ID: "h2", Raft: "127.0.0.1:7009", API: "127.0.0.1:7109"})
 	if !errors.Is(err, errJoinRefused) || !strings.Contains(err.Error(), "already a member; remove it first") || calls.Load() != 1 {
 		t.Fatalf("join: %v after %d calls, want errJoinRefused with the cluster's message after 1", err, calls.Load())
 	}

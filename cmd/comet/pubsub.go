@@ -56,12 +56,13 @@ reset), a warning goes to stderr. Runs until --count messages were printed, or
 until SIGINT or SIGTERM; then saves --state and exits 0.`
 
 func runPub(args []string, stdout, stderr io.Writer) error {
-	var urls, id, token string
+	var urls, id, token, tlsCA string
 	var timeout time.Duration
 	var literal bool
 	fs := newFlagSet("pub", pubSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
+	fs.StringVar(&tlsCA, "tls-ca", "", tlsCAGatewayUsage)
 	fs.Var(ownEnv{stringValue{&id}, "COMET_PUB_ID"}, "id", "idempotency key: publishes with the same key on a channel within 10 minutes are stored once (default: a random key); its variable is COMET_PUB_ID, not COMET_ID (the --id of hubs and gateways)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up when the publish is not acknowledged within this time")
 	fs.Var(ownEnv{boolValue{&literal}, "COMET_PUB_STRING"}, "string", "send DATA as a JSON string, as it is, even when it looks like JSON")
@@ -96,7 +97,7 @@ func runPub(args []string, stdout, stderr io.Writer) error {
 		lastErr   error // why the last connection attempt failed; nil once connected
 		connected bool  // a connection was up once: the publish may have been sent
 	)
-	c, err := newGatewayClient(urls, token, client.Config{OnState: func(s client.State, err error) {
+	c, err := newGatewayClient(urls, token, tlsCA, client.Config{OnState: func(s client.State, err error) {
 		lastMu.Lock()
 		defer lastMu.Unlock()
 		switch s {
@@ -192,8 +193,13 @@ func pubData(s string, literal bool) (json.RawMessage, error) {
 
 // newGatewayClient starts a client of the gateways in urls (comma-separated),
 // authenticated with token (empty: anonymous), with cfg's other settings.
-func newGatewayClient(urls, token string, cfg client.Config) (*client.Client, error) {
+func newGatewayClient(urls, token, tlsCA string, cfg client.Config) (*client.Client, error) {
 	cfg.URLs = append(cfg.URLs, splitList(urls)...)
+	tlsConfig, err := gatewayTLS(tlsCA)
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLSConfig = tlsConfig
 	if token != "" {
 		cfg.Token = func(context.Context) (string, error) { return token, nil }
 	}
@@ -208,12 +214,13 @@ func newGatewayClient(urls, token string, cfg client.Config) (*client.Client, er
 }
 
 func runSub(args []string, stdout, stderr io.Writer) error {
-	var urls, epoch, state, token string
+	var urls, epoch, state, token, tlsCA string
 	var from uint64
 	var count int
 	fs := newFlagSet("sub", subSynopsis, stderr)
 	fs.StringVar(&urls, "url", defaultGatewayURL, "gateway WebSocket URL, or several, comma-separated")
 	fs.StringVar(&token, "token", "", tokenUsage)
+	fs.StringVar(&tlsCA, "tls-ca", "", tlsCAGatewayUsage)
 	fs.Uint64Var(&from, "from", 0, "start every channel at this offset (1: all messages still held); 0: from --state, else new messages only")
 	fs.StringVar(&epoch, "epoch", "", "the epoch the --from offset belongs to: a channel whose epoch differs starts at its oldest message, with a warning")
 	fs.IntVar(&count, "count", 0, "exit after printing this many messages in all (0: run until interrupted)")
@@ -266,7 +273,7 @@ func runSub(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "comet: warning: "+format+"\n", a...)
 	}
 	lastWarned := "" // the same failure again and again is said once
-	c, err := newGatewayClient(urls, token, client.Config{Store: gate, OnState: func(s client.State, err error) {
+	c, err := newGatewayClient(urls, token, tlsCA, client.Config{Store: gate, OnState: func(s client.State, err error) {
 		switch {
 		case s == client.Connected:
 			lastWarned = ""

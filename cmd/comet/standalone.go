@@ -43,11 +43,17 @@ func runStandalone(args []string, stderr io.Writer) error {
 	if err := checkDataDir(data); err != nil {
 		return err
 	}
+	cert, err := f.tls.loadCert(logger)
+	if err != nil {
+		return err
+	}
+	defer watchCert(cert, logger)()
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
 	defer ln.Close()
+	ln = serverListener(ln, cert)
 	if err := servePprof(f.pprof, logger); err != nil {
 		return err
 	}
@@ -103,7 +109,8 @@ func runStandalone(args []string, stderr io.Writer) error {
 		return namespacesInForce(gw, hub.Service)
 	}
 	defer announceReady(ctx, logger, ready, "comet standalone ready: a single-node hub and a gateway", func() []any {
-		return []any{"ws", "ws://" + f.listen + "/ws", "sockjs", "http://" + f.listen + "/sockjs", "hub_api", "http://" + f.listen + "/v1/", "data", data}
+		httpScheme, wsScheme := schemes(cert != nil)
+		return []any{"ws", wsScheme + "://" + f.listen + "/ws", "sockjs", httpScheme + "://" + f.listen + "/sockjs", "hub_api", httpScheme + "://" + f.listen + "/v1/", "data", data}
 	})()
 	return serveGateway(ctx, logger, ln, standaloneHandler(gw, hub.Service, f.secret), gw, f.shutdownTimeout)
 }
