@@ -27,7 +27,7 @@ import (
 // hubFlags are the settings of `comet hub`.
 type hubFlags struct {
 	id, data, raftAddr, api, peers, join, retention, logLevel     string
-	pprof, secret                                                 string
+	pprof, secret, adminToken                                     string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
@@ -56,6 +56,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off)")
 	fs.StringVar(&f.secret, "secret", "", secretUsage)
+	fs.StringVar(&f.adminToken, "admin-token", "", adminTokenUsage)
 	addConfigFlag(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -265,7 +266,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		Node: node, API: f.api, Retention: rules, MaxIDs: maxIDs, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
 		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret,
-		Logger: logger.With("component", "broker"),
+		AdminToken: f.adminToken, Logger: logger.With("component", "broker"),
 	})
 	if err != nil {
 		return err
