@@ -225,13 +225,14 @@ func (r *router) stats(s *session, m bus.Msg) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if prev := s.stats; prev != nil {
+	if prev := s.stats; prev != nil && st.DeliveriesPerSecond == 0 {
+		// A gateway that does not say its rate: worked out here.
 		dt := st.Time.Sub(prev.Time).Seconds()
 		if prev.Time.IsZero() || st.Time.IsZero() {
 			dt = now.Sub(s.statsAt).Seconds()
 		}
 		if dt > 0 && st.Deliveries >= prev.Deliveries {
-			s.statsRate = float64(st.Deliveries-prev.Deliveries) / dt
+			st.DeliveriesPerSecond = float64(st.Deliveries-prev.Deliveries) / dt
 		}
 	}
 	s.stats, s.statsAt = &st, now
@@ -247,7 +248,7 @@ func (r *router) gatewayStats() []wire.AdminGateway {
 		g := wire.AdminGateway{GatewayStats: wire.GatewayStats{ID: name}}
 		if s.stats != nil {
 			g.GatewayStats, g.Reported = *s.stats, true
-			g.Age, g.DeliveriesPerSecond = wire.Duration(now.Sub(s.statsAt)), s.statsRate
+			g.Age = wire.Duration(now.Sub(s.statsAt))
 		}
 		out = append(out, g)
 	}

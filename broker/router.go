@@ -95,11 +95,10 @@ type session struct {
 	pubMu sync.Mutex
 	pubs  sessionPubs
 
-	// A gateway's last report (TypeStats) and its deliveries rate, under
-	// r.mu (admin.go).
-	stats     *wire.GatewayStats
-	statsAt   time.Time
-	statsRate float64
+	// A gateway's last report (TypeStats) and when it came, under r.mu
+	// (admin.go).
+	stats   *wire.GatewayStats
+	statsAt time.Time
 
 	// Worker state, guarded by r.mu.
 	routes   map[string]bool // route -> idempotent

@@ -228,12 +228,14 @@ type cluster struct {
 	// COMET_SECRET (gateways also get COMET_ALLOW_ANONYMOUS=true), and sent
 	// by the test's own API calls.
 	secret string
+	// extraEnv is added to the environment of the cluster's processes.
+	extraEnv []string
 }
 
 // env is the environment of the cluster's processes and of tools run
 // against it.
 func (c *cluster) env() []string {
-	return []string{"COMET_SECRET=" + c.secret, "COMET_ALLOW_ANONYMOUS=true"}
+	return append([]string{"COMET_SECRET=" + c.secret, "COMET_ALLOW_ANONYMOUS=true"}, c.extraEnv...)
 }
 
 func newClient() *http.Client {

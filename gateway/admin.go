@@ -69,9 +69,18 @@ func (s *Server) Stats() wire.GatewayStats {
 	return st
 }
 
-// StatsJSON returns Stats as JSON, for bus.GatewayConfig.Stats.
+// StatsJSON returns Stats as JSON, with the rate of deliveries since the
+// previous call, for bus.GatewayConfig.Stats (the gateway's reports to the
+// router).
 func (s *Server) StatsJSON() json.RawMessage {
-	b, err := json.Marshal(s.Stats())
+	st := s.Stats()
+	s.reportMu.Lock()
+	if dt := st.Time.Sub(s.reportAt).Seconds(); !s.reportAt.IsZero() && dt > 0 && st.Deliveries >= s.reportDeliveries {
+		st.DeliveriesPerSecond = float64(st.Deliveries-s.reportDeliveries) / dt
+	}
+	s.reportAt, s.reportDeliveries = st.Time, st.Deliveries
+	s.reportMu.Unlock()
+	b, err := json.Marshal(st)
 	if err != nil {
 		return nil
 	}

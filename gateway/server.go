@@ -227,6 +227,10 @@ type Server struct {
 	// and channel messages queued to subscribers.
 	published atomic.Uint64
 	delivered atomic.Uint64
+	// The last report's time and deliveries (StatsJSON), under reportMu.
+	reportMu         sync.Mutex
+	reportAt         time.Time
+	reportDeliveries uint64
 
 	connSeq atomic.Uint64
 	// start is the base of now; watchOnce starts watchWrites with the

@@ -95,9 +95,6 @@ type AdminGateway struct {
 	Reported bool `json:"reported"`
 	// Age is how long ago the report came.
 	Age Duration `json:"age"`
-	// DeliveriesPerSecond is the gateway's rate of Deliveries between its
-	// last two reports.
-	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 }
 
 // GatewayStats is what a gateway reports of itself: on its bus session to
@@ -117,6 +114,11 @@ type GatewayStats struct {
 	// since the gateway started.
 	Publishes  uint64 `json:"publishes"`
 	Deliveries uint64 `json:"deliveries"`
+	// DeliveriesPerSecond is the rate of Deliveries between the gateway's
+	// last two reports to the router (the gateway works it out, so that it
+	// carries over to a new leader; the router does for a gateway that
+	// leaves it out).
+	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 	// Top are the channels with the most subscribers on this gateway, at
 	// most MaxTopChannels, most first.
 	Top []ChannelSubscribers `json:"top,omitempty"`
