@@ -73,6 +73,13 @@ func (a *activity) add(events []raft.Event) {
 	}
 }
 
+// count returns how many messages were applied since start.
+func (a *activity) count() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.total
+}
+
 // channelCount is a channel's messages in the windows counted.
 type channelCount struct {
 	channel string
