@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/client"
+	"github.com/comethq/comet/wire"
 )
 
 // adminScreenshots is where TestBrowserAdmin writes its screenshots:
@@ -307,4 +310,64 @@ func checkAdminView(t *testing.T, what string, v adminView, leader, gw string) {
 		t.Errorf("%s: publishes %.1f/s, deliveries %.1f/s, hubs error %q", what, v.PubRate, v.DelRate, v.HubsError)
 	}
 	t.Logf("%s: leader %s, %d publishes/s, %d deliveries/s, channels %q", what, leader, int(v.PubRate), int(v.DelRate), v.ChannelRows)
+}
+
+// TestStandaloneAdmin: `comet standalone` serves the admin view on its one
+// port: without a secret or an admin token open to this machine, with
+// --admin-token only to those who send it; the overview holds the hub and
+// the standalone's own gateway.
+func TestStandaloneAdmin(t *testing.T) {
+	c := newCluster(t)
+	c.secret = ""
+	get := func(addr, path, token string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, raw
+	}
+	check := func(addr, token string) {
+		t.Helper()
+		if status, raw := get(addr, "/admin", ""); status != http.StatusOK || !strings.Contains(string(raw), "Comet · admin") {
+			t.Fatalf("GET /admin: %d %.100s", status, raw)
+		}
+		waitFor(t, 20*time.Second, "the standalone's overview", func() bool {
+			status, raw := get(addr, "/v1/admin/overview", token)
+			var ov wire.AdminOverview
+			return status == http.StatusOK && json.Unmarshal(raw, &ov) == nil && ov.Hub == "standalone" &&
+				ov.Leader == "standalone" && len(ov.Nodes) == 1 && ov.Gateway != nil && ov.Gateway.ID == "s" &&
+				len(ov.Gateways) == 1 && ov.Gateways[0].ID == "s" && ov.Gateways[0].Reported
+		})
+	}
+	s := c.startStandalone(filepath.Join(c.dir, "open"), true)
+	check(s.api, "")
+	c.kill(s)
+
+	// With a secret and an admin token: either opens the admin view, and
+	// the admin token nothing else of the hub API.
+	c.secret = "standalone-secret"
+	c.extraEnv = []string{"COMET_ADMIN_TOKEN=standalone-admin"}
+	s = c.startStandalone(filepath.Join(c.dir, "token"), true)
+	for _, token := range []string{"", "wrong", "standalone-admin2"} {
+		if status, raw := get(s.api, "/v1/admin/overview", token); status != http.StatusUnauthorized || strings.Contains(string(raw), "nodes") {
+			t.Fatalf("overview with token %q: %d %s; want 401", token, status, raw)
+		}
+	}
+	check(s.api, "standalone-admin")
+	check(s.api, "standalone-secret")
+	for _, path := range []string{"/v1/cluster", "/v1/channels/x/messages"} {
+		if status, raw := get(s.api, path, "standalone-admin"); status != http.StatusUnauthorized {
+			t.Fatalf("GET %s with the admin token: %d %s; want 401", path, status, raw)
+		}
+	}
 }
