@@ -107,7 +107,7 @@ func (s *Service) Overview(ctx context.Context) wire.AdminOverview {
 	var span time.Duration
 	if s.cfg.Stream != nil {
 		busiest, ov.Publishes, span = s.cfg.Stream.act.busiest(AdminChannels)
-		ov.ChannelWindow = wire.Duration(span)
+		ov.ChannelWindow = wire.Seconds(span)
 	}
 	wg.Wait()
 	subs := map[string]int{}
@@ -248,7 +248,7 @@ func (r *router) gatewayStats() []wire.AdminGateway {
 		g := wire.AdminGateway{GatewayStats: wire.GatewayStats{ID: name}}
 		if s.stats != nil {
 			g.GatewayStats, g.Reported = *s.stats, true
-			g.Age = wire.Duration(now.Sub(s.statsAt))
+			g.Age = wire.Seconds(now.Sub(s.statsAt))
 		}
 		out = append(out, g)
 	}

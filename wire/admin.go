@@ -36,7 +36,7 @@ type AdminOverview struct {
 	// Channels are the busiest channels: the most messages applied in the
 	// last ChannelWindow (see AdminChannel).
 	Channels      []AdminChannel `json:"channels"`
-	ChannelWindow Duration       `json:"channel_window"`
+	ChannelWindow Seconds        `json:"channel_window"`
 	// Publishes counts the messages the answering hub has applied since it
 	// started (every hub applies every message: it counts the cluster's
 	// publishes); rates are differences of it over Time.
@@ -94,7 +94,7 @@ type AdminGateway struct {
 	GatewayStats
 	Reported bool `json:"reported"`
 	// Age is how long ago the report came.
-	Age Duration `json:"age"`
+	Age Seconds `json:"age"`
 }
 
 // GatewayStats is what a gateway reports of itself: on its bus session to
@@ -151,20 +151,20 @@ type AdminChannel struct {
 	Subscribers int `json:"subscribers"`
 }
 
-// Duration is a time.Duration that is JSON seconds (a number).
-type Duration time.Duration
+// Seconds is a time.Duration written in JSON as a number of seconds.
+type Seconds time.Duration
 
 // MarshalJSON writes d in seconds.
-func (d Duration) MarshalJSON() ([]byte, error) {
+func (d Seconds) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, time.Duration(d).Seconds(), 'f', -1, 64), nil
 }
 
 // UnmarshalJSON reads seconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
+func (d *Seconds) UnmarshalJSON(b []byte) error {
 	var f float64
 	if err := json.Unmarshal(b, &f); err != nil {
 		return err
 	}
-	*d = Duration(f * float64(time.Second))
+	*d = Seconds(f * float64(time.Second))
 	return nil
 }
