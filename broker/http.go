@@ -65,7 +65,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusNotFound, wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	return requireSecret(s.cfg.Secret, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := requireSecret(s.cfg.Secret, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Channel names may hold '/' and "..": route them before ServeMux,
 		// which cleans paths ("a/../b" is a valid channel name, not "b").
 		if rest, ok := strings.CutPrefix(r.URL.Path, channelsPrefix); ok {
@@ -80,6 +80,11 @@ func (s *Service) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.adminPaths(w, r) { // admin.go: the admin view has its own tokens
+			api.ServeHTTP(w, r)
+		}
+	})
 }
 
 const channelsPrefix = "/v1/channels/"

@@ -78,6 +78,14 @@ func newMetrics(s *Service) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "comet_raft_leader_changes_total", Help: "Leader changes seen by this hub.",
 		}, func() float64 { return float64(node.LeaderChanges()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "comet_messages_applied_total", Help: "Messages applied to this hub's channel log since it started (every hub applies every message stored).",
+		}, func() float64 {
+			if s.cfg.Stream == nil {
+				return 0
+			}
+			return float64(s.cfg.Stream.act.count())
+		}),
 		gauge("comet_log_bytes", "Size of the channel log file.", func() float64 { return float64(s.log.Size()) }),
 		gauge("comet_log_ids", "Publish ids held for idempotency (the last 10 minutes of ids).", func() float64 { return float64(s.log.HeldIDs()) }),
 		gauge("comet_log_max_ids", "The most publish ids held (0: no limit); past it publishes with new ids are refused, unavailable.", func() float64 { return float64(s.log.MaxIDs()) }),

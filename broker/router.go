@@ -95,6 +95,11 @@ type session struct {
 	pubMu sync.Mutex
 	pubs  sessionPubs
 
+	// A gateway's last report (TypeStats) and when it came, under r.mu
+	// (admin.go).
+	stats   *wire.GatewayStats
+	statsAt time.Time
+
 	// Worker state, guarded by r.mu.
 	routes   map[string]bool // route -> idempotent
 	events   bool
@@ -322,6 +327,8 @@ func (r *router) read(s *session) {
 			r.sent(s, m)
 		case s.kind == bus.KindGateway && m.Type == bus.TypeEvent:
 			r.event(m)
+		case s.kind == bus.KindGateway && m.Type == bus.TypeStats:
+			r.stats(s, m) // admin.go
 		case s.kind == bus.KindWorker && m.Type == bus.TypeResponse:
 			r.response(s, m)
 		case s.kind == bus.KindWorker && m.Type == bus.TypeSend:

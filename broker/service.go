@@ -110,6 +110,10 @@ type Config struct {
 	// /readyz and /metrics, as "Authorization: Bearer <Secret>"; this hub
 	// sends it to the others. Every hub and gateway of a cluster shares it.
 	Secret string
+	// AdminToken, when set, opens the admin view's endpoints
+	// (/v1/admin/, read-only) as "Authorization: Bearer <AdminToken>",
+	// besides the secret; it opens nothing else. Give every hub the same.
+	AdminToken string
 
 	Logger *slog.Logger
 }

@@ -28,6 +28,7 @@ type Stream struct {
 	floor   uint64 // lowest index servable: entries >= floor are all held
 	applied uint64 // last applied index
 	wake    chan struct{}
+	act     *activity // counts for the admin view (activity.go)
 }
 
 var _ raft.Observer = (*Stream)(nil)
@@ -41,11 +42,12 @@ func NewStream(maxEvents, maxBytes int) *Stream {
 	if maxBytes <= 0 {
 		maxBytes = 64 << 20
 	}
-	return &Stream{ring: make([]raft.Event, maxEvents), maxB: maxBytes, wake: make(chan struct{})}
+	return &Stream{ring: make([]raft.Event, maxEvents), maxB: maxBytes, wake: make(chan struct{}), act: newActivity()}
 }
 
 // Applied implements raft.Observer.
 func (s *Stream) Applied(first, index uint64, events []raft.Event) {
+	s.act.add(events)
 	s.mu.Lock()
 	if s.floor == 0 {
 		// First batch this process applies: earlier entries are not held.

@@ -59,6 +59,10 @@
 //	  {"type":"ack","id":12,"final":true,"error":{...}}   not to be sent again now
 //	gateway -> router, and the answer, to tell a live router from a stalled one:
 //	  {"type":"ping"}  {"type":"pong"}
+//	gateway -> router, its counts for the admin view (wire.GatewayStats), at
+//	the start of each session and then once a second; a router of an
+//	earlier release ignores it:
+//	  {"type":"stats","data":{"id":"g1","connections":4,"transports":{"websocket":4},...}}
 //
 // A router that takes publishes says so in its welcome:
 // {"type":"welcome","name":"h1","caps":["publish"]}. Publish ids are a

@@ -44,7 +44,13 @@ type GatewayConfig struct {
 	// with their gateways take about that to elect a leader. After it, or
 	// once a session was up, a router out of reach is a warning.
 	QuietStart time.Duration
-	Logger     *slog.Logger
+	// Stats, when set, gives the gateway's wire.GatewayStats as JSON, sent
+	// to the router (TypeStats) at the start of each session and then
+	// every StatsInterval (default 1s), for the admin view. It is called on
+	// the session's writer and must not block for long.
+	Stats         func() json.RawMessage
+	StatsInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // Request is a client's request, as a gateway forwards it.
@@ -100,6 +106,9 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	if cfg.QuietStart <= 0 {
 		cfg.QuietStart = 10 * time.Second
+	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -309,7 +318,7 @@ func (g *Gateway) write(s *gwSession) {
 	defer close(s.broken)
 	t := time.NewTicker(writerTick)
 	defer t.Stop()
-	var pinged time.Time
+	var pinged, reported time.Time
 	for {
 		var batch [][]byte
 		select {
@@ -334,6 +343,12 @@ func (g *Gateway) write(s *gwSession) {
 				if now.Sub(pinged) >= g.cfg.StallAfter/4 {
 					pinged = now
 					batch = append(batch, (&Msg{Type: TypePing}).Encode())
+				}
+			}
+			if g.cfg.Stats != nil && now.Sub(reported) >= g.cfg.StatsInterval {
+				reported = now
+				if data := g.cfg.Stats(); len(data) > 0 {
+					batch = append(batch, (&Msg{Type: TypeStats, Data: data}).Encode())
 				}
 			}
 		case <-s.done:

@@ -338,3 +338,36 @@ func runGateway(t *testing.T, g *Gateway) {
 	go func() { defer close(done); _ = g.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
+
+// TestGatewayStats: a gateway with GatewayConfig.Stats reports them at the
+// start of each session and then every StatsInterval; nil stats are not
+// sent.
+func TestGatewayStats(t *testing.T) {
+	f := newFakeRouter(t)
+	var n atomic.Int64
+	g, err := NewGateway(GatewayConfig{ID: "g1", Dial: f.dial, Deliver: func(string, json.RawMessage) error { return ErrNoConnection },
+		StatsInterval: 20 * time.Millisecond,
+		Stats: func() json.RawMessage {
+			if n.Add(1) == 2 {
+				return nil // skipped
+			}
+			return json.RawMessage(`{"id":"g1","connections":3}`)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	l := f.accept()
+	for range 2 {
+		m := f.recv(l)
+		if m.Type != TypeStats || string(m.Data) != `{"id":"g1","connections":3}` {
+			t.Fatalf("got %+v, want stats", m)
+		}
+	}
+	if got := n.Load(); got < 3 {
+		t.Fatalf("Stats called %d times for 2 reports; want the nil one skipped", got)
+	}
+}

@@ -27,6 +27,10 @@ const (
 	TypeAck      = "ack"
 	TypePing     = "ping"
 	TypePong     = "pong"
+	// TypeStats, from a gateway, carries its wire.GatewayStats in Data,
+	// once every GatewayConfig.StatsInterval, for the admin view. A router
+	// of an earlier release ignores it.
+	TypeStats = "stats"
 )
 
 // CapPublish, in a welcome's caps, says that the router takes publishes

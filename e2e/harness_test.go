@@ -233,12 +233,14 @@ type cluster struct {
 	scheme string
 	// hubArgs, when set, gives each hub more arguments (its TLS files).
 	hubArgs func(id string) []string
+	// extraEnv is added to the environment of the cluster's processes.
+	extraEnv []string
 }
 
 // env is the environment of the cluster's processes and of tools run
 // against it.
 func (c *cluster) env() []string {
-	return []string{"COMET_SECRET=" + c.secret, "COMET_ALLOW_ANONYMOUS=true"}
+	return append([]string{"COMET_SECRET=" + c.secret, "COMET_ALLOW_ANONYMOUS=true"}, c.extraEnv...)
 }
 
 func newClient() *http.Client {

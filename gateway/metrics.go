@@ -91,7 +91,10 @@ func newMetrics(s *Server) *metrics {
 	m.directMessages = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "comet_gateway_direct_messages_total", Help: "Messages sent to one connection by workers.",
 	})
-	m.reg.MustRegister(m.authFailures, m.requests, m.requestTime, m.directMessages)
+	m.reg.MustRegister(m.authFailures, m.requests, m.requestTime, m.directMessages,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "comet_gateway_deliveries_total", Help: "Channel messages queued to subscribers (live and replayed).",
+		}, func() float64 { return float64(s.delivered.Load()) }))
 	m.reg.MustRegister(m.connections, m.subscriptions, m.channels, m.frames, m.framesSent, m.delivered,
 		m.slowConsumers, m.writeTimeouts, m.publishes, m.publishTime, m.replayed, m.resyncs, m.upstreamErrors, m.upstreamIndex,
 		buildinfo.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -50,10 +50,12 @@ func (c *conn) publish(f wire.ClientFrame) {
 		}
 		if err != nil {
 			c.s.m.publishes.WithLabelValues("error").Inc()
+			c.s.published.Add(1)
 			c.sendError(f.ID, errorCode(err), publishError(err))
 			return
 		}
 		c.s.m.publishes.WithLabelValues("ok").Inc()
+		c.s.published.Add(1)
 		c.s.m.publishTime.Observe(time.Since(start).Seconds())
 		c.noteAck(res)
 		c.enqueue(wire.AppendAck(make([]byte, 0, 64+len(f.ID)+len(res.Channel)+len(res.Epoch)),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/auth"
+	"github.com/comethq/comet/internal/adminpage"
 	"github.com/comethq/comet/wire"
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
@@ -118,6 +119,18 @@ type Config struct {
 	// new channels are refused (unavailable).
 	MaxChannels int
 
+	// Overview, when set, gives the hubs' admin view (a hub's
+	// GET /v1/admin/overview), which the gateway's own GET
+	// /v1/admin/overview completes with its stats (admin.go). Nil: the
+	// gateway's view holds its own stats alone.
+	Overview func(ctx context.Context) (wire.AdminOverview, error)
+	// AdminTokens are the Bearer tokens its GET /v1/admin/overview takes
+	// (the cluster secret, the admin token; empty ones are ignored). With
+	// none it is open, or, with AdminLocalOnly, open to loopback clients
+	// only.
+	AdminTokens    []string
+	AdminLocalOnly bool
+
 	Logger *slog.Logger
 }
 
@@ -216,6 +229,15 @@ type Server struct {
 	streaming  atomic.Bool
 	lastLine   atomic.Int64 // unix nanos of the last line from the stream
 
+	// Counters of the admin view (admin.go): clients' publishes answered,
+	// and channel messages queued to subscribers.
+	published atomic.Uint64
+	delivered atomic.Uint64
+	// The last report's time and deliveries (StatsJSON), under reportMu.
+	reportMu         sync.Mutex
+	reportAt         time.Time
+	reportDeliveries uint64
+
 	connSeq atomic.Uint64
 	// start is the base of now; watchOnce starts watchWrites with the
 	// first connection.
@@ -269,6 +291,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /{$}", static("demo/index.html")) // the demo page; other paths stay 404
 	s.mux.Handle("GET /comet.js", static("comet.js"))
 	s.mux.Handle("GET /sockjs.min.js", static("vendor/sockjs.min.js"))
+	s.mux.Handle("/admin", adminpage.Handler())
+	s.mux.HandleFunc("/v1/admin/", s.serveAdmin) // admin.go
 	return s, nil
 }
 

@@ -109,7 +109,9 @@ func (sb *sub) deliver(offs []uint64, frames [][]byte) {
 		return
 	}
 	sb.last = offs[len(offs)-1]
-	sb.c.enqueue(frames[i:]...)
+	if sb.c.enqueue(frames[i:]...) {
+		sb.c.s.delivered.Add(uint64(len(frames) - i))
+	}
 }
 
 func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
@@ -187,6 +189,7 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 			if !ok || !c.enqueueWait(ctx, frames) {
 				return
 			}
+			c.s.delivered.Add(uint64(len(frames)))
 			pos += uint64(len(frames))
 		}
 		ch.mu.Lock()
@@ -200,7 +203,9 @@ func (sb *sub) run(ctx context.Context, f wire.ClientFrame) {
 		}
 		for _, p := range sb.pending {
 			if p.off >= pos && p.off >= sb.min {
-				c.enqueue(p.frame)
+				if c.enqueue(p.frame) {
+					c.s.delivered.Add(1)
+				}
 				pos = p.off + 1
 			}
 		}

@@ -172,7 +172,8 @@ type Node struct {
 
 	leaderChanges atomic.Uint64
 	changedMu     sync.Mutex
-	changed       chan struct{} // closed at the next leader change (LeaderChanged)
+	changed       chan struct{}  // closed at the next leader change (LeaderChanged)
+	history       []LeaderChange // the last leader changes, oldest first (LeaderHistory), under changedMu
 	obsCh         chan hraft.Observation
 	observer      *hraft.Observer
 	closeCh       chan struct{}
@@ -377,10 +378,46 @@ func (n *Node) watch() {
 		case o := <-n.obsCh:
 			lo := o.Data.(hraft.LeaderObservation)
 			n.leaderChanges.Add(1)
+			n.record(LeaderChange{Time: time.Now().UTC(), Term: n.raft.CurrentTerm(), Leader: string(lo.LeaderID)})
 			n.signalChange()
 			n.logger.Info("leader changed", "leader", string(lo.LeaderID), "addr", string(lo.LeaderAddr))
 		}
 	}
+}
+
+// LeaderChange is a change of leader this node observed: at Time, in Term
+// (this node's term when it heard of it), Leader became leader; "" when
+// the leader was lost and an election began.
+type LeaderChange struct {
+	Time   time.Time
+	Term   uint64
+	Leader string
+}
+
+// leaderHistory is how many leader changes LeaderHistory keeps.
+const leaderHistory = 20
+
+func (n *Node) record(c LeaderChange) {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	if len(n.history) == leaderHistory {
+		n.history = append(n.history[:0], n.history[1:]...)
+	}
+	n.history = append(n.history, c)
+}
+
+// LeaderHistory returns the last leader changes this node observed (at
+// most 20), newest first. It is kept in memory only: empty after a
+// restart until the first election. Raft drops observations it cannot
+// hand over at once, so a burst of changes may miss some.
+func (n *Node) LeaderHistory() []LeaderChange {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	out := make([]LeaderChange, len(n.history))
+	for i, c := range n.history {
+		out[len(out)-1-i] = c
+	}
+	return out
 }
 
 func (n *Node) signalChange() {

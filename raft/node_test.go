@@ -268,3 +268,18 @@ func TestNewSyncsDirectories(t *testing.T) {
 		t.Errorf("%s not synced after wal-meta.db was made in it: %v", filepath.Join(dir, "wal"), synced)
 	}
 }
+
+// TestLeaderHistory: the last 20 leader changes are kept, newest first.
+func TestLeaderHistory(t *testing.T) {
+	n := &Node{}
+	if h := n.LeaderHistory(); len(h) != 0 {
+		t.Fatalf("history of a new node: %+v", h)
+	}
+	for i := range 25 {
+		n.record(LeaderChange{Term: uint64(i + 1), Leader: fmt.Sprint("h", i)})
+	}
+	h := n.LeaderHistory()
+	if len(h) != leaderHistory || h[0].Term != 25 || h[len(h)-1].Term != 6 {
+		t.Fatalf("history after 25 changes: %d kept, newest term %d, oldest %d; want 20, 25, 6", len(h), h[0].Term, h[len(h)-1].Term)
+	}
+}

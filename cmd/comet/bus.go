@@ -31,7 +31,7 @@ type gatewayBus struct {
 func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
 	gb := &gatewayBus{hub: cfg.Hub}
 	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
-		Logger: logger}) // it adds component=bus
+		Stats: gb.stats, Logger: logger}) // it adds component=bus
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +61,14 @@ func (gb *gatewayBus) ready() error {
 }
 
 func (gb *gatewayBus) attach(gw *gateway.Server) { gb.gw = gw }
+
+// stats is the gateway's report to the router, for the admin view.
+func (gb *gatewayBus) stats() json.RawMessage {
+	if gb.gw == nil {
+		return nil
+	}
+	return gb.gw.StatsJSON()
+}
 
 // start keeps the session up until the returned stop is called; stop
 // returns once the session has ended.

@@ -164,6 +164,9 @@ func servePprof(addr string, logger *slog.Logger) error {
 // secretUsage explains --secret wherever it is taken.
 const secretUsage = "the cluster's shared secret: hubs require it (Authorization: Bearer) on every API call but /healthz, /readyz and /metrics, and on Raft connections; gateways, workers and tools send it. Give every hub and gateway the same (default: none, and hubs warn)"
 
+// adminTokenUsage explains --admin-token wherever it is taken.
+const adminTokenUsage = "a token that opens the read-only admin view (GET /admin, and /v1/admin/ as Authorization: Bearer) and nothing else; the secret opens it too (default: none; without a secret either, the view is open, and in comet standalone open to this machine only)"
+
 // splitList returns the comma-separated items of a flag, trimmed, without
 // empty ones.
 func splitList(s string) []string {

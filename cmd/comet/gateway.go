@@ -17,12 +17,13 @@ import (
 	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/bus"
 	"github.com/comethq/comet/gateway"
+	"github.com/comethq/comet/wire"
 )
 
 // gatewayFlags are the client-facing settings shared by `comet gateway`
 // and `comet standalone`.
 type gatewayFlags struct {
-	listen, id, origins, logLevel, pprof, secret                 string
+	listen, id, origins, logLevel, pprof, secret, adminToken     string
 	maxFrameBytes, maxMessageBytes, maxSubscriptions, queueBytes int
 	cacheMessages, cacheBytes                                    int
 	ping, idle, linger, shutdownTimeout                          time.Duration
@@ -77,6 +78,7 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	} else {
 		fs.StringVar(&f.secret, "secret", "", secretUsage)
 	}
+	fs.StringVar(&f.adminToken, "admin-token", "", adminTokenUsage)
 }
 
 func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Config, error) {
@@ -89,7 +91,8 @@ func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Con
 		QueueBytes: f.queueBytes, CacheMessages: f.cacheMessages, CacheBytes: f.cacheBytes,
 		PingInterval: f.ping, IdleTimeout: f.idle, Linger: f.linger,
 		AllowAnonymous: f.allowAnonymous, RequestTimeout: f.requestTimeout,
-		Logger: logger.With("component", "gateway"),
+		AdminTokens: []string{f.secret, f.adminToken},
+		Logger:      logger.With("component", "gateway"),
 	}
 	if err := f.authConfig(&cfg); err != nil {
 		return gateway.Config{}, err
@@ -193,6 +196,7 @@ func runGateway(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cfg.Overview = hubsOverview(hub, f.secret, f.adminToken)
 	if cfg.ID == "" {
 		cfg.ID = randomHex(4) // named here: the bus needs it too
 	}
@@ -226,6 +230,31 @@ func runGateway(args []string, stderr io.Writer) error {
 		return []any{"ws", wsScheme + "://" + f.listen + "/ws", "sockjs", httpScheme + "://" + f.listen + "/sockjs", "hubs", hubs}
 	})()
 	return serveGateway(ctx, logger, ln, gw.Handler(), gw, f.shutdownTimeout)
+}
+
+// hubsOverview returns the hubs' admin overview, asked of each hub in turn
+// (the one the gateway follows first) until one answers, with the secret,
+// or without one the admin token.
+func hubsOverview(hubs *gateway.HTTPHubs, secret, adminToken string) func(context.Context) (wire.AdminOverview, error) {
+	c := *hubs.Client()
+	c.Forwarder = ""
+	if c.Secret = secret; secret == "" {
+		c.Secret = adminToken
+	}
+	return func(ctx context.Context) (wire.AdminOverview, error) {
+		var errs []error
+		for _, api := range hubs.Order() {
+			ov, err := c.Overview(ctx, api)
+			if err == nil {
+				return ov, nil
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", api, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return wire.AdminOverview{}, errors.Join(errs...)
+	}
 }
 
 // serveGateway serves h on ln until ctx ends, then shuts down: no new

@@ -29,7 +29,7 @@ import (
 // hubFlags are the settings of `comet hub`.
 type hubFlags struct {
 	id, data, raftAddr, api, peers, join, retention, logLevel     string
-	pprof, secret                                                 string
+	pprof, secret, adminToken                                     string
 	maxMessageBytes, batchMaxMessages, batchMaxBytes, maxInflight int
 	snapshotInterval, raftTimeout                                 time.Duration
 	snapshotThreshold, trailingLogs                               uint64
@@ -62,6 +62,7 @@ func runHub(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.secret, "secret", "", secretUsage)
 	f.tls.register(fs, "PEM file of this hub's TLS certificate (chain), for the host of --api and of --raft: the API serves https and Raft traffic between hubs is TLS; give every hub of the cluster one; reloaded on SIGHUP and when the file changes",
 		"PEM file of the CA(s) that signed the hubs' certificates: Raft peers must present a certificate it signed (mutual TLS), and other hubs' APIs are verified against it (default: the system's roots, and Raft peers show no certificate)")
+	fs.StringVar(&f.adminToken, "admin-token", "", adminTokenUsage)
 	f.cfgFile = addConfigFlag(fs, "namespaces")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -290,7 +291,7 @@ func (f *hubFlags) run(ctx context.Context, logger *slog.Logger) error {
 		Node: node, API: f.api, Retention: rules, Namespaces: f.cfgFile.namespaces, MaxIDs: maxIDs, Stream: stream,
 		MaxMessageBytes: f.maxMessageBytes, BatchMaxMessages: f.batchMaxMessages,
 		BatchMaxBytes: f.batchMaxBytes, MaxInflight: f.maxInflight, Secret: f.secret, TLS: apiTLS,
-		Logger: logger.With("component", "broker"),
+		AdminToken: f.adminToken, Logger: logger.With("component", "broker"),
 	})
 	if err != nil {
 		return err

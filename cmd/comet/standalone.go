@@ -62,7 +62,7 @@ func runStandalone(args []string, stderr io.Writer) error {
 			// One node: no heartbeats to wait for; elect at once.
 			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond},
-		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Secret: f.secret, Namespaces: f.cfgFile.namespaces,
+		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Secret: f.secret, Namespaces: f.cfgFile.namespaces, AdminToken: f.adminToken,
 			Logger: logger.With("component", "hub")})
 	if err != nil {
 		return err
@@ -78,6 +78,10 @@ func runStandalone(args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.ID = "s"
+	cfg.Overview = func(ctx context.Context) (wire.AdminOverview, error) { return hub.Service.Overview(ctx), nil }
+	// Without a token the admin view, like the hub API, answers only this
+	// machine.
+	cfg.AdminLocalOnly = f.secret == "" && f.adminToken == ""
 	gb, err := newGatewayBus(&cfg, localBusDialer(hub.Service), logger)
 	if err != nil {
 		return err
@@ -126,6 +130,7 @@ func standaloneHandler(gw *gateway.Server, svc *broker.Service, secret string) h
 		api = localOnly(api)
 	}
 	mux.Handle("/v1/", api)
+	mux.Handle("/v1/admin/", gw.Handler()) // the hub's overview and the gateway's stats
 	mux.Handle("/hub/", http.StripPrefix("/hub", api))
 	mux.Handle("/", gw.Handler())
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
