@@ -75,6 +75,14 @@ func (s *Service) Handler() http.Handler {
 					Message: "method " + r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
 				return
 			}
+			if ch, ok := strings.CutSuffix(rest, "/presence"); ok {
+				s.handlePresence(w, r, ch, false)
+				return
+			}
+			if ch, ok := strings.CutSuffix(rest, "/presence_stats"); ok {
+				s.handlePresence(w, r, ch, true)
+				return
+			}
 			s.handleMessages(w, r, rest)
 			return
 		}

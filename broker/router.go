@@ -72,7 +72,8 @@ type router struct {
 	nextID   uint64
 	requests map[uint64]*routed
 	sends    map[uint64]*sendOp
-	wg       sync.WaitGroup // session goroutines
+	presence map[uint64]*presenceQuery // presence.go
+	wg       sync.WaitGroup            // session goroutines
 	// leading is when this hub was first seen leading (zero: not leading);
 	// gone is when each gateway's last session ended.
 	leading time.Time
@@ -99,6 +100,9 @@ type session struct {
 	// (admin.go).
 	stats   *wire.GatewayStats
 	statsAt time.Time
+
+	// caps: what the peer said it takes in its hello (bus.CapPresence).
+	caps map[string]bool
 
 	// Worker state, guarded by r.mu.
 	routes   map[string]bool // route -> idempotent
@@ -137,6 +141,7 @@ func newRouter(s *Service) *router {
 		routes:   map[string][]*session{},
 		requests: map[uint64]*routed{},
 		sends:    map[uint64]*sendOp{},
+		presence: map[uint64]*presenceQuery{},
 		gone:     map[string]time.Time{},
 	}
 }
@@ -329,6 +334,8 @@ func (r *router) read(s *session) {
 			r.event(m)
 		case s.kind == bus.KindGateway && m.Type == bus.TypeStats:
 			r.stats(s, m) // admin.go
+		case s.kind == bus.KindGateway && m.Type == bus.TypePresenceResult:
+			r.presenceResult(s, m) // presence.go
 		case s.kind == bus.KindWorker && m.Type == bus.TypeResponse:
 			r.response(s, m)
 		case s.kind == bus.KindWorker && m.Type == bus.TypeSend:
@@ -390,6 +397,10 @@ func (r *router) hello(s *session, m bus.Msg) error {
 		return ErrClosed
 	}
 	s.kind, s.name = m.Kind, m.Name
+	s.caps = make(map[string]bool, len(m.Caps))
+	for _, c := range m.Caps {
+		s.caps[c] = true
+	}
 	s.log = s.log.With("kind", s.kind, "name", s.name)
 	if m.Kind == bus.KindGateway {
 		old = r.gateways[m.Name]

@@ -59,6 +59,10 @@
 //	  {"type":"ack","id":12,"final":true,"error":{...}}   not to be sent again now
 //	gateway -> router, and the answer, to tell a live router from a stalled one:
 //	  {"type":"ping"}  {"type":"pong"}
+//	router -> gateway whose hello had "caps":["presence"], and its answer
+//	(the connections subscribed to the channel there, wire.PresenceEntry):
+//	  {"type":"presence","id":4,"channel":"c"}
+//	  {"type":"presence_result","id":4,"data":[{"conn":"g1-ab12","user":"u"}]}
 //	gateway -> router, its counts for the admin view (wire.GatewayStats), at
 //	the start of each session and then once a second; a router of an
 //	earlier release ignores it:

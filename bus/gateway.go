@@ -48,7 +48,12 @@ type GatewayConfig struct {
 	// to the router (TypeStats) at the start of each session and then
 	// every StatsInterval (default 1s), for the admin view. It is called on
 	// the session's writer and must not block for long.
-	Stats         func() json.RawMessage
+	Stats func() json.RawMessage
+	// Presence, when set, gives the connections subscribed to a channel
+	// on this gateway, as a JSON array of wire.PresenceEntry, for the
+	// router's presence queries (TypePresence). It is called on the
+	// session's reader and must not block for long.
+	Presence      func(channel string) json.RawMessage
 	StatsInterval time.Duration
 	Logger        *slog.Logger
 }
@@ -221,7 +226,11 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 	defer link.Close()
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	defer stop()
-	welcome, err := Hello(ctx, link, Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID})
+	hello := Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID}
+	if g.cfg.Presence != nil {
+		hello.Caps = []string{CapPresence}
+	}
+	welcome, err := Hello(ctx, link, hello)
 	if err != nil {
 		return false, err
 	}
@@ -273,6 +282,16 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 				res.Error = &wire.Error{Code: wire.CodeNotFound, Message: "no connection " + m.Conn + " on gateway " + g.cfg.ID}
 			} else if err != nil {
 				res.Error = &wire.Error{Code: wire.CodeUnavailable, Message: err.Error()}
+			}
+			select {
+			case s.out <- res.Encode():
+			case <-s.broken:
+				return true, ErrClosed
+			}
+		case TypePresence:
+			res := Msg{Type: TypePresenceResult, ID: m.ID, Data: json.RawMessage("[]")}
+			if g.cfg.Presence != nil {
+				res.Data = g.cfg.Presence(m.Channel)
 			}
 			select {
 			case s.out <- res.Encode():

@@ -31,12 +31,22 @@ const (
 	// once every GatewayConfig.StatsInterval, for the admin view. A router
 	// of an earlier release ignores it.
 	TypeStats = "stats"
+	// TypePresence, from the router to a gateway that listed CapPresence
+	// in its hello, asks for the connections subscribed to Channel there;
+	// the gateway answers TypePresenceResult with the same ID and, in
+	// Data, a JSON array of wire.PresenceEntry.
+	TypePresence       = "presence"
+	TypePresenceResult = "presence_result"
 )
 
 // CapPublish, in a welcome's caps, says that the router takes publishes
 // (TypePublish). A router of an earlier release leaves it out, and its
 // gateways publish over HTTP instead.
 const CapPublish = "publish"
+
+// CapPresence, in a gateway's hello, says that it answers TypePresence. A
+// gateway of an earlier release leaves it out and is not asked.
+const CapPresence = "presence"
 
 // Session kinds (Msg.Kind of a hello).
 const (

@@ -107,6 +107,14 @@ func (h *memHub) History(ctx context.Context, ch string, q wire.HistoryQuery) (H
 	return page, err
 }
 
+func (h *memHub) Presence(ctx context.Context, channel, after string, limit int) (wire.Presence, error) {
+	return wire.Presence{Channel: channel, Presence: []wire.PresenceEntry{}}, nil
+}
+
+func (h *memHub) PresenceStats(ctx context.Context, channel string) (wire.PresenceStats, error) {
+	return wire.PresenceStats{Channel: channel}, nil
+}
+
 func (h *memHub) Namespaces(ctx context.Context) (wire.Namespaces, error) {
 	return wire.Namespaces{Namespaces: []wire.Namespace{}}, nil
 }

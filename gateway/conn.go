@@ -190,6 +190,12 @@ func (c *conn) readLoop() {
 				continue
 			}
 			c.history(f)
+		case wire.OpPresence, wire.OpPresenceStats:
+			if r := c.may(opPresence, f.Channel); r.code != "" {
+				c.sendError(f.ID, r.code, r.msg)
+				continue
+			}
+			c.presence(f)
 		case wire.OpPing:
 			c.send(struct {
 				Op string `json:"op"`

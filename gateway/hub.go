@@ -30,6 +30,11 @@ type Hub interface {
 	History(ctx context.Context, channel string, q wire.HistoryQuery) (HistoryPage, error)
 	// Namespaces returns the cluster's namespaces (GET /v1/namespaces).
 	Namespaces(ctx context.Context) (wire.Namespaces, error)
+	// Presence returns a page of the connections subscribed to channel on
+	// every gateway (GET /v1/channels/{channel}/presence), after the
+	// connection id after; PresenceStats counts them.
+	Presence(ctx context.Context, channel, after string, limit int) (wire.Presence, error)
+	PresenceStats(ctx context.Context, channel string) (wire.PresenceStats, error)
 	// Stream follows the commit stream from Raft index from (0: from now).
 	// Its first line should say at once where it starts (a heartbeat whose
 	// Applied is the index it starts after): until a stream opened from now
@@ -154,6 +159,38 @@ func (h *HTTPHubs) Namespaces(ctx context.Context) (wire.Namespaces, error) {
 		}
 	}
 	return wire.Namespaces{}, err
+}
+
+// Presence asks the first hub that answers (a follower asks the leader).
+func (h *HTTPHubs) Presence(ctx context.Context, channel, after string, limit int) (wire.Presence, error) {
+	v := url.Values{"limit": {strconv.Itoa(limit)}}
+	if after != "" {
+		v.Set("after", after)
+	}
+	var res wire.Presence
+	err := h.get(ctx, "/v1/channels/"+url.PathEscape(channel)+"/presence?"+v.Encode(), &res)
+	return res, err
+}
+
+// PresenceStats asks the first hub that answers.
+func (h *HTTPHubs) PresenceStats(ctx context.Context, channel string) (wire.PresenceStats, error) {
+	var res wire.PresenceStats
+	err := h.get(ctx, "/v1/channels/"+url.PathEscape(channel)+"/presence_stats", &res)
+	return res, err
+}
+
+// get GETs path from the first hub that answers, into out.
+func (h *HTTPHubs) get(ctx context.Context, path string, out any) error {
+	var err error
+	for _, addr := range h.Order() {
+		if err = h.Client().Get(ctx, addr, path, out); err == nil {
+			return nil
+		}
+		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // History reads a page of history from the first hub that answers.

@@ -73,6 +73,7 @@ const (
 	opSubscribe clientOp = iota
 	opPublish
 	opHistory
+	opPresence
 )
 
 // refusal is why a client may not do op on a channel: an error code and
@@ -95,7 +96,7 @@ func (c *conn) may(op clientOp, channel string) refusal {
 		}
 		ns = cur.find(channel)
 	}
-	what := [...]string{"subscribe to", "publish to", "read the history of"}[op]
+	what := [...]string{"subscribe to", "publish to", "read the history of", "see who is subscribed to"}[op]
 	if user, ok := ns.PersonalUser(channel); ok {
 		if id.Anonymous() || id.User != user {
 			return refusal{wire.CodeForbidden, fmt.Sprintf("%q is a personal channel of another user", channel)}
@@ -106,6 +107,9 @@ func (c *conn) may(op clientOp, channel string) refusal {
 	}
 	if op == opHistory && ns != nil && !ns.HistoryOn() {
 		return refusal{wire.CodeForbidden, fmt.Sprintf("history is off in namespace %s", ns.Name)}
+	}
+	if op == opPresence && ns != nil && !ns.PresenceOn() {
+		return refusal{wire.CodeForbidden, fmt.Sprintf("presence is off in namespace %s", ns.Name)}
 	}
 	if op == opPublish && ns != nil {
 		switch ns.Publish {

@@ -193,6 +193,8 @@ func stringField(f *ClientFrame, key []byte) *string {
 		return &f.Token
 	case "since_time":
 		return &f.SinceTime
+	case "after":
+		return &f.After
 	}
 	return nil
 }
@@ -215,7 +217,7 @@ func uintField(f *ClientFrame, key []byte) **uint64 {
 }
 
 var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token",
-	"last", "limit", "since", "before", "since_time", "reverse"}
+	"last", "limit", "since", "before", "since_time", "reverse", "after"}
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {

@@ -41,6 +41,9 @@ type Namespace struct {
 	// History, when false, refuses clients' history reads (resuming a
 	// subscription from an offset still works). Unset: true.
 	History *bool `json:"history,omitempty" yaml:"history"`
+	// Presence, when false, refuses clients' presence and presence_stats
+	// (backends still see it through the hub API). Unset: true.
+	Presence *bool `json:"presence,omitempty" yaml:"presence"`
 	// Personal makes "Name:USER" and "Name:USER:anything" readable only by
 	// the connections of USER (the token's sub), whatever the rules and
 	// grants, and closed to other clients' publishes.
@@ -50,6 +53,10 @@ type Namespace struct {
 // HistoryOn reports whether clients may read the history of the
 // namespace's channels.
 func (n *Namespace) HistoryOn() bool { return n.History == nil || *n.History }
+
+// PresenceOn reports whether clients may ask who is subscribed to the
+// namespace's channels.
+func (n *Namespace) PresenceOn() bool { return n.Presence == nil || *n.Presence }
 
 // Namespaces is the cluster's namespace configuration (GET and PUT
 // /v1/namespaces). Version grows by one with every change.

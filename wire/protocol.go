@@ -19,6 +19,10 @@ const (
 	// OpHistory asks for a page of a channel's history; its answer has
 	// the same op (History).
 	OpHistory = "history"
+	// OpPresence and OpPresenceStats ask who is subscribed to a channel;
+	// their answers have the same op (PresenceFrame, PresenceStatsFrame).
+	OpPresence      = "presence"
+	OpPresenceStats = "presence_stats"
 
 	OpConnected    = "connected"
 	OpSubscribed   = "subscribed"
@@ -76,6 +80,8 @@ type ClientFrame struct {
 	Before    *uint64 `json:"before,omitempty"`
 	SinceTime string  `json:"since_time,omitempty"`
 	Reverse   bool    `json:"reverse,omitempty"`
+	// After, on a presence op: the page after this connection id.
+	After string `json:"after,omitempty"`
 }
 
 // ErrFrame is wrapped by every error DecodeClientFrame returns.
@@ -131,6 +137,10 @@ func checkFrame(f ClientFrame) error {
 		}
 		if f.Last != nil && f.From != nil {
 			return fmt.Errorf("%w: subscribe takes from or last, not both", ErrFrame)
+		}
+	case OpPresence, OpPresenceStats:
+		if err := CheckChannel(f.Channel); err != nil {
+			return fmt.Errorf("%w: %v", ErrFrame, err)
 		}
 	case OpHistory:
 		if err := CheckChannel(f.Channel); err != nil {
@@ -207,6 +217,26 @@ type History struct {
 	Messages []Message `json:"messages"`
 }
 
+// PresenceFrame answers a presence op: a page of the connections
+// subscribed to the channel, in connection id order; After, when there
+// are more, is the after of the next page.
+type PresenceFrame struct {
+	Op       string          `json:"op"`
+	ID       string          `json:"id,omitempty"`
+	Channel  string          `json:"channel"`
+	Presence []PresenceEntry `json:"presence"`
+	After    string          `json:"after,omitempty"`
+}
+
+// PresenceStatsFrame answers a presence_stats op.
+type PresenceStatsFrame struct {
+	Op          string `json:"op"`
+	ID          string `json:"id,omitempty"`
+	Channel     string `json:"channel"`
+	Connections int    `json:"connections"`
+	Users       int    `json:"users"`
+}
+
 // Unsubscribed answers an unsubscribe.
 type Unsubscribed struct {
 	Op      string `json:"op"`
@@ -269,6 +299,11 @@ type ServerFrame struct {
 	Message    string          `json:"message,omitempty"`
 	Duplicate  bool            `json:"duplicate,omitempty"`
 	Messages   []Message       `json:"messages,omitempty"`
+	// Of presence and presence_stats answers.
+	Presence    []PresenceEntry `json:"presence,omitempty"`
+	After       string          `json:"after,omitempty"`
+	Connections int             `json:"connections,omitempty"`
+	Users       int             `json:"users,omitempty"`
 }
 
 // AppendMessage appends the frame {"op":"message","channel":ch,"offset":off,

@@ -141,6 +141,35 @@ type HistoryQuery struct {
 	Reverse   bool
 }
 
+// PresenceEntry is one connection subscribed to a channel: its id, its
+// user (absent when anonymous).
+type PresenceEntry struct {
+	Conn string `json:"conn"`
+	User string `json:"user,omitempty"`
+}
+
+// Presence answers GET /v1/channels/{channel}/presence: the connections
+// subscribed to the channel on every gateway, in connection id order.
+// After, when there are more, is what to ask the next page with (the
+// last connection id of this one). Missing names the gateways that did
+// not answer in time (their connections are left out).
+type Presence struct {
+	Channel  string          `json:"channel"`
+	Presence []PresenceEntry `json:"presence"`
+	After    string          `json:"after,omitempty"`
+	Missing  []string        `json:"missing,omitempty"`
+}
+
+// PresenceStats answers GET /v1/channels/{channel}/presence_stats: how
+// many connections are subscribed to the channel, and how many distinct
+// users they are (the anonymous ones not counted).
+type PresenceStats struct {
+	Channel     string   `json:"channel"`
+	Connections int      `json:"connections"`
+	Users       int      `json:"users"`
+	Missing     []string `json:"missing,omitempty"`
+}
+
 // Node is one hub as GET /v1/cluster reports it.
 type Node struct {
 	ID      string `json:"id"`

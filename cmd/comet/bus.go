@@ -31,7 +31,7 @@ type gatewayBus struct {
 func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
 	gb := &gatewayBus{hub: cfg.Hub}
 	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
-		Stats: gb.stats, Logger: logger}) // it adds component=bus
+		Stats: gb.stats, Presence: gb.presence, Logger: logger}) // it adds component=bus
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +68,14 @@ func (gb *gatewayBus) stats() json.RawMessage {
 		return nil
 	}
 	return gb.gw.StatsJSON()
+}
+
+// presence is the gateway's answer to the router's presence queries.
+func (gb *gatewayBus) presence(channel string) json.RawMessage {
+	if gb.gw == nil {
+		return json.RawMessage("[]")
+	}
+	return gb.gw.PresenceJSON(channel)
 }
 
 // start keeps the session up until the returned stop is called; stop

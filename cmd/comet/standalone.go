@@ -220,6 +220,20 @@ func (l localHub) Namespaces(ctx context.Context) (wire.Namespaces, error) {
 	return l.h.Service.Namespaces(), nil
 }
 
+func (l localHub) Presence(ctx context.Context, channel, after string, limit int) (wire.Presence, error) {
+	entries, missing, err := l.h.Service.Presence(ctx, channel)
+	if err != nil {
+		return wire.Presence{}, wireError(err)
+	}
+	page, next := broker.PresencePage(entries, after, limit)
+	return wire.Presence{Channel: channel, Presence: page, After: next, Missing: missing}, nil
+}
+
+func (l localHub) PresenceStats(ctx context.Context, channel string) (wire.PresenceStats, error) {
+	st, err := l.h.Service.PresenceStats(ctx, channel)
+	return st, wireError(err)
+}
+
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {
 	return localStream{l.h.Stream.Follow(ctx, from)}, nil
 }

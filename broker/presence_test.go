@@ -1,0 +1,148 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/bus"
+	"github.com/comethq/comet/wire"
+)
+
+// presenceGateway attaches a bus gateway named id to the cluster that
+// answers presence queries with answer (nil: a gateway of an earlier
+// release, which does not say it answers them); stop ends its session.
+func presenceGateway(t *testing.T, c *cluster, id string, answer func(channel string) json.RawMessage) (stop func()) {
+	t.Helper()
+	g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: bus.HubDialer(apis(c.hubs...), "", nil, nil),
+		Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection }, Presence: answer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.Run(ctx) }()
+	waitFor(t, 10*time.Second, id+"'s session", g.Connected)
+	var once atomic.Bool
+	stop = func() {
+		if once.CompareAndSwap(false, true) {
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func entriesJSON(gw string, n int, users ...string) json.RawMessage {
+	var out []wire.PresenceEntry
+	for i := range n {
+		e := wire.PresenceEntry{Conn: fmt.Sprintf("%s-%04x", gw, i)}
+		if len(users) > 0 {
+			e.User = users[i%len(users)]
+		}
+		out = append(out, e)
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+func getJSON(t *testing.T, c *cluster, api, path string, out any) {
+	t.Helper()
+	status, body := c.do(http.MethodGet, api, path, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPresence asks every hub who is subscribed to a channel held by two
+// gateways: the answer merges both, sorted, paged with after; the stats
+// count connections and distinct users; a gateway that does not answer in
+// time is named in missing; a gateway whose session ended is gone.
+func TestPresence(t *testing.T) {
+	c := newCluster3(t)
+	c.leader()
+	stopA := presenceGateway(t, c, "ga", func(ch string) json.RawMessage {
+		if ch != "room" {
+			return json.RawMessage("[]")
+		}
+		return entriesJSON("ga", 3, "alice", "bob")
+	})
+	presenceGateway(t, c, "gb", func(ch string) json.RawMessage {
+		if ch != "room" {
+			return json.RawMessage("[]")
+		}
+		return entriesJSON("gb", 2, "alice", "")
+	})
+	presenceGateway(t, c, "old", nil) // an earlier release: not asked, not missing
+	for _, h := range c.hubs {
+		var p wire.Presence
+		getJSON(t, c, h.api, "/v1/channels/room/presence", &p)
+		want := []string{"ga-0000", "ga-0001", "ga-0002", "gb-0000", "gb-0001"}
+		if len(p.Presence) != len(want) || len(p.Missing) != 0 || p.After != "" {
+			t.Fatalf("%s: %+v", h.id, p)
+		}
+		for i, e := range p.Presence {
+			if e.Conn != want[i] {
+				t.Fatalf("%s: entry %d is %+v, want %s", h.id, i, e, want[i])
+			}
+		}
+		var st wire.PresenceStats
+		getJSON(t, c, h.api, "/v1/channels/room/presence_stats", &st)
+		if st.Connections != 5 || st.Users != 2 || st.Channel != "room" {
+			t.Fatalf("%s: stats %+v", h.id, st)
+		}
+	}
+	// Paging: 2 at a time.
+	var got []string
+	after := ""
+	for range 5 {
+		var p wire.Presence
+		getJSON(t, c, c.hubs[0].api, "/v1/channels/room/presence?limit=2&after="+after, &p)
+		for _, e := range p.Presence {
+			got = append(got, e.Conn)
+		}
+		if after = p.After; after == "" {
+			break
+		}
+	}
+	if fmt.Sprint(got) != "[ga-0000 ga-0001 ga-0002 gb-0000 gb-0001]" {
+		t.Fatalf("paged: %v", got)
+	}
+	var empty wire.Presence
+	getJSON(t, c, c.hubs[1].api, "/v1/channels/nobody/presence", &empty)
+	if empty.Presence == nil || len(empty.Presence) != 0 {
+		t.Fatalf("a channel nobody is on: %+v", empty)
+	}
+	// A gateway too slow to answer is left out, and named.
+	release := make(chan struct{})
+	presenceGateway(t, c, "slow", func(string) json.RawMessage {
+		<-release
+		return entriesJSON("slow", 1)
+	})
+	var p wire.Presence
+	getJSON(t, c, c.hubs[2].api, "/v1/channels/room/presence", &p)
+	close(release)
+	if len(p.Presence) != 5 || fmt.Sprint(p.Missing) != "[slow]" {
+		t.Fatalf("with a slow gateway: %+v", p)
+	}
+	// A gateway whose session ended is gone from the next answer.
+	stopA()
+	waitFor(t, 10*time.Second, "ga's entries gone", func() bool {
+		var p wire.Presence
+		getJSON(t, c, c.hubs[0].api, "/v1/channels/room/presence", &p)
+		return len(p.Presence) == 3 // gb's 2 and slow's 1
+	})
+	for _, bad := range []string{"/v1/channels/room/presence?limit=0", "/v1/channels/room/presence?limit=10001", "/v1/channels/bad%20name/presence"} {
+		if status, body := c.do(http.MethodGet, c.hubs[0].api, bad, nil); status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", bad, status, body)
+		}
+	}
+}
