@@ -461,7 +461,7 @@ func (c *Client) dispatch(cn *conn, f *wire.ServerFrame) {
 			r.finish(f.Data, nil)
 		}
 		c.mu.Unlock()
-	case wire.OpHistory:
+	case wire.OpHistory, wire.OpPresence, wire.OpPresenceStats:
 		c.mu.Lock()
 		r, ok := c.reqs[f.ID]
 		if ok {

@@ -251,6 +251,10 @@ export class Comet {
   /** A page of a channel's history, from the hubs' log; asked again after
    * a reconnect. */
   history<T = unknown>(channel: string, options?: HistoryOptions): Promise<HistoryPage<T>>;
+  /** Who is subscribed to a channel, on every gateway (all pages). */
+  presence(channel: string, options?: { limit?: number; timeout?: number }): Promise<{ conn: string; user?: string }[]>;
+  /** How many connections are subscribed, and how many distinct users. */
+  presenceStats(channel: string, options?: { timeout?: number }): Promise<{ connections: number; users: number }>;
   ping(options?: { timeout?: number }): Promise<void>;
 }
 

@@ -507,6 +507,33 @@ export class Comet extends Emitter {
     }));
   }
 
+  /** presence resolves with who is subscribed to channel on every gateway:
+   * [{conn, user}] in connection id order (user absent when anonymous),
+   * asked page after page (opts.limit each, default 1000). It needs the
+   * right to subscribe to the channel. */
+  async presence(channel, { limit, timeout = this.options.requestTimeout } = {}) {
+    checkChannel(channel);
+    const out = [];
+    let after = '';
+    for (;;) {
+      const frame = { op: 'presence', channel };
+      if (limit !== undefined) frame.limit = limit;
+      if (after) frame.after = after;
+      const f = await this._call(frame, timeout, true);
+      out.push(...(f.presence || []));
+      if (!f.after || f.after <= after) return out;
+      after = f.after;
+    }
+  }
+
+  /** presenceStats resolves with {connections, users}: how many
+   * connections are subscribed to channel, and how many distinct users. */
+  presenceStats(channel, { timeout = this.options.requestTimeout } = {}) {
+    try { checkChannel(channel); } catch (err) { return Promise.reject(err); }
+    return this._call({ op: 'presence_stats', channel }, timeout, true)
+      .then((f) => ({ connections: f.connections || 0, users: f.users || 0 }));
+  }
+
   /** ping asks the gateway for a pong; it fails like request. */
   ping({ timeout = this.options.requestTimeout } = {}) { return this._call({ op: 'ping' }, timeout); }
 
@@ -773,7 +800,7 @@ export class Comet extends Emitter {
         this.clock.clearTimeout(r.timer);
         return r.resolve(f.data);
       }
-      case 'history': {
+      case 'history': case 'presence': case 'presence_stats': {
         const r = this._reqs.get(f.id);
         if (!r) return;
         this._reqs.delete(f.id);

@@ -738,3 +738,24 @@ test('subscribe last: a rewind while there is no position, then resume from it',
   assert.deepEqual([s.from, s.last], [11, undefined]);
   c.close();
 });
+
+test('presence: pages until after is empty; presence_stats', async () => {
+  const env = newClient();
+  const { c } = env;
+  const conn = await connect(env);
+  const p = c.presence('room', { limit: 2 });
+  await settle();
+  let [f] = conn.frames('presence');
+  assert.deepEqual([f.channel, f.limit, f.after], ['room', 2, undefined]);
+  conn.push({ op: 'presence', id: f.id, channel: 'room', presence: [{ conn: 'g1-a', user: 'alice' }, { conn: 'g1-b' }], after: 'g1-b' });
+  await settle();
+  [, f] = conn.frames('presence');
+  assert.equal(f.after, 'g1-b');
+  conn.push({ op: 'presence', id: f.id, channel: 'room', presence: [{ conn: 'g2-a', user: 'bob' }] });
+  assert.deepEqual((await p).map((e) => e.conn), ['g1-a', 'g1-b', 'g2-a']);
+  const st = c.presenceStats('room');
+  const [sf] = conn.frames('presence_stats');
+  conn.push({ op: 'presence_stats', id: sf.id, channel: 'room', connections: 3, users: 2 });
+  assert.deepEqual(await st, { connections: 3, users: 2 });
+  c.close();
+});

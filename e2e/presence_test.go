@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/comethq/comet/client"
+	"github.com/comethq/comet/wire"
+)
+
+// TestPresenceAcrossGateways: 3 hubs and 2 gateways; connections on both
+// subscribe to a channel; every hub's presence lists all of them, and so
+// does a client asking through either gateway; a connection that closes
+// leaves it; a gateway killed with SIGKILL takes its connections out of
+// the next answer.
+func TestPresenceAcrossGateways(t *testing.T) {
+	c := startCluster(t, 3)
+	g1, g2 := c.startGateway("g1"), c.startGateway("g2")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var clients []*client.Client
+	for i, g := range []*hub{g1, g1, g1, g2, g2} {
+		cl := faultClient(t, []string{"ws://" + g.api + "/ws"}, nil, 0)
+		if _, err := cl.Subscribe(ctx, "lobby", func(client.Message) {}); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		clients = append(clients, cl)
+	}
+	// presence reads the channel's presence from hub h's API.
+	presence := func(h *hub) (wire.Presence, error) {
+		var p wire.Presence
+		code, body, err := c.do(http.MethodGet, h.api, "/v1/channels/lobby/presence", nil)
+		if err == nil && code != http.StatusOK {
+			err = &wire.Error{Code: "http", Message: string(body)}
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &p)
+		}
+		return p, err
+	}
+	count := func(p wire.Presence, prefix string) int {
+		n := 0
+		for _, e := range p.Presence {
+			if strings.HasPrefix(e.Conn, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, h := range c.hubs {
+		waitFor(t, 20*time.Second, "presence on "+h.id, func() bool {
+			p, err := presence(h)
+			return err == nil && count(p, "g1-") == 3 && count(p, "g2-") == 2 && len(p.Missing) == 0
+		})
+	}
+	asker := faultClient(t, []string{"ws://" + g2.api + "/ws"}, nil, 0)
+	entries, err := asker.Presence(ctx, "lobby")
+	if err != nil || len(entries) != 5 {
+		t.Fatalf("presence through g2: %v, %v", entries, err)
+	}
+	if conns, users, err := asker.PresenceStats(ctx, "lobby"); err != nil || conns != 5 || users != 0 {
+		t.Fatalf("presence_stats through g2: %d %d %v", conns, users, err)
+	}
+	// A connection that closes leaves.
+	clients[0].Close()
+	waitFor(t, 20*time.Second, "the closed connection gone", func() bool {
+		p, err := presence(c.hubs[0])
+		return err == nil && count(p, "g1-") == 2 && count(p, "g2-") == 2
+	})
+	// A gateway killed: its connections are gone from the next answers.
+	killed := time.Now()
+	c.kill(g2)
+	waitFor(t, 20*time.Second, "g2's connections gone", func() bool {
+		p, err := presence(c.hubs[1])
+		return err == nil && count(p, "g1-") == 2 && count(p, "g2-") == 0
+	})
+	t.Logf("g2's connections left the presence %v after its SIGKILL", time.Since(killed).Round(time.Millisecond))
+	entries, err = faultClient(t, []string{"ws://" + g1.api + "/ws"}, nil, 0).Presence(ctx, "lobby")
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("presence through g1 after g2's death: %v, %v", entries, err)
+	}
+}
