@@ -146,3 +146,37 @@ func TestPresence(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPresence10k asks for the presence of a channel with 10,000
+// subscribers on two gateways (5,000 each, encoded afresh for each query as
+// a gateway does), through a follower's hub API (which asks the leader,
+// whose router asks both gateways over their bus sessions), and decodes
+// the answer. 3 hubs, 2 bus gateways and the client share the machine.
+//
+//	go test ./broker -run '^$' -bench Presence10k -benchtime 50x
+func BenchmarkPresence10k(b *testing.B) {
+	c := newCluster3(b)
+	l := c.leader()
+	for _, id := range []string{"ga", "gb"} {
+		g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: bus.HubDialer(apis(c.hubs...), "", nil, nil),
+			Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection },
+			Presence: func(string) json.RawMessage { return entriesJSON(id, 5000, "alice", "bob", "carol") }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = g.Run(ctx) }()
+		b.Cleanup(func() { cancel(); <-done })
+		waitFor(b, 10*time.Second, id+"'s session", g.Connected)
+	}
+	f := c.followers(l)[0]
+	for b.Loop() {
+		status, body := c.do(http.MethodGet, f.api, "/v1/channels/room/presence?limit=10000", nil)
+		var p wire.Presence
+		if status != http.StatusOK || json.Unmarshal(body, &p) != nil || len(p.Presence) != 10000 {
+			b.Fatalf("%d, %d entries, missing %v", status, len(p.Presence), p.Missing)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
+}
