@@ -201,3 +201,75 @@ func (s *Service) handlePresence(w http.ResponseWriter, r *http.Request, channel
 	}
 	writeJSON(w, http.StatusOK, wire.Presence{Channel: channel, Presence: page, After: after, Missing: missing})
 }
+
+// joinKey is a connection's subscription to a channel.
+type joinKey struct{ conn, channel string }
+
+// joinLeave turns a gateway's subscribed and unsubscribed events on a
+// channel whose namespace has join_leave into join and leave messages to
+// every gateway, and remembers the session's members so that they leave
+// when it ends. Disconnected events need nothing: a gateway reports
+// unsubscribed for each channel of a connection that closes.
+func (r *router) joinLeave(s *session, m bus.Msg) {
+	var typ string
+	switch m.Event {
+	case bus.EventSubscribed:
+		typ = bus.TypeJoin
+	case bus.EventUnsubscribed:
+		typ = bus.TypeLeave
+	default:
+		return
+	}
+	if ns := r.s.namespaceOf(m.Channel); ns == nil || !ns.JoinLeave {
+		return
+	}
+	k := joinKey{m.Conn, m.Channel}
+	r.mu.Lock()
+	if typ == bus.TypeJoin {
+		if s.joined == nil {
+			s.joined = make(map[joinKey]string)
+		}
+		s.joined[k] = m.User
+	} else {
+		delete(s.joined, k)
+	}
+	to := r.joinLeaveTargetsLocked()
+	r.mu.Unlock()
+	b := (&bus.Msg{Type: typ, Channel: m.Channel, Conn: m.Conn, User: m.User}).Encode()
+	for _, g := range to {
+		g.push(b)
+	}
+}
+
+// leaveAll sends a leave for every member a gateway's session had, as the
+// session ends (the gateway died, or lost the leader).
+func (r *router) leaveAll(s *session) {
+	r.mu.Lock()
+	joined := s.joined
+	s.joined = nil
+	var to []*session
+	if len(joined) > 0 {
+		to = r.joinLeaveTargetsLocked()
+	}
+	r.mu.Unlock()
+	for k, user := range joined {
+		b := (&bus.Msg{Type: bus.TypeLeave, Channel: k.channel, Conn: k.conn, User: user}).Encode()
+		for _, g := range to {
+			if g != s {
+				g.push(b)
+			}
+		}
+	}
+}
+
+// joinLeaveTargetsLocked returns the gateway sessions that take join and
+// leave messages; r.mu is held.
+func (r *router) joinLeaveTargetsLocked() []*session {
+	var to []*session
+	for _, g := range r.gateways {
+		if g.caps[bus.CapJoinLeave] {
+			to = append(to, g)
+		}
+	}
+	return to
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,7 +161,7 @@ func BenchmarkPresence10k(b *testing.B) {
 	l := c.leader()
 	for _, id := range []string{"ga", "gb"} {
 		g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: bus.HubDialer(apis(c.hubs...), "", nil, nil),
-			Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection },
+			Deliver:  func(string, json.RawMessage) error { return bus.ErrNoConnection },
 			Presence: func(string) json.RawMessage { return entriesJSON(id, 5000, "alice", "bob", "carol") }})
 		if err != nil {
 			b.Fatal(err)
@@ -179,4 +181,85 @@ func BenchmarkPresence10k(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
+}
+
+// joinRecorder is a bus gateway's JoinLeave that records what it gets.
+type joinRecorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (j *joinRecorder) add(typ, channel, conn, user string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.got = append(j.got, typ+" "+channel+" "+conn+" "+user)
+}
+
+func (j *joinRecorder) list() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.got)
+}
+
+// TestJoinLeave: a gateway's subscribed and unsubscribed events on a
+// channel of a join_leave namespace reach every gateway as join and leave;
+// other channels' do not; a gateway whose session ends has its members
+// leave.
+func TestJoinLeave(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	status, body := c.do(http.MethodPut, l.api, "/v1/namespaces", []byte(`{"namespaces":[{"name":"room","join_leave":true}]}`))
+	if status != http.StatusOK {
+		t.Fatalf("%d %s", status, body)
+	}
+	var ra, rb joinRecorder
+	dial := bus.HubDialer(apis(c.hubs...), "", nil, nil)
+	start := func(id string, rec *joinRecorder) (*bus.Gateway, func()) {
+		g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: dial, JoinLeave: rec.add,
+			Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = g.Run(ctx) }()
+		var once sync.Once
+		stop := func() { once.Do(func() { cancel(); <-done }) }
+		t.Cleanup(stop)
+		waitFor(t, 10*time.Second, id+"'s session", g.Connected)
+		return g, stop
+	}
+	ga, stopA := start("ga", &ra)
+	gb, _ := start("gb", &rb)
+	for _, h := range c.hubs { // the namespaces applied on the leader
+		waitFor(t, 10*time.Second, "namespaces on "+h.id, func() bool { return getNamespacesVersion(t, c, h.api) == 1 })
+	}
+	ga.Event(bus.Event{Type: bus.EventSubscribed, Conn: "ga-1", User: "alice", Channel: "room:1"})
+	ga.Event(bus.Event{Type: bus.EventSubscribed, Conn: "ga-2", Channel: "room:1"})
+	ga.Event(bus.Event{Type: bus.EventSubscribed, Conn: "ga-1", User: "alice", Channel: "lobby"}) // no join_leave
+	// gb's events come on another session: let ga's arrive first.
+	waitFor(t, 10*time.Second, "ga's joins", func() bool { return len(rb.list()) >= 2 })
+	gb.Event(bus.Event{Type: bus.EventSubscribed, Conn: "gb-1", User: "bob", Channel: "room:1"})
+	gb.Event(bus.Event{Type: bus.EventUnsubscribed, Conn: "gb-1", User: "bob", Channel: "room:1"})
+	want := []string{"join room:1 ga-1 alice", "join room:1 ga-2 ", "join room:1 gb-1 bob", "leave room:1 gb-1 bob"}
+	for _, r := range []*joinRecorder{&ra, &rb} {
+		waitFor(t, 10*time.Second, "joins and leaves", func() bool { return len(r.list()) >= len(want) })
+		if got := r.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	stopA() // ga's members leave
+	waitFor(t, 10*time.Second, "ga's members leave", func() bool { return len(rb.list()) == len(want)+2 })
+	got := rb.list()[len(want):]
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[leave room:1 ga-1 alice leave room:1 ga-2 ]" {
+		t.Fatalf("after ga's session ended: %q", got)
+	}
+}
+
+func getNamespacesVersion(t *testing.T, c *cluster, api string) uint64 {
+	t.Helper()
+	var ns wire.Namespaces
+	getJSON(t, c, api, "/v1/namespaces", &ns)
+	return ns.Version
 }

@@ -103,6 +103,10 @@ type session struct {
 
 	// caps: what the peer said it takes in its hello (bus.CapPresence).
 	caps map[string]bool
+	// joined: a gateway's connections subscribed to channels whose
+	// namespace has join_leave, with their users, under r.mu: they leave
+	// when the session ends (presence.go).
+	joined map[joinKey]string
 
 	// Worker state, guarded by r.mu.
 	routes   map[string]bool // route -> idempotent
@@ -332,6 +336,7 @@ func (r *router) read(s *session) {
 			r.sent(s, m)
 		case s.kind == bus.KindGateway && m.Type == bus.TypeEvent:
 			r.event(m)
+			r.joinLeave(s, m) // presence.go
 		case s.kind == bus.KindGateway && m.Type == bus.TypeStats:
 			r.stats(s, m) // admin.go
 		case s.kind == bus.KindGateway && m.Type == bus.TypePresenceResult:
@@ -682,6 +687,7 @@ func (r *router) detach(s *session) {
 		failed []*routed
 		sends  []*sendOp
 	)
+	r.leaveAll(s) // presence.go
 	r.mu.Lock()
 	delete(r.sessions, s)
 	if s.kind == bus.KindGateway && r.gateways[s.name] == s {

@@ -53,7 +53,11 @@ type GatewayConfig struct {
 	// on this gateway, as a JSON array of wire.PresenceEntry, for the
 	// router's presence queries (TypePresence). It is called on the
 	// session's reader and must not block for long.
-	Presence      func(channel string) json.RawMessage
+	Presence func(channel string) json.RawMessage
+	// JoinLeave, when set, hands the gateway the router's join and leave
+	// messages (typ TypeJoin or TypeLeave). It is called on the session's
+	// reader and must not block.
+	JoinLeave     func(typ, channel, conn, user string)
 	StatsInterval time.Duration
 	Logger        *slog.Logger
 }
@@ -228,7 +232,10 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 	defer stop()
 	hello := Msg{Type: TypeHello, Kind: KindGateway, Name: g.cfg.ID}
 	if g.cfg.Presence != nil {
-		hello.Caps = []string{CapPresence}
+		hello.Caps = append(hello.Caps, CapPresence)
+	}
+	if g.cfg.JoinLeave != nil {
+		hello.Caps = append(hello.Caps, CapJoinLeave)
 	}
 	welcome, err := Hello(ctx, link, hello)
 	if err != nil {
@@ -297,6 +304,10 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 			case s.out <- res.Encode():
 			case <-s.broken:
 				return true, ErrClosed
+			}
+		case TypeJoin, TypeLeave:
+			if g.cfg.JoinLeave != nil {
+				g.cfg.JoinLeave(m.Type, m.Channel, m.Conn, m.User)
 			}
 		case TypeError:
 			return true, m.Error

@@ -37,6 +37,11 @@ const (
 	// Data, a JSON array of wire.PresenceEntry.
 	TypePresence       = "presence"
 	TypePresenceResult = "presence_result"
+	// TypeJoin and TypeLeave, from the router to a gateway that listed
+	// CapJoinLeave, say that connection Conn (of User) subscribed to
+	// Channel, or went: the gateway tells its subscribers of Channel.
+	TypeJoin  = "join"
+	TypeLeave = "leave"
 )
 
 // CapPublish, in a welcome's caps, says that the router takes publishes
@@ -47,6 +52,10 @@ const CapPublish = "publish"
 // CapPresence, in a gateway's hello, says that it answers TypePresence. A
 // gateway of an earlier release leaves it out and is not asked.
 const CapPresence = "presence"
+
+// CapJoinLeave, in a gateway's hello, says that it takes TypeJoin and
+// TypeLeave.
+const CapJoinLeave = "join_leave"
 
 // Session kinds (Msg.Kind of a hello).
 const (

@@ -470,6 +470,8 @@ func (c *Client) dispatch(cn *conn, f *wire.ServerFrame) {
 			r.finish(nil, nil)
 		}
 		c.mu.Unlock()
+	case wire.OpJoin, wire.OpLeave:
+		c.onJoinLeave(f)
 	case wire.OpError:
 		c.onError(cn, f)
 	case wire.OpConnected:

@@ -52,6 +52,23 @@ type subOptions struct {
 	epoch        string
 	last         uint64
 	onSubscribed func(SubscribedInfo)
+	onJoinLeave  func(JoinLeave)
+}
+
+// JoinLeave says that connection Conn (of User, "" when anonymous)
+// subscribed to Channel (Join true) or went (Join false).
+type JoinLeave struct {
+	Channel string
+	Conn    string
+	User    string
+	Join    bool
+}
+
+// OnJoinLeave has f called with the join and leave frames of the channel,
+// which gateways send where the channel's namespace has join_leave. It runs
+// on the client's reading goroutine; it must not wait for the client.
+func OnJoinLeave(f func(JoinLeave)) SubscribeOption {
+	return func(o *subOptions) { o.onJoinLeave = f }
 }
 
 // From starts the subscription at offset (1: the whole retained history),
@@ -103,6 +120,7 @@ type Subscription struct {
 	channel      string
 	handler      func(Message)
 	onSubscribed func(SubscribedInfo)
+	onJoinLeave  func(JoinLeave)
 	seq          uint64
 
 	// Guarded by c.mu. last and epoch are only changed by the run
@@ -172,7 +190,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, handler func(Mes
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Subscription{c: c, channel: channel, handler: handler, onSubscribed: o.onSubscribed,
+	s := &Subscription{c: c, channel: channel, handler: handler, onSubscribed: o.onSubscribed, onJoinLeave: o.onJoinLeave,
 		rewind: o.last, first: make(chan struct{}), done: make(chan struct{})}
 	if o.from != nil {
 		s.hasPos, s.last, s.epoch = true, max(*o.from, 1)-1, o.epoch
@@ -384,4 +402,15 @@ func (c *Client) save(channel string, pos Position) {
 	if err := c.store.Save(channel, pos); err != nil {
 		c.log.Warn("save position", "channel", channel, "offset", pos.Offset, "err", err)
 	}
+}
+
+// onJoinLeave hands a join or leave frame to its subscription.
+func (c *Client) onJoinLeave(f *wire.ServerFrame) {
+	c.mu.Lock()
+	s := c.subs[f.Channel]
+	c.mu.Unlock()
+	if s == nil || s.onJoinLeave == nil {
+		return
+	}
+	s.onJoinLeave(JoinLeave{Channel: f.Channel, Conn: f.Conn, User: f.User, Join: f.Op == wire.OpJoin})
 }

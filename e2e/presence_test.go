@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,4 +86,77 @@ func TestPresenceAcrossGateways(t *testing.T) {
 	if err != nil || len(entries) != 2 {
 		t.Fatalf("presence through g1 after g2's death: %v, %v", entries, err)
 	}
+}
+
+// TestJoinLeaveAcrossGateways: in a namespace with join_leave, a
+// subscriber on g1 sees a connection on g2 join before that connection's
+// first message, and leave when it closes; connections of a gateway killed
+// with SIGKILL leave too.
+func TestJoinLeaveAcrossGateways(t *testing.T) {
+	c := startCluster(t, 3)
+	l := c.waitLeader(nil, 10*time.Second)
+	if code, body, err := c.do(http.MethodPut, l.api, "/v1/namespaces", []byte(`{"namespaces":[{"name":"room","join_leave":true}]}`)); err != nil || code != http.StatusOK {
+		t.Fatalf("PUT /v1/namespaces: %d %s %v", code, body, err)
+	}
+	g1, g2 := c.startGateway("g1"), c.startGateway("g2")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var seen []string // "join CONN", "leave CONN", "message N"
+	watcher := faultClient(t, []string{"ws://" + g1.api + "/ws"}, nil, 0)
+	if _, err := watcher.Subscribe(ctx, "room:1", func(m client.Message) {
+		mu.Lock()
+		seen = append(seen, "message "+string(m.Data))
+		mu.Unlock()
+	}, client.OnJoinLeave(func(e client.JoinLeave) {
+		mu.Lock()
+		seen = append(seen, map[bool]string{true: "join ", false: "leave "}[e.Join]+e.Conn)
+		mu.Unlock()
+	})); err != nil {
+		t.Fatal(err)
+	}
+	has := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(seen, s)
+	}
+	index := func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Index(seen, s)
+	}
+	// A connection on g2 joins, then publishes: the join comes first.
+	var connID atomic.Value
+	joiner := faultClient(t, []string{"ws://" + g2.api + "/ws"}, nil, 0)
+	if _, err := joiner.Subscribe(ctx, "room:1", func(client.Message) {}, client.OnJoinLeave(func(e client.JoinLeave) {
+		if e.Join && strings.HasPrefix(e.Conn, "g2-") {
+			connID.Store(e.Conn) // its own join
+		}
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := joiner.Publish(ctx, "room:1", 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the joiner's own join", func() bool { return connID.Load() != nil })
+	id := connID.Load().(string)
+	waitFor(t, 20*time.Second, "the join and the message on g1", func() bool { return has("join "+id) && has("message 1") })
+	if j, m := index("join "+id), index("message 1"); j > m {
+		t.Fatalf("the message came before the join: %v", seen)
+	}
+	joiner.Close()
+	waitFor(t, 20*time.Second, "the leave of a closed connection", func() bool { return has("leave " + id) })
+	// A connection on g2, then g2 killed: it leaves.
+	var victimID atomic.Value
+	victim := faultClient(t, []string{"ws://" + g2.api + "/ws"}, nil, 0)
+	if _, err := victim.Subscribe(ctx, "room:1", func(client.Message) {}, client.OnJoinLeave(func(e client.JoinLeave) {
+		if e.Join && strings.HasPrefix(e.Conn, "g2-") && e.Conn != id {
+			victimID.Store(e.Conn)
+		}
+	})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the victim's join", func() bool { v := victimID.Load(); return v != nil && has("join "+v.(string)) })
+	c.kill(g2)
+	waitFor(t, 20*time.Second, "the killed gateway's connection leaves", func() bool { return has("leave " + victimID.Load().(string)) })
 }

@@ -122,6 +122,10 @@ func (c *conn) serve(token string) {
 	c.mu.Unlock()
 	for _, sb := range subs {
 		sb.stop() // waits for its run: a subscribed event comes before disconnected
+		if admitted {
+			// Its subscriptions end with it (join/leave, workers).
+			s.event(Event{Type: EventUnsubscribed, Conn: c.id, User: user, Channel: sb.name})
+		}
 	}
 	if admitted {
 		s.event(Event{Type: EventDisconnected, Conn: c.id, User: user})

@@ -98,3 +98,27 @@ const (
 	DefaultPresenceLimit = 1000
 	MaxPresenceLimit     = 10000
 )
+
+// DeliverJoinLeave tells this gateway's subscribers of channel that
+// connection conn (of user) subscribed to it (typ "join") or went
+// ("leave"): the router's join and leave messages.
+func (s *Server) DeliverJoinLeave(typ, channel, conn, user string) {
+	if typ != wire.OpJoin && typ != wire.OpLeave {
+		return
+	}
+	frame, err := json.Marshal(wire.JoinLeave{Op: typ, Channel: channel, Conn: conn, User: user})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	ch := s.channels[channel]
+	s.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for sb := range ch.subs {
+		sb.c.enqueue(frame)
+	}
+}

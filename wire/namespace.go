@@ -44,6 +44,10 @@ type Namespace struct {
 	// Presence, when false, refuses clients' presence and presence_stats
 	// (backends still see it through the hub API). Unset: true.
 	Presence *bool `json:"presence,omitempty" yaml:"presence"`
+	// JoinLeave sends the subscribers of its channels a join frame when a
+	// connection subscribes and a leave frame when it unsubscribes or
+	// goes (not stored in the history).
+	JoinLeave bool `json:"join_leave,omitempty" yaml:"join_leave"`
 	// Personal makes "Name:USER" and "Name:USER:anything" readable only by
 	// the connections of USER (the token's sub), whatever the rules and
 	// grants, and closed to other clients' publishes.

@@ -23,6 +23,11 @@ const (
 	// their answers have the same op (PresenceFrame, PresenceStatsFrame).
 	OpPresence      = "presence"
 	OpPresenceStats = "presence_stats"
+	// OpJoin and OpLeave (server) tell the subscribers of a channel whose
+	// namespace has join_leave that a connection subscribed or went
+	// (JoinLeave).
+	OpJoin  = "join"
+	OpLeave = "leave"
 
 	OpConnected    = "connected"
 	OpSubscribed   = "subscribed"
@@ -228,6 +233,15 @@ type PresenceFrame struct {
 	After    string          `json:"after,omitempty"`
 }
 
+// JoinLeave is a join or leave frame: connection Conn (of user User,
+// absent when anonymous) subscribed to Channel, or went.
+type JoinLeave struct {
+	Op      string `json:"op"`
+	Channel string `json:"channel"`
+	Conn    string `json:"conn"`
+	User    string `json:"user,omitempty"`
+}
+
 // PresenceStatsFrame answers a presence_stats op.
 type PresenceStatsFrame struct {
 	Op          string `json:"op"`
@@ -301,6 +315,7 @@ type ServerFrame struct {
 	Messages   []Message       `json:"messages,omitempty"`
 	// Of presence and presence_stats answers.
 	Presence    []PresenceEntry `json:"presence,omitempty"`
+	Conn        string          `json:"conn,omitempty"`
 	After       string          `json:"after,omitempty"`
 	Connections int             `json:"connections,omitempty"`
 	Users       int             `json:"users,omitempty"`

@@ -169,6 +169,10 @@ export interface SubscribeOptions {
   /** Without from or a remembered position: start with the newest `last`
    * messages (a rewind; 1 is "the latest value"), then live ones. */
   last?: number;
+  /** Called when a connection subscribes to the channel, or goes (where
+   * its namespace has join_leave). */
+  onJoin?: (e: { channel: string; conn: string; user: string | null }) => void;
+  onLeave?: (e: { channel: string; conn: string; user: string | null }) => void;
   /** Called with every answer to this subscription's subscribes. */
   onSubscribed?: (info: SubscribedInfo) => void;
 }
@@ -195,6 +199,10 @@ export class CometError extends Error {
 
 export interface Events {
   state: (state: State, previous: State) => void;
+  /** A connection subscribed to, or left, a channel this client is on
+   * (where its namespace has join_leave). */
+  join: (e: { channel: string; conn: string; user: string | null }) => void;
+  leave: (e: { channel: string; conn: string; user: string | null }) => void;
   open: (info: OpenInfo) => void;
   close: (info: CloseInfo) => void;
   /** Every object of every server frame, decoded. */

@@ -807,6 +807,14 @@ export class Comet extends Emitter {
         this.clock.clearTimeout(r.timer);
         return r.resolve(f);
       }
+      case 'join': case 'leave': {
+        const s = this._subs.get(f.channel);
+        const ev = { channel: f.channel, conn: f.conn, user: f.user || null };
+        const cb = s && (f.op === 'join' ? s.opts.onJoin : s.opts.onLeave);
+        if (cb) { try { cb(ev); } catch (err) { this.emit('error', err); } }
+        this.emit(f.op, ev);
+        return;
+      }
       case 'error': return this._onError(conn, f);
       case 'connected': this.user = f.user || null; return; // the answer to a fresh token
     }

@@ -31,7 +31,7 @@ type gatewayBus struct {
 func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, error), logger *slog.Logger) (*gatewayBus, error) {
 	gb := &gatewayBus{hub: cfg.Hub}
 	b, err := bus.NewGateway(bus.GatewayConfig{ID: cfg.ID, Dial: dial, Deliver: gb.deliver,
-		Stats: gb.stats, Presence: gb.presence, Logger: logger}) // it adds component=bus
+		Stats: gb.stats, Presence: gb.presence, JoinLeave: gb.joinLeave, Logger: logger}) // it adds component=bus
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +76,13 @@ func (gb *gatewayBus) presence(channel string) json.RawMessage {
 		return json.RawMessage("[]")
 	}
 	return gb.gw.PresenceJSON(channel)
+}
+
+// joinLeave hands the router's join and leave messages to the gateway.
+func (gb *gatewayBus) joinLeave(typ, channel, conn, user string) {
+	if gb.gw != nil {
+		gb.gw.DeliverJoinLeave(typ, channel, conn, user)
+	}
 }
 
 // start keeps the session up until the returned stop is called; stop
