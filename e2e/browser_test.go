@@ -711,6 +711,11 @@ func TestBrowserDemoPage(t *testing.T) {
 	b.open("p", url, false)
 	waitOpen(b, "p")
 	check("first load", texts("hello", 1, 11), nil)
+	// Who is here: the page itself, on chat.
+	b.wait("p", 20*time.Second, "who is here", `cometDemo.here && cometDemo.here.channel === 'chat' && cometDemo.here.connections >= 1`)
+	if v := b.demoView("p"); !strings.Contains(v.Text, "#chat: 1 connection") {
+		t.Errorf("who is here: the page says %q", v.Text)
+	}
 	b.noConsoleErrors("p", "after the first load")
 
 	b.do(30*time.Second, map[string]any{"op": "reload", "page": "p"})
