@@ -181,6 +181,10 @@ type Config struct {
 	// reconnects, after the backoff. ctx ends after RequestTimeout, and at
 	// Close. Token is never called concurrently with itself.
 	Token func(ctx context.Context) (string, error)
+	// Info, when set, is a JSON object describing this client (a device
+	// name, an app version: at most 1 KiB), sent in the connect frame of
+	// every connection; others see it in the channel's presence.
+	Info json.RawMessage
 	// OnMessage, when set, is called with the data of every direct message:
 	// a message sent to this connection alone (by a worker), with no
 	// channel and no offset. Direct messages are not resumed: those sent

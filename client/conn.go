@@ -99,15 +99,16 @@ func (c *Client) connect(u, token string) (readyAt time.Time, err error) {
 		return time.Time{}, ErrClosed
 	}
 	c.conn = cn
-	if token != "" {
+	hello := token != "" || len(c.cfg.Info) > 0
+	if hello {
 		cn.hello = c.nextID("c")
 	}
 	c.mu.Unlock()
-	if token != "" {
+	if hello {
 		// The connect frame goes first, before the writer starts: nothing
 		// else is sent before the gateway answers it with "connected".
 		_ = ws.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
-		if err := ws.WriteMessage(websocket.TextMessage, encode(wire.ClientFrame{Op: wire.OpConnect, ID: cn.hello, Token: token})); err != nil {
+		if err := ws.WriteMessage(websocket.TextMessage, encode(wire.ClientFrame{Op: wire.OpConnect, ID: cn.hello, Token: token, Info: c.cfg.Info})); err != nil {
 			ws.Close()
 			c.detach(cn)
 			err = fmt.Errorf("%s: send connect: %w", u, err)

@@ -8,11 +8,13 @@ import (
 	"github.com/comethq/comet/wire"
 )
 
-// PresenceEntry is one connection subscribed to a channel: its id and its
-// user ("" when anonymous).
+// PresenceEntry is one connection subscribed to a channel: its id, its
+// user ("" when anonymous) and the info its client sent.
 type PresenceEntry struct {
 	Conn string
 	User string
+	// Info is what that client sent as Config.Info (nil if nothing).
+	Info []byte
 }
 
 // Presence returns every connection subscribed to channel, on every
@@ -35,7 +37,7 @@ func (c *Client) Presence(ctx context.Context, channel string) ([]PresenceEntry,
 			return nil, fmt.Errorf("presence of %s: %w", channel, err)
 		}
 		for _, e := range r.reply.Presence {
-			out = append(out, PresenceEntry{Conn: e.Conn, User: e.User})
+			out = append(out, PresenceEntry{Conn: e.Conn, User: e.User, Info: e.Info})
 		}
 		if r.reply.After == "" || r.reply.After <= after {
 			return out, nil

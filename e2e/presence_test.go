@@ -60,14 +60,33 @@ func TestPresenceAcrossGateways(t *testing.T) {
 			return err == nil && count(p, "g1-") == 3 && count(p, "g2-") == 2 && len(p.Missing) == 0
 		})
 	}
+	// A client that describes itself: its info is in the presence.
+	described, err := client.New(client.Config{URLs: []string{"ws://" + g2.api + "/ws"}, Info: json.RawMessage(`{"device":"kiosk-7"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { described.Close() })
+	if _, err := described.Subscribe(ctx, "lobby", func(client.Message) {}); err != nil {
+		t.Fatal(err)
+	}
 	asker := faultClient(t, []string{"ws://" + g2.api + "/ws"}, nil, 0)
 	entries, err := asker.Presence(ctx, "lobby")
-	if err != nil || len(entries) != 5 {
+	if err != nil || len(entries) != 6 {
 		t.Fatalf("presence through g2: %v, %v", entries, err)
 	}
-	if conns, users, err := asker.PresenceStats(ctx, "lobby"); err != nil || conns != 5 || users != 0 {
+	withInfo := 0
+	for _, e := range entries {
+		if string(e.Info) == `{"device":"kiosk-7"}` {
+			withInfo++
+		}
+	}
+	if withInfo != 1 {
+		t.Fatalf("presence through g2: %d entries with the kiosk's info: %+v", withInfo, entries)
+	}
+	if conns, users, err := asker.PresenceStats(ctx, "lobby"); err != nil || conns != 6 || users != 0 {
 		t.Fatalf("presence_stats through g2: %d %d %v", conns, users, err)
 	}
+	described.Close()
 	// A connection that closes leaves.
 	clients[0].Close()
 	waitFor(t, 20*time.Second, "the closed connection gone", func() bool {

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/comethq/comet/auth"
@@ -90,7 +92,33 @@ func (c *conn) refuse(frameID, msg string) {
 
 // connect handles a connect frame: the first authentication of a
 // connection, an anonymous one becoming a user, or a user's fresh token.
+// MaxInfoBytes bounds the info a client sends in its connect frame.
+const MaxInfoBytes = 1024
+
 func (c *conn) connect(f wire.ClientFrame) {
+	if len(f.Info) > 0 {
+		if len(f.Info) > MaxInfoBytes || f.Info[0] != '{' {
+			c.sendError(f.ID, wire.CodeBadRequest, fmt.Sprintf("info must be a JSON object of at most %d bytes", MaxInfoBytes))
+			return
+		}
+		c.mu.Lock()
+		c.info = slices.Clone(f.Info)
+		c.mu.Unlock()
+	}
+	if f.Token == "" {
+		// Info alone: the connection stays who it is (anonymous, or the
+		// user of its URL's token), if it was let in.
+		c.mu.Lock()
+		id, admitted := c.ident, c.admitted
+		c.mu.Unlock()
+		if !admitted {
+			c.s.m.authFailures.WithLabelValues("missing").Inc()
+			c.refuse(f.ID, msgTokenRequired)
+			return
+		}
+		c.send(wire.Connected{Op: wire.OpConnected, ID: f.ID, Connection: c.id, User: id.User})
+		return
+	}
 	id, err := c.s.verify(f.Token)
 	if err != nil {
 		c.s.m.authFailures.WithLabelValues(authFailure(err)).Inc()

@@ -52,7 +52,8 @@ type conn struct {
 	// admitted: the connected frame was sent, as ident (auth.go).
 	admitted    bool
 	ident       auth.Identity
-	expiry      uint64 // admissions so far: an expiry timer is for one of them
+	info        json.RawMessage // from the connect frame, for presence
+	expiry      uint64          // admissions so far: an expiry timer is for one of them
 	expireTimer *time.Timer
 
 	pubs chan struct{} // semaphore of publishes in flight

@@ -27,9 +27,9 @@ func (s *Server) PresenceJSON(channel string) json.RawMessage {
 		entries = make([]wire.PresenceEntry, 0, len(conns))
 		for _, c := range conns {
 			c.mu.Lock()
-			user := c.ident.User
+			user, info := c.ident.User, c.info
 			c.mu.Unlock()
-			entries = append(entries, wire.PresenceEntry{Conn: c.id, User: user})
+			entries = append(entries, wire.PresenceEntry{Conn: c.id, User: user, Info: info})
 		}
 	}
 	b, err := json.Marshal(entries)

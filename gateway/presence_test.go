@@ -66,9 +66,19 @@ func TestPresenceOps(t *testing.T) {
 		c.send(fmt.Sprintf(`{"op":"subscribe","channel":"room","id":"s%d"}`, i))
 		c.expect(wire.OpSubscribed)
 	}
+	// One more, anonymous, that describes itself.
+	d := userConn(t, g, "", nil)
+	d.send(`{"op":"connect","info":{"device":"phone"},"id":"c"}`)
+	if f := d.expect(wire.OpConnected); f.ID != "c" || f.User != "" {
+		t.Fatalf("connect with info: %+v", f)
+	}
+	d.send(`{"op":"connect","info":[1],"id":"c2"}`)
+	d.expectCode("c2", wire.CodeBadRequest, "JSON object")
+	d.send(`{"op":"subscribe","channel":"room","id":"sd"}`)
+	d.expect(wire.OpSubscribed)
 	c := userConn(t, g, "carol", nil)
 	c.send(`{"op":"presence_stats","channel":"room","id":"st"}`)
-	if f := c.expect(wire.OpPresenceStats); f.ID != "st" || f.Connections != 4 || f.Users != 2 {
+	if f := c.expect(wire.OpPresenceStats); f.ID != "st" || f.Connections != 5 || f.Users != 2 {
 		t.Fatalf("stats %+v", f)
 	}
 	var got []wire.PresenceEntry
@@ -81,15 +91,18 @@ func TestPresenceOps(t *testing.T) {
 			break
 		}
 	}
-	if len(got) != 4 {
+	if len(got) != 5 {
 		t.Fatalf("paged presence: %+v", got)
 	}
-	users := map[string]int{}
+	users, infos := map[string]int{}, 0
 	for _, e := range got {
 		users[e.User]++
+		if string(e.Info) == `{"device":"phone"}` {
+			infos++
+		}
 	}
-	if users["alice"] != 2 || users["bob"] != 1 || users[""] != 1 {
-		t.Fatalf("users %v", users)
+	if users["alice"] != 2 || users["bob"] != 1 || users[""] != 2 || infos != 1 {
+		t.Fatalf("users %v, %d with info", users, infos)
 	}
 	c.send(`{"op":"presence","channel":"quiet:x","id":"q"}`)
 	c.expectCode("q", wire.CodeForbidden, "presence is off")

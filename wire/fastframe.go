@@ -48,6 +48,8 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 			}
 		case "data":
 			f.Data = slices.Clone(json.RawMessage(b[v0:v1]))
+		case "info":
+			f.Info = slices.Clone(json.RawMessage(b[v0:v1]))
 		default:
 			return !foldsTo(key, frameKeys) // json matches keys in any case
 		}
@@ -217,7 +219,7 @@ func uintField(f *ClientFrame, key []byte) **uint64 {
 }
 
 var frameKeys = []string{"op", "id", "channel", "from", "epoch", "data", "route", "token",
-	"last", "limit", "since", "before", "since_time", "reverse", "after"}
+	"last", "limit", "since", "before", "since_time", "reverse", "after", "info"}
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {

@@ -73,8 +73,10 @@ type ClientFrame struct {
 	Epoch   string          `json:"epoch,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	Route   string          `json:"route,omitempty"`
-	// Token is the JWT of a connect frame.
-	Token string `json:"token,omitempty"`
+	// Token is the JWT of a connect frame; Info, the client's own
+	// description of itself (a JSON object, shown in presence).
+	Token string          `json:"token,omitempty"`
+	Info  json.RawMessage `json:"info,omitempty"`
 	// Last, on a subscribe without from: replay the newest Last messages,
 	// then go live ("rewind").
 	Last *uint64 `json:"last,omitempty"`
@@ -171,8 +173,8 @@ func checkFrame(f ClientFrame) error {
 			return fmt.Errorf("%w: request needs a route", ErrFrame)
 		}
 	case OpConnect:
-		if f.Token == "" {
-			return fmt.Errorf("%w: connect needs a token", ErrFrame)
+		if f.Token == "" && len(f.Info) == 0 {
+			return fmt.Errorf("%w: connect needs a token (or info)", ErrFrame)
 		}
 	case OpPing:
 	case "":

@@ -142,10 +142,12 @@ type HistoryQuery struct {
 }
 
 // PresenceEntry is one connection subscribed to a channel: its id, its
-// user (absent when anonymous).
+// user (absent when anonymous), and its client info.
 type PresenceEntry struct {
 	Conn string `json:"conn"`
 	User string `json:"user,omitempty"`
+	// Info is what the client sent in its connect frame's info.
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // Presence answers GET /v1/channels/{channel}/presence: the connections

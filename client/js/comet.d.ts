@@ -150,6 +150,9 @@ export interface Options {
    * connection; a string is sent as is and never refreshed. None, or an
    * empty token: anonymous. */
   token?: string | (() => string | Promise<string>);
+  /** A JSON object describing this client (at most 1 KiB), sent in the
+   * connect frame; others see it in presence. */
+  info?: Record<string, unknown>;
   /** The SockJS constructor, or where to load it from (default
    * sockjs.min.js beside comet.js), and options for it. */
   SockJS?: unknown;

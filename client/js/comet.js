@@ -629,9 +629,13 @@ export class Comet extends Emitter {
   // open and has a token. Nothing else is sent before the gateway answers
   // it with "connected".
   _hello(conn) {
-    if (!conn.opened || !conn.t || !conn.token || conn.hello || this._conn !== conn) return;
+    const info = this.options.info;
+    if (!conn.opened || !conn.t || !(conn.token || info) || conn.hello || this._conn !== conn) return;
     conn.hello = this._nextId('c');
-    this._send({ op: 'connect', token: conn.token, id: conn.hello }, conn);
+    const f = { op: 'connect', id: conn.hello };
+    if (conn.token) f.token = conn.token;
+    if (info) f.info = info;
+    this._send(f, conn);
   }
 
   // _scheduleRefresh has conn's token, from the token function, replaced at
