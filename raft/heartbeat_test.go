@@ -59,7 +59,11 @@ func TestHeartbeatOfNewerTermDoesNotStampLeaderEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ghost.Close()
+	defer func() {
+		// Its pooled connection too, or the node's handler for it lingers.
+		ghost.CloseStreams()
+		ghost.Close()
+	}()
 	addr := []byte(ghost.LocalAddr())
 	header := hraft.RPCHeader{ProtocolVersion: hraft.ProtocolVersionMax, ID: []byte("ghost"), Addr: addr}
 	heartbeat := hraft.AppendEntriesRequest{RPCHeader: header, Term: term + 1, Leader: addr}
