@@ -258,6 +258,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.trans, n.closeable = tcp, tcp
 	}
+	n.trans = withoutHeartbeatFastPath(n.trans)
 
 	rc := hraft.DefaultConfig()
 	rc.LocalID = hraft.ServerID(cfg.ID)
@@ -779,6 +780,54 @@ func transportConfig(stream hraft.StreamLayer, hlog hclog.Logger) *hraft.Network
 		MaxRPCsInFlight: 1,
 	}
 }
+
+// withoutHeartbeatFastPath returns t without hashicorp/raft's heartbeat
+// fast path, so that heartbeats reach Raft's main loop like every other
+// RPC, in order with them, as in the Raft paper.
+//
+// hashicorp/raft v1.7.3 hands heartbeats to the transport's fast path,
+// which handles them on the transport's goroutine, concurrently with the
+// main loop (so that a follower whose disk is slow still answers them). A
+// heartbeat of a newer term sets the node's term and state to follower
+// there, unsynchronized: a leader whose main loop has already checked that
+// it leads takes the next Apply and stamps it with the new term, at the
+// index where the new leader put its first entry (hashicorp/raft#695,
+// open; #701 proposes a fix). The two entries have the same index and
+// term, so Raft never sees the conflict: the old leader keeps its entry,
+// applies it once the new leader's commit index covers that index, and its
+// channel log diverges from the others' for good. A leader that resumes
+// after a pause meets exactly this, queued heartbeats of the new leader
+// and queued publishes at once: TestFaultPauseLeader found it, a message
+// stored on the old leader only, every later offset shifted
+// (TestHeartbeatOfNewerTermDoesNotStampLeaderEntries shows it). The same
+// unsynchronized term change can also move a candidate's term back.
+//
+// Without the fast path, a follower answers a heartbeat once its main loop
+// is done with the append before it (one fdatasync, typically); the leader
+// counts contact from the answers to appends as well.
+//
+// Only hashicorp/raft's TCP transport has a fast path; others (the
+// in-memory one of tests and standalone) are returned as they are.
+func withoutHeartbeatFastPath(t hraft.Transport) hraft.Transport {
+	if nt, ok := t.(*hraft.NetworkTransport); ok {
+		return mainLoopHeartbeats{nt}
+	}
+	return t
+}
+
+// mainLoopHeartbeats is a NetworkTransport that keeps no heartbeat
+// handler: the transport then queues heartbeats to Raft's main loop. It
+// embeds the transport itself so that Raft still finds the optional
+// interfaces (pre-vote, Close).
+type mainLoopHeartbeats struct{ *hraft.NetworkTransport }
+
+var (
+	_ hraft.WithPreVote = mainLoopHeartbeats{}
+	_ hraft.WithClose   = mainLoopHeartbeats{}
+)
+
+// SetHeartbeatHandler drops the handler Raft sets (its fast path).
+func (mainLoopHeartbeats) SetHeartbeatHandler(func(hraft.RPC)) {}
 
 // LogFault returns why the last append to this node's Raft log failed (a
 // full disk, say), or nil once an append has succeeded since. A hub whose
