@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -140,15 +139,8 @@ func TestAdminOverview(t *testing.T) {
 			Deliveries: deliveries.Add(100), Top: []wire.ChannelSubscribers{{Channel: "adm/a", Subscribers: 3}, {Channel: "adm/b", Subscribers: 1}}})
 		return b
 	}
-	g, err := bus.NewGateway(bus.GatewayConfig{ID: "gw1", Dial: bus.HubDialer(apis(c.hubs...), secret, nil, nil),
-		Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection }, Stats: stats, StatsInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	startBusGateway(t, c, bus.GatewayConfig{ID: "gw1", Dial: bus.HubDialer(apis(c.hubs...), secret, nil, nil),
+		Stats: stats, StatsInterval: 50 * time.Millisecond})
 
 	l := c.leader()
 	for i := range 5 {

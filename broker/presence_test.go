@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,28 +14,37 @@ import (
 	"github.com/comethq/comet/wire"
 )
 
-// presenceGateway attaches a bus gateway named id to the cluster that
-// answers presence queries with answer (nil: a gateway of an earlier
-// release, which does not say it answers them); stop ends its session.
-func presenceGateway(t *testing.T, c *cluster, id string, answer func(channel string) json.RawMessage) (stop func()) {
-	t.Helper()
-	g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: bus.HubDialer(apis(c.hubs...), "", nil, nil),
-		Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection }, Presence: answer})
+// startBusGateway runs a bus gateway with cfg (Dial: the cluster's hubs,
+// Deliver: no connections, when unset) until the test ends, and waits for
+// its session; stop ends it sooner.
+func startBusGateway(tb testing.TB, c *cluster, cfg bus.GatewayConfig) (g *bus.Gateway, stop func()) {
+	tb.Helper()
+	if cfg.Dial == nil {
+		cfg.Dial = bus.HubDialer(apis(c.hubs...), "", nil, nil)
+	}
+	if cfg.Deliver == nil {
+		cfg.Deliver = func(string, json.RawMessage) error { return bus.ErrNoConnection }
+	}
+	g, err := bus.NewGateway(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = g.Run(ctx) }()
-	waitFor(t, 10*time.Second, id+"'s session", g.Connected)
-	var once atomic.Bool
-	stop = func() {
-		if once.CompareAndSwap(false, true) {
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	tb.Cleanup(stop)
+	waitFor(tb, 10*time.Second, cfg.ID+"'s session", g.Connected)
+	return g, stop
+}
+
+// presenceGateway attaches a bus gateway named id that answers presence
+// queries with answer (nil: a gateway of an earlier release, which does
+// not say it answers them).
+func presenceGateway(t *testing.T, c *cluster, id string, answer func(channel string) json.RawMessage) (stop func()) {
+	t.Helper()
+	_, stop = startBusGateway(t, c, bus.GatewayConfig{ID: id, Presence: answer})
 	return stop
 }
 
@@ -160,17 +168,8 @@ func BenchmarkPresence10k(b *testing.B) {
 	c := newCluster3(b)
 	l := c.leader()
 	for _, id := range []string{"ga", "gb"} {
-		g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: bus.HubDialer(apis(c.hubs...), "", nil, nil),
-			Deliver:  func(string, json.RawMessage) error { return bus.ErrNoConnection },
+		startBusGateway(b, c, bus.GatewayConfig{ID: id,
 			Presence: func(string) json.RawMessage { return entriesJSON(id, 5000, "alice", "bob", "carol") }})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = g.Run(ctx) }()
-		b.Cleanup(func() { cancel(); <-done })
-		waitFor(b, 10*time.Second, id+"'s session", g.Connected)
 	}
 	f := c.followers(l)[0]
 	for b.Loop() {
@@ -213,21 +212,8 @@ func TestJoinLeave(t *testing.T) {
 		t.Fatalf("%d %s", status, body)
 	}
 	var ra, rb joinRecorder
-	dial := bus.HubDialer(apis(c.hubs...), "", nil, nil)
 	start := func(id string, rec *joinRecorder) (*bus.Gateway, func()) {
-		g, err := bus.NewGateway(bus.GatewayConfig{ID: id, Dial: dial, JoinLeave: rec.add,
-			Deliver: func(string, json.RawMessage) error { return bus.ErrNoConnection }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = g.Run(ctx) }()
-		var once sync.Once
-		stop := func() { once.Do(func() { cancel(); <-done }) }
-		t.Cleanup(stop)
-		waitFor(t, 10*time.Second, id+"'s session", g.Connected)
-		return g, stop
+		return startBusGateway(t, c, bus.GatewayConfig{ID: id, JoinLeave: rec.add})
 	}
 	ga, stopA := start("ga", &ra)
 	gb, _ := start("gb", &rb)
