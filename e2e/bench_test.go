@@ -42,6 +42,19 @@ func TestBenchFanoutAndCatchup(t *testing.T) {
 	if !strings.Contains(errOut, "publishing 200 messages") {
 		t.Errorf("bench fanout shows no progress on stderr: %q", errOut)
 	}
+	// With churn: connections subscribe and close while it publishes.
+	code, out, errOut = runComet(t, nil, "bench", "fanout", "--url", url,
+		"--subscribers", "10", "--messages", "300", "--rate", "200", "--churn", "50", "--churn-channel", "churn.c", "--json")
+	if code != 0 {
+		t.Fatalf("bench fanout --churn: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	var churn struct {
+		Delivered int64 `json:"delivered"`
+		Churned   int64 `json:"churned"`
+	}
+	if err := json.Unmarshal([]byte(out), &churn); err != nil || churn.Delivered != 10*300 || churn.Churned < 10 {
+		t.Fatalf("bench fanout --churn result %q: %+v, %v", out, churn, err)
+	}
 
 	code, out, errOut = runComet(t, nil, "bench", "catchup", "--url", url,
 		"--messages", "3000", "--missed", "100,3000", "--runs", "2", "--json")

@@ -446,9 +446,9 @@ func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, 
 }
 
 type benchFanout struct {
-	urls, channel, cpuProfile, tlsCA              string
+	urls, channel, cpuProfile, tlsCA, churnCh     string
 	subscribers, messages, rate, size, publishers int
-	window                                        int
+	window, churn                                 int
 	duration, timeout                             time.Duration
 	jsonOut                                       bool
 }
@@ -464,6 +464,11 @@ type fanoutResult struct {
 	Duplicates  int64   `json:"duplicates"`
 	Seconds     float64 `json:"seconds"`
 	Rate        float64 `json:"deliveries_per_sec"`
+	// Churn: connections that subscribed to the channel and closed while
+	// it was published to (--churn), per second, and those that failed.
+	Churned     int64   `json:"churned,omitempty"`
+	ChurnRate   float64 `json:"churn_per_sec,omitempty"`
+	ChurnFailed int64   `json:"churn_failed,omitempty"`
 	latencies
 }
 
@@ -483,6 +488,8 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&b.timeout, "timeout", 30*time.Second, "give up when no message arrives for this long")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	fs.IntVar(&b.churn, "churn", 0, "while publishing, this many connections per second (over the URLs in turn) subscribe to --churn-channel and close: a join and a leave each, where its namespace has join_leave")
+	fs.StringVar(&b.churnCh, "churn-channel", "", "the channel of --churn (default: the published channel, whose subscribers then get every join and leave)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -552,7 +559,9 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 		return line
 	})
 	start := time.Now()
+	stopChurn := b.startChurn(ctx, tlsConfig, urls)
 	pubErr := publishPaced(pubs, b.channel, randomHex(4), b.messages, b.rate, b.size, &sent)
+	churned, churnFailed, churnFor := stopChurn()
 	for _, p := range pubs {
 		if err := p.drain(b.timeout); err != nil && pubErr == nil {
 			pubErr = err
@@ -599,6 +608,10 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 		res.Rate = float64(res.Delivered) / res.Seconds
 	}
 	res.latencies = h.latencies()
+	if churnFor > 0 {
+		res.Churned, res.ChurnFailed = churned, churnFailed
+		res.ChurnRate = float64(churned) / churnFor.Seconds()
+	}
 	if b.jsonOut {
 		if err := jsonEncode(stdout, res); err != nil {
 			return err
@@ -608,6 +621,9 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 			res.Subscribers, res.Size, res.Published, res.Delivered, res.Expected, res.Gaps, res.Duplicates, res.Seconds)
 		fmt.Fprintf(stdout, "throughput %.0f deliveries/s  publish-to-receive latency p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n",
 			res.Rate, res.P50, res.P90, res.P99, res.Max)
+		if churnFor > 0 {
+			fmt.Fprintf(stdout, "churn %d connections subscribed and closed (%.0f/s), %d failed\n", res.Churned, res.ChurnRate, res.ChurnFailed)
+		}
 	}
 	var errs []error
 	if pubErr != nil {
@@ -624,6 +640,68 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 		errs = append(errs, fmt.Errorf("%d gaps and %d duplicates seen", res.Gaps, res.Duplicates))
 	}
 	return errors.Join(errs...)
+}
+
+// startChurn starts --churn: connections, b.churn a second over urls in
+// turn, each subscribing to the channel and closing once subscribed (at
+// most 64 at once). stop ends it and returns how many did so, how many
+// failed, and for how long it ran.
+func (b *benchFanout) startChurn(ctx context.Context, tlsConfig *tls.Config, urls []string) (stop func() (done, failed int64, ran time.Duration)) {
+	if b.churn <= 0 {
+		return func() (int64, int64, time.Duration) { return 0, 0, 0 }
+	}
+	var ok, bad atomic.Int64
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sem := make(chan struct{}, 64)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		n := 0
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			due := int(time.Since(start).Seconds() * float64(b.churn))
+			for ; n < due; n++ {
+				select {
+				case sem <- struct{}{}:
+				default:
+					bad.Add(1) // 64 still dialing: the gateway is behind
+					continue
+				}
+				wg.Add(1)
+				go func(url string) {
+					defer wg.Done()
+					defer func() { <-sem }()
+					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					defer cancel()
+					ch := b.churnCh
+					if ch == "" {
+						ch = b.channel
+					}
+					s, _, err := dialSub(cctx, tlsConfig, url, ch, 0)
+					if err != nil {
+						bad.Add(1)
+						return
+					}
+					s.c.Close()
+					ok.Add(1)
+				}(urls[n%len(urls)])
+			}
+		}
+	}()
+	return func() (int64, int64, time.Duration) {
+		close(quit)
+		ran := time.Since(start)
+		wg.Wait()
+		return ok.Load(), bad.Load(), ran
+	}
 }
 
 func rateText(rate int) string {
