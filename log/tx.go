@@ -1,6 +1,7 @@
 package log
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -357,7 +358,15 @@ func (tx *Tx) finish() error {
 		}
 	}
 	c := tx.dids.Cursor()
+	var prev []byte
 	for k, _ := c.First(); k != nil && expired(unsortable(k), clock); k, _ = c.First() {
+		if prev != nil && bytes.Equal(k, prev) {
+			// Deleted, yet first again: a damaged file (a restored
+			// snapshot whose pages point at each other), not a loop to
+			// spin in forever.
+			return fmt.Errorf("%w: the ids bucket holds key %x again after deleting it", ErrCorrupt, k)
+		}
+		prev = append(prev[:0], k...)
 		if err := c.Delete(); err != nil {
 			return err
 		}
