@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/comethq/comet/log"
@@ -18,12 +19,18 @@ import (
 // keyNamespaces is the replicated key (log.Tx.Put) of the namespaces.
 const keyNamespaces = "namespaces"
 
-// namespaceCache holds the namespaces decoded from the log, read again
-// when the log's key/value pairs change (log.Log.KVGeneration).
+// namespaceCache holds the namespaces decoded from the log, decoded again
+// when the log's key/value pairs change (log.Log.KVGeneration). Reads
+// take no lock (publishes check their namespace's size limit); mu only
+// keeps two decodes from racing.
 type namespaceCache struct {
-	mu     sync.Mutex
+	mu  sync.Mutex
+	cur atomic.Pointer[decodedNamespaces]
+}
+
+// decodedNamespaces is the namespaces as of log key/value generation gen.
+type decodedNamespaces struct {
 	gen    uint64
-	loaded bool
 	ns     wire.Namespaces
 	byName map[string]*wire.Namespace
 }
@@ -38,24 +45,29 @@ func (s *Service) Namespaces() wire.Namespaces {
 // namespaces returns the namespaces and an index of them by name; the
 // caller must not change them.
 func (s *Service) namespaces() (wire.Namespaces, map[string]*wire.Namespace) {
+	gen := s.log.KVGeneration()
+	if d := s.nsCache.cur.Load(); d != nil && d.gen == gen {
+		return d.ns, d.byName
+	}
 	c := &s.nsCache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen := s.log.KVGeneration(); !c.loaded || gen != c.gen {
-		c.gen, c.loaded = gen, true
-		c.ns = wire.Namespaces{Namespaces: []wire.Namespace{}}
-		if raw := s.log.Get(keyNamespaces); raw != nil {
-			if err := json.Unmarshal(raw, &c.ns); err != nil {
-				s.logger.Error("stored namespaces unreadable: none in force", "err", err)
-				c.ns = wire.Namespaces{Namespaces: []wire.Namespace{}}
-			}
-		}
-		c.byName = make(map[string]*wire.Namespace, len(c.ns.Namespaces))
-		for i := range c.ns.Namespaces {
-			c.byName[c.ns.Namespaces[i].Name] = &c.ns.Namespaces[i]
+	if d := c.cur.Load(); d != nil && d.gen == gen {
+		return d.ns, d.byName
+	}
+	d := &decodedNamespaces{gen: gen, ns: wire.Namespaces{Namespaces: []wire.Namespace{}}}
+	if raw := s.log.Get(keyNamespaces); raw != nil {
+		if err := json.Unmarshal(raw, &d.ns); err != nil {
+			s.logger.Error("stored namespaces unreadable: none in force", "err", err)
+			d.ns = wire.Namespaces{Namespaces: []wire.Namespace{}}
 		}
 	}
-	return c.ns, c.byName
+	d.byName = make(map[string]*wire.Namespace, len(d.ns.Namespaces))
+	for i := range d.ns.Namespaces {
+		d.byName[d.ns.Namespaces[i].Name] = &d.ns.Namespaces[i]
+	}
+	c.cur.Store(d)
+	return d.ns, d.byName
 }
 
 // namespaceOf returns the options of channel's namespace, or nil.

@@ -159,9 +159,9 @@ func (s *Service) PresenceStats(ctx context.Context, channel string) (wire.Prese
 // at most limit of them, and the id to ask the next page after ("" when
 // there is none).
 func PresencePage(entries []wire.PresenceEntry, after string, limit int) ([]wire.PresenceEntry, string) {
-	i, _ := slices.BinarySearchFunc(entries, after, func(e wire.PresenceEntry, t string) int { return strings.Compare(e.Conn, t) })
-	for i < len(entries) && entries[i].Conn <= after && after != "" {
-		i++
+	i, found := slices.BinarySearchFunc(entries, after, func(e wire.PresenceEntry, t string) int { return strings.Compare(e.Conn, t) })
+	if found {
+		i++ // connection ids are unique: the page starts after it
 	}
 	page := entries[i:]
 	if len(page) > limit {

@@ -142,23 +142,15 @@ type HistoryPage struct {
 // Namespaces reads the cluster's namespaces from the first hub that
 // answers.
 func (h *HTTPHubs) Namespaces(ctx context.Context) (wire.Namespaces, error) {
-	var err error
-	for _, addr := range h.Order() {
-		var ns wire.Namespaces
-		if err = h.Client().Get(ctx, addr, "/v1/namespaces", &ns); err == nil {
-			return ns, nil
-		}
-		var api *hubapi.APIError
-		if errors.As(err, &api) && api.Status == http.StatusNotFound {
-			// A hub of an earlier version, during a rolling upgrade: it
-			// has no namespaces.
-			return wire.Namespaces{Namespaces: []wire.Namespace{}}, nil
-		}
-		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
-			return ns, err
-		}
+	var ns wire.Namespaces
+	err := h.get(ctx, "/v1/namespaces", &ns)
+	var api *hubapi.APIError
+	if errors.As(err, &api) && api.Status == http.StatusNotFound {
+		// A hub of an earlier version, during a rolling upgrade: it has
+		// no namespaces.
+		return wire.Namespaces{Namespaces: []wire.Namespace{}}, nil
 	}
-	return wire.Namespaces{}, err
+	return ns, err
 }
 
 // Presence asks the first hub that answers (a follower asks the leader).
@@ -205,21 +197,14 @@ func (h *HTTPHubs) History(ctx context.Context, channel string, q wire.HistoryQu
 	if !q.SinceTime.IsZero() {
 		v.Set("since_time", q.SinceTime.Format(time.RFC3339Nano))
 	}
-	path := "/v1/channels/" + url.PathEscape(channel) + "/messages?" + v.Encode()
-	var err error
-	for _, addr := range h.Order() {
-		var res HistoryPage
-		if err = h.Client().Get(ctx, addr, path, &res); err == nil {
-			if len(res.Messages) == 0 || res.Messages[0] != '[' {
-				return HistoryPage{}, fmt.Errorf("history of %s from %s: no messages array", channel, addr)
-			}
-			return res, nil
-		}
-		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
-			return res, err
-		}
+	var res HistoryPage
+	if err := h.get(ctx, "/v1/channels/"+url.PathEscape(channel)+"/messages?"+v.Encode(), &res); err != nil {
+		return HistoryPage{}, err
 	}
-	return HistoryPage{}, err
+	if len(res.Messages) == 0 || res.Messages[0] != '[' {
+		return HistoryPage{}, fmt.Errorf("history of %s: no messages array in the hub's answer", channel)
+	}
+	return res, nil
 }
 
 // read reads a page in frames (format=frames: see wire.FramesType).

@@ -87,7 +87,7 @@ func (c *conn) answerPresence(f wire.ClientFrame, v any, err error) {
 		return // the client is gone
 	}
 	if err != nil {
-		c.sendError(f.ID, errorCode(err), "presence: "+publishError(err))
+		c.sendError(f.ID, errorCode(err), "presence: "+err.Error())
 		return
 	}
 	c.send(v)
