@@ -37,6 +37,8 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/namespaces", s.handleSetNamespaces)
 	mux.HandleFunc("POST /v1/namespaces", s.handleSetNamespaces)
 	mux.HandleFunc("GET /v1/stream", s.handleStream)
+	mux.HandleFunc("POST /v1/ds/op", s.handleStreamOp)    // dstream.go
+	mux.HandleFunc("GET /v1/ds/read", s.handleStreamRead) // dstream.go
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.handleRemove)
 	mux.HandleFunc("GET /v1/bus", s.handleBus)                     // router.go

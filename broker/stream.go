@@ -126,6 +126,17 @@ func (s *Stream) Since(from uint64, limit int) (events []raft.Event, applied uin
 	return events, s.applied, s.wake, true
 }
 
+// wakeAfter returns a channel closed at the next apply, or nil once index
+// is applied.
+func (s *Stream) wakeAfter(index uint64) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applied >= index {
+		return nil
+	}
+	return s.wake
+}
+
 // Floor returns the lowest position the stream can serve, 0 before the
 // first apply.
 func (s *Stream) Floor() uint64 {

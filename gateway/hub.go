@@ -281,3 +281,29 @@ func (h *HTTPHubs) Stream(ctx context.Context, from uint64) (StreamReader, error
 	}
 	return s, nil
 }
+
+// StreamOp has a hub decide a Durable Streams write (a follower forwards
+// it to the leader). It tries another hub only when the first surely did
+// not take it.
+func (h *HTTPHubs) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
+	var err error
+	for _, addr := range h.Order() {
+		var res wire.StreamResult
+		if err = h.Client().Post(ctx, addr, "/v1/ds/op", op, &res); err == nil {
+			return res, nil
+		}
+		if !hubapi.Retryable(err, false) || ctx.Err() != nil {
+			return res, err
+		}
+	}
+	return wire.StreamResult{}, err
+}
+
+// StreamRead reads a Durable Stream from the first hub that answers.
+func (h *HTTPHubs) StreamRead(ctx context.Context, name string, from uint64, limit, maxBytes int, minApplied uint64) (wire.StreamReadResult, error) {
+	v := url.Values{"name": {name}, "from": {strconv.FormatUint(from, 10)}, "limit": {strconv.Itoa(limit)},
+		"bytes": {strconv.Itoa(maxBytes)}, "min_applied": {strconv.FormatUint(minApplied, 10)}}
+	var res wire.StreamReadResult
+	err := h.get(ctx, "/v1/ds/read?"+v.Encode(), &res)
+	return res, err
+}

@@ -88,9 +88,15 @@ func (c *conn) may(op clientOp, channel string) refusal {
 	id := c.ident
 	_, subscribed := c.subs[channel]
 	c.mu.Unlock()
+	return c.s.may(id, subscribed, op, channel)
+}
+
+// may decides whether id may do op on channel (subscribed: id's connection
+// is subscribed to it), by the channel's namespace, then the rules.
+func (s *Server) may(id auth.Identity, subscribed bool, op clientOp, channel string) refusal {
 	var ns *wire.Namespace
 	if _, ok := wire.NamespaceOf(channel); ok {
-		cur := c.s.ns.Load()
+		cur := s.ns.Load()
 		if cur == nil {
 			return refusal{wire.CodeUnavailable, "the gateway has not read the namespaces from the hubs yet: retry"}
 		}
@@ -130,7 +136,7 @@ func (c *conn) may(op clientOp, channel string) refusal {
 	if op == opPublish {
 		aop = auth.Publish
 	}
-	if !c.s.cfg.Policy.Allow(id, aop, channel) {
+	if !s.cfg.Policy.Allow(id, aop, channel) {
 		return refusal{wire.CodeForbidden, fmt.Sprintf("not allowed to %s %q", what, channel)}
 	}
 	return refusal{}

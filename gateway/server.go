@@ -131,6 +131,13 @@ type Config struct {
 	AdminTokens    []string
 	AdminLocalOnly bool
 
+	// StreamsPrefix is the path under which channels are served as
+	// Durable Streams over HTTP (default "/v1/stream/"; "-": not served),
+	// when Hub implements StreamHub. StreamLongPoll is how long a
+	// long-poll read waits for data (default 20s).
+	StreamsPrefix  string
+	StreamLongPoll time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -176,6 +183,13 @@ func (c *Config) fill() error {
 	defD(&c.NamespacePoll, time.Second)
 	defD(&c.AuthTimeout, 5*time.Second)
 	defD(&c.Linger, time.Minute)
+	defD(&c.StreamLongPoll, 20*time.Second)
+	if c.StreamsPrefix == "" {
+		c.StreamsPrefix = "/v1/stream/"
+	}
+	if c.StreamsPrefix != "-" && (!strings.HasPrefix(c.StreamsPrefix, "/") || !strings.HasSuffix(c.StreamsPrefix, "/")) {
+		return fmt.Errorf("gateway: streams prefix %q: want a path that starts and ends with /", c.StreamsPrefix)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -198,6 +212,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	ns     atomic.Pointer[namespaces] // nil until read from the hubs once
+	ds     *durable                   // Durable Streams (dstream.go); nil: not served
 
 	mu       sync.Mutex
 	channels map[string]*channel
@@ -214,6 +229,7 @@ type Server struct {
 	stopped bool
 
 	syncs *syncQueue
+	root  http.Handler // mux, behind the streams' routing
 
 	// Ids the gateway gives publishes sent without one (publish.go).
 	pubPrefix string
@@ -293,6 +309,21 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("GET /sockjs.min.js", static("vendor/sockjs.min.js"))
 	s.mux.Handle("/admin", adminpage.Handler())
 	s.mux.HandleFunc("/v1/admin/", s.serveAdmin) // admin.go
+	if cfg.StreamsPrefix != "-" {
+		s.ds = newDurable(cfg.Hub, cfg.StreamsPrefix)
+	}
+	s.root = s.mux
+	if s.ds != nil {
+		s.root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Channel names may hold '/' and "..": route streams before
+			// ServeMux, which cleans paths.
+			if strings.HasPrefix(r.URL.Path, s.ds.prefix) {
+				s.serveStream(w, r)
+				return
+			}
+			s.mux.ServeHTTP(w, r)
+		})
+	}
 	return s, nil
 }
 
@@ -311,7 +342,7 @@ func (s *Server) sockjsDeadline(h http.Handler) http.Handler {
 
 // Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics, and to
 // browsers the demo page at /, /comet.js and /sockjs.min.js (static.go).
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.root }
 
 // Run follows the hubs' commit stream until Close. It returns at once;
 // Close waits for what it started.

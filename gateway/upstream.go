@@ -299,6 +299,9 @@ type channel struct {
 	outOffs   []uint64
 	outFrames [][]byte
 
+	// Live stream reads waiting for the next message (waitNext).
+	waiters []chan struct{}
+
 	// Under syncQueue.mu: the wait between this channel's sync reads.
 	syncWait *backoff
 }
@@ -371,6 +374,7 @@ func (ch *channel) fanoutLocked() {
 	if len(ch.outOffs) == 0 {
 		return
 	}
+	ch.wakeLocked()
 	for sb := range ch.subs {
 		sb.deliver(ch.outOffs, ch.outFrames)
 	}
@@ -424,6 +428,7 @@ func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 	case !ch.known:
 		ch.epoch, ch.first, ch.next, ch.known = res.Epoch, res.First, res.Next, true
 		close(ch.ready)
+		ch.wakeLocked()
 	case res.Epoch != ch.epoch:
 		// The channel's history was reset: subscribers' offsets mean
 		// nothing now. They reconnect and learn it from subscribed.
@@ -483,6 +488,7 @@ func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 // resetLocked starts the channel over at res: its subscribers are
 // disconnected so that they resubscribe and are told what they missed.
 func (ch *channel) resetLocked(res Page) {
+	ch.wakeLocked()
 	ch.epoch, ch.first, ch.next = res.Epoch, res.First, res.First
 	ch.cache.clear()
 	clear(ch.outFrames)
@@ -492,6 +498,38 @@ func (ch *channel) resetLocked(res Page) {
 	for sb := range ch.subs {
 		sb.c.close(wire.CloseResync, "channel "+ch.name+" lost messages it cannot replay: resubscribe")
 	}
+}
+
+// waitNext returns a channel closed once the channel has a message at or
+// after next (at once if it has), or was reset, and a func that stops the
+// wait.
+func (ch *channel) waitNext(next uint64) (<-chan struct{}, func()) {
+	c := make(chan struct{})
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.known && ch.next > next {
+		close(c)
+		return c, func() {}
+	}
+	ch.waiters = append(ch.waiters, c)
+	return c, func() {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		for i, w := range ch.waiters {
+			if w == c {
+				ch.waiters = append(ch.waiters[:i], ch.waiters[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+func (ch *channel) wakeLocked() {
+	for _, c := range ch.waiters {
+		close(c)
+	}
+	clear(ch.waiters)
+	ch.waiters = ch.waiters[:0]
 }
 
 // backoff is an exponential wait between retries, with jitter: each wait

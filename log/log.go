@@ -478,47 +478,56 @@ func (l *Log) Read(ch string, from uint64, limit int) (Info, []Message, error) {
 		if err != nil || b == nil || limit <= 0 {
 			return err
 		}
-		start := max(from, info.First)
-		if start >= info.Next {
-			return nil
-		}
-		msgs = make([]Message, 0, min(uint64(limit), info.Next-start, 128))
-		var arena []byte // holds the data of the messages returned
-		size := 0
-		mb := b.Bucket(bucketMsgs)
-		c := mb.Cursor()
-		for k, v := seekChunk(c, start); k != nil && len(msgs) < limit && size < MaxReadBytes; k, v = c.Next() {
-			r, err := openChunk(k, chunkValue(mb, k, v))
-			if err == nil {
-				err = r.seek(start)
-			}
-			if err != nil {
-				return fmt.Errorf("read %s from %d: %w", ch, start, err)
-			}
-			for r.more() && len(msgs) < limit && size < MaxReadBytes {
-				m, err := r.next()
-				if err != nil {
-					return fmt.Errorf("read %s from %d: %w", ch, start, err)
-				}
-				if m.off < start {
-					continue // trimmed, or before from
-				}
-				data := []byte{}
-				if len(m.data) > 0 {
-					if cap(arena)-len(arena) < len(m.data) {
-						arena = make([]byte, 0, max(len(m.data), min(2*cap(arena), 1<<20), 1024))
-					}
-					a := len(arena)
-					arena = append(arena, m.data...)
-					data = arena[a:len(arena):len(arena)]
-				}
-				msgs = append(msgs, Message{Offset: m.off, Time: time.Unix(0, m.t).UTC(), Data: data})
-				size += len(m.data)
-			}
-		}
-		return nil
+		msgs, err = readRange(b, ch, max(from, info.First), info.Next, limit, MaxReadBytes)
+		return err
 	})
 	return info, msgs, err
+}
+
+// readRange reads up to limit messages of channel bucket b in [start, to),
+// stopping after the message that reaches maxBytes of data.
+func readRange(b *bolt.Bucket, ch string, start, to uint64, limit, maxBytes int) ([]Message, error) {
+	if start >= to {
+		return nil, nil
+	}
+	msgs := make([]Message, 0, min(uint64(limit), to-start, 128))
+	var arena []byte // holds the data of the messages returned
+	size := 0
+	mb := b.Bucket(bucketMsgs)
+	c := mb.Cursor()
+	for k, v := seekChunk(c, start); k != nil && len(msgs) < limit && size < maxBytes; k, v = c.Next() {
+		r, err := openChunk(k, chunkValue(mb, k, v))
+		if err == nil {
+			err = r.seek(start)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s from %d: %w", ch, start, err)
+		}
+		for r.more() && len(msgs) < limit && size < maxBytes {
+			m, err := r.next()
+			if err != nil {
+				return nil, fmt.Errorf("read %s from %d: %w", ch, start, err)
+			}
+			if m.off < start {
+				continue // trimmed, or before from
+			}
+			if m.off >= to {
+				return msgs, nil
+			}
+			data := []byte{}
+			if len(m.data) > 0 {
+				if cap(arena)-len(arena) < len(m.data) {
+					arena = make([]byte, 0, max(len(m.data), min(2*cap(arena), 1<<20), 1024))
+				}
+				a := len(arena)
+				arena = append(arena, m.data...)
+				data = arena[a:len(arena):len(arena)]
+			}
+			msgs = append(msgs, Message{Offset: m.off, Time: time.Unix(0, m.t).UTC(), Data: data})
+			size += len(m.data)
+		}
+	}
+	return msgs, nil
 }
 
 // OffsetAtTime returns the offset of ch's first message stored at or after

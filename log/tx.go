@@ -60,6 +60,9 @@ type chanState struct {
 	fok      bool
 	fk, fend uint64
 	fr       chunkReader
+
+	ds   []byte // the stream state (stream.go), once dsOK
+	dsOK bool
 }
 
 // Result is the outcome of one Append.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/wire"
 )
 
 // ErrBadCommand is returned when an entry's bytes cannot be decoded.
@@ -47,12 +48,16 @@ type Command struct {
 	// MaxIDs, when not nil, sets the most publish ids the channel log holds
 	// for idempotency (log.Tx.SetMaxIDs; 0: no limit).
 	MaxIDs *uint64
+	// Streams are Durable Streams writes (package dstream), applied after
+	// everything else; each gets a wire.StreamResult in the response.
+	Streams []wire.StreamOp
 }
 
 // Response is what applying a Command returns to the proposer.
 type Response struct {
 	Index   uint64
 	Results []log.Result
+	Streams []wire.StreamResult
 	// Err is set when part of the entry was refused (a bad metadata key);
 	// refusals are deterministic, so every hub refused the same.
 	Err error
@@ -61,7 +66,8 @@ type Response struct {
 const (
 	flagRetention = 1 << iota
 	flagSweep
-	flagMaxIDs // its value comes last, after the puts
+	flagMaxIDs  // its value comes last, after the puts
+	flagStreams // their JSON comes after that
 )
 
 // Encode returns the command's binary form.
@@ -90,6 +96,9 @@ func (c *Command) Encode() []byte {
 	if c.MaxIDs != nil {
 		flags |= flagMaxIDs
 	}
+	if len(c.Streams) > 0 {
+		flags |= flagStreams
+	}
 	b = append(b, flags)
 	if c.Retention != nil {
 		raw, _ := json.Marshal(c.Retention) // []log.Rule always marshals
@@ -111,6 +120,10 @@ func (c *Command) Encode() []byte {
 	}
 	if c.MaxIDs != nil {
 		b = binary.AppendUvarint(b, *c.MaxIDs)
+	}
+	if len(c.Streams) > 0 {
+		raw, _ := json.Marshal(c.Streams) // plain fields and raw JSON that was checked
+		b = appendBytes(b, raw)
 	}
 	return b
 }
@@ -155,6 +168,14 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if flags&flagMaxIDs != 0 {
 		n := d.uvarint()
 		c.MaxIDs = &n
+	}
+	if flags&flagStreams != 0 {
+		raw := d.bytes()
+		if d.err == nil {
+			if err := json.Unmarshal(raw, &c.Streams); err != nil {
+				return nil, fmt.Errorf("%w: streams: %v", ErrBadCommand, err)
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/comethq/comet/dstream"
 	"github.com/comethq/comet/log"
 	hraft "github.com/hashicorp/raft"
 )
@@ -222,6 +223,14 @@ func apply(tx *log.Tx, index uint64, c *Command, events []Event) (*Response, []E
 		r.Results = make([]log.Result, len(c.Publish))
 	}
 	for i, p := range c.Publish {
+		if ds, _, err := tx.StreamState(p.Channel); err != nil {
+			return nil, nil, err
+		} else if ds != nil {
+			if err := dstream.Writable(ds); err != nil {
+				r.Results[i] = log.Result{Channel: p.Channel, Err: err}
+				continue
+			}
+		}
 		res, err := tx.Append(p.Channel, p.ID, p.Data, now)
 		if err != nil {
 			return nil, nil, err
@@ -259,6 +268,16 @@ func apply(tx *log.Tx, index uint64, c *Command, events []Event) (*Response, []E
 		if err := tx.SetMaxIDs(*c.MaxIDs); err != nil {
 			return nil, nil, err
 		}
+	}
+	for _, op := range c.Streams {
+		res, err := dstream.Apply(tx, op, now, c.Epoch, func(ch string, off uint64, epoch string, data []byte) {
+			events = append(events, Event{Index: index, Channel: ch, Offset: off, Epoch: epoch, Time: now, Data: data})
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Index = index
+		r.Streams = append(r.Streams, res)
 	}
 	return r, events, nil
 }

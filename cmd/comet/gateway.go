@@ -33,6 +33,8 @@ type gatewayFlags struct {
 	tokenHMACSecret, tokenRSAKey, rules, rpcURL string
 	tokenIssuer, tokenAudience                  string
 	requestTimeout                              time.Duration
+	streamsPrefix                               string
+	streamLongPoll                              time.Duration
 	cfgFile                                     *configFile
 	tls                                         tlsFlags
 }
@@ -62,6 +64,8 @@ func (f *gatewayFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.tokenAudience, "token-audience", "", "when set, a token's aud must be or include this")
 	fs.StringVar(&f.rules, "channel-rules", "", "who may subscribe and publish where, first match wins: pattern=subscribe/publish,... each anyone, users or none; {sub} in a pattern is the user, e.g. 'public:*=anyone/users,user:{sub}:*=users/none' (default: any client let in may do both anywhere; also `channels` in --config)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 10*time.Second, "how long a client's request may wait for a worker's answer before it gets timeout")
+	fs.StringVar(&f.streamsPrefix, "streams-prefix", "/v1/stream/", "serve channels as Durable Streams over HTTP under this path (docs/durable-streams.md); - to turn it off")
+	fs.DurationVar(&f.streamLongPoll, "stream-long-poll", 20*time.Second, "how long a Durable Streams long-poll read waits for data")
 	fs.StringVar(&f.rpcURL, "rpc-url", "", "answer clients' requests by POSTing them to this HTTP endpoint instead of through workers (docs/workers.md)")
 	if standalone {
 		f.cfgFile = addConfigFlag(fs, "channels", "namespaces")
@@ -91,8 +95,9 @@ func (f *gatewayFlags) config(hub gateway.Hub, logger *slog.Logger) (gateway.Con
 		QueueBytes: f.queueBytes, CacheMessages: f.cacheMessages, CacheBytes: f.cacheBytes,
 		PingInterval: f.ping, IdleTimeout: f.idle, Linger: f.linger,
 		AllowAnonymous: f.allowAnonymous, RequestTimeout: f.requestTimeout,
-		AdminTokens: []string{f.secret, f.adminToken},
-		Logger:      logger.With("component", "gateway"),
+		AdminTokens:   []string{f.secret, f.adminToken},
+		StreamsPrefix: f.streamsPrefix, StreamLongPoll: f.streamLongPoll,
+		Logger: logger.With("component", "gateway"),
 	}
 	if err := f.authConfig(&cfg); err != nil {
 		return gateway.Config{}, err

@@ -148,7 +148,18 @@ func standaloneHandler(gw *gateway.Server, svc *broker.Service, secret string) h
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	return mux
+	prefix := gw.StreamsPrefix()
+	if prefix == "" {
+		return mux
+	}
+	// Durable Streams go to the gateway before any mux cleans their path.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, prefix) {
+			gw.Handler().ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // localOnly lets through requests from a loopback address that no browser
@@ -232,6 +243,16 @@ func (l localHub) Presence(ctx context.Context, channel, after string, limit int
 func (l localHub) PresenceStats(ctx context.Context, channel string) (wire.PresenceStats, error) {
 	st, err := l.h.Service.PresenceStats(ctx, channel)
 	return st, wireError(err)
+}
+
+func (l localHub) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
+	res, err := l.h.Service.StreamOp(ctx, op)
+	return res, wireError(err)
+}
+
+func (l localHub) StreamRead(ctx context.Context, name string, from uint64, limit, maxBytes int, minApplied uint64) (wire.StreamReadResult, error) {
+	res, err := l.h.Service.StreamRead(ctx, name, from, limit, maxBytes, minApplied)
+	return res, wireError(err)
 }
 
 func (l localHub) Stream(ctx context.Context, from uint64) (gateway.StreamReader, error) {

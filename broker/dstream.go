@@ -1,0 +1,145 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/comethq/comet/dstream"
+	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/raft"
+	"github.com/comethq/comet/wire"
+)
+
+// MaxStreamOpBytes bounds the messages of one Durable Streams write (one
+// Raft entry).
+const MaxStreamOpBytes = 8 << 20
+
+// StreamOp decides a Durable Streams write (package dstream): on the
+// leader as a Raft entry of its own; a follower forwards it. The result's
+// Status is the answer; the error is for the write not being decided
+// (unavailable, timeout: it may or may not have been applied).
+func (s *Service) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
+	size := 0
+	for _, m := range op.Messages {
+		if len(m) > s.cfg.MaxMessageBytes {
+			return wire.StreamResult{}, fmt.Errorf("%w: a message of %d bytes, over the %d allowed", ErrTooLarge, len(m), s.cfg.MaxMessageBytes)
+		}
+		if !wire.Valid(m) {
+			return wire.StreamResult{}, fmt.Errorf("%w: a message that is not JSON", ErrBadRequest)
+		}
+		size += len(m)
+	}
+	if size > MaxStreamOpBytes {
+		return wire.StreamResult{}, fmt.Errorf("%w: %d bytes in one write, over the %d allowed", ErrTooLarge, size, MaxStreamOpBytes)
+	}
+	if !s.node.IsLeader() {
+		api, err := s.leaderAPI()
+		if err != nil {
+			return wire.StreamResult{}, err
+		}
+		var out wire.StreamResult
+		err = s.post(ctx, api, "/v1/ds/op", op, &out)
+		return out, err
+	}
+	resp, err := s.node.Apply(&raft.Command{Streams: []wire.StreamOp{op}})
+	if err != nil {
+		return wire.StreamResult{}, err
+	}
+	if len(resp.Streams) != 1 {
+		return wire.StreamResult{}, fmt.Errorf("%w: the entry answered %d stream results", log.ErrCorrupt, len(resp.Streams))
+	}
+	return resp.Streams[0], nil
+}
+
+// StreamRead reads a stream (dstream.Read) once this hub has applied
+// minApplied (a write's Index: the read then sees it), waiting for that
+// while ctx lasts.
+func (s *Service) StreamRead(ctx context.Context, name string, from uint64, limit, maxBytes int, minApplied uint64) (wire.StreamReadResult, error) {
+	if err := wire.CheckChannel(name); err != nil {
+		return wire.StreamReadResult{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if err := s.waitApplied(ctx, minApplied); err != nil {
+		return wire.StreamReadResult{}, err
+	}
+	limit = min(max(limit, 1), 10_000)
+	maxBytes = min(max(maxBytes, 1), log.MaxReadBytes)
+	var res wire.StreamReadResult
+	err := s.log.View(func(v *log.View) error {
+		var err error
+		res, err = dstream.Read(v, name, from, limit, maxBytes, time.Now())
+		return err
+	})
+	return res, err
+}
+
+// waitApplied waits until this hub has applied index.
+func (s *Service) waitApplied(ctx context.Context, index uint64) error {
+	if index == 0 || s.log.Applied() >= index {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for s.log.Applied() < index {
+		var wake <-chan struct{}
+		if s.cfg.Stream != nil {
+			wake = s.cfg.Stream.wakeAfter(index)
+		}
+		if wake == nil {
+			t := time.NewTimer(2 * time.Millisecond)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w: this hub has not applied entry %d yet", ErrNoLeader, index)
+			}
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: this hub has not applied entry %d yet", ErrNoLeader, index)
+		}
+	}
+	return nil
+}
+
+func (s *Service) handleStreamOp(w http.ResponseWriter, r *http.Request) {
+	var op wire.StreamOp
+	if !s.decode(w, r, MaxStreamOpBytes*2, &op) {
+		return
+	}
+	res, err := s.StreamOp(r.Context(), op)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Service) handleStreamRead(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	num := func(k string) (uint64, error) {
+		if q.Get(k) == "" {
+			return 0, nil
+		}
+		return strconv.ParseUint(q.Get(k), 10, 64)
+	}
+	from, err1 := num("from")
+	limit, err2 := num("limit")
+	maxBytes, err3 := num("bytes")
+	minApplied, err4 := num("min_applied")
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		s.writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	res, err := s.StreamRead(r.Context(), q.Get("name"), from, int(min(limit, 1<<20)), int(min(maxBytes, 1<<30)), minApplied)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
