@@ -453,8 +453,8 @@ func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
 		return wire.StreamResult{}, err
 	}
 	status := http.StatusNoContent
-	if accepted != nil {
-		status = http.StatusOK
+	if accepted != nil && len(op.Messages) > 0 {
+		status = http.StatusOK // new data from an idempotent producer
 	}
 	r, err := a.result(status, op.Name, s)
 	if accepted != nil {

@@ -464,6 +464,9 @@ func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name strin
 				return
 			}
 			op.ForkEpoch, op.ForkOffset = epoch, next
+			if next == 0 { // before any data, in any history
+				op.ForkEpoch, op.ForkOffset = "", 1
+			}
 		} else if offHdr == "-1" {
 			op.ForkOffset = 1
 		}
@@ -512,7 +515,11 @@ func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name strin
 	}
 	h := w.Header()
 	if res.Status == http.StatusCreated {
-		h.Set("Location", r.URL.Path)
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		h.Set("Location", scheme+"://"+r.Host+r.URL.EscapedPath())
 	}
 	h.Set("Content-Type", res.ContentType)
 	h.Set(hdrNextOffset, wire.StreamToken(res.Epoch, res.Next))
@@ -663,6 +670,9 @@ func parseOffset(v string, given bool) (position, bool) {
 		return position{now: true}, true
 	}
 	epoch, next, ok := wire.ParseStreamToken(v)
+	if ok && next == 0 {
+		return position{start: true}, true // before any data
+	}
 	return position{epoch: epoch, next: next}, ok
 }
 
@@ -790,7 +800,7 @@ func (s *Server) streamGet(w http.ResponseWriter, r *http.Request, name string) 
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	if pos.now {
+	if pos.now && live == "" {
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 		if wire.JSONContentType(info.ContentType) {
@@ -885,32 +895,38 @@ type sseWriter struct {
 	buf []byte
 }
 
-func (e *sseWriter) event(kind string, data []byte, base64Enc bool) error {
-	e.buf = append(e.buf[:0], "event: "...)
+// event adds an event to the buffer; flush sends what is buffered.
+func (e *sseWriter) event(kind string, data []byte, base64Enc bool) {
+	e.buf = append(e.buf, "event: "...)
 	e.buf = append(e.buf, kind...)
 	e.buf = append(e.buf, '\n')
 	if base64Enc {
 		enc := base64.StdEncoding.AppendEncode(nil, data)
 		for len(enc) > 0 {
 			n := min(len(enc), 4096)
-			e.buf = append(e.buf, "data: "...)
+			e.buf = append(e.buf, "data:"...)
 			e.buf = append(e.buf, enc[:n]...)
 			e.buf = append(e.buf, '\n')
 			enc = enc[n:]
 		}
 		if len(data) == 0 {
-			e.buf = append(e.buf, "data: \n"...)
+			e.buf = append(e.buf, "data:\n"...)
 		}
 	} else {
 		lines := bytes.Split(bytes.ReplaceAll(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n")), []byte("\n"))
 		for _, l := range lines {
-			e.buf = append(e.buf, "data: "...)
+			e.buf = append(e.buf, "data:"...)
 			e.buf = append(e.buf, l...)
 			e.buf = append(e.buf, '\n')
 		}
 	}
 	e.buf = append(e.buf, '\n')
-	if _, err := e.w.Write(e.buf); err != nil {
+}
+
+func (e *sseWriter) flush() error {
+	_, err := e.w.Write(e.buf)
+	e.buf = e.buf[:0]
+	if err != nil {
 		return err
 	}
 	return e.rc.Flush()
@@ -943,9 +959,7 @@ func (s *Server) streamSSE(w http.ResponseWriter, r *http.Request, name string, 
 	clientCursor := r.URL.Query().Get("cursor")
 	for {
 		if len(msgs) > 0 {
-			if err := ev.event("data", streamPayload(info.ContentType, msgs), binary); err != nil {
-				return
-			}
+			ev.event("data", streamPayload(info.ContentType, msgs), binary)
 			next = msgs[len(msgs)-1].Offset + 1
 		}
 		upToDate := next >= info.Next
@@ -957,7 +971,8 @@ func (s *Server) streamSSE(w http.ResponseWriter, r *http.Request, name string, 
 			clientCursor = c.StreamCursor
 		}
 		raw, _ := json.Marshal(c)
-		if err := ev.event("control", raw, false); err != nil || c.StreamClosed {
+		ev.event("control", raw, false)
+		if err := ev.flush(); err != nil || c.StreamClosed {
 			return
 		}
 		var res wire.StreamReadResult

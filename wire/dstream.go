@@ -179,7 +179,8 @@ func StreamToken(epoch string, next uint64) string {
 	return fmt.Sprintf("%016d_%s", next, epoch)
 }
 
-// ParseStreamToken reads a token made by StreamToken.
+// ParseStreamToken reads a token made by StreamToken; offset 0 is the
+// position before any data (0000000000000000_0000000000000000).
 func ParseStreamToken(tok string) (epoch string, next uint64, ok bool) {
 	num, epoch, found := strings.Cut(tok, "_")
 	if !found || len(num) != 16 || epoch == "" || len(epoch) > 64 {
@@ -191,7 +192,7 @@ func ParseStreamToken(tok string) (epoch string, next uint64, ok bool) {
 		}
 	}
 	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil || n == 0 {
+	if err != nil {
 		return "", 0, false
 	}
 	return epoch, n, true
