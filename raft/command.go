@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -175,6 +176,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 			if err := json.Unmarshal(raw, &c.Streams); err != nil {
 				return nil, fmt.Errorf("%w: streams: %v", ErrBadCommand, err)
 			}
+			normalizeStreams(c)
 		}
 	}
 	if d.err != nil {
@@ -184,6 +186,27 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrBadCommand, len(d.b))
 	}
 	return c, nil
+}
+
+// normalizeStreams puts decoded stream ops in the form Encode writes, so
+// that a command decodes to the same value however its JSON was spaced.
+func normalizeStreams(c *Command) {
+	if len(c.Streams) == 0 {
+		c.Streams = nil
+		return
+	}
+	for i := range c.Streams {
+		op := &c.Streams[i]
+		if len(op.Messages) == 0 {
+			op.Messages = nil
+		}
+		for j, m := range op.Messages {
+			var buf bytes.Buffer
+			if json.Compact(&buf, m) == nil {
+				op.Messages[j] = buf.Bytes()
+			}
+		}
+	}
 }
 
 func appendString(b []byte, s string) []byte {

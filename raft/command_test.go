@@ -3,12 +3,14 @@ package raft
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/comethq/comet/log"
+	"github.com/comethq/comet/wire"
 )
 
 // t0 is the fixed time the codec and FSM tests stamp commands with.
@@ -54,6 +56,11 @@ func codecCases() []struct {
 		{"sweep", Command{Time: t0, Epoch: "e", Sweep: true}},
 		{"max ids", Command{Time: t0, Epoch: "e", MaxIDs: ptr(uint64(10_000_000))}},
 		{"no limit on ids", Command{Time: t0, Epoch: "e", MaxIDs: ptr(uint64(0))}},
+		{"stream ops", Command{Time: t0, Epoch: "e", Streams: []wire.StreamOp{
+			{Op: wire.StreamCreate, Name: "s", ContentType: "text/plain", TTL: ptr(int64(60)), Messages: []json.RawMessage{json.RawMessage(`"hi"`)}},
+			{Op: wire.StreamAppend, Name: "s", Producer: &wire.StreamProducer{ID: "p", Epoch: 1, Seq: 2}, Seq: "a", Closed: true},
+			{Op: wire.StreamCreate, Name: "f", ForkFrom: "s", ForkOffset: 2, ForkEpoch: "e", ForkSub: 1},
+		}}},
 		{"everything", Command{Time: t0.Add(-time.Hour), Epoch: "e3",
 			Publish:   []Publish{{Channel: "x", ID: "1", Data: []byte("d")}},
 			Retention: []log.Rule{{Pattern: "x", MaxMessages: 1}},
@@ -61,6 +68,7 @@ func codecCases() []struct {
 			Put:       []KV{{Key: "k", Value: []byte("v")}, {Key: "gone"}},
 			Sweep:     true,
 			MaxIDs:    ptr(uint64(1 << 40)),
+			Streams:   []wire.StreamOp{{Op: wire.StreamDelete, Name: "z"}},
 		}},
 	}
 }
@@ -85,6 +93,9 @@ func equalCommands(a, b *Command) bool {
 		}
 	}
 	if (a.Retention == nil) != (b.Retention == nil) || !reflect.DeepEqual(append([]log.Rule{}, a.Retention...), append([]log.Rule{}, b.Retention...)) {
+		return false
+	}
+	if !reflect.DeepEqual(a.Streams, b.Streams) {
 		return false
 	}
 	for i := range a.Delete {
