@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,14 +26,17 @@ const MaxStreamOpBytes = 8 << 20
 // (unavailable, timeout: it may or may not have been applied).
 func (s *Service) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
 	size := 0
-	for _, m := range op.Messages {
+	for i, m := range op.Messages {
 		if len(m) > s.cfg.MaxMessageBytes {
 			return wire.StreamResult{}, fmt.Errorf("%w: a message of %d bytes, over the %d allowed", ErrTooLarge, len(m), s.cfg.MaxMessageBytes)
 		}
-		if !wire.Valid(m) {
+		// Stored compact, as publishes are: no raw newline in data.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, m); err != nil || !wire.Valid(buf.Bytes()) {
 			return wire.StreamResult{}, fmt.Errorf("%w: a message that is not JSON", ErrBadRequest)
 		}
-		size += len(m)
+		op.Messages[i] = buf.Bytes()
+		size += buf.Len()
 	}
 	if size > MaxStreamOpBytes {
 		return wire.StreamResult{}, fmt.Errorf("%w: %d bytes in one write, over the %d allowed", ErrTooLarge, size, MaxStreamOpBytes)
@@ -141,5 +146,34 @@ func (s *Service) handleStreamRead(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	if q.Get("format") != "lines" {
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	// The fast form gateways read: the result without its messages in a
+	// header, then a line per message, "OFFSET DATA\n" (data is compact
+	// JSON: no raw newline).
+	msgs := res.Messages
+	res.Messages = nil
+	head, err := json.Marshal(res)
+	if err != nil {
+		s.writeError(w, err)
+		return
+	}
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Data) + 22
+	}
+	body := make([]byte, 0, n)
+	for _, m := range msgs {
+		body = strconv.AppendUint(body, m.Offset, 10)
+		body = append(body, ' ')
+		body = append(body, m.Data...)
+		body = append(body, '\n')
+	}
+	w.Header().Set(wire.HeaderStreamRead, string(head))
+	w.Header().Set("Content-Type", wire.StreamLinesType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }

@@ -299,11 +299,60 @@ func (h *HTTPHubs) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamR
 	return wire.StreamResult{}, err
 }
 
-// StreamRead reads a Durable Stream from the first hub that answers.
+// StreamRead reads a Durable Stream from the first hub that answers, in
+// the fast form (wire.StreamLinesType).
 func (h *HTTPHubs) StreamRead(ctx context.Context, name string, from uint64, limit, maxBytes int, minApplied uint64) (wire.StreamReadResult, error) {
 	v := url.Values{"name": {name}, "from": {strconv.FormatUint(from, 10)}, "limit": {strconv.Itoa(limit)},
-		"bytes": {strconv.Itoa(maxBytes)}, "min_applied": {strconv.FormatUint(minApplied, 10)}}
+		"bytes": {strconv.Itoa(maxBytes)}, "min_applied": {strconv.FormatUint(minApplied, 10)}, "format": {"lines"}}
+	var err error
+	for _, addr := range h.Order() {
+		var res wire.StreamReadResult
+		if res, err = h.streamRead(ctx, addr, "/v1/ds/read?"+v.Encode()); err == nil {
+			return res, nil
+		}
+		if !hubapi.Retryable(err, true) || ctx.Err() != nil {
+			return res, err
+		}
+	}
+	return wire.StreamReadResult{}, err
+}
+
+func (h *HTTPHubs) streamRead(ctx context.Context, addr, path string) (wire.StreamReadResult, error) {
 	var res wire.StreamReadResult
-	err := h.get(ctx, "/v1/ds/read?"+v.Encode(), &res)
-	return res, err
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.Client().URL(addr, path), nil)
+	if err != nil {
+		return res, err
+	}
+	h.Client().Authorize(req)
+	resp, err := h.Client().HTTP.Do(req)
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return res, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return res, hubapi.AnswerError(resp, body)
+	}
+	if resp.Header.Get("Content-Type") != wire.StreamLinesType {
+		err := json.Unmarshal(body, &res)
+		return res, err
+	}
+	if err := json.Unmarshal([]byte(resp.Header.Get(wire.HeaderStreamRead)), &res); err != nil {
+		return res, fmt.Errorf("stream read from %s: %w", addr, err)
+	}
+	res.Messages = make([]wire.StreamMessage, 0, bytes.Count(body, []byte("\n")))
+	for len(body) > 0 {
+		line, rest, ok := bytes.Cut(body, []byte("\n"))
+		num, data, ok2 := bytes.Cut(line, []byte(" "))
+		off, err := strconv.ParseUint(string(num), 10, 64)
+		if !ok || !ok2 || err != nil {
+			return res, fmt.Errorf("stream read from %s: a bad line %.80q", addr, line)
+		}
+		res.Messages = append(res.Messages, wire.StreamMessage{Offset: off, Data: data})
+		body = rest
+	}
+	return res, nil
 }

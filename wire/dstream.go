@@ -108,6 +108,14 @@ type StreamReadResult struct {
 	Applied uint64 `json:"applied"`
 }
 
+// The fast form of GET /v1/ds/read (format=lines), which gateways read: the
+// StreamReadResult without its messages in header HeaderStreamRead, and a
+// body of type StreamLinesType with a line per message, "OFFSET DATA\n".
+const (
+	HeaderStreamRead = "X-Comet-Stream-Read"
+	StreamLinesType  = "application/x-comet-stream-lines"
+)
+
 // JSONContentType says whether a content type is application/json (the
 // stream's messages are JSON values).
 func JSONContentType(ct string) bool { return MediaType(ct) == "application/json" }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strconv"
@@ -147,7 +148,8 @@ func opOf(line []byte) string {
 // benchSub is one subscriber's connection and what it saw.
 type benchSub struct {
 	c         *websocket.Conn
-	next      uint64 // the offset expected next (0: not known yet)
+	sse       *sseConn // instead of c: a Durable Streams SSE reader (--sse)
+	next      uint64   // the offset expected next (0: not known yet)
 	got       int64
 	gaps      int64
 	dups      int64
@@ -199,6 +201,9 @@ func dialSub(ctx context.Context, tlsConfig *tls.Config, url, channel string, fr
 // after every frame: it is raised once publishing is over) or the
 // connection fails. It checks that offsets follow each other.
 func (s *benchSub) read(want *atomic.Int64, delivered *atomic.Int64) error {
+	if s.sse != nil {
+		return s.readSSE(want, delivered)
+	}
 	buf := make([]byte, 0, 64<<10)
 	for s.got < want.Load() {
 		_, r, err := s.c.NextReader()
@@ -252,6 +257,14 @@ func (s *benchSub) count(frame []byte, now time.Time) int64 {
 		}
 	}
 	return n
+}
+
+func (s *benchSub) close() {
+	if s.sse != nil {
+		s.sse.close()
+		return
+	}
+	s.c.Close()
 }
 
 // benchPublisher publishes over one gateway connection with at most window
@@ -406,7 +419,17 @@ func progress(stderr io.Writer, stop <-chan struct{}, line func(elapsed time.Dur
 
 // dialSubs connects n subscribers to channel, spread over urls, a few
 // dials at a time.
-func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, channel string, stderr io.Writer) ([]*benchSub, error) {
+func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, channel string, sse bool, stderr io.Writer) ([]*benchSub, error) {
+	hc := benchHTTPClient(tlsConfig)
+	if sse {
+		u, err := streamURL(urls[0], channel)
+		if err == nil {
+			err = createJSONStream(ctx, hc, u)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	subs := make([]*benchSub, n)
 	sem := make(chan struct{}, 32)
 	errs := make(chan error, n)
@@ -421,7 +444,19 @@ func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, 
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s, _, err := dialSub(ctx, tlsConfig, urls[i%len(urls)], channel, 0)
+			var s *benchSub
+			var err error
+			if sse {
+				var u string
+				if u, err = streamURL(urls[i%len(urls)], channel); err == nil {
+					var c *sseConn
+					if c, err = dialSSE(ctx, hc, u, "now"); err == nil {
+						s = &benchSub{sse: c}
+					}
+				}
+			} else {
+				s, _, err = dialSub(ctx, tlsConfig, urls[i%len(urls)], channel, 0)
+			}
 			if err != nil {
 				errs <- fmt.Errorf("subscriber %d: %w", i, err)
 				return
@@ -437,7 +472,7 @@ func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, 
 	if err := <-errs; err != nil {
 		for _, s := range subs {
 			if s != nil {
-				s.c.Close()
+				s.close()
 			}
 		}
 		return nil, err
@@ -450,7 +485,7 @@ type benchFanout struct {
 	subscribers, messages, rate, size, publishers int
 	window, churn                                 int
 	duration, timeout                             time.Duration
-	jsonOut                                       bool
+	jsonOut, sse                                  bool
 }
 
 // fanoutResult is what comet bench fanout reports.
@@ -488,6 +523,7 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&b.timeout, "timeout", 30*time.Second, "give up when no message arrives for this long")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	fs.BoolVar(&b.sse, "sse", false, "subscribers follow the channel as a Durable Stream over Server-Sent Events (GET /v1/stream/CHANNEL?live=sse) instead of WebSocket")
 	fs.IntVar(&b.churn, "churn", 0, "while publishing, this many connections per second (over the URLs in turn) subscribe to --churn-channel and close: a join and a leave each, where its namespace has join_leave")
 	fs.StringVar(&b.churnCh, "churn-channel", "", "the channel of --churn (default: the published channel, whose subscribers then get every join and leave)")
 	if err := parseFlags(fs, args); err != nil {
@@ -524,7 +560,7 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	subs, err := dialSubs(ctx, tlsConfig, urls, b.subscribers, b.channel, stderr)
+	subs, err := dialSubs(ctx, tlsConfig, urls, b.subscribers, b.channel, b.sse, stderr)
 	if err != nil {
 		return err
 	}
@@ -590,7 +626,7 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 		}
 	}
 	for _, s := range subs {
-		s.c.Close()
+		s.close()
 	}
 	readers.Wait()
 	close(readErrs)
@@ -715,8 +751,9 @@ type benchCatchup struct {
 	url, channel, missed string
 	tlsCA                string
 	tlsConfig            *tls.Config
+	httpClient           *http.Client
 	messages, size, runs int
-	jsonOut              bool
+	jsonOut, http        bool
 }
 
 // catchupResult is one resume of comet bench catchup.
@@ -738,6 +775,7 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&b.runs, "runs", 3, "resumes per --missed value")
 	fs.IntVar(&b.size, "size", 128, "message size in bytes")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the results as JSON lines")
+	fs.BoolVar(&b.http, "http", false, "resume with plain HTTP GETs of the channel as a Durable Stream (/v1/stream/CHANNEL) instead of a WebSocket subscription")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -761,6 +799,7 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	b.tlsConfig = tlsConfig
+	b.httpClient = benchHTTPClient(tlsConfig)
 
 	var acked, failed, sent atomic.Int64
 	pubs := make([]*benchPublisher, 4)
@@ -813,6 +852,9 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 // resume subscribes as a client that missed the last m messages and times
 // how long until it has them all, dial included.
 func (b *benchCatchup) resume(ctx context.Context, m, run int) (catchupResult, error) {
+	if b.http {
+		return b.resumeHTTP(ctx, m, run)
+	}
 	res := catchupResult{Missed: m, Run: run}
 	t0 := time.Now()
 	s, next, err := dialSub(ctx, b.tlsConfig, b.url, b.channel, uint64(b.messages-m+1))
