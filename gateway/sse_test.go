@@ -636,3 +636,43 @@ func TestSSEStuckClientIsDropped(t *testing.T) {
 		t.Fatalf("after: %.80s", e.data)
 	}
 }
+
+// TestSSETokenExpires: a stream whose token expires gets an error event
+// and close 4006; the same URL is then refused with 401.
+func TestSSETokenExpires(t *testing.T) {
+	g := authGateway(t, false)
+	q := "channel=public:a&token=" + token(t, testSecret, "ann", 3*time.Second, nil)
+	c := openSSE(t, g.url, q, "")
+	c.expect("connected")
+	c.expect("subscribed")
+	var er sseError
+	if err := json.Unmarshal([]byte(c.expect("error").data), &er); err != nil || er.Code != wire.CodeForbidden || !strings.Contains(er.Message, "expired") {
+		t.Fatalf("error %+v %v", er, err)
+	}
+	if e := c.expect("close"); !strings.Contains(e.data, `"code":4006`) {
+		t.Fatalf("close %s", e.data)
+	}
+	resp, _ := getSSE(t, g.url, q, "", nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("again: %s", resp.Status)
+	}
+}
+
+// TestSSELastEventIDParam: ?lastEventId= resumes as the header does, and
+// the header, newer when a browser reconnects, wins over it.
+func TestSSELastEventIDParam(t *testing.T) {
+	hub := startHub(t)
+	g := startGateway(t, httpHubs(t, hub.api), Config{})
+	publishN(t, hub, "p", 1, 5)
+	epoch := hub.epoch(t, "p")
+	id := func(last uint64) string {
+		return string(newSSEIDs([]string{"p"}, []ssePos{{known: true, epoch: epoch, last: last}}).appendID(nil))
+	}
+	c := openSSE(t, g.url, "channel=p&lastEventId="+url.QueryEscape(id(2)), "")
+	c.expect("connected")
+	c.until("3..5", func(s *sseSeen) bool { return s.got("p", 3, 5) })
+	c2 := openSSE(t, g.url, "channel=p&lastEventId="+url.QueryEscape(id(1)), id(4))
+	c2.expect("connected")
+	c2.until("5", func(s *sseSeen) bool { return s.got("p", 5, 5) })
+	c2.quiet(100 * time.Millisecond)
+}
