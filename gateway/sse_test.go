@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -675,4 +676,28 @@ func TestSSELastEventIDParam(t *testing.T) {
 	c2.expect("connected")
 	c2.until("5", func(s *sseSeen) bool { return s.got("p", 5, 5) })
 	c2.quiet(100 * time.Millisecond)
+}
+
+// TestSSEWriteAllocs: writing a burst of messages as events allocates
+// nothing (pooled buffers; -race's sync.Pool drops some, hence the slack).
+func TestSSEWriteAllocs(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	rec := httptest.NewRecorder()
+	tr := newSSETransport(t.Context(), rec, http.NewResponseController(rec), sseRequest{names: names, pos: make([]ssePos, 3)})
+	var frame []byte
+	for i := range 20 {
+		if i > 0 {
+			frame = append(frame, '\n')
+		}
+		frame = wire.AppendMessage(frame, names[i%3], uint64(100+i), []byte(`{"text":"hello"}`))
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		rec.Body.Reset()
+		if err := tr.write(frame); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs >= 2 {
+		t.Errorf("%v allocations per write of 20 messages", allocs)
+	}
 }
