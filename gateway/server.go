@@ -300,6 +300,7 @@ func New(cfg Config) (*Server, error) {
 	s.sockjs = sockjs.NewHandler("/sockjs", opts, s.serveSockJS)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/ws", s.serveWS)
+	s.mux.HandleFunc("/sse", s.serveSSE) // sse.go
 	s.mux.Handle("/sockjs/", http.MaxBytesHandler(s.sockjsDeadline(s.sockjs), int64(4*cfg.MaxFrameBytes)))
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
