@@ -72,14 +72,32 @@ func (s *Service) StreamRead(ctx context.Context, name string, from uint64, limi
 	}
 	limit = min(max(limit, 1), 10_000)
 	maxBytes = min(max(maxBytes, 1), log.MaxReadBytes)
-	var res wire.StreamReadResult
-	err := s.log.View(func(v *log.View) error {
-		var err error
-		res, err = dstream.Read(v, name, from, limit, maxBytes, time.Now())
-		return err
-	})
-	return res, err
+	// A reader's offset past this hub's tail may come from a hub that is
+	// ahead (a gateway reads from any): wait a little for this one to catch
+	// up before the gateway calls the offset bad.
+	deadline := time.Now().Add(lagWait)
+	for {
+		var res wire.StreamReadResult
+		err := s.log.View(func(v *log.View) error {
+			var err error
+			res, err = dstream.Read(v, name, from, limit, maxBytes, time.Now())
+			return err
+		})
+		if err != nil || res.Status != http.StatusOK || from <= res.Info.Next || time.Now().After(deadline) {
+			return res, err
+		}
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		err = s.waitApplied(ctx, res.Applied+1)
+		cancel()
+		if err != nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return res, ctx.Err()
+		}
+	}
 }
+
+// lagWait bounds how long a stream read past this hub's tail waits for the
+// hub to apply more.
+const lagWait = 2 * time.Second
 
 // waitApplied waits until this hub has applied index.
 func (s *Service) waitApplied(ctx context.Context, index uint64) error {
