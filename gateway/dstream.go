@@ -686,7 +686,16 @@ func cursor(client string) string {
 	return strconv.FormatInt(int64(cur), 10)
 }
 
-// body encodes messages of a stream as a read's body.
+// n0 is about the bytes of msgs' data.
+func n0(msgs []wire.StreamMessage) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Data)
+	}
+	return n
+}
+
+// streamPayload encodes messages of a stream as a read's body.
 func streamPayload(ct string, msgs []wire.StreamMessage) []byte {
 	if wire.JSONContentType(ct) {
 		n := 2
@@ -703,7 +712,7 @@ func streamPayload(ct string, msgs []wire.StreamMessage) []byte {
 		}
 		return append(b, ']')
 	}
-	var b []byte
+	b := make([]byte, 0, n0(msgs))
 	for _, m := range msgs {
 		b = append(b, wire.DecodeStreamData(m.Data)...)
 	}

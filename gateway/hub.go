@@ -329,7 +329,13 @@ func (h *HTTPHubs) streamRead(ctx context.Context, addr, path string) (wire.Stre
 		return res, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	var body []byte
+	if n := resp.ContentLength; n > 0 && n <= 64<<20 {
+		body = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, body)
+	} else {
+		body, err = io.ReadAll(resp.Body)
+	}
 	if err != nil {
 		return res, err
 	}

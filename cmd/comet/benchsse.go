@@ -201,19 +201,33 @@ func (b *benchCatchup) resumeHTTP(ctx context.Context, m, run int) (catchupResul
 	c := b.httpClient
 	t0 := time.Now()
 	// A HEAD gives the epoch; the position is the bench's own (tokens are
-	// opaque to clients, but this tool knows Comet's).
-	head, err := c.Head(base)
-	if err != nil {
-		return res, err
+	// opaque to clients, but this tool knows Comet's). The hub the gateway
+	// reads from may not have applied the last publishes yet (they were
+	// acknowledged over WebSocket): look again for a while.
+	var (
+		epoch string
+		tail  uint64
+	)
+	for tries := 0; ; tries++ {
+		head, err := c.Head(base)
+		if err != nil {
+			return res, err
+		}
+		head.Body.Close()
+		var ok bool
+		epoch, tail, ok = wire.ParseStreamToken(head.Header.Get("Stream-Next-Offset"))
+		if head.StatusCode != http.StatusOK || !ok {
+			return res, fmt.Errorf("HEAD %s: %s, offset %q", base, head.Status, head.Header.Get("Stream-Next-Offset"))
+		}
+		if tail == uint64(b.messages+1) {
+			break
+		}
+		if tries == 100 {
+			return res, fmt.Errorf("the channel's next offset is %d, not %d: was it published to by someone else?", tail, b.messages+1)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	head.Body.Close()
-	epoch, tail, ok := wire.ParseStreamToken(head.Header.Get("Stream-Next-Offset"))
-	if head.StatusCode != http.StatusOK || !ok {
-		return res, fmt.Errorf("HEAD %s: %s, offset %q", base, head.Status, head.Header.Get("Stream-Next-Offset"))
-	}
-	if tail != uint64(b.messages+1) {
-		return res, fmt.Errorf("the channel's next offset is %d, not %d: was it published to by someone else?", tail, b.messages+1)
-	}
+	t0 = time.Now()
 	pos := uint64(b.messages - m + 1)
 	got := 0
 	for pos < tail {
