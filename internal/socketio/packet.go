@@ -39,12 +39,12 @@ var errBinary = errors.New("binary packets are not supported")
 
 // packet is one decoded Socket.IO packet.
 type packet struct {
-	typ    int
-	nsp    string
-	hasID  bool
-	id     uint64
-	data   json.RawMessage   // the payload as sent; nil when there is none
-	args   []json.RawMessage // an event's or ack's array, split
+	typ   int
+	nsp   string
+	hasID bool
+	id    uint64
+	data  json.RawMessage   // the payload as sent; nil when there is none
+	args  []json.RawMessage // an event's or ack's array, split
 }
 
 // decodePacket decodes the text form of a Socket.IO packet (what follows
