@@ -230,6 +230,7 @@ func (s *Server) newSession(r *http.Request) *session {
 		return nil
 	}
 	s.sessions[ss.id] = ss
+	ss.mu.Lock()
 	ss.connectTimer = time.AfterFunc(s.cfg.ConnectTimeout, func() {
 		ss.mu.Lock()
 		connected := ss.conn != nil
@@ -238,6 +239,7 @@ func (s *Server) newSession(r *http.Request) *session {
 			ss.close()
 		}
 	})
+	ss.mu.Unlock()
 	return ss
 }
 
@@ -354,7 +356,7 @@ type session struct {
 	wmu          sync.Mutex   // serialises writes to ws
 	heard        atomic.Int64 // unix nanos: the last packet from the client
 	in           chan Event   // events for Conn.Read
-	connectTimer *time.Timer
+	connectTimer *time.Timer // under mu
 }
 
 func (ss *session) wakePoll() {
@@ -676,8 +678,8 @@ func (ss *session) handleSocketIO(s string) error {
 		c = &Conn{s: ss, auth: pk.data}
 		ss.mu.Lock()
 		ss.conn = c
-		ss.mu.Unlock()
 		ss.connectTimer.Stop()
+		ss.mu.Unlock()
 		ans := append([]byte{eioMessage, '0' + typeConnect}, `{"sid":"`+ss.sioID+`"}`...)
 		if _, err := ss.send(ans); err != nil {
 			return err
@@ -713,12 +715,12 @@ func (ss *session) close() {
 		return
 	}
 	ss.closed = true
-	ws, probe := ss.ws, ss.probe
+	ws, probe, timer := ss.ws, ss.probe, ss.connectTimer
 	close(ss.done)
 	ss.mu.Unlock()
 	ss.wakePoll()
-	if ss.connectTimer != nil {
-		ss.connectTimer.Stop()
+	if timer != nil {
+		timer.Stop()
 	}
 	if ws != nil {
 		_ = ws.Close()
