@@ -356,7 +356,7 @@ type session struct {
 	wmu          sync.Mutex   // serialises writes to ws
 	heard        atomic.Int64 // unix nanos: the last packet from the client
 	in           chan Event   // events for Conn.Read
-	connectTimer *time.Timer // under mu
+	connectTimer *time.Timer  // under mu
 }
 
 func (ss *session) wakePoll() {
