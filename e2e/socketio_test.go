@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,79 @@ func TestSocketIONodeClient(t *testing.T) {
 			n.messages(10, 10)
 			n.send("quit")
 		})
+	}
+}
+
+// TestBrowserSocketIO: comet.js in Chromium with transports ['socketio']
+// and socket.io-client's browser build loaded by the page (the global io):
+// subscribe from a position, publish with ack, a request answered by a
+// worker process, and a resume after the gateway is killed (SIGKILL) and
+// started again, with what was published meanwhile, nothing lost or
+// repeated.
+func TestBrowserSocketIO(t *testing.T) {
+	b := startBrowser(t)
+	jsDir := needSocketIOClient(t)
+	ioSrc, err := os.ReadFile(filepath.Join(jsDir, "node_modules", "socket.io-client", "dist", "socket.io.min.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, 1)
+	g := c.startGateway("g1")
+	w := &hub{id: "worker", bin: workerBin, logPath: filepath.Join(c.dir, "worker.log"),
+		args: []string{"--hubs", c.hubs[0].api, "--name", "w1", "--routes", "whoami"}}
+	c.gateways = append(c.gateways, w)
+	c.start(w)
+	waitFor(t, 30*time.Second, "the worker ready", func() bool { return w.logContains("\nready\n") })
+	const ch = "t:sio"
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			c.mustPublish(ch, fmt.Sprintf("m%d", i), json.RawMessage(fmt.Sprint(i)))
+		}
+	}
+	publish(1, 10)
+
+	b.open("sio", "http://"+g.api+"/comet.js", false)
+	b.eval("sio", "(0, eval)("+strconv.Quote(string(ioSrc))+"), typeof io", nil)
+	var who struct{ Worker, Conn string }
+	b.eval("sio", `(async () => {
+		const { Comet } = await import('/comet.js');
+		const c = new Comet({ transports: ['socketio'], storage: null });
+		window.t = { c, got: [] };
+		c.subscribe('`+ch+`', (m) => window.t.got.push(m.offset), { from: 5 });
+		const ack = await c.publish('`+ch+`', { from: 'the page' }, { id: 'page-1' });
+		window.t.ack = ack.offset;
+		return await c.request('whoami', null);
+	})()`, &who)
+	if who.Worker != "w1" || who.Conn == "" {
+		t.Fatalf("whoami from the page: %+v", who)
+	}
+	var transport string
+	b.eval("sio", "window.t.c.transport", &transport)
+	if transport != "socketio" {
+		t.Fatalf("transport %q, want socketio", transport)
+	}
+	b.wait("sio", 30*time.Second, "offsets 5..11", `window.t.got.length >= 7`)
+	var ack uint64
+	b.eval("sio", "window.t.ack", &ack)
+	if ack != 11 {
+		t.Fatalf("the page's publish acknowledged at %d, want 11", ack)
+	}
+
+	c.kill(g)
+	b.wait("sio", 20*time.Second, "the drop", `window.t.c.state !== 'open'`)
+	publish(12, 30)
+	c.start(g)
+	if !c.waitGatewayReady(g, 30*time.Second) {
+		t.Fatalf("gateway not ready after its restart:\n%s", g.logTail(20))
+	}
+	publish(31, 40)
+	b.wait("sio", 60*time.Second, "offsets up to 40", `window.t.got.at(-1) >= 40`)
+	var got []uint64
+	b.eval("sio", "window.t.got", &got)
+	checkOffsets(t, "the page", got, 5, 40)
+	b.eval("sio", "window.t.c.transport", &transport)
+	if transport != "socketio" {
+		t.Fatalf("transport %q after the restart, want socketio", transport)
 	}
 }
