@@ -15,6 +15,7 @@ import (
 
 	"github.com/comethq/comet/auth"
 	"github.com/comethq/comet/internal/adminpage"
+	"github.com/comethq/comet/internal/socketio"
 	"github.com/comethq/comet/wire"
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
@@ -261,6 +262,7 @@ type Server struct {
 	watchOnce sync.Once
 	upgrader  websocket.Upgrader
 	sockjs    *sockjs.Handler
+	sio       *socketio.Server // socketio.go
 	mux       *http.ServeMux
 }
 
@@ -298,10 +300,12 @@ func New(cfg Config) (*Server, error) {
 	opts.WebsocketWriteTimeout = cfg.WriteTimeout
 	opts.HeartbeatDelay = cfg.PingInterval
 	s.sockjs = sockjs.NewHandler("/sockjs", opts, s.serveSockJS)
+	s.sio = s.newSocketIO()
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/ws", s.serveWS)
 	s.mux.HandleFunc("/sse", s.serveSSE) // sse.go
 	s.mux.Handle("/sockjs/", http.MaxBytesHandler(s.sockjsDeadline(s.sockjs), int64(4*cfg.MaxFrameBytes)))
+	s.mux.Handle("/socket.io/", s.sio)
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	s.mux.HandleFunc("/readyz", s.serveReady)
 	s.mux.Handle("/metrics", s.m.handler())
@@ -341,7 +345,7 @@ func (s *Server) sockjsDeadline(h http.Handler) http.Handler {
 	})
 }
 
-// Handler serves /ws, /sockjs/, /healthz, /readyz and /metrics, and to
+// Handler serves /ws, /sockjs/, /socket.io/, /healthz, /readyz and /metrics, and to
 // browsers the demo page at /, /comet.js and /sockjs.min.js (static.go).
 func (s *Server) Handler() http.Handler { return s.root }
 
@@ -448,6 +452,7 @@ func (s *Server) Close() error {
 		c.close(wire.CloseShutdown, "gateway shutting down: reconnect elsewhere")
 		go c.t.close() // no flush; a SockJS close may wait for a stuck response
 	}
+	s.sio.Close() // and sessions not yet connected; waits for their serve
 	s.cancel()
 	s.goMu.Lock()
 	s.stopped = true

@@ -1,7 +1,7 @@
 // Type declarations of comet.js, Comet's browser client (docs/browser.md).
 
 export type State = 'connecting' | 'open' | 'reconnecting' | 'closed';
-export type TransportName = 'websocket' | 'sockjs';
+export type TransportName = 'websocket' | 'sockjs' | 'socketio';
 
 /** A channel's message, as given to handlers and "channel" events. */
 export interface Message<T = unknown> {
@@ -72,7 +72,8 @@ export interface OpenInfo {
 export interface Transport { send(text: string): void; close(code: number, reason: string): void; }
 export interface TransportHandlers {
   open(detail?: string): void;
-  message(text: string): void;
+  /** A server frame as text, or one decoded object. */
+  message(text: string | Record<string, unknown>): void;
   close(code: number, reason: string): void;
 }
 
@@ -114,7 +115,11 @@ export interface Options {
   workersCount?: number;
   /** SockJS URLs, one per URL; default: each URL with ws->http, /ws->/sockjs. */
   sockjsUrls?: string | string[];
-  /** Tried in this order (default ['websocket', 'sockjs']). */
+  /** Socket.IO endpoints, one per URL; default: each URL with ws->http,
+   * /ws->/socket.io/. */
+  socketioUrls?: string | string[];
+  /** Tried in this order (default ['websocket', 'sockjs']; 'socketio' only
+   * when listed). */
   transports?: TransportName[];
   /** Connect at once (default true). */
   autoOpen?: boolean;
@@ -158,6 +163,11 @@ export interface Options {
   SockJS?: unknown;
   sockjsScript?: string;
   sockjsOptions?: Record<string, unknown>;
+  /** socket.io-client's io function, for the socketio transport (default:
+   * the page's global io), and options for it (path, reconnection and
+   * forceNew are comet.js's). */
+  io?: (url: string, options?: Record<string, unknown>) => unknown;
+  socketioOptions?: Record<string, unknown>;
   createTransport?: (name: TransportName, url: string, h: TransportHandlers) => Transport;
   clock?: Clock;
   random?: () => number;
@@ -297,6 +307,7 @@ export function loadSockJS(src?: string): Promise<unknown>;
 export function splitFrame(text: string, onBad?: (line: string) => void): Record<string, unknown>[];
 export function expandUrls(urls: string | string[], workersCount?: number, base?: string): string[];
 export function sockjsUrlFor(wsUrl: string): string;
+export function socketioUrlFor(wsUrl: string): string;
 export function randomId(bytes?: number): string;
 /** A JWT's exp claim in ms since the epoch, read without verifying; 0 if none. */
 export function tokenExpiry(token: string): number;

@@ -3,7 +3,8 @@
 //
 // It speaks the client protocol of docs/protocol.md over WebSocket, or over
 // SockJS when WebSocket fails (the SockJS build is loaded from beside this
-// file only then). It reconnects by itself, resubscribes every channel from
+// file only then), or over Socket.IO when asked to (transports: the page
+// brings socket.io-client's io, or passes it in the io option). It reconnects by itself, resubscribes every channel from
 // the last offset it delivered (kept in localStorage, so a reload resumes
 // too), and sends publishes again with the same id until they are
 // acknowledged. A handler never sees an offset twice within an epoch. With
@@ -104,6 +105,16 @@ export function randomId(n = 16) {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+/** socketioUrlFor derives a gateway's Socket.IO endpoint from its WebSocket
+ * URL: ws://host/ws -> http://host/socket.io/ (wss -> https), query kept. */
+export function socketioUrlFor(wsUrl) {
+  const u = new URL(wsUrl, globalThis.location?.href);
+  if (!/\/ws$/.test(u.pathname)) throw new Error(`comet: cannot derive a Socket.IO URL from ${wsUrl} (path does not end in /ws): give socketioUrls`);
+  u.protocol = u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol;
+  u.pathname = u.pathname.replace(/\/ws$/, '/socket.io/');
+  return u.href;
+}
+
 /** sockjsUrlFor derives a gateway's SockJS URL from its WebSocket URL:
  * ws://host/ws -> http://host/sockjs (wss -> https), query kept. */
 export function sockjsUrlFor(wsUrl) {
@@ -202,8 +213,9 @@ class Positions {
   }
 }
 
-// The two transports. A transport is {send(text), close(code, reason)}; it
-// calls h.open(), h.message(text) and h.close(code, reason) (once).
+// The transports. A transport is {send(text), close(code, reason)}; it
+// calls h.open(), h.message(text or one decoded object) and
+// h.close(code, reason) (once).
 function webSocketTransport(url, h) {
   const WS = globalThis.WebSocket;
   if (typeof WS !== 'function') throw new Error('WebSocket is not available in this page');
@@ -220,6 +232,33 @@ function sockjsTransport(SockJS, url, h, options) {
   sock.onmessage = (e) => h.message(e.data);
   sock.onclose = (e) => h.close(e.code, e.reason);
   return { send: (s) => sock.send(s), close: (code, reason) => { sock.onclose = null; sock.close(code, reason); } };
+}
+
+// socketioTransport speaks to a gateway's /socket.io/ with socket.io-client
+// (io): a frame is a "comet" event each way (the gateway sends one object
+// per event), and "comet:close" tells the close code before the gateway
+// closes. Reconnects are comet.js's own (reconnection: false), each on a
+// new Manager (forceNew).
+function socketioTransport(io, url, h, options) {
+  if (typeof io !== 'function') throw new Error('socket.io-client is not loaded: load its script (it defines io) or pass the io option');
+  const u = new URL(url);
+  const sock = io(`${u.protocol}//${u.host}/${u.search}`, { transports: ['polling', 'websocket'], ...options, path: u.pathname, reconnection: false, forceNew: true });
+  let code = 1006;
+  let reason = '';
+  let ended = false;
+  const end = (why) => {
+    if (ended) return;
+    ended = true;
+    sock.off();
+    sock.disconnect();
+    h.close(code, reason || why);
+  };
+  sock.on('connect', () => h.open(sock.io.engine?.transport?.name || null));
+  sock.on('comet', (f) => { if (!ended) h.message(f); });
+  sock.on('comet:close', (e) => { code = e?.code || code; reason = e?.reason || ''; });
+  sock.on('disconnect', (why) => end(String(why)));
+  sock.on('connect_error', (err) => end(String(err?.message || err)));
+  return { send: (s) => sock.emit('comet', s), close: () => { ended = true; sock.off(); sock.disconnect(); } };
 }
 
 let sockjsLoading = null;
@@ -330,16 +369,20 @@ export class Comet extends Emitter {
     this.urls = expandUrls(o.urls || '/ws', o.workersCount);
     if (!this.urls.length) throw new Error('comet: no gateway URL');
     if (!(Number.isInteger(o.maxPublishesInFlight) && o.maxPublishesInFlight > 0)) throw new Error(`comet: maxPublishesInFlight must be a positive integer, not ${o.maxPublishesInFlight}`);
-    this.transports = [].concat(o.transports).filter((t) => t === 'websocket' || t === 'sockjs');
-    if (!this.transports.length) throw new Error('comet: transports must list websocket and/or sockjs');
+    this.transports = [].concat(o.transports).filter((t) => t === 'websocket' || t === 'sockjs' || t === 'socketio');
+    if (!this.transports.length) throw new Error('comet: transports must list websocket, sockjs and/or socketio');
     this.sockjsUrls = this.transports.includes('sockjs')
       ? (o.sockjsUrls ? expandUrls(o.sockjsUrls, o.workersCount).map((u) => u.replace(/^ws/, 'http')) : this.urls.map(sockjsUrlFor))
       : [];
     if (this.sockjsUrls.length && this.sockjsUrls.length !== this.urls.length) throw new Error('comet: sockjsUrls must match urls one to one');
+    this.socketioUrls = this.transports.includes('socketio')
+      ? (o.socketioUrls ? expandUrls(o.socketioUrls, o.workersCount).map((u) => u.replace(/^ws/, 'http')) : this.urls.map(socketioUrlFor))
+      : [];
+    if (this.socketioUrls.length && this.socketioUrls.length !== this.urls.length) throw new Error('comet: socketioUrls must match urls one to one');
     const storage = o.storage === undefined ? defaultStorage() : o.storage || null;
     this.positions = new Positions(storage, o.storagePrefix, o.saveDelay, this.clock);
     this.state = 'closed'; // connecting | open | reconnecting | closed
-    this.transport = null; // "websocket" or "sockjs" while open
+    this.transport = null; // "websocket", "sockjs" or "socketio" while open
     this.url = null;
     this.connection = null; // the gateway's connection id
     this.user = null; // the connection's user (the token's sub); null when anonymous
@@ -573,7 +616,7 @@ export class Comet extends Emitter {
   // round on the current URL.
   _dial() {
     const name = this.transports[(this._startTransport + this._tried) % this.transports.length];
-    const url = name === 'sockjs' ? this.sockjsUrls[this._urlIndex] : this.urls[this._urlIndex];
+    const url = name === 'sockjs' ? this.sockjsUrls[this._urlIndex] : name === 'socketio' ? this.socketioUrls[this._urlIndex] : this.urls[this._urlIndex];
     // token: for the connect frame ('' when anonymous); authError: why the
     // token could not be had (a CometError with code "token").
     const conn = { name, url, t: null, ready: false, openedAt: 0, timer: null, token: '', authError: null, refreshTimer: null };
@@ -594,7 +637,9 @@ export class Comet extends Emitter {
       ? this.options.createTransport(name, url, h)
       : name === 'websocket'
         ? webSocketTransport(url, h)
-        : (this.options.SockJS ? Promise.resolve(this.options.SockJS) : loadSockJS(this.options.sockjsScript))
+        : name === 'socketio'
+          ? socketioTransport(this.options.io || globalThis.io, url, h, this.options.socketioOptions)
+          : (this.options.SockJS ? Promise.resolve(this.options.SockJS) : loadSockJS(this.options.sockjsScript))
           .then((SockJS) => sockjsTransport(SockJS, url, h, this.options.sockjsOptions)));
     // The token first, so that no socket waits open for it.
     const make = this._token(conn).then(() => (this._conn === conn ? create() : null));
@@ -678,7 +723,10 @@ export class Comet extends Emitter {
   _onFrame(conn, text) {
     if (this._conn !== conn) return;
     conn.heardSincePing = true;
-    for (const f of splitFrame(text, (bad) => this.emit('error', new Error(`undecodable server frame: ${bad.slice(0, 200)}`)))) {
+    const frames = typeof text === 'string' || !text || typeof text !== 'object' || Array.isArray(text)
+      ? splitFrame(text, (bad) => this.emit('error', new Error(`undecodable server frame: ${bad.slice(0, 200)}`)))
+      : [text]; // an object: Socket.IO's
+    for (const f of frames) {
       if (this._conn !== conn) return; // a handler closed or cut the connection
       this.emit('message', f);
       if (!conn.ready) {

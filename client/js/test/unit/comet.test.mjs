@@ -2,7 +2,7 @@
 // node --test test/unit/
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Comet, Backoff, splitFrame, expandUrls, sockjsUrlFor, autoReconnect, tokenExpiry } from '../../comet.js';
+import { Comet, Backoff, splitFrame, expandUrls, sockjsUrlFor, socketioUrlFor, autoReconnect, tokenExpiry } from '../../comet.js';
 import { FakeClock, FakeNet, FakeStorage, settle } from './fakes.mjs';
 
 // newClient returns a client on two fake gateways whose jitter is always
@@ -59,6 +59,9 @@ test('URLs: relative, http, {workerIndex} patterns, SockJS derived', () => {
   assert.equal(sockjsUrlFor('ws://h:1/ws?token=x'), 'http://h:1/sockjs?token=x');
   assert.equal(sockjsUrlFor('wss://h/app/ws'), 'https://h/app/sockjs');
   assert.throws(() => sockjsUrlFor('ws://h/socket'), /sockjsUrls/);
+  assert.equal(socketioUrlFor('ws://h:1/ws?token=x'), 'http://h:1/socket.io/?token=x');
+  assert.equal(socketioUrlFor('wss://h/app/ws'), 'https://h/app/socket.io/');
+  assert.throws(() => socketioUrlFor('ws://h/socket'), /socketioUrls/);
   const c = new Comet({ urls: 'ws://gw{workerIndex}/ws', workersCount: 2, autoOpen: false, storage: null, createTransport() {} });
   assert.deepEqual(c.sockjsUrls, ['http://gw0/sockjs', 'http://gw1/sockjs']);
 });
@@ -758,4 +761,68 @@ test('presence: pages until after is empty; presence_stats', async () => {
   conn.push({ op: 'presence_stats', id: sf.id, channel: 'room', connections: 3, users: 2 });
   assert.deepEqual(await st, { connections: 3, users: 2 });
   c.close();
+});
+
+// fakeIO stands for socket.io-client's io: it records the sockets made.
+function fakeIO() {
+  const sockets = [];
+  const io = (url, opts) => {
+    const handlers = new Map();
+    const sock = {
+      url, opts, sent: [], disconnected: false,
+      io: { engine: { transport: { name: 'polling' } } },
+      on(ev, fn) { handlers.set(ev, fn); return sock; },
+      off() { handlers.clear(); return sock; },
+      emit(ev, arg) { sock.sent.push([ev, arg]); return sock; },
+      disconnect() { sock.disconnected = true; return sock; },
+      fire(ev, arg) { handlers.get(ev)?.(arg); },
+    };
+    sockets.push(sock);
+    return sock;
+  };
+  return { io, sockets };
+}
+
+test('socketio: io from the options, the endpoint derived, frames as events, the close code of comet:close', async () => {
+  const clock = new FakeClock();
+  const { io, sockets } = fakeIO();
+  const events = [];
+  const c = new Comet({ urls: ['ws://a.test/ws?x=1', 'ws://b.test/ws'], transports: ['socketio'], io, clock, random: () => 0,
+    storage: new FakeStorage(), autoOpen: false, socketioOptions: { transports: ['websocket'] } });
+  for (const ev of ['open', 'close', 'error']) c.on(ev, (x) => events.push([ev, x]));
+  const got = [];
+  c.subscribe('ch', (m) => got.push(m.offset));
+  c.open();
+  await settle();
+  const s = sockets[0];
+  assert.equal(s.url, 'http://a.test/?x=1');
+  assert.deepEqual(s.opts, { transports: ['websocket'], path: '/socket.io/', reconnection: false, forceNew: true });
+  s.fire('connect');
+  s.fire('comet', { op: 'connected', connection: 'k1' });
+  assert.equal(c.transport, 'socketio');
+  const sub = JSON.parse(s.sent.find(([ev, f]) => ev === 'comet' && JSON.parse(f).op === 'subscribe')[1]);
+  assert.equal(sub.channel, 'ch');
+  s.fire('comet', { op: 'subscribed', channel: 'ch', id: sub.id, epoch: 'e', recovered: true, first: 1, next: 1 });
+  s.fire('comet', { op: 'message', channel: 'ch', offset: 1, data: 1 });
+  assert.deepEqual(got, [1]);
+  // The gateway's close code reaches the close event: 4001 moves on to the
+  // next gateway.
+  s.fire('comet:close', { code: 4001, reason: 'shutting down' });
+  s.fire('disconnect', 'transport close');
+  assert.deepEqual(events.at(-1)[1].code, 4001);
+  assert.equal(s.disconnected, true);
+  clock.tick(100);
+  await settle();
+  assert.deepEqual(sockets.map((x) => x.url), ['http://a.test/?x=1', 'http://b.test/'], JSON.stringify(events));
+  // Without io (none passed, no global io): an error, and the attempt
+  // fails (the next transport would be tried).
+  const c2 = new Comet({ urls: 'ws://a.test/ws', transports: ['socketio'], clock: new FakeClock(), storage: new FakeStorage(), autoOpen: false, autoReconnect: false });
+  const seen = [];
+  c2.on('error', (e) => seen.push(e.message));
+  c2.on('close', (e) => seen.push(`close ${e.code}`));
+  c2.open();
+  await settle();
+  await settle();
+  assert.match(seen[0], /socket.io-client is not loaded/);
+  assert.equal(seen[1], 'close 0');
 });
