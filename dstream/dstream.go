@@ -378,11 +378,21 @@ func (a *applier) fork(op wire.StreamOp) (wire.StreamResult, error) {
 
 func i64(v int64) *int64 { return &v }
 
+// implicit returns the state of a channel written over the client
+// protocol but never made a stream: an open JSON stream (nil: none).
+func implicit(s *state, info log.Info, exists bool) *state {
+	if s == nil && exists && info.Next > 1 {
+		return &state{ContentType: "application/json"}
+	}
+	return s
+}
+
 func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
-	s, _, _, err := a.load(op.Name)
+	s, info, exists, err := a.load(op.Name)
 	if err != nil {
 		return wire.StreamResult{}, err
 	}
+	s = implicit(s, info, exists)
 	switch {
 	case s == nil:
 		return refuse(http.StatusNotFound, "no stream %s", op.Name), nil
@@ -464,10 +474,11 @@ func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
 }
 
 func (a *applier) delete(op wire.StreamOp) (wire.StreamResult, error) {
-	s, _, _, err := a.load(op.Name)
+	s, info, exists, err := a.load(op.Name)
 	if err != nil {
 		return wire.StreamResult{}, err
 	}
+	s = implicit(s, info, exists)
 	switch {
 	case s == nil:
 		return refuse(http.StatusNotFound, "no stream %s", op.Name), nil
@@ -536,11 +547,11 @@ func Read(v *log.View, name string, from uint64, limit, maxBytes int, now time.T
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	switch {
-	case s == nil && (!exists || info.Next <= 1):
+	case s == nil && implicit(s, info, exists) == nil:
 		res.Status = http.StatusNotFound
 		return res, nil
 	case s == nil:
-		s = &state{ContentType: "application/json"}
+		s = implicit(s, info, exists)
 		res.Info.Implicit = true
 	case s.Deleted:
 		res.Status = http.StatusGone
