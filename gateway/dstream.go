@@ -867,8 +867,19 @@ func (s *Server) waitStream(ctx context.Context, name string, info wire.StreamIn
 	defer s.release(ch)
 	closed, stop := s.ds.watchClose(name)
 	defer stop()
-	// A write between the read and acquire is seen by reading again.
+	// The first look is a read from the hubs: a write between the caller's
+	// read and acquire is seen. After a wake the messages are taken from
+	// the channel's cache when it has them (as WebSocket subscribers get
+	// them), from the hubs otherwise; a close or the timer reads from the
+	// hubs, which tell closure.
+	fromHubs := true
 	for tries := 0; ; tries++ {
+		if !fromHubs {
+			if msgs, chNext, ok := ch.cached(next, info.Epoch, streamReadMsgs, streamReadBytes); ok {
+				info.Next = max(info.Next, chNext)
+				return wire.StreamReadResult{Status: http.StatusOK, Info: info, Messages: msgs}, nil
+			}
+		}
 		res, err := s.streamRead(ctx, name, next, streamReadMsgs, streamReadBytes)
 		if err != nil || res.Status != http.StatusOK || len(res.Messages) > 0 || res.Info.Closed || res.Info.Epoch != info.Epoch {
 			if err != nil && ctx.Err() != nil {
@@ -876,14 +887,17 @@ func (s *Server) waitStream(ctx context.Context, name string, info wire.StreamIn
 			}
 			return res, err
 		}
+		info = res.Info
 		wake, stopWait := ch.waitNext(next)
 		t := time.NewTimer(5 * time.Second)
+		fromHubs = false
 		select {
 		case <-wake:
 		case <-closed:
-			closed = nil // read once more: it tells closed
+			closed, fromHubs = nil, true // read once more: it tells closed
 		case <-t.C:
 			// Closed through another gateway: look again now and then.
+			fromHubs = true
 		case <-ctx.Done():
 			stopWait()
 			t.Stop()

@@ -524,6 +524,35 @@ func (ch *channel) waitNext(next uint64) (<-chan struct{}, func()) {
 	}
 }
 
+// cached returns the messages of the channel from offset next on that its
+// cache holds (at most max of them, and about maxBytes), as stream
+// messages, with the channel's next offset; ok is false when the cache
+// does not hold next, or the channel is in another epoch.
+func (ch *channel) cached(next uint64, epoch string, max, maxBytes int) (msgs []wire.StreamMessage, chNext uint64, ok bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if !ch.known || ch.syncing || ch.epoch != epoch || ch.next <= next {
+		return nil, 0, false
+	}
+	frames, ok := ch.cache.get(next, ch.next, max)
+	if !ok || len(frames) == 0 {
+		return nil, 0, false
+	}
+	msgs = make([]wire.StreamMessage, 0, len(frames))
+	size := 0
+	for i, f := range frames {
+		data, ok := wire.MessageData(f)
+		if !ok {
+			return nil, 0, false
+		}
+		msgs = append(msgs, wire.StreamMessage{Offset: next + uint64(i), Data: data})
+		if size += len(data); size >= maxBytes {
+			break
+		}
+	}
+	return msgs, ch.next, true
+}
+
 func (ch *channel) wakeLocked() {
 	for _, c := range ch.waiters {
 		close(c)

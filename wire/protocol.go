@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -334,6 +335,16 @@ func AppendMessage(b []byte, ch string, off uint64, data []byte) []byte {
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	return append(b, '}')
+}
+
+// MessageData returns the data of a message frame made by AppendMessage
+// (it aliases frame).
+func MessageData(frame []byte) ([]byte, bool) {
+	i := bytes.Index(frame, []byte(`,"data":`))
+	if i < 0 || len(frame) < i+9 || frame[len(frame)-1] != '}' {
+		return nil, false
+	}
+	return frame[i+8 : len(frame)-1], true
 }
 
 // AppendAck appends a as encoding/json would write it (the same fields,
