@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/comethq/comet/bus"
 	"github.com/comethq/comet/dstream"
 	"github.com/comethq/comet/log"
 	"github.com/comethq/comet/raft"
@@ -194,4 +195,37 @@ func (s *Service) handleStreamRead(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+}
+
+// streamOpsInFlight bounds the stream writes one gateway session has the
+// hubs decide at once; past it the session's reader waits.
+const streamOpsInFlight = 256
+
+// streamOp decides a gateway's stream write (bus.TypeStreamOp) and answers
+// it on the session, without holding up the session's reader.
+func (r *router) streamOp(gw *session, m bus.Msg) {
+	id := m.ID
+	answer := func(res *wire.StreamResult, err error) {
+		out := bus.Msg{Type: bus.TypeResponse, ID: id}
+		if err != nil {
+			out.Error = &wire.Error{Code: ErrorCode(err), Message: err.Error()}
+		} else {
+			out.Data, _ = json.Marshal(res) // plain fields
+		}
+		gw.push(out.Encode())
+	}
+	var op wire.StreamOp
+	if err := json.Unmarshal(m.Data, &op); err != nil {
+		answer(nil, fmt.Errorf("%w: stream write: %v", ErrBadRequest, err))
+		return
+	}
+	gw.streamSlots <- struct{}{}
+	r.wg.Add(1)
+	go func() {
+		defer func() { <-gw.streamSlots; r.wg.Done() }()
+		ctx, cancel := context.WithDeadline(context.Background(), bus.DeadlineOf(m.Timeout, routerDefaultTimeout))
+		defer cancel()
+		res, err := r.s.StreamOp(ctx, op)
+		answer(&res, err)
+	}()
 }

@@ -101,6 +101,9 @@ type session struct {
 	stats   *wire.GatewayStats
 	statsAt time.Time
 
+	// streamSlots bounds the stream writes in flight (dstream.go).
+	streamSlots chan struct{}
+
 	// caps: what the peer said it takes in its hello (bus.CapPresence).
 	caps map[string]bool
 	// joined: a gateway's connections subscribed to channels whose
@@ -245,7 +248,8 @@ func (r *router) serve(link bus.Link) error {
 		return ErrClosed
 	}
 	r.seq++
-	s := &session{r: r, link: link, seq: r.seq, done: make(chan struct{}), max: routerDefaultMax}
+	s := &session{r: r, link: link, seq: r.seq, done: make(chan struct{}), max: routerDefaultMax,
+		streamSlots: make(chan struct{}, streamOpsInFlight)}
 	s.q.init()
 	s.pubs.wake = make(chan struct{}, 1)
 	s.log = r.log.With("session", s.seq)
@@ -332,6 +336,8 @@ func (r *router) read(s *session) {
 			s.push((&bus.Msg{Type: bus.TypePong}).Encode())
 		case s.kind == bus.KindGateway && m.Type == bus.TypeRequest:
 			r.request(s, m)
+		case s.kind == bus.KindGateway && m.Type == bus.TypeStreamOp:
+			r.streamOp(s, m) // dstream.go
 		case s.kind == bus.KindGateway && m.Type == bus.TypeSent:
 			r.sent(s, m)
 		case s.kind == bus.KindGateway && m.Type == bus.TypeEvent:
@@ -425,7 +431,7 @@ func (r *router) hello(s *session, m bus.Msg) error {
 	s.log.Info("bus session attached", "routes", len(m.Routes))
 	welcome := bus.Msg{Type: bus.TypeWelcome, Name: r.s.node.ID()}
 	if m.Kind == bus.KindGateway {
-		welcome.Caps = []string{bus.CapPublish}
+		welcome.Caps = []string{bus.CapPublish, bus.CapStreams}
 	}
 	s.push(welcome.Encode())
 	return nil

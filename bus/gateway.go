@@ -141,6 +141,7 @@ type gwSession struct {
 	pending map[uint64]chan Msg
 
 	pubs     bool         // the router takes publishes
+	streams  bool         // the router takes stream writes (CapStreams)
 	sentSeq  uint64       // publishes up to this seq were sent on it (under Gateway.pmu)
 	lastRecv atomic.Int64 // when a message last came, Unix nanoseconds
 }
@@ -242,12 +243,13 @@ func (g *Gateway) session(ctx context.Context, link Link) (up bool, err error) {
 		return false, err
 	}
 	s := &gwSession{link: link, out: make(chan []byte, g.cfg.QueueSize), done: make(chan struct{}),
-		broken: make(chan struct{}), pending: map[uint64]chan Msg{}, pubs: slices.Contains(welcome.Caps, CapPublish)}
+		broken: make(chan struct{}), pending: map[uint64]chan Msg{}, pubs: slices.Contains(welcome.Caps, CapPublish),
+		streams: slices.Contains(welcome.Caps, CapStreams)}
 	s.lastRecv.Store(time.Now().UnixNano())
 	g.mu.Lock()
 	g.sess = s
 	g.mu.Unlock()
-	g.log.Info("router session up", "router", welcome.Name, "publishes", s.pubs)
+	g.log.Info("router session up", "router", welcome.Name, "publishes", s.pubs, "streams", s.streams)
 	if !s.pubs {
 		g.failAll(ErrNoPublish)
 	}
@@ -496,6 +498,61 @@ func ctxError(ctx context.Context) error {
 		return errTimeout
 	}
 	return errCanceled
+}
+
+// ErrNoStreams is returned by StreamOp when the router takes no stream
+// writes (no session, or a router of an earlier release): nothing was
+// sent, the caller sends the write another way.
+var ErrNoStreams = errors.New("the router takes no stream writes right now")
+
+// StreamOp hands a Durable Streams write to the router on the hub leader
+// and returns the hubs' decision. ErrNoStreams: not sent. Other failures
+// are *wire.Error: unavailable when the session breaks before the answer
+// (the write may or may not have been applied), timeout when ctx ends
+// first.
+func (g *Gateway) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
+	s := g.current()
+	if s == nil || !s.streams {
+		return wire.StreamResult{}, ErrNoStreams
+	}
+	data, err := json.Marshal(op)
+	if err != nil {
+		return wire.StreamResult{}, err
+	}
+	id, ch, ok := s.register()
+	if !ok {
+		return wire.StreamResult{}, ErrNoStreams
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(g.cfg.DefaultTimeout)
+	}
+	m := Msg{Type: TypeStreamOp, ID: id, Data: data, Timeout: TimeoutOf(deadline)}
+	select {
+	case s.out <- m.Encode():
+	case <-s.done:
+		s.forget(id)
+		return wire.StreamResult{}, ErrNoStreams
+	case <-ctx.Done():
+		s.forget(id)
+		return wire.StreamResult{}, ctxError(ctx)
+	}
+	select {
+	case m := <-ch:
+		if m.Error != nil {
+			return wire.StreamResult{}, m.Error
+		}
+		var res wire.StreamResult
+		if err := json.Unmarshal(m.Data, &res); err != nil {
+			return res, &wire.Error{Code: wire.CodeUnavailable, Message: "a bad stream answer from the router: " + err.Error()}
+		}
+		return res, nil
+	case <-s.done:
+		return wire.StreamResult{}, errBroke
+	case <-ctx.Done():
+		s.forget(id)
+		return wire.StreamResult{}, ctxError(ctx)
+	}
 }
 
 // Event reports a connection event to the workers that watch events. It

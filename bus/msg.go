@@ -42,12 +42,21 @@ const (
 	// Channel, or went: the gateway tells its subscribers of Channel.
 	TypeJoin  = "join"
 	TypeLeave = "leave"
+	// TypeStreamOp, from a gateway to a router that listed CapStreams,
+	// carries a Durable Streams write (a wire.StreamOp in Data) for the
+	// hubs to decide; the router answers TypeResponse with the same ID and
+	// the wire.StreamResult in Data, or an Error.
+	TypeStreamOp = "stream_op"
 )
 
 // CapPublish, in a welcome's caps, says that the router takes publishes
 // (TypePublish). A router of an earlier release leaves it out, and its
 // gateways publish over HTTP instead.
 const CapPublish = "publish"
+
+// CapStreams, in a welcome's caps, says that the router takes Durable
+// Streams writes (TypeStreamOp); without it gateways send them over HTTP.
+const CapStreams = "streams"
 
 // CapPresence, in a gateway's hello, says that it answers TypePresence. A
 // gateway of an earlier release leaves it out and is not asked.

@@ -41,6 +41,11 @@ type StreamHub interface {
 	StreamRead(ctx context.Context, name string, from uint64, limit, maxBytes int, minApplied uint64) (wire.StreamReadResult, error)
 }
 
+// StreamWriter carries Durable Streams writes to the hubs (Config.StreamWriter).
+type StreamWriter interface {
+	StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error)
+}
+
 // Durable Streams headers.
 const (
 	hdrNextOffset    = "Stream-Next-Offset"
@@ -82,6 +87,7 @@ func (s *Server) StreamsPrefix() string {
 // durable is the gateway's Durable Streams state.
 type durable struct {
 	hub    StreamHub
+	writer StreamWriter // hub, or Config.StreamWriter
 	prefix string
 	// index is the highest Raft index of a write this gateway made: reads
 	// ask for a hub that applied it, so that a client reads its writes.
@@ -94,12 +100,15 @@ type durable struct {
 	touching map[string]bool
 }
 
-func newDurable(hub Hub, prefix string) *durable {
+func newDurable(hub Hub, writer StreamWriter, prefix string) *durable {
 	sh, ok := hub.(StreamHub)
 	if !ok {
 		return nil
 	}
-	return &durable{hub: sh, prefix: prefix, closed: make(map[string][]chan struct{}), touching: make(map[string]bool)}
+	if writer == nil {
+		writer = sh
+	}
+	return &durable{hub: sh, writer: writer, prefix: prefix, closed: make(map[string][]chan struct{}), touching: make(map[string]bool)}
 }
 
 func (d *durable) noteIndex(i uint64) {
@@ -278,7 +287,7 @@ func (s *Server) opCtx(r *http.Request) (context.Context, context.CancelFunc) {
 func (s *Server) streamWrite(w http.ResponseWriter, r *http.Request, op wire.StreamOp) (wire.StreamResult, bool) {
 	ctx, cancel := s.opCtx(r)
 	defer cancel()
-	res, err := s.ds.hub.StreamOp(ctx, op)
+	res, err := s.ds.writer.StreamOp(ctx, op)
 	if err != nil {
 		hubError(w, err)
 		return res, false
@@ -315,7 +324,7 @@ func (s *Server) touch(name string, info wire.StreamInfo) {
 		}()
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.PublishTimeout)
 		defer cancel()
-		if res, err := d.hub.StreamOp(ctx, wire.StreamOp{Op: wire.StreamTouch, Name: name}); err == nil {
+		if res, err := d.writer.StreamOp(ctx, wire.StreamOp{Op: wire.StreamTouch, Name: name}); err == nil {
 			d.noteIndex(res.Index)
 		}
 	}) {

@@ -138,6 +138,10 @@ type Config struct {
 	// long-poll read waits for data (default 20s).
 	StreamsPrefix  string
 	StreamLongPoll time.Duration
+	// StreamWriter, when set, carries Durable Streams writes to the hubs
+	// (cmd/comet wires the bus session to the leader); reads, and writes
+	// without it, go through Hub.
+	StreamWriter StreamWriter
 
 	Logger *slog.Logger
 }
@@ -315,7 +319,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("/admin", adminpage.Handler())
 	s.mux.HandleFunc("/v1/admin/", s.serveAdmin) // admin.go
 	if cfg.StreamsPrefix != "-" {
-		s.ds = newDurable(cfg.Hub, cfg.StreamsPrefix)
+		s.ds = newDurable(cfg.Hub, cfg.StreamWriter, cfg.StreamsPrefix)
 	}
 	s.root = s.mux
 	if s.ds != nil {

@@ -42,7 +42,21 @@ func newGatewayBus(cfg *gateway.Config, dial func(context.Context) (bus.Link, er
 	cfg.Events = gb.event
 	cfg.ReadyCheck = gb.ready
 	cfg.Publisher = gb
+	cfg.StreamWriter = gb
 	return gb, nil
+}
+
+// StreamOp sends a Durable Streams write over the session to the router on
+// the hub leader, or over HTTP to the hubs when the session is down or the
+// router is of an earlier release.
+func (gb *gatewayBus) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamResult, error) {
+	res, err := gb.bus.StreamOp(ctx, op)
+	if errors.Is(err, bus.ErrNoStreams) {
+		if sh, ok := gb.hub.(gateway.StreamHub); ok {
+			return sh.StreamOp(ctx, op)
+		}
+	}
+	return res, err
 }
 
 // ready holds the gateway back from /readyz until its first session to the
