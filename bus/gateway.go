@@ -515,7 +515,7 @@ func (g *Gateway) StreamOp(ctx context.Context, op wire.StreamOp) (wire.StreamRe
 	if s == nil || !s.streams {
 		return wire.StreamResult{}, ErrNoStreams
 	}
-	data, err := json.Marshal(op)
+	data, err := marshal(op)
 	if err != nil {
 		return wire.StreamResult{}, err
 	}

@@ -156,12 +156,24 @@ func (m *Msg) Encode() []byte {
 			return AppendAck(make([]byte, 0, 96+len(m.Channel)+len(m.Epoch)), m.ID, m.Channel, m.Offset, m.Epoch, m.Duplicate)
 		}
 	}
-	b, err := json.Marshal(m)
+	b, err := marshal(m)
 	if err != nil {
 		// Only Data can fail, and every producer checks it first.
 		b, _ = json.Marshal(Msg{Type: m.Type, ID: m.ID, Error: &wire.Error{Code: wire.CodeUnavailable, Message: "cannot encode: " + err.Error()}})
 	}
 	return b
+}
+
+// marshal is json.Marshal without HTML escaping: data travels as given
+// ("<", not "\u003c").
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // zero reports whether no field of m is set.

@@ -113,6 +113,14 @@ func TestStreamsMeetTheClientProtocol(t *testing.T) {
 	if string(msgs[1].Data) != `{"text":"from http"}` {
 		t.Fatalf("WebSocket subscriber got %s", msgs[1].Data)
 	}
+	// Data is stored as given: "<" stays "<" (encoding/json would send
+	// "\u003c").
+	do(t, http.MethodPost, g.url+"/v1/stream/chat", map[string]string{"Content-Type": "application/json"}, `{"html":"<b>&amp;</b>"}`)
+	if _, body := do(t, http.MethodGet, g.url+"/v1/stream/chat?offset=-1", nil, ""); !strings.HasSuffix(body, `{"html":"<b>&amp;</b>"}]`) {
+		t.Fatalf("read back %s", body)
+	}
+	sub.messages("chat", 3, 1)
+
 	// Closed: WebSocket publishes are refused.
 	do(t, http.MethodPut, g.url+"/v1/stream/chat", map[string]string{"Content-Type": "application/json"}, "")
 	if resp, _ := do(t, http.MethodPost, g.url+"/v1/stream/chat", map[string]string{"Stream-Closed": "true"}, ""); resp.StatusCode != http.StatusNoContent || resp.Header.Get("Stream-Closed") != "true" {

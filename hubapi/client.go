@@ -149,11 +149,15 @@ func NewClient(timeout time.Duration, maxConnsPerHost int) *Client {
 // Post sends body as JSON to http(s)://api+path and decodes a 2xx answer into
 // out (when not nil). An error answer is an *APIError.
 func (c *Client) Post(ctx context.Context, api, path string, body, out any) error {
-	raw, err := json.Marshal(body)
-	if err != nil {
+	// Without HTML escaping: message data is stored as given ("<", not
+	// "\u003c").
+	var raw bytes.Buffer
+	enc := json.NewEncoder(&raw)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(body); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL(api, path), bytes.NewReader(raw))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL(api, path), &raw)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package raft
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -123,8 +122,7 @@ func (c *Command) Encode() []byte {
 		b = binary.AppendUvarint(b, *c.MaxIDs)
 	}
 	if len(c.Streams) > 0 {
-		raw, _ := json.Marshal(c.Streams) // plain fields and raw JSON that was checked
-		b = appendBytes(b, raw)
+		b = encodeStreams(b, c.Streams)
 	}
 	return b
 }
@@ -176,7 +174,15 @@ func DecodeCommand(b []byte) (*Command, error) {
 			if err := json.Unmarshal(raw, &c.Streams); err != nil {
 				return nil, fmt.Errorf("%w: streams: %v", ErrBadCommand, err)
 			}
-			normalizeStreams(c)
+			for i := range c.Streams {
+				c.Streams[i].Messages = nil
+				for j, n := 0, d.count(); j < n; j++ {
+					c.Streams[i].Messages = append(c.Streams[i].Messages, d.bytes())
+				}
+			}
+			if len(c.Streams) == 0 {
+				c.Streams = nil
+			}
 		}
 	}
 	if d.err != nil {
@@ -188,25 +194,24 @@ func DecodeCommand(b []byte) (*Command, error) {
 	return c, nil
 }
 
-// normalizeStreams puts decoded stream ops in the form Encode writes, so
-// that a command decodes to the same value however its JSON was spaced.
-func normalizeStreams(c *Command) {
-	if len(c.Streams) == 0 {
-		c.Streams = nil
-		return
+// encodeStreams appends stream ops: their fields as JSON, then each op's
+// messages as they are (through encoding/json they would be rewritten: "<"
+// escaped as "\u003c").
+func encodeStreams(b []byte, ops []wire.StreamOp) []byte {
+	bare := make([]wire.StreamOp, len(ops))
+	for i, op := range ops {
+		op.Messages = nil
+		bare[i] = op
 	}
-	for i := range c.Streams {
-		op := &c.Streams[i]
-		if len(op.Messages) == 0 {
-			op.Messages = nil
-		}
-		for j, m := range op.Messages {
-			var buf bytes.Buffer
-			if json.Compact(&buf, m) == nil {
-				op.Messages[j] = buf.Bytes()
-			}
+	raw, _ := json.Marshal(bare) // plain fields
+	b = appendBytes(b, raw)
+	for _, op := range ops {
+		b = binary.AppendUvarint(b, uint64(len(op.Messages)))
+		for _, m := range op.Messages {
+			b = appendBytes(b, m)
 		}
 	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
