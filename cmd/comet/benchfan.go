@@ -132,10 +132,14 @@ func field(line, key []byte) (uint64, bool) {
 	return v, err == nil
 }
 
-// opOf returns the op of a server object.
+// opOf returns the op of a server object ("message" for an object without
+// one: the data of an /sse message event).
 func opOf(line []byte) string {
 	i := bytes.Index(line, keyOp)
 	if i < 0 {
+		if bytes.HasPrefix(line, []byte(`{"channel":`)) && bytes.Contains(line, keyOffset) {
+			return "message"
+		}
 		return ""
 	}
 	rest := line[i+len(keyOp):]
@@ -419,9 +423,9 @@ func progress(stderr io.Writer, stop <-chan struct{}, line func(elapsed time.Dur
 
 // dialSubs connects n subscribers to channel, spread over urls, a few
 // dials at a time.
-func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, channel string, sse bool, stderr io.Writer) ([]*benchSub, error) {
+func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, channel, transport string, stderr io.Writer) ([]*benchSub, error) {
 	hc := benchHTTPClient(tlsConfig)
-	if sse {
+	if transport == "stream" {
 		u, err := streamURL(urls[0], channel)
 		if err == nil {
 			err = createJSONStream(ctx, hc, u)
@@ -446,7 +450,8 @@ func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, 
 			defer func() { <-sem; wg.Done() }()
 			var s *benchSub
 			var err error
-			if sse {
+			switch transport {
+			case "stream":
 				var u string
 				if u, err = streamURL(urls[i%len(urls)], channel); err == nil {
 					var c *sseConn
@@ -454,7 +459,15 @@ func dialSubs(ctx context.Context, tlsConfig *tls.Config, urls []string, n int, 
 						s = &benchSub{sse: c}
 					}
 				}
-			} else {
+			case "sse":
+				var u string
+				if u, err = sseURL(urls[i%len(urls)], channel); err == nil {
+					c := &sseConn{plain: true, client: hc, url: u}
+					if err = c.open(ctx); err == nil {
+						s = &benchSub{sse: c}
+					}
+				}
+			default:
 				s, _, err = dialSub(ctx, tlsConfig, urls[i%len(urls)], channel, 0)
 			}
 			if err != nil {
@@ -485,7 +498,8 @@ type benchFanout struct {
 	subscribers, messages, rate, size, publishers int
 	window, churn                                 int
 	duration, timeout                             time.Duration
-	jsonOut, sse                                  bool
+	jsonOut                                       bool
+	transport                                     string
 }
 
 // fanoutResult is what comet bench fanout reports.
@@ -523,7 +537,7 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&b.timeout, "timeout", 30*time.Second, "give up when no message arrives for this long")
 	fs.BoolVar(&b.jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
-	fs.BoolVar(&b.sse, "sse", false, "subscribers follow the channel as a Durable Stream over Server-Sent Events (GET /v1/stream/CHANNEL?live=sse) instead of WebSocket")
+	fs.StringVar(&b.transport, "transport", "ws", "how subscribers follow the channel: ws (WebSocket /ws), sse (Server-Sent Events, GET /sse?channel=), or stream (a Durable Stream over SSE, GET /v1/stream/CHANNEL?live=sse)")
 	fs.IntVar(&b.churn, "churn", 0, "while publishing, this many connections per second (over the URLs in turn) subscribe to --churn-channel and close: a join and a leave each, where its namespace has join_leave")
 	fs.StringVar(&b.churnCh, "churn-channel", "", "the channel of --churn (default: the published channel, whose subscribers then get every join and leave)")
 	if err := parseFlags(fs, args); err != nil {
@@ -534,6 +548,9 @@ func runBenchFanout(args []string, stdout, stderr io.Writer) error {
 	}
 	if b.subscribers < 1 || b.messages < 1 || b.size < 24 || b.publishers < 1 || b.window < 1 || b.rate < 0 || len(splitList(b.urls)) == 0 {
 		return fmt.Errorf("%w: --subscribers, --messages, --publishers, --window must be positive, --size at least 24, --url not empty", errUsage)
+	}
+	if b.transport != "ws" && b.transport != "sse" && b.transport != "stream" {
+		return fmt.Errorf("%w: --transport must be ws, sse or stream", errUsage)
 	}
 	if b.channel == "" {
 		b.channel = "bench.fan." + randomHex(4)
@@ -560,7 +577,7 @@ func (b *benchFanout) run(stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	subs, err := dialSubs(ctx, tlsConfig, urls, b.subscribers, b.channel, b.sse, stderr)
+	subs, err := dialSubs(ctx, tlsConfig, urls, b.subscribers, b.channel, b.transport, stderr)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,23 @@ import (
 // catchup --http (a resuming client that reads the channel with plain
 // GETs).
 
+// sseURL turns a gateway WebSocket URL into the URL of its /sse endpoint
+// for channel.
+func sseURL(wsURL, channel string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return "", err
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	u.Path, u.RawQuery = "/sse", "channel="+url.QueryEscape(channel)
+	return u.String(), nil
+}
+
 // streamURL turns a gateway WebSocket URL (ws://HOST/ws) into the URL of
 // channel as a Durable Stream.
 func streamURL(wsURL, channel string) (string, error) {
@@ -65,8 +82,11 @@ func createJSONStream(ctx context.Context, c *http.Client, streamURL string) err
 	return nil
 }
 
-// sseConn is one SSE reader of a JSON stream of stamped messages.
+// sseConn is one SSE reader of a JSON stream of stamped messages, or, with
+// plain, of a gateway's /sse endpoint (docs/sse.md).
 type sseConn struct {
+	plain   bool
+	lastID  string // plain: the last event id, sent back as Last-Event-ID
 	client  *http.Client
 	url     string
 	body    io.ReadCloser
@@ -82,9 +102,16 @@ func dialSSE(ctx context.Context, c *http.Client, streamURL, offset string) (*ss
 }
 
 func (s *sseConn) open(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"?live=sse&offset="+url.QueryEscape(s.offset), nil)
+	u := s.url + "?live=sse&offset=" + url.QueryEscape(s.offset)
+	if s.plain {
+		u = s.url
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
+	}
+	if s.lastID != "" {
+		req.Header.Set("Last-Event-ID", s.lastID)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -127,6 +154,17 @@ func (s *benchSub) readSSE(want, delivered *atomic.Int64) error {
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		switch {
+		case len(line) == 0 && c.plain:
+			if event == "" && len(data) > 0 {
+				now := time.Now()
+				n := s.count(data, now) // {"channel","offset","data"}: as a message frame
+				s.got += n
+				delivered.Add(n)
+				s.lastFrame = now
+			}
+			event, data = "", data[:0]
+		case bytes.HasPrefix(line, []byte("id:")):
+			c.lastID = strings.TrimSpace(string(line[3:]))
 		case len(line) == 0:
 			now := time.Now()
 			switch event {
