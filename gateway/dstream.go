@@ -706,12 +706,12 @@ func n0(msgs []wire.StreamMessage) int {
 
 // streamPayload encodes messages of a stream as a read's body.
 func streamPayload(ct string, msgs []wire.StreamMessage) []byte {
+	return appendPayload(make([]byte, 0, n0(msgs)+len(msgs)+2), ct, msgs)
+}
+
+// appendPayload appends the body of msgs to b.
+func appendPayload(b []byte, ct string, msgs []wire.StreamMessage) []byte {
 	if wire.JSONContentType(ct) {
-		n := 2
-		for _, m := range msgs {
-			n += len(m.Data) + 1
-		}
-		b := make([]byte, 0, n)
 		b = append(b, '[')
 		for i, m := range msgs {
 			if i > 0 {
@@ -721,12 +721,12 @@ func streamPayload(ct string, msgs []wire.StreamMessage) []byte {
 		}
 		return append(b, ']')
 	}
-	b := make([]byte, 0, n0(msgs))
 	for _, m := range msgs {
 		b = append(b, wire.DecodeStreamData(m.Data)...)
 	}
 	return b
 }
+
 
 func (s *Server) streamGet(w http.ResponseWriter, r *http.Request, name string) {
 	q := r.URL.Query()
@@ -869,62 +869,105 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, i
 // waitStream waits until stream name has messages at or after next, is
 // closed, or ctx ends, and reads from next.
 func (s *Server) waitStream(ctx context.Context, name string, info wire.StreamInfo, next uint64) (wire.StreamReadResult, error) {
-	ch, err := s.acquire(name)
+	f, err := s.followStream(name, info)
 	if err != nil {
 		return wire.StreamReadResult{}, err
 	}
-	defer s.release(ch)
+	defer f.close()
+	return f.wait(ctx, next)
+}
+
+// streamFollower is a live read of a stream: it follows the stream's
+// channel as subscriptions do (acquire), and hears of local closes.
+type streamFollower struct {
+	s      *Server
+	name   string
+	ch     *channel
+	closed <-chan struct{}
+	stop   func()
+	info   wire.StreamInfo
+	// fromHubs: the next look is a read from the hubs, not the cache.
+	fromHubs bool
+	look     *time.Timer // the look at the hubs every 5 seconds
+	msgs     []wire.StreamMessage
+}
+
+func (s *Server) followStream(name string, info wire.StreamInfo) (*streamFollower, error) {
+	ch, err := s.acquire(name)
+	if err != nil {
+		return nil, err
+	}
 	closed, stop := s.ds.watchClose(name)
-	defer stop()
 	// The first look is a read from the hubs: a write between the caller's
-	// read and acquire is seen. After a wake the messages are taken from
-	// the channel's cache when it has them (as WebSocket subscribers get
-	// them), from the hubs otherwise; a close or the timer reads from the
-	// hubs, which tell closure.
-	fromHubs := true
+	// read and acquire is seen.
+	look := time.NewTimer(time.Hour)
+	look.Stop()
+	return &streamFollower{s: s, name: name, ch: ch, closed: closed, stop: stop, info: info, fromHubs: true, look: look}, nil
+}
+
+func (f *streamFollower) close() {
+	f.look.Stop()
+	f.stop()
+	f.s.release(f.ch)
+}
+
+// wait waits until the stream has messages at or after next, is closed,
+// or ctx ends, and returns them (none when ctx ended). Messages are taken
+// from the channel's cache when it has them (as WebSocket subscribers get
+// them), from the hubs otherwise; a close, or every 5 seconds, a read from
+// the hubs tells closure.
+func (f *streamFollower) wait(ctx context.Context, next uint64) (wire.StreamReadResult, error) {
 	for tries := 0; ; tries++ {
-		if !fromHubs {
-			if msgs, chNext, ok := ch.cached(next, info.Epoch, streamReadMsgs, streamReadBytes); ok {
-				info.Next = max(info.Next, chNext)
-				return wire.StreamReadResult{Status: http.StatusOK, Info: info, Messages: msgs}, nil
+		if !f.fromHubs {
+			if msgs, chNext, ok := f.ch.cached(f.msgs, next, f.info.Epoch, streamReadMsgs, streamReadBytes); ok {
+				f.msgs = msgs // reused by the next wait: the caller is done with these by then
+				f.info.Next = max(f.info.Next, chNext)
+				return wire.StreamReadResult{Status: http.StatusOK, Info: f.info, Messages: msgs}, nil
 			}
 		}
-		res, err := s.streamRead(ctx, name, next, streamReadMsgs, streamReadBytes)
-		if err != nil || res.Status != http.StatusOK || len(res.Messages) > 0 || res.Info.Closed || res.Info.Epoch != info.Epoch {
-			if err != nil && ctx.Err() != nil {
-				return wire.StreamReadResult{Status: http.StatusOK, Info: info, Messages: nil}, nil
+		wake, stopWait := f.ch.waitNext(next)
+		if f.fromHubs {
+			f.fromHubs = false
+			res, err := f.s.streamRead(ctx, f.name, next, streamReadMsgs, streamReadBytes)
+			if err != nil || res.Status != http.StatusOK || len(res.Messages) > 0 || res.Info.Closed || res.Info.Epoch != f.info.Epoch {
+				stopWait()
+				if err != nil && ctx.Err() != nil {
+					return wire.StreamReadResult{Status: http.StatusOK, Info: f.info}, nil
+				}
+				if err == nil && res.Status == http.StatusOK {
+					f.info = res.Info
+				}
+				return res, err
 			}
-			return res, err
+			f.info = res.Info
 		}
-		info = res.Info
-		wake, stopWait := ch.waitNext(next)
-		t := time.NewTimer(5 * time.Second)
-		fromHubs = false
+		f.look.Reset(5 * time.Second)
 		select {
 		case <-wake:
-		case <-closed:
-			closed, fromHubs = nil, true // read once more: it tells closed
-		case <-t.C:
+		case <-f.closed:
+			f.closed, f.fromHubs = nil, true // read once more: it tells closed
+		case <-f.look.C:
 			// Closed through another gateway: look again now and then.
-			fromHubs = true
+			f.fromHubs = true
 		case <-ctx.Done():
 			stopWait()
-			t.Stop()
-			return wire.StreamReadResult{Status: http.StatusOK, Info: res.Info, Messages: nil}, nil
+			f.look.Stop()
+			return wire.StreamReadResult{Status: http.StatusOK, Info: f.info}, nil
 		}
 		stopWait()
-		t.Stop()
+		f.look.Stop()
 		if tries > 100_000 {
-			return res, nil
+			return wire.StreamReadResult{Status: http.StatusOK, Info: f.info}, nil
 		}
 	}
 }
 
 // sseWriter writes SSE events, flushing after each.
 type sseWriter struct {
-	w   io.Writer
-	rc  *http.ResponseController
-	buf []byte
+	w       io.Writer
+	rc      *http.ResponseController
+	buf     []byte
+	payload []byte // the data of the event being written
 }
 
 // event adds an event to the buffer; flush sends what is buffered.
@@ -945,14 +988,45 @@ func (e *sseWriter) event(kind string, data []byte, base64Enc bool) {
 			e.buf = append(e.buf, "data:\n"...)
 		}
 	} else {
-		lines := bytes.Split(bytes.ReplaceAll(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n")), []byte("\n"))
-		for _, l := range lines {
+		// A data: line per line of text (CR LF, CR and LF all end one in
+		// SSE): an event cannot be cut short, nor another made up, by the
+		// data. JSON is compact: one line.
+		for {
+			i := bytes.IndexAny(data, "\r\n")
 			e.buf = append(e.buf, "data:"...)
-			e.buf = append(e.buf, l...)
+			if i < 0 {
+				e.buf = append(e.buf, data...)
+				e.buf = append(e.buf, '\n')
+				break
+			}
+			e.buf = append(e.buf, data[:i]...)
 			e.buf = append(e.buf, '\n')
+			if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+				i++
+			}
+			data = data[i+1:]
 		}
 	}
 	e.buf = append(e.buf, '\n')
+}
+
+// control adds a control event.
+func (e *sseWriter) control(c sseControl) {
+	e.buf = append(e.buf, "event: control\ndata:{\"streamNextOffset\":\""...)
+	e.buf = append(e.buf, c.StreamNextOffset...) // a token: no character to escape
+	e.buf = append(e.buf, '"')
+	if c.StreamCursor != "" {
+		e.buf = append(e.buf, `,"streamCursor":"`...)
+		e.buf = append(e.buf, c.StreamCursor...) // digits
+		e.buf = append(e.buf, '"')
+	}
+	if c.UpToDate {
+		e.buf = append(e.buf, `,"upToDate":true`...)
+	}
+	if c.StreamClosed {
+		e.buf = append(e.buf, `,"streamClosed":true`...)
+	}
+	e.buf = append(e.buf, "}\n\n"...)
 }
 
 func (e *sseWriter) flush() error {
@@ -989,9 +1063,16 @@ func (s *Server) streamSSE(w http.ResponseWriter, r *http.Request, name string, 
 	ctx, cancel := context.WithTimeout(r.Context(), sseLifetime)
 	defer cancel()
 	clientCursor := r.URL.Query().Get("cursor")
+	var f *streamFollower // once up to date
+	defer func() {
+		if f != nil {
+			f.close()
+		}
+	}()
 	for {
 		if len(msgs) > 0 {
-			ev.event("data", streamPayload(info.ContentType, msgs), binary)
+			ev.payload = appendPayload(ev.payload[:0], info.ContentType, msgs)
+			ev.event("data", ev.payload, binary)
 			next = msgs[len(msgs)-1].Offset + 1
 		}
 		upToDate := next >= info.Next
@@ -1002,15 +1083,19 @@ func (s *Server) streamSSE(w http.ResponseWriter, r *http.Request, name string, 
 			c.StreamCursor = cursor(clientCursor)
 			clientCursor = c.StreamCursor
 		}
-		raw, _ := json.Marshal(c)
-		ev.event("control", raw, false)
+		ev.control(c)
 		if err := ev.flush(); err != nil || c.StreamClosed {
 			return
 		}
 		var res wire.StreamReadResult
 		var err error
 		if upToDate {
-			res, err = s.waitStream(ctx, name, info, next)
+			if f == nil {
+				if f, err = s.followStream(name, info); err != nil {
+					return
+				}
+			}
+			res, err = f.wait(ctx, next)
 		} else {
 			res, err = s.streamRead(ctx, name, next, streamReadMsgs, streamReadBytes)
 		}

@@ -186,7 +186,7 @@ func TestStreamLiveReadsWakeOnPublishes(t *testing.T) {
 		}
 		ch.mu.Lock()
 		defer ch.mu.Unlock()
-		return len(ch.waiters) >= 2
+		return ch.waiting >= 2
 	})
 	ws := dial(t, g.url)
 	ws.send(map[string]any{"op": "publish", "channel": "live", "data": map[string]int{"n": 1}, "id": "a"})

@@ -299,8 +299,10 @@ type channel struct {
 	outOffs   []uint64
 	outFrames [][]byte
 
-	// Live stream reads waiting for the next message (waitNext).
-	waiters []chan struct{}
+	// Live stream reads waiting for the next message (waitNext): closed
+	// at the next wake; waiting counts them.
+	wakeC   chan struct{}
+	waiting int
 
 	// Under syncQueue.mu: the wait between this channel's sync reads.
 	syncWait *backoff
@@ -501,34 +503,37 @@ func (ch *channel) resetLocked(res Page) {
 }
 
 // waitNext returns a channel closed once the channel has a message at or
-// after next (at once if it has), or was reset, and a func that stops the
-// wait.
+// after next (at once if it has), or was reset, and a func that ends the
+// wait. Waiters share one channel, replaced at each wake: a wake costs one
+// close whatever the number of live readers.
 func (ch *channel) waitNext(next uint64) (<-chan struct{}, func()) {
-	c := make(chan struct{})
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.known && ch.next > next {
-		close(c)
-		return c, func() {}
+		return closedChan, func() {}
 	}
-	ch.waiters = append(ch.waiters, c)
-	return c, func() {
+	if ch.wakeC == nil {
+		ch.wakeC = make(chan struct{})
+	}
+	ch.waiting++
+	return ch.wakeC, func() {
 		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		for i, w := range ch.waiters {
-			if w == c {
-				ch.waiters = append(ch.waiters[:i], ch.waiters[i+1:]...)
-				return
-			}
-		}
+		ch.waiting--
+		ch.mu.Unlock()
 	}
 }
 
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 // cached returns the messages of the channel from offset next on that its
 // cache holds (at most max of them, and about maxBytes), as stream
-// messages, with the channel's next offset; ok is false when the cache
+// messages appended to into[:0], with the channel's next offset; ok is false when the cache
 // does not hold next, or the channel is in another epoch.
-func (ch *channel) cached(next uint64, epoch string, max, maxBytes int) (msgs []wire.StreamMessage, chNext uint64, ok bool) {
+func (ch *channel) cached(into []wire.StreamMessage, next uint64, epoch string, max, maxBytes int) (msgs []wire.StreamMessage, chNext uint64, ok bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if !ch.known || ch.syncing || ch.epoch != epoch || ch.next <= next {
@@ -538,7 +543,7 @@ func (ch *channel) cached(next uint64, epoch string, max, maxBytes int) (msgs []
 	if !ok || len(frames) == 0 {
 		return nil, 0, false
 	}
-	msgs = make([]wire.StreamMessage, 0, len(frames))
+	msgs = into[:0]
 	size := 0
 	for i, f := range frames {
 		data, ok := wire.MessageData(f)
@@ -554,11 +559,10 @@ func (ch *channel) cached(next uint64, epoch string, max, maxBytes int) (msgs []
 }
 
 func (ch *channel) wakeLocked() {
-	for _, c := range ch.waiters {
-		close(c)
+	if ch.wakeC != nil {
+		close(ch.wakeC)
+		ch.wakeC = nil
 	}
-	clear(ch.waiters)
-	ch.waiters = ch.waiters[:0]
 }
 
 // backoff is an exponential wait between retries, with jitter: each wait
