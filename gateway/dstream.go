@@ -727,7 +727,6 @@ func appendPayload(b []byte, ct string, msgs []wire.StreamMessage) []byte {
 	return b
 }
 
-
 func (s *Server) streamGet(w http.ResponseWriter, r *http.Request, name string) {
 	q := r.URL.Query()
 	offVals, given := q["offset"]
