@@ -848,6 +848,23 @@ func runBenchCatchup(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d publishes refused", failed.Load())
 	}
 
+	// The hub the gateway reads from may not have applied the last
+	// publishes yet (they were acknowledged by the leader): wait until a
+	// subscription sees them all before timing resumes.
+	for tries := 0; ; tries++ {
+		s, next, err := dialSub(ctx, tlsConfig, b.url, b.channel, 0)
+		if err != nil {
+			return err
+		}
+		s.c.Close()
+		if next == uint64(b.messages+1) {
+			break
+		}
+		if tries == 250 {
+			return fmt.Errorf("the channel's next offset is %d, not %d: was it published to by someone else?", next, b.messages+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, m := range missed {
 		for run := 1; run <= b.runs; run++ {
 			res, err := b.resume(ctx, m, run)
