@@ -229,3 +229,34 @@ func (r *router) streamOp(gw *session, m bus.Msg) {
 		answer(&res, err)
 	}()
 }
+
+// sweepStreamsMax bounds the expired streams one sweep removes.
+const sweepStreamsMax = 1000
+
+// sweepStreams removes expired Durable Streams (on the leader, with the
+// retention sweep): reads and writes already treat them as gone; this
+// gives their space back. Each is decided again when applied.
+func (s *Service) sweepStreams() {
+	var names []string
+	err := s.log.View(func(v *log.View) error {
+		var err error
+		names, err = dstream.Expired(v, time.Now(), sweepStreamsMax)
+		return err
+	})
+	if err != nil {
+		s.logger.Warn("stream sweep failed", "err", err)
+		return
+	}
+	if len(names) == 0 {
+		return
+	}
+	cmd := &raft.Command{}
+	for _, name := range names {
+		cmd.Streams = append(cmd.Streams, wire.StreamOp{Op: wire.StreamExpire, Name: name})
+	}
+	if _, err := s.node.Apply(cmd); err != nil {
+		s.logger.Warn("stream sweep failed", "err", err)
+		return
+	}
+	s.logger.Info("expired streams removed", "streams", len(names))
+}

@@ -781,6 +781,7 @@ func (s *Service) duties(ctx context.Context) {
 			if _, err := s.node.Apply(&raft.Command{Sweep: true}); err != nil {
 				s.logger.Warn("retention sweep failed", "err", err)
 			}
+			s.sweepStreams() // dstream.go
 		}
 	}
 }

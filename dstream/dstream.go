@@ -109,6 +109,8 @@ func Apply(tx *log.Tx, op wire.StreamOp, now time.Time, epoch string, emit Emit)
 		return a.delete(op)
 	case wire.StreamTouch:
 		return a.touch(op)
+	case wire.StreamExpire:
+		return a.expire(op)
 	}
 	return refuse(http.StatusBadRequest, "unknown stream operation %q", op.Op), nil
 }
@@ -514,6 +516,31 @@ func (a *applier) touch(op wire.StreamOp) (wire.StreamResult, error) {
 		}
 	}
 	return wire.StreamResult{Status: http.StatusNoContent}, nil
+}
+
+func (a *applier) expire(op wire.StreamOp) (wire.StreamResult, error) {
+	s, _, _, err := a.load(op.Name)
+	if err != nil || s == nil || s.Deleted || !s.expired(a.now) {
+		return wire.StreamResult{Status: http.StatusNotFound}, err
+	}
+	if _, err := a.clear(op.Name, s); err != nil {
+		return wire.StreamResult{}, err
+	}
+	return wire.StreamResult{Status: http.StatusNoContent}, nil
+}
+
+// Expired lists, from a view, up to max streams that have expired as of
+// now (for the leader's sweep: it proposes StreamExpire for each).
+func Expired(v *log.View, now time.Time, max int) ([]string, error) {
+	var names []string
+	err := v.StreamStates(func(name string, raw []byte) bool {
+		s, err := decode(raw)
+		if err == nil && s != nil && !s.Deleted && s.expired(now.UnixNano()) {
+			names = append(names, name)
+		}
+		return len(names) < max
+	})
+	return names, err
 }
 
 // Writable says whether a publish over the client protocol may go to a

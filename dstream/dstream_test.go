@@ -339,3 +339,35 @@ func TestStreamData(t *testing.T) {
 		}
 	}
 }
+
+func TestSweepExpired(t *testing.T) {
+	s := newStore(t)
+	short, long := int64(5), int64(60)
+	s.apply(wire.StreamOp{Op: wire.StreamCreate, Name: "short", ContentType: "text/plain", TTL: &short, Messages: msgs("x")})
+	s.apply(wire.StreamOp{Op: wire.StreamCreate, Name: "long", ContentType: "text/plain", TTL: &long})
+	s.apply(wire.StreamOp{Op: wire.StreamCreate, Name: "forever", ContentType: "text/plain"})
+	s.now = s.now.Add(10 * time.Second)
+	var expired []string
+	if err := s.l.View(func(v *log.View) error {
+		var err error
+		expired, err = Expired(v, s.now, 10)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(expired) != 1 || expired[0] != "short" {
+		t.Fatalf("expired %v", expired)
+	}
+	// Decided again when applied: a stream touched meanwhile stays.
+	want(t, "expire long, not expired", s.apply(wire.StreamOp{Op: wire.StreamExpire, Name: "long"}), http.StatusNotFound)
+	if r := s.read("long", 0); r.Status != http.StatusOK {
+		t.Fatalf("long after a refused expire: %d", r.Status)
+	}
+	want(t, "expire short", s.apply(wire.StreamOp{Op: wire.StreamExpire, Name: "short"}), http.StatusNoContent)
+	if raw := mustState(t, s, "short"); raw != nil {
+		t.Fatalf("short's state is still there: %s", raw)
+	}
+	if r := s.read("short", 0); r.Status != http.StatusNotFound {
+		t.Fatalf("short after the sweep: %d", r.Status)
+	}
+}

@@ -2,6 +2,7 @@ package log
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"fmt"
 
@@ -146,4 +147,20 @@ func (v *View) Read(ch string, from, to uint64, limit, maxBytes int) ([]Message,
 		to = info.Next
 	}
 	return readRange(b, ch, max(from, info.First), to, limit, maxBytes)
+}
+
+// StreamStates calls fn with every channel that has a stream state, in
+// name order, until fn returns false. state is valid during the call only.
+func (v *View) StreamStates(fn func(name string, state []byte) bool) error {
+	chans := v.tx.Bucket(bucketChannels)
+	err := chans.ForEachBucket(func(k []byte) error {
+		if st := chans.Bucket(k).Get(keyStream); st != nil && !fn(string(k), st) {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
 }

@@ -23,6 +23,10 @@ const (
 	StreamAppend = "append"
 	StreamDelete = "delete"
 	StreamTouch  = "touch"
+	// StreamExpire removes a stream if it has expired (the leader's sweep
+	// of expired streams): decided again when applied, so that a stream
+	// touched meanwhile stays.
+	StreamExpire = "expire"
 )
 
 // StreamProducer is an idempotent producer's (id, epoch, seq) of one
