@@ -240,7 +240,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodPut:
-		s.streamCreate(w, r, name)
+		s.streamCreate(w, r, name, id)
 	case http.MethodPost:
 		s.streamAppend(w, r, name)
 	case http.MethodDelete:
@@ -426,7 +426,7 @@ func (s *Server) streamName(path string) (string, bool) {
 	return name, ok && wire.ValidChannel(name)
 }
 
-func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name string) {
+func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name string, id auth.Identity) {
 	op := wire.StreamOp{Op: wire.StreamCreate, Name: name, ContentType: r.Header.Get("Content-Type"), Closed: closedHeader(r)}
 	if v := r.Header.Get(hdrTTL); v != "" {
 		if !ttlSyntax.MatchString(v) {
@@ -462,7 +462,8 @@ func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name strin
 			return
 		}
 		op.ForkFrom = src
-		if ref := s.may(auth.Identity{}, false, opSubscribe, src); ref.code != "" && !s.cfg.AllowAnonymous {
+		// A fork reads its source: the right to read it is needed too.
+		if ref := s.may(id, false, opSubscribe, src); ref.code != "" {
 			streamError(w, http.StatusForbidden, ref.msg)
 			return
 		}

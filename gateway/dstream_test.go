@@ -71,6 +71,15 @@ func TestStreamAuthAndRules(t *testing.T) {
 	if resp, _ := do(t, http.MethodGet, mine, map[string]string{"Authorization": alice}, ""); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("own channel, never written: %d, want 404", resp.StatusCode)
 	}
+	// A fork needs the right to read its source.
+	fork := map[string]string{"Authorization": bob, "Stream-Forked-From": "/v1/stream/user:alice:inbox"}
+	if resp, _ := do(t, http.MethodPut, g.url+"/v1/stream/public:copy", fork, ""); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("fork of a channel bob may not read: %d", resp.StatusCode)
+	}
+	fork["Stream-Forked-From"] = "/v1/stream/public:news"
+	if resp, body := do(t, http.MethodPut, g.url+"/v1/stream/public:copy", fork, ""); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("fork of a readable channel: %d %s", resp.StatusCode, body)
+	}
 }
 
 func TestStreamAnonymousReadOnly(t *testing.T) {
