@@ -16,23 +16,10 @@ import (
 // publishes (or not).
 func (f *fakeRouter) acceptPub(pubs bool) Link {
 	f.t.Helper()
-	var l Link
-	select {
-	case l = <-f.links:
-	case <-time.After(5 * time.Second):
-		f.t.Fatal("the gateway did not dial")
-	}
-	if m := f.recv(l); m.Type != TypeHello {
-		f.t.Fatalf("hello: %+v", m)
-	}
-	w := Msg{Type: TypeWelcome, Name: "h1"}
 	if pubs {
-		w.Caps = []string{CapPublish}
+		return f.welcomeCaps(CapPublish)
 	}
-	if err := l.Send(context.Background(), w.Encode()); err != nil {
-		f.t.Fatal(err)
-	}
-	return l
+	return f.welcomeCaps()
 }
 
 // recvPub returns the next publish on l, skipping pings (answered) and

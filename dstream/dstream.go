@@ -215,24 +215,44 @@ func expiresNano(v string) int64 {
 	return t.UnixNano()
 }
 
+// target loads the stream a create makes at name: no state when there is
+// none (an expired one is removed first), or a refusal when the name is
+// held by a stream deleted or expired while forks still read it.
+func (a *applier) target(name string) (*state, log.Info, bool, *wire.StreamResult, error) {
+	s, info, exists, err := a.load(name)
+	if err != nil || s == nil {
+		return s, info, exists, nil, err
+	}
+	if s.Deleted {
+		r := refuse(http.StatusConflict, "stream %s was deleted while forks still read it", name)
+		return nil, info, exists, &r, nil
+	}
+	if !s.expired(a.now) {
+		return s, info, exists, nil, nil
+	}
+	blocked, err := a.clear(name, s)
+	if err != nil || blocked {
+		r := refuse(http.StatusConflict, "stream %s expired while forks still read it", name)
+		return nil, info, exists, &r, err
+	}
+	return nil, log.Info{First: 1, Next: 1}, true, nil, nil
+}
+
+func deref(r *wire.StreamResult) wire.StreamResult {
+	if r == nil {
+		return wire.StreamResult{}
+	}
+	return *r
+}
+
 func (a *applier) create(op wire.StreamOp) (wire.StreamResult, error) {
 	ct := op.ContentType
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	s, info, exists, err := a.load(op.Name)
-	if err != nil {
-		return wire.StreamResult{}, err
-	}
-	if s != nil && s.Deleted {
-		return refuse(http.StatusConflict, "stream %s was deleted while forks still read it", op.Name), nil
-	}
-	if s != nil && s.expired(a.now) {
-		if blocked, err := a.clear(op.Name, s); err != nil || blocked {
-			return refuse(http.StatusConflict, "stream %s expired while forks still read it", op.Name), err
-		}
-		s, exists = nil, true
-		info = log.Info{First: 1, Next: 1}
+	s, info, exists, refusal, err := a.target(op.Name)
+	if err != nil || refusal != nil {
+		return deref(refusal), err
 	}
 	if s != nil {
 		if wire.MediaType(s.ContentType) == wire.MediaType(ct) && sameExpiry(s, op) && s.Closed == op.Closed && s.Source == "" {
@@ -323,22 +343,13 @@ func (a *applier) fork(op wire.StreamOp) (wire.StreamResult, error) {
 		}
 	}
 	req := fmt.Sprintf("%d|%d", anchor, sub)
-	s, info, exists, err := a.load(op.Name)
-	if err != nil {
-		return wire.StreamResult{}, err
+	s, info, exists, refusal, err := a.target(op.Name)
+	if err != nil || refusal != nil {
+		return deref(refusal), err
 	}
-	if s != nil && s.Deleted {
-		return refuse(http.StatusConflict, "stream %s was deleted while forks still read it", op.Name), nil
-	}
-	if s != nil && s.expired(a.now) {
-		if blocked, err := a.clear(op.Name, s); err != nil || blocked {
-			return refuse(http.StatusConflict, "stream %s expired while forks still read it", op.Name), err
-		}
-		s, exists = nil, false
-		// clear may have removed the source too: read it again.
-		if src, srcInfo, _, err = a.load(op.ForkFrom); err != nil || src == nil || src.Deleted {
-			return refuse(http.StatusNotFound, "no stream %s to fork", op.ForkFrom), err
-		}
+	// Clearing an expired target may have removed the source too.
+	if src, srcInfo, _, err = a.load(op.ForkFrom); err != nil || src == nil || src.Deleted {
+		return refuse(http.StatusNotFound, "no stream %s to fork", op.ForkFrom), err
 	}
 	ttl, expires := op.TTL, op.ExpiresAt
 	if ttl == nil && expires == "" {

@@ -26,18 +26,8 @@ import (
 // needBrowser returns client/js's directory and the chromium to use.
 func needBrowser(t *testing.T) (jsDir, chromium string) {
 	t.Helper()
-	needBinary(t)
-	missing := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("COMET_BROWSER_TESTS") == "1" {
-			t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
-		}
-		noteBrowserSkip(fmt.Sprintf(format, args...))
-		t.Skipf(format+" (set up by .ci/run)", args...)
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		missing("node is not installed: %v", err)
-	}
+	needNode(t)
+	missing := func(format string, args ...any) { t.Helper(); missingTool(t, format, args...) }
 	jsDir, err := filepath.Abs(filepath.Join("..", "client", "js"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +43,28 @@ func needBrowser(t *testing.T) (jsDir, chromium string) {
 		missing("no chromium: %v", err)
 	}
 	return jsDir, chromium
+}
+
+// needNode needs the comet binary and node, or skips the test (see
+// missingTool).
+func needNode(t *testing.T) {
+	t.Helper()
+	needBinary(t)
+	if _, err := exec.LookPath("node"); err != nil {
+		missingTool(t, "node is not installed: %v", err)
+	}
+}
+
+// missingTool skips a test whose tools (node, npm packages, chromium) are
+// missing, saying so once where it is seen; with COMET_BROWSER_TESTS=1 (as
+// in CI) it fails the test instead.
+func missingTool(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("COMET_BROWSER_TESTS") == "1" {
+		t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
+	}
+	noteBrowserSkip(fmt.Sprintf(format, args...))
+	t.Skipf(format+" (set up by .ci/run)", args...)
 }
 
 // browserSkipNoted makes noteBrowserSkip speak once per run.

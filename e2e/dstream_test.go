@@ -22,24 +22,14 @@ import (
 // installed (npm ci there).
 func needDurableSuite(t *testing.T) string {
 	t.Helper()
-	needBinary(t)
-	missing := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("COMET_BROWSER_TESTS") == "1" {
-			t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
-		}
-		t.Skipf(format+" (set up by .ci/run: npm ci in e2e/dstream)", args...)
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		missing("node is not installed: %v", err)
-	}
+	needNode(t)
 	dir, err := filepath.Abs("dstream")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"vitest", "@durable-streams/server-conformance-tests", "@durable-streams/client"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", p)); err != nil {
-			missing("%s is not installed: %v", p, err)
+			missingTool(t, "%s is not installed (npm ci in e2e/dstream): %v", p, err)
 		}
 	}
 	return dir

@@ -19,24 +19,13 @@ import (
 // CI) it fails instead.
 func needSocketIOClient(t *testing.T) string {
 	t.Helper()
-	needBinary(t)
-	missing := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("COMET_BROWSER_TESTS") == "1" {
-			t.Fatalf("COMET_BROWSER_TESTS=1 but "+format, args...)
-		}
-		noteBrowserSkip(fmt.Sprintf(format, args...))
-		t.Skipf(format+" (set up by .ci/run)", args...)
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		missing("node is not installed: %v", err)
-	}
+	needNode(t)
 	jsDir, err := filepath.Abs(filepath.Join("..", "client", "js"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "socket.io-client")); err != nil {
-		missing("socket.io-client is not installed (npm ci in client/js): %v", err)
+		missingTool(t, "socket.io-client is not installed (npm ci in client/js): %v", err)
 	}
 	return jsDir
 }

@@ -26,23 +26,17 @@ import (
 // sseURL turns a gateway WebSocket URL into the URL of its /sse endpoint
 // for channel.
 func sseURL(wsURL, channel string) (string, error) {
-	u, err := url.Parse(wsURL)
-	if err != nil {
-		return "", err
-	}
-	switch u.Scheme {
-	case "ws":
-		u.Scheme = "http"
-	case "wss":
-		u.Scheme = "https"
-	}
-	u.Path, u.RawQuery = "/sse", "channel="+url.QueryEscape(channel)
-	return u.String(), nil
+	return gatewayHTTPURL(wsURL, "/sse", "channel="+url.QueryEscape(channel))
 }
 
 // streamURL turns a gateway WebSocket URL (ws://HOST/ws) into the URL of
 // channel as a Durable Stream.
 func streamURL(wsURL, channel string) (string, error) {
+	return gatewayHTTPURL(wsURL, "/v1/stream/"+channel, "")
+}
+
+// gatewayHTTPURL is path?query on the gateway of a WebSocket URL.
+func gatewayHTTPURL(wsURL, path, query string) (string, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return "", err
@@ -53,7 +47,7 @@ func streamURL(wsURL, channel string) (string, error) {
 	case "wss":
 		u.Scheme = "https"
 	}
-	u.Path, u.RawQuery = "/v1/stream/"+channel, ""
+	u.Path, u.RawQuery = path, query
 	return u.String(), nil
 }
 
