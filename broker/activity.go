@@ -59,15 +59,18 @@ func (a *activity) add(events []raft.Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.turnLocked(now)
-	a.total += uint64(len(events))
 	for i := 0; i < len(events); {
 		ch := events[i].Channel
-		j := i + 1
+		j, n := i, uint64(0)
 		for j < len(events) && events[j].Channel == ch {
+			if events[j].Offset != 0 { // 0: a stream's state changed, not a message
+				n++
+			}
 			j++
 		}
-		if n, ok := a.cur[ch]; ok || len(a.cur) < activityMaxChannels {
-			a.cur[ch] = n + uint64(j-i)
+		a.total += n
+		if c, ok := a.cur[ch]; n > 0 && (ok || len(a.cur) < activityMaxChannels) {
+			a.cur[ch] = c + n
 		}
 		i = j
 	}

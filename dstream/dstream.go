@@ -78,7 +78,9 @@ func decode(raw []byte) (*state, error) {
 	return &s, nil
 }
 
-// Emit hears of each message a write appended.
+// Emit hears of each message a write appended, and, with offset 0 and no
+// data, of a stream's state change that live readers must see (closed,
+// deleted, expired), in the channel's epoch after it.
 type Emit func(channel string, offset uint64, epoch string, data []byte)
 
 // applier applies one StreamOp.
@@ -149,6 +151,18 @@ func (a *applier) result(status int, name string, s *state) (wire.StreamResult, 
 	return wire.StreamResult{Status: status, Epoch: info.Epoch, Next: info.Next, ContentType: s.ContentType, Closed: s.Closed}, err
 }
 
+// changed tells of a state change of stream name (Emit).
+func (a *applier) changed(name string) error {
+	if a.emit == nil {
+		return nil
+	}
+	info, _, err := a.tx.ChannelInfo(name)
+	if err == nil {
+		a.emit(name, 0, info.Epoch, nil)
+	}
+	return err
+}
+
 func (a *applier) appendAll(name string, msgs []json.RawMessage) error {
 	for _, m := range msgs {
 		res, err := a.tx.Append(name, "", m, time.Unix(0, a.now).UTC())
@@ -179,6 +193,9 @@ func (a *applier) clear(name string, s *state) (blocked bool, err error) {
 func (a *applier) remove(name string, s *state) error {
 	for depth := 0; depth < maxChain; depth++ {
 		if err := a.tx.DeleteChannel(name, a.epoch); err != nil {
+			return err
+		}
+		if err := a.changed(name); err != nil {
 			return err
 		}
 		if s.Source == "" {
@@ -470,6 +487,9 @@ func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
 	}
 	if op.Closed {
 		s.Closed, s.ClosedBy = true, op.Producer
+		if err := a.changed(op.Name); err != nil {
+			return wire.StreamResult{}, err
+		}
 	}
 	s.Access = a.now
 	if err := a.save(op.Name, s); err != nil {
@@ -507,7 +527,7 @@ func (a *applier) delete(op wire.StreamOp) (wire.StreamResult, error) {
 		if err := a.save(op.Name, s); err != nil {
 			return wire.StreamResult{}, err
 		}
-		return wire.StreamResult{Status: http.StatusNoContent}, nil
+		return wire.StreamResult{Status: http.StatusNoContent}, a.changed(op.Name)
 	}
 	if err := a.remove(op.Name, s); err != nil {
 		return wire.StreamResult{}, err

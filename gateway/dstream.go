@@ -877,6 +877,11 @@ func (s *Server) waitStream(ctx context.Context, name string, info wire.StreamIn
 	return f.wait(ctx, next)
 }
 
+// streamLook is how often a live reader looks at the hubs when nothing
+// woke it: a safety net (closes and deletes reach it on the commit stream,
+// from hubs of this release).
+var streamLook = 30 * time.Second
+
 // streamFollower is a live read of a stream: it follows the stream's
 // channel as subscriptions do (acquire), and hears of local closes.
 type streamFollower struct {
@@ -888,8 +893,9 @@ type streamFollower struct {
 	info   wire.StreamInfo
 	// fromHubs: the next look is a read from the hubs, not the cache.
 	fromHubs bool
-	look     *time.Timer // the look at the hubs every 5 seconds
+	look     *time.Timer // the look at the hubs every streamLook
 	msgs     []wire.StreamMessage
+	changes  uint64 // the channel's changeCount when last looked at
 }
 
 func (s *Server) followStream(name string, info wire.StreamInfo) (*streamFollower, error) {
@@ -902,7 +908,8 @@ func (s *Server) followStream(name string, info wire.StreamInfo) (*streamFollowe
 	// read and acquire is seen.
 	look := time.NewTimer(time.Hour)
 	look.Stop()
-	return &streamFollower{s: s, name: name, ch: ch, closed: closed, stop: stop, info: info, fromHubs: true, look: look}, nil
+	return &streamFollower{s: s, name: name, ch: ch, closed: closed, stop: stop, info: info, fromHubs: true, look: look,
+		changes: ch.changeCount()}, nil
 }
 
 func (f *streamFollower) close() {
@@ -914,10 +921,16 @@ func (f *streamFollower) close() {
 // wait waits until the stream has messages at or after next, is closed,
 // or ctx ends, and returns them (none when ctx ended). Messages are taken
 // from the channel's cache when it has them (as WebSocket subscribers get
-// them), from the hubs otherwise; a close, or every 5 seconds, a read from
-// the hubs tells closure.
+// them), from the hubs otherwise; after a close or delete (on the commit
+// stream, or made here), or every streamLook, a read from the hubs tells
+// it.
 func (f *streamFollower) wait(ctx context.Context, next uint64) (wire.StreamReadResult, error) {
 	for tries := 0; ; tries++ {
+		if c := f.ch.changeCount(); c != f.changes {
+			// Reset, or closed or deleted (by any gateway: the commit
+			// stream tells): look at the hubs.
+			f.changes, f.fromHubs = c, true
+		}
 		if !f.fromHubs {
 			if msgs, chNext, ok := f.ch.cached(f.msgs, next, f.info.Epoch, streamReadMsgs, streamReadBytes); ok {
 				f.msgs = msgs // reused by the next wait: the caller is done with these by then
@@ -941,13 +954,12 @@ func (f *streamFollower) wait(ctx context.Context, next uint64) (wire.StreamRead
 			}
 			f.info = res.Info
 		}
-		f.look.Reset(5 * time.Second)
+		f.look.Reset(streamLook)
 		select {
 		case <-wake:
 		case <-f.closed:
 			f.closed, f.fromHubs = nil, true // read once more: it tells closed
 		case <-f.look.C:
-			// Closed through another gateway: look again now and then.
 			f.fromHubs = true
 		case <-ctx.Done():
 			stopWait()

@@ -275,3 +275,42 @@ func TestStreamsPrefix(t *testing.T) {
 		t.Fatal("a prefix without slashes accepted")
 	}
 }
+
+// A close made through one gateway ends an SSE read on another at once:
+// the commit stream carries the change (the periodic look is off here).
+func TestStreamCloseReachesOtherGateways(t *testing.T) {
+	defer func(d time.Duration) { streamLook = d }(streamLook)
+	streamLook = time.Hour
+	hub := startHub(t)
+	g1 := startGateway(t, httpHubs(t, hub.api), Config{})
+	g2 := startGateway(t, httpHubs(t, hub.api), Config{})
+	resp, _ := do(t, http.MethodPut, g1.url+"/v1/stream/shared", map[string]string{"Content-Type": "application/json"}, `[1]`)
+	tail := resp.Header.Get("Stream-Next-Offset")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g2.url+"/v1/stream/shared?live=sse&offset="+tail, nil)
+	sse, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sse.Body.Close()
+	lines := bufio.NewScanner(sse.Body)
+	waitLine(t, lines, `"upToDate":true`)
+	waitFor(t, "the reader waiting on g2", func() bool {
+		g2.mu.Lock()
+		defer g2.mu.Unlock()
+		ch := g2.channels["shared"]
+		if ch == nil {
+			return false
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return ch.waiting >= 1
+	})
+	if resp, _ := do(t, http.MethodPost, g1.url+"/v1/stream/shared", map[string]string{"Content-Type": "application/json", "Stream-Closed": "true"}, `[2]`); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("append and close on g1: %d", resp.StatusCode)
+	}
+	waitLine(t, lines, `data:[2]`)
+	waitLine(t, lines, `"streamClosed":true`)
+}

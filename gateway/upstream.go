@@ -303,6 +303,7 @@ type channel struct {
 	// at the next wake; waiting counts them.
 	wakeC   chan struct{}
 	waiting int
+	changes uint64 // resets and stream state changes (changedLocked)
 
 	// Under syncQueue.mu: the wait between this channel's sync reads.
 	syncWait *backoff
@@ -332,6 +333,10 @@ func (ch *channel) onStream(l wire.StreamLine) (fanout bool) {
 		ch.startSyncLocked()
 		ch.syncIdx = max(ch.syncIdx, l.Index)
 		ch.hold(l)
+	case l.Offset == 0:
+		// Not a message: the channel's stream state changed (closed,
+		// deleted): live stream readers look at the hubs again.
+		ch.changedLocked()
 	case l.Offset < ch.next:
 		// Already had it: an entry streamed again after a failover.
 	default:
@@ -342,6 +347,10 @@ func (ch *channel) onStream(l wire.StreamLine) (fanout bool) {
 }
 
 func (ch *channel) hold(l wire.StreamLine) {
+	if l.Offset == 0 {
+		ch.changedLocked() // a state change, not a message to hold
+		return
+	}
 	if ch.lost {
 		return
 	}
@@ -490,7 +499,7 @@ func (ch *channel) apply(res Page, applied uint64) (live, progress bool) {
 // resetLocked starts the channel over at res: its subscribers are
 // disconnected so that they resubscribe and are told what they missed.
 func (ch *channel) resetLocked(res Page) {
-	ch.wakeLocked()
+	ch.changedLocked()
 	ch.epoch, ch.first, ch.next = res.Epoch, res.First, res.First
 	ch.cache.clear()
 	clear(ch.outFrames)
@@ -502,10 +511,26 @@ func (ch *channel) resetLocked(res Page) {
 	}
 }
 
+// changedLocked wakes the live stream readers to look at the hubs: the
+// channel was reset, or its stream's state changed.
+func (ch *channel) changedLocked() {
+	ch.changes++
+	ch.wakeLocked()
+}
+
+// changeCount returns how many times the channel was reset or its stream's
+// state changed (changedLocked).
+func (ch *channel) changeCount() uint64 {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.changes
+}
+
 // waitNext returns a channel closed once the channel has a message at or
-// after next (at once if it has), or was reset, and a func that ends the
-// wait. Waiters share one channel, replaced at each wake: a wake costs one
-// close whatever the number of live readers.
+// after next (at once if it has), or was reset, or its stream's state
+// changed, and a func that ends the wait. Waiters share one channel,
+// replaced at each wake: a wake costs one close whatever the number of
+// live readers.
 func (ch *channel) waitNext(next uint64) (<-chan struct{}, func()) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()

@@ -24,6 +24,10 @@ type Event struct {
 	Data    []byte
 }
 
+// An Event with Offset 0 carries no message: the stream state of Channel
+// changed (a Durable Stream was closed, deleted or expired; package
+// dstream), in history Epoch.
+
 // Observer hears about applied entries, in index order, on the FSM's
 // goroutine: it must not block. Applied is called after every batch that
 // applied entries first..last (entries a restart replays but the log
