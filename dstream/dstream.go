@@ -417,19 +417,34 @@ func implicit(s *state, info log.Info, exists bool) *state {
 	return s
 }
 
-func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
-	s, info, exists, err := a.load(op.Name)
+// existing loads the stream a write to name acts on (a plain channel is an
+// implicit JSON stream); refusal says why there is none: 404, or 410 for
+// one deleted while forks read it. An expired stream is returned with its
+// refusal, for delete to clear it.
+func (a *applier) existing(name string) (*state, *wire.StreamResult, error) {
+	s, info, exists, err := a.load(name)
 	if err != nil {
-		return wire.StreamResult{}, err
+		return nil, nil, err
 	}
 	s = implicit(s, info, exists)
+	var r wire.StreamResult
 	switch {
 	case s == nil:
-		return refuse(http.StatusNotFound, "no stream %s", op.Name), nil
+		r = refuse(http.StatusNotFound, "no stream %s", name)
 	case s.Deleted:
-		return refuse(http.StatusGone, "stream %s was deleted", op.Name), nil
+		r = refuse(http.StatusGone, "stream %s was deleted", name)
 	case s.expired(a.now):
-		return refuse(http.StatusNotFound, "stream %s expired", op.Name), nil
+		r = refuse(http.StatusNotFound, "stream %s expired", name)
+	default:
+		return s, nil, nil
+	}
+	return s, &r, nil
+}
+
+func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
+	s, refusal, err := a.existing(op.Name)
+	if err != nil || refusal != nil {
+		return deref(refusal), err
 	}
 	if s.Closed {
 		if op.Producer != nil && s.ClosedBy != nil && *op.Producer == *s.ClosedBy {
@@ -507,21 +522,17 @@ func (a *applier) append(op wire.StreamOp) (wire.StreamResult, error) {
 }
 
 func (a *applier) delete(op wire.StreamOp) (wire.StreamResult, error) {
-	s, info, exists, err := a.load(op.Name)
-	if err != nil {
-		return wire.StreamResult{}, err
-	}
-	s = implicit(s, info, exists)
+	s, refusal, err := a.existing(op.Name)
 	switch {
-	case s == nil:
-		return refuse(http.StatusNotFound, "no stream %s", op.Name), nil
-	case s.Deleted:
-		return refuse(http.StatusGone, "stream %s was deleted", op.Name), nil
-	case s.expired(a.now):
+	case err != nil:
+		return wire.StreamResult{}, err
+	case refusal != nil && s != nil && !s.Deleted: // expired: give its space back
 		if _, err := a.clear(op.Name, s); err != nil {
 			return wire.StreamResult{}, err
 		}
-		return refuse(http.StatusNotFound, "stream %s expired", op.Name), nil
+		return *refusal, nil
+	case refusal != nil:
+		return *refusal, nil
 	case s.Forks > 0:
 		s.Deleted = true
 		if err := a.save(op.Name, s); err != nil {

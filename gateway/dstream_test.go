@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -172,31 +173,13 @@ func TestStreamLiveReadsWakeOnPublishes(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		poll <- answer{resp.StatusCode, string(b), resp.Header.Get("Stream-Next-Offset")}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"?live=sse&offset="+tail, nil)
-	sse, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sse.Body.Close()
-	lines := bufio.NewScanner(sse.Body)
+	lines := openStreamSSE(t, url+"?live=sse&offset="+tail)
 	// The first control event says up to date: the reader waits from
 	// there.
 	waitLine(t, lines, `"upToDate":true`)
 
-	// Wait until the long-poll is waiting on the channel, then publish.
-	waitFor(t, "the long-poll waiting", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		ch := g.channels["live"]
-		if ch == nil {
-			return false
-		}
-		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		return ch.waiting >= 2
-	})
+	// Wait until the long-poll is waiting on the channel too, then publish.
+	waitReaders(t, g, "live", 2)
 	ws := dial(t, g.url)
 	ws.send(map[string]any{"op": "publish", "channel": "live", "data": map[string]int{"n": 1}, "id": "a"})
 	ws.expect(wire.OpAck)
@@ -219,6 +202,36 @@ func TestStreamLiveReadsWakeOnPublishes(t *testing.T) {
 	if err := lines.Err(); err != nil {
 		t.Fatalf("the SSE response did not end cleanly after closure: %v", err)
 	}
+}
+
+// openStreamSSE opens an SSE read (for at most 30 s) and returns its lines.
+func openStreamSSE(t *testing.T, url string) *bufio.Scanner {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return bufio.NewScanner(resp.Body)
+}
+
+// waitReaders waits until n live stream readers wait on channel name at g.
+func waitReaders(t *testing.T, g *testGateway, name string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d live readers of %s waiting", n, name), func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		ch := g.channels[name]
+		if ch == nil {
+			return false
+		}
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return ch.waiting >= n
+	})
 }
 
 func waitLine(t *testing.T, lines *bufio.Scanner, want string) {
@@ -287,27 +300,9 @@ func TestStreamCloseReachesOtherGateways(t *testing.T) {
 	resp, _ := do(t, http.MethodPut, g1.url+"/v1/stream/shared", map[string]string{"Content-Type": "application/json"}, `[1]`)
 	tail := resp.Header.Get("Stream-Next-Offset")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g2.url+"/v1/stream/shared?live=sse&offset="+tail, nil)
-	sse, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sse.Body.Close()
-	lines := bufio.NewScanner(sse.Body)
+	lines := openStreamSSE(t, g2.url+"/v1/stream/shared?live=sse&offset="+tail)
 	waitLine(t, lines, `"upToDate":true`)
-	waitFor(t, "the reader waiting on g2", func() bool {
-		g2.mu.Lock()
-		defer g2.mu.Unlock()
-		ch := g2.channels["shared"]
-		if ch == nil {
-			return false
-		}
-		ch.mu.Lock()
-		defer ch.mu.Unlock()
-		return ch.waiting >= 1
-	})
+	waitReaders(t, g2, "shared", 1)
 	if resp, _ := do(t, http.MethodPost, g1.url+"/v1/stream/shared", map[string]string{"Content-Type": "application/json", "Stream-Closed": "true"}, `[2]`); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("append and close on g1: %d", resp.StatusCode)
 	}
