@@ -317,29 +317,6 @@ func TestPlainChannels(t *testing.T) {
 	}
 }
 
-func TestStreamData(t *testing.T) {
-	for _, b := range [][]byte{[]byte("plain text\n"), {0, 1, 0xff, 0xfe}, {}, []byte(`"quoted"`), []byte(`{"base64":"not really"}`)} {
-		enc := wire.EncodeStreamData(b)
-		if !json.Valid(enc) {
-			t.Fatalf("%q encodes as invalid JSON %s", b, enc)
-		}
-		if got := wire.DecodeStreamData(enc); string(got) != string(b) {
-			t.Fatalf("%q comes back as %q (via %s)", b, got, enc)
-		}
-	}
-	for _, tok := range []string{"0000000000000042_9f3c2e1a5b7d8c40", "0000000000000000_0000000000000000"} {
-		epoch, next, ok := wire.ParseStreamToken(tok)
-		if !ok || wire.StreamToken(epoch, next) != tok {
-			t.Fatalf("token %s: %q %d %v", tok, epoch, next, ok)
-		}
-	}
-	for _, bad := range []string{"", "-1", "now", "42_e", "000000000000004x_e", "0000000000000042_", "0000000000000042_a/b", "0000000000000042_a,b"} {
-		if _, _, ok := wire.ParseStreamToken(bad); ok {
-			t.Fatalf("token %q accepted", bad)
-		}
-	}
-}
-
 func TestSweepExpired(t *testing.T) {
 	s := newStore(t)
 	short, long := int64(5), int64(60)

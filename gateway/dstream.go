@@ -93,10 +93,9 @@ type durable struct {
 	// ask for a hub that applied it, so that a client reads its writes.
 	index atomic.Uint64
 
-	mu     sync.Mutex
-	closed map[string][]chan struct{} // live reads told of a local close or delete
-	// touched coalesces the TTL resets reads make: one write per stream in
-	// flight.
+	// touching coalesces the TTL resets reads make: one write per stream
+	// in flight.
+	mu       sync.Mutex
 	touching map[string]bool
 }
 
@@ -108,7 +107,7 @@ func newDurable(hub Hub, writer StreamWriter, prefix string) *durable {
 	if writer == nil {
 		writer = sh
 	}
-	return &durable{hub: sh, writer: writer, prefix: prefix, closed: make(map[string][]chan struct{}), touching: make(map[string]bool)}
+	return &durable{hub: sh, writer: writer, prefix: prefix, touching: make(map[string]bool)}
 }
 
 func (d *durable) noteIndex(i uint64) {
@@ -117,41 +116,6 @@ func (d *durable) noteIndex(i uint64) {
 		if i <= cur || d.index.CompareAndSwap(cur, i) {
 			return
 		}
-	}
-}
-
-// watchClose returns a channel closed when this gateway closes or deletes
-// stream name, and a func to stop watching.
-func (d *durable) watchClose(name string) (<-chan struct{}, func()) {
-	c := make(chan struct{})
-	d.mu.Lock()
-	d.closed[name] = append(d.closed[name], c)
-	d.mu.Unlock()
-	return c, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		list := d.closed[name]
-		for i, x := range list {
-			if x == c {
-				list = append(list[:i], list[i+1:]...)
-				break
-			}
-		}
-		if len(list) == 0 {
-			delete(d.closed, name)
-		} else {
-			d.closed[name] = list
-		}
-	}
-}
-
-func (d *durable) tellClosed(name string) {
-	d.mu.Lock()
-	list := d.closed[name]
-	delete(d.closed, name)
-	d.mu.Unlock()
-	for _, c := range list {
-		close(c)
 	}
 }
 
@@ -535,7 +499,6 @@ func (s *Server) streamCreate(w http.ResponseWriter, r *http.Request, name strin
 	h.Set(hdrNextOffset, wire.StreamToken(res.Epoch, res.Next))
 	if res.Closed {
 		h.Set(hdrClosed, "true")
-		s.ds.tellClosed(name)
 	}
 	w.WriteHeader(res.Status)
 }
@@ -602,7 +565,6 @@ func (s *Server) streamAppend(w http.ResponseWriter, r *http.Request, name strin
 	}
 	if res.Closed {
 		h.Set(hdrClosed, "true")
-		s.ds.tellClosed(name)
 	}
 	if res.Status >= 300 {
 		streamError(w, res.Status, res.Message)
@@ -620,7 +582,6 @@ func (s *Server) streamDelete(w http.ResponseWriter, r *http.Request, name strin
 		streamError(w, res.Status, res.Message)
 		return
 	}
-	s.ds.tellClosed(name)
 	w.WriteHeader(res.Status)
 }
 
@@ -847,13 +808,10 @@ func (s *Server) streamGet(w http.ResponseWriter, r *http.Request, name string) 
 	_, _ = w.Write(body)
 }
 
-// longPollTimeout is how long a long-poll read waits for data.
-func (s *Server) longPollTimeout() time.Duration { return s.cfg.StreamLongPoll }
-
 // longPoll waits at the tail (next) of a stream for data or its closure,
 // and reads what came. ok false: it answered already.
 func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, info wire.StreamInfo, next uint64) (wire.StreamReadResult, wire.StreamInfo, bool) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.longPollTimeout())
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StreamLongPoll)
 	defer cancel()
 	res, err := s.waitStream(ctx, name, info, next)
 	if err != nil {
@@ -883,14 +841,13 @@ func (s *Server) waitStream(ctx context.Context, name string, info wire.StreamIn
 var streamLook = 30 * time.Second
 
 // streamFollower is a live read of a stream: it follows the stream's
-// channel as subscriptions do (acquire), and hears of local closes.
+// channel as subscriptions do (acquire): the commit stream brings its
+// messages, and its closes and deletes (channel.changedLocked).
 type streamFollower struct {
-	s      *Server
-	name   string
-	ch     *channel
-	closed <-chan struct{}
-	stop   func()
-	info   wire.StreamInfo
+	s    *Server
+	name string
+	ch   *channel
+	info wire.StreamInfo
 	// fromHubs: the next look is a read from the hubs, not the cache.
 	fromHubs bool
 	look     *time.Timer // the look at the hubs every streamLook
@@ -903,18 +860,16 @@ func (s *Server) followStream(name string, info wire.StreamInfo) (*streamFollowe
 	if err != nil {
 		return nil, err
 	}
-	closed, stop := s.ds.watchClose(name)
 	// The first look is a read from the hubs: a write between the caller's
 	// read and acquire is seen.
 	look := time.NewTimer(time.Hour)
 	look.Stop()
-	return &streamFollower{s: s, name: name, ch: ch, closed: closed, stop: stop, info: info, fromHubs: true, look: look,
+	return &streamFollower{s: s, name: name, ch: ch, info: info, fromHubs: true, look: look,
 		changes: ch.changeCount()}, nil
 }
 
 func (f *streamFollower) close() {
 	f.look.Stop()
-	f.stop()
 	f.s.release(f.ch)
 }
 
@@ -922,7 +877,7 @@ func (f *streamFollower) close() {
 // or ctx ends, and returns them (none when ctx ended). Messages are taken
 // from the channel's cache when it has them (as WebSocket subscribers get
 // them), from the hubs otherwise; after a close or delete (on the commit
-// stream, or made here), or every streamLook, a read from the hubs tells
+// stream), or every streamLook, a read from the hubs tells
 // it.
 func (f *streamFollower) wait(ctx context.Context, next uint64) (wire.StreamReadResult, error) {
 	for tries := 0; ; tries++ {
@@ -957,8 +912,6 @@ func (f *streamFollower) wait(ctx context.Context, next uint64) (wire.StreamRead
 		f.look.Reset(streamLook)
 		select {
 		case <-wake:
-		case <-f.closed:
-			f.closed, f.fromHubs = nil, true // read once more: it tells closed
 		case <-f.look.C:
 			f.fromHubs = true
 		case <-ctx.Done():

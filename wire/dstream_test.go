@@ -21,10 +21,24 @@ func TestMessageData(t *testing.T) {
 }
 
 func TestStreamDataRoundTrip(t *testing.T) {
-	for _, b := range [][]byte{[]byte("text\r\n"), {0xff, 0}, {}} {
+	for _, b := range [][]byte{[]byte("text\r\n"), {0, 1, 0xff, 0xfe}, {}, []byte(`"quoted"`), []byte(`{"base64":"not really"}`)} {
 		enc := EncodeStreamData(b)
 		if !json.Valid(enc) || string(DecodeStreamData(enc)) != string(b) {
-			t.Fatalf("%q: %s", b, enc)
+			t.Fatalf("%q comes back as %q (via %s)", b, DecodeStreamData(enc), enc)
+		}
+	}
+}
+
+func TestStreamToken(t *testing.T) {
+	for _, tok := range []string{"0000000000000042_9f3c2e1a5b7d8c40", "0000000000000000_0000000000000000"} {
+		epoch, next, ok := ParseStreamToken(tok)
+		if !ok || StreamToken(epoch, next) != tok {
+			t.Fatalf("token %s: %q %d %v", tok, epoch, next, ok)
+		}
+	}
+	for _, bad := range []string{"", "-1", "now", "42_e", "000000000000004x_e", "0000000000000042_", "0000000000000042_a/b", "0000000000000042_a,b"} {
+		if _, _, ok := ParseStreamToken(bad); ok {
+			t.Fatalf("token %q accepted", bad)
 		}
 	}
 }
