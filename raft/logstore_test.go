@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
 	hraft "github.com/hashicorp/raft"
@@ -610,5 +611,48 @@ func TestNodeFullDiskRefusesThenRecovers(t *testing.T) {
 	})
 	if err := tn.node.LogFault(); err != nil {
 		t.Fatalf("LogFault after appends succeed again: %v", err)
+	}
+}
+
+// TestWalFSSpareZeros checks the spare is size zero bytes, whether it is
+// written with O_DIRECT (a disk file system) or through the page cache
+// (tmpfs refuses O_DIRECT: /dev/shm, where there is one).
+func TestWalFSSpareZeros(t *testing.T) {
+	dirs := []string{t.TempDir()}
+	if shm, err := os.MkdirTemp("/dev/shm", "walfs"); err == nil {
+		t.Cleanup(func() { os.RemoveAll(shm) })
+		dirs = append(dirs, shm)
+	}
+	for _, dir := range dirs {
+		for _, size := range []uint64{testSegmentSize, 3<<20 + 4096, 5000} {
+			// A spare left over, longer and not zero, is replaced.
+			if err := os.WriteFile(filepath.Join(dir, spareName), bytes.Repeat([]byte{7}, int(size)+9000), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			w := newWalFS(dir, size, false)
+			if err := w.ensureSpare(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(filepath.Join(dir, spareName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint64(len(data)) != size {
+				t.Errorf("%s, size %d: spare is %d bytes", dir, size, len(data))
+			}
+			if i := bytes.IndexFunc(data, func(r rune) bool { return r != 0 }); i >= 0 {
+				t.Errorf("%s, size %d: byte %d of the spare is not zero", dir, size, i)
+			}
+			w.Close()
+		}
+	}
+}
+
+func TestAlignedZeros(t *testing.T) {
+	for _, n := range []int{directAlign, 1 << 20} {
+		b := alignedZeros(n)
+		if len(b) != n || cap(b) != n || uintptr(unsafe.Pointer(&b[0]))%directAlign != 0 {
+			t.Errorf("alignedZeros(%d): len %d cap %d at %p", n, len(b), cap(b), &b[0])
+		}
 	}
 }
