@@ -287,3 +287,144 @@ func stringEnd(b []byte, i int) int {
 	}
 	return i
 }
+
+// AppendPublishRequests appends reqs, the batch form of POST /v1/publish,
+// to b as a json.Encoder without HTML escaping writes it (less its
+// newline), without reflection: the hub API client sends every batch so.
+// ok is false, and b is returned as it was, when a request is not plain:
+// a channel or id with a byte outside printable ASCII, '"' or '\\', or
+// data that is not JSON (the caller then encodes with encoding/json, which
+// also says what is wrong). FuzzAppendPublishRequests holds it to
+// encoding/json.
+func AppendPublishRequests(b []byte, reqs []PublishRequest) (out []byte, ok bool) {
+	if reqs == nil {
+		return append(b, "null"...), true
+	}
+	n := len(b)
+	b = append(b, '[')
+	for i, r := range reqs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"channel":"`...)
+		if b, ok = appendPlain(b, r.Channel); !ok {
+			return b[:n], false
+		}
+		b = append(b, `","data":`...)
+		switch {
+		case r.Data == nil:
+			b = append(b, "null"...)
+		case Valid(r.Data):
+			b = appendCompact(b, r.Data)
+		default:
+			return b[:n], false
+		}
+		if r.ID != "" {
+			b = append(b, `,"id":"`...)
+			if b, ok = appendPlain(b, r.ID); !ok {
+				return b[:n], false
+			}
+			b = append(b, '"')
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']'), true
+}
+
+// appendPlain appends s when JSON writes it as it is (printable ASCII but
+// '"' and '\\'), and reports whether it did.
+func appendPlain(b []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return b, false
+		}
+	}
+	return append(b, s...), true
+}
+
+// appendCompact appends the JSON value v (valid) without the whitespace
+// between its tokens, as json.Compact does.
+func appendCompact(b, v []byte) []byte {
+	start, inString := 0, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			b = append(b, v[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(b, v[start:]...)
+}
+
+// resultKeys are PublishResult's JSON names, which json.Unmarshal also
+// matches in another case.
+var resultKeys = []string{"channel", "offset", "epoch", "duplicate", "code", "message"}
+
+// DecodePublishResults decodes the answer of a batch publish, a JSON array
+// of PublishResult, as json.Unmarshal would, without reflection when it is
+// plain (string fields without escapes, an offset that is an integer, no
+// null): ok is false otherwise, and the caller decodes it with
+// encoding/json. FuzzDecodePublishResults holds it to encoding/json.
+func DecodePublishResults(b []byte) (rs []PublishResult, ok bool) {
+	if !Valid(b) {
+		return nil, false
+	}
+	i := skipSpace(b, 0)
+	if b[i] != '[' {
+		return nil, false
+	}
+	rs = []PublishResult{}
+	i = skipSpace(b, i+1)
+	if b[i] == ']' {
+		return rs, true
+	}
+	for {
+		if b[i] != '{' {
+			return nil, false // null, or a type error
+		}
+		var r PublishResult
+		i = scanObject(b, i, func(key []byte, v0, v1 int) bool {
+			var ok bool
+			switch string(key) {
+			case "channel":
+				r.Channel, ok = plainString(b, v0, v1)
+			case "epoch":
+				r.Epoch, ok = plainString(b, v0, v1)
+			case "code":
+				r.Code, ok = plainString(b, v0, v1)
+			case "message":
+				r.Message, ok = plainString(b, v0, v1)
+			case "offset":
+				r.Offset, ok = plainUint(b[v0:v1])
+			case "duplicate":
+				switch string(b[v0:v1]) {
+				case "true":
+					r.Duplicate, ok = true, true
+				case "false":
+					r.Duplicate, ok = false, true
+				}
+			default:
+				ok = !foldsTo(key, resultKeys) // json matches keys in any case
+			}
+			return ok
+		})
+		if i < 0 {
+			return nil, false
+		}
+		rs = append(rs, r)
+		i = skipSpace(b, i)
+		if b[i] == ']' {
+			return rs, true
+		}
+		i = skipSpace(b, i+1) // after ','
+	}
+}

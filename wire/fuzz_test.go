@@ -362,3 +362,77 @@ func FuzzAppendStreamLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendPublishRequests: whenever AppendPublishRequests answers, it
+// wrote what a json.Encoder without HTML escaping writes (as the hub API
+// client sends a batch), for requests made of the fuzzer's strings.
+func FuzzAppendPublishRequests(f *testing.F) {
+	f.Add("a.b", []byte(`{"x": [1, "a b\" ]"] }`), "k1", 2)
+	f.Add("c", []byte(" \"<&>\u2028\" "), "", 1)
+	f.Add("c\u00e9", []byte(`1`), "i\"d", 1)
+	f.Add("c", []byte(``), "", 0)
+	f.Add("c", []byte(`{"a":1`), "", 3)
+	f.Fuzz(func(t *testing.T, ch string, data []byte, id string, n int) {
+		var reqs []PublishRequest
+		if n > 0 {
+			reqs = make([]PublishRequest, n%4)
+		}
+		for i := range reqs {
+			reqs[i] = PublishRequest{Channel: ch, ID: id, Data: data}
+			if i == 1 {
+				reqs[i].Data = nil
+			}
+		}
+		got, ok := AppendPublishRequests([]byte("x"), reqs)
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		err := enc.Encode(reqs)
+		if !ok {
+			if string(got) != "x" {
+				t.Fatalf("%+v: refused, but b is now %q", reqs, got)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%+v: fast encode took it, json says %v", reqs, err)
+		}
+		if w := "x" + strings.TrimSuffix(want.String(), "\n"); string(got) != w {
+			t.Fatalf("%+v:\nfast %s\njson %s", reqs, got, w)
+		}
+	})
+}
+
+// FuzzDecodePublishResults holds DecodePublishResults to json.Unmarshal:
+// whenever it answers, json gives the same results.
+func FuzzDecodePublishResults(f *testing.F) {
+	for _, s := range []string{
+		`[{"channel":"a","offset":3,"epoch":"E","duplicate":true},{"channel":"b","code":"bad_request","message":"no"}]`,
+		` [ ] `,
+		`[{"channel":"a","offset":1,"extra":{"x":[2]}}]`,
+		`[{"Channel":"a"}]`,
+		`[{"channel":"a\u0062"}]`,
+		`[{"channel":null}]`,
+		`[null]`,
+		`[{"offset":-1}]`,
+		`[{"offset":1.5,"duplicate":1}]`,
+		`[{},{"channel":"a","channel":"b"}]`,
+		`{"channel":"a"}`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := DecodePublishResults(b)
+		if !ok {
+			return
+		}
+		var want []PublishResult
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("%q: fast decode took it, json says %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nfast %+v\njson %+v", b, got, want)
+		}
+	})
+}

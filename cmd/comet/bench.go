@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,10 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 	}
 	data, _ := json.Marshal(strings.Repeat("x", b.size-2))
 	run := randomHex(4)
+	chans := make([]string, b.channels)
+	for i := range chans {
+		chans[i] = "bench." + run + "." + strconv.Itoa(i)
+	}
 	var (
 		sent, done, failed atomic.Int64
 		latMu              sync.Mutex
@@ -173,9 +178,9 @@ func (b *benchPublish) run(stdout, stderr io.Writer) error {
 				reqs := make([]wire.PublishRequest, count)
 				for k := range reqs {
 					n := n0 + int64(k) + 1
-					reqs[k] = wire.PublishRequest{Channel: fmt.Sprintf("bench.%s.%d", run, n%int64(b.channels)), Data: data}
+					reqs[k] = wire.PublishRequest{Channel: chans[n%int64(b.channels)], Data: data}
 					if b.ids {
-						reqs[k].ID = fmt.Sprintf("%s-%d", run, n)
+						reqs[k].ID = run + "-" + strconv.FormatInt(n, 10)
 					}
 				}
 				t0 := time.Now()
