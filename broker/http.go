@@ -175,12 +175,25 @@ func firstByte(r *bufio.Reader) (byte, error) {
 	return 0, errors.New("only white space")
 }
 
+// readBody reads r's body, of at most limit bytes (an *http.MaxBytesError
+// beyond), into a buffer of its Content-Length when it has one, rather
+// than one grown as it is read (a body may be shorter: handlePublish has read its first bytes).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength <= 0 || r.ContentLength > limit {
+		return io.ReadAll(body)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, r.ContentLength+bytes.MinRead))
+	_, err := buf.ReadFrom(body) // grows only if the body is longer than said
+	return buf.Bytes(), err
+}
+
 // handlePublishBatch serves the batch form of POST /v1/publish: every
 // publish is queued in the order given, one that is refused (a bad channel,
 // too large) does not stop the others, and the answer is 200 with one
 // result per publish, in order.
 func (s *Service) handlePublishBatch(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBatchBytes))
+	body, err := readBody(w, r, MaxBatchBytes)
 	if err != nil {
 		var maxErr *http.MaxBytesError
 		if errors.As(err, &maxErr) {
