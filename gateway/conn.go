@@ -31,8 +31,9 @@ type conn struct {
 	qmu     sync.Mutex
 	queue   [][]byte
 	qbytes  int
-	dead    bool // no more enqueues; the writer sends what is queued and ends
-	pingDue bool // set by pingTimer
+	dead    bool    // no more enqueues; the writer sends what is queued and ends
+	pingDue bool    // set by pingTimer
+	pong    *string // a WebSocket ping's data, to answer (pongSoon)
 	wake    chan struct{}
 	// space is nil, or made by a replay waiting for room (enqueueWait):
 	// the writer closes it, and forgets it, when it takes the queue.
@@ -46,6 +47,15 @@ type conn struct {
 	// between writes: Server.watchWrites drops a connection whose write
 	// has waited longer than WriteTimeout.
 	writing atomic.Int64
+	// wmu is held while writing to the transport: by the writer for a
+	// whole turn (taking the queue and writing it, so that what it took
+	// goes out before anything queued after), by flush, and by the control
+	// frames the reader answers. direct is the transport when flush may
+	// write (nil: flush wakes the writer); pendingOut, under wmu, is what
+	// flush could not write at once, which the writer writes first.
+	wmu        sync.Mutex
+	direct     directWriter
+	pendingOut []byte
 
 	mu   sync.Mutex
 	subs map[string]*sub
@@ -270,10 +280,21 @@ func (c *conn) sendError(id, code, msg string) {
 // client too slow to keep up: it is disconnected. It reports whether the
 // objects were queued.
 func (c *conn) enqueue(objs ...[]byte) bool {
+	ok, first := c.put(objs)
+	if first {
+		c.wakeWriter()
+	}
+	return ok
+}
+
+// put queues objects as enqueue does, but wakes nobody: first reports
+// that the queue was empty, so that the caller must (flush, or
+// wakeWriter).
+func (c *conn) put(objs [][]byte) (ok, first bool) {
 	c.qmu.Lock()
 	if c.dead {
 		c.qmu.Unlock()
-		return false
+		return false, false
 	}
 	size := 0
 	for _, b := range objs {
@@ -283,16 +304,73 @@ func (c *conn) enqueue(objs ...[]byte) bool {
 		c.qmu.Unlock()
 		c.s.m.slowConsumers.Inc()
 		c.close(wire.CloseSlowConsumer, "slow consumer: queue overflowed; reconnect and resume")
-		return false
+		return false, false
 	}
-	first := len(c.queue) == 0
+	first = len(c.queue) == 0
 	c.queue = append(c.queue, objs...)
 	c.qbytes += size
 	c.qmu.Unlock()
-	if first {
+	return true, first
+}
+
+// flush sends what is queued from the caller's goroutine (the fan-out's)
+// when it can without waiting: the transport writes directly, the writer
+// is not writing, and the socket takes it all at once, which it does for
+// a client keeping up. Otherwise, and for the part the socket did not
+// take, it wakes the writer. With 10,000 subscribers, each message fanned
+// out woke 10,000 writers, which the scheduler ran in turn, the gateway's
+// other goroutines (the next message's publish among them) waiting behind
+// them (docs/benchmarks.md). buf is scratch space, returned for the next
+// call.
+func (c *conn) flush(buf []byte) []byte {
+	if c.direct == nil || !c.wmu.TryLock() {
+		c.wakeWriter()
+		return buf
+	}
+	defer c.wmu.Unlock()
+	c.qmu.Lock()
+	if c.dead || len(c.pendingOut) > 0 || len(c.queue) == 0 {
+		c.qmu.Unlock()
+		c.wakeWriter()
+		return buf
+	}
+	buf = buf[:0]
+	frames, objs := 0, len(c.queue)
+	for i := 0; i < len(c.queue); frames++ { // as writeBatch: objects joined by newlines
+		n, j := len(c.queue[i]), i+1
+		for j < len(c.queue) && n+1+len(c.queue[j]) <= c.s.cfg.WriteBatchBytes {
+			n += 1 + len(c.queue[j])
+			j++
+		}
+		buf = c.direct.appendHeader(buf, n)
+		for k := i; k < j; k++ {
+			if k > i {
+				buf = append(buf, '\n')
+			}
+			buf = append(buf, c.queue[k]...)
+		}
+		i = j
+	}
+	clear(c.queue)
+	c.queue, c.qbytes = c.queue[:0], 0
+	if c.space != nil {
+		close(c.space)
+		c.space = nil
+	}
+	c.qmu.Unlock()
+	n, err := c.direct.tryWrite(buf)
+	c.s.m.framesSent.Add(float64(frames))
+	c.s.m.delivered.Add(float64(objs))
+	if n < len(buf) || err != nil {
+		// The writer writes the rest, waiting for room (and meets err).
+		c.pendingOut = append([]byte(nil), buf[n:]...)
+		c.s.partialFlushes.Add(1)
 		c.wakeWriter()
 	}
-	return true
+	if cap(buf) > 1<<20 {
+		buf = nil
+	}
+	return buf
 }
 
 // wakeWriter tells the writer it has work, without waiting: a wake-up
@@ -413,6 +491,15 @@ func (c *conn) pingSoon() {
 	c.wakeWriter()
 }
 
+// pongSoon has the writer answer a WebSocket ping at its next turn (only
+// the latest ping is answered, as RFC 6455 allows).
+func (c *conn) pongSoon(data string) {
+	c.qmu.Lock()
+	c.pong = &data
+	c.qmu.Unlock()
+	c.wakeWriter()
+}
+
 // writeLoop is the connection's writer: woken through wake alone, it takes
 // everything queued at once and writes it (writeBatch), sends a ping when
 // one is due, and at close sends what is left and the close frame. One
@@ -425,39 +512,69 @@ func (c *conn) writeLoop() {
 	var batch [][]byte
 	for {
 		<-c.wake
-		c.qmu.Lock()
-		batch, c.queue = c.queue, batch[:0]
-		c.qbytes = 0
-		if c.space != nil {
-			close(c.space)
-			c.space = nil
-		}
-		ping := c.pingDue
-		c.pingDue = false
-		closing, code, why := c.dead, c.closeCode, c.closeWhy
-		c.qmu.Unlock()
-		var err error
-		if len(batch) > 0 {
-			err = c.writeBatch(batch)
-			c.s.m.delivered.Add(float64(len(batch)))
-			clear(batch)
-		}
-		if err == nil && ping && !closing {
-			err = c.t.ping()
-			c.pingTimer.Reset(c.s.cfg.PingInterval)
-		}
-		if err != nil {
-			c.close(0, "")
-			c.t.close()
-			return
-		}
-		if closing {
-			if code != 0 {
-				c.t.closeWith(code, why)
-			} else {
-				c.t.close()
-			}
+		if c.writeTurn(&batch) {
 			return
 		}
 	}
+}
+
+// lockWrites takes wmu and writes what flush left (the rest of a frame):
+// whoever writes next must write it first.
+func (c *conn) lockWrites() error {
+	c.wmu.Lock()
+	if len(c.pendingOut) == 0 {
+		return nil
+	}
+	c.writing.Store(c.s.now())
+	err := c.direct.writeEncoded(c.pendingOut)
+	c.writing.Store(0)
+	c.pendingOut = nil
+	return err
+}
+
+// writeTurn is one turn of writeLoop, under wmu: what flush left, then
+// everything queued, a ping if due, the close. It reports that the writer
+// is done.
+func (c *conn) writeTurn(batchp *[][]byte) (done bool) {
+	err := c.lockWrites()
+	defer c.wmu.Unlock()
+	c.qmu.Lock()
+	batch := c.queue
+	c.queue = (*batchp)[:0]
+	*batchp = batch
+	c.qbytes = 0
+	if c.space != nil {
+		close(c.space)
+		c.space = nil
+	}
+	ping, pong := c.pingDue, c.pong
+	c.pingDue, c.pong = false, nil
+	closing, code, why := c.dead, c.closeCode, c.closeWhy
+	c.qmu.Unlock()
+	if err == nil && len(batch) > 0 {
+		err = c.writeBatch(batch)
+		c.s.m.delivered.Add(float64(len(batch)))
+	}
+	clear(batch)
+	if p, ok := c.t.(interface{ pong(string) error }); ok && err == nil && pong != nil && !closing {
+		err = p.pong(*pong)
+	}
+	if err == nil && ping && !closing {
+		err = c.t.ping()
+		c.pingTimer.Reset(c.s.cfg.PingInterval)
+	}
+	if err != nil {
+		c.close(0, "")
+		c.t.close()
+		return true
+	}
+	if closing {
+		if code != 0 {
+			c.t.closeWith(code, why)
+		} else {
+			c.t.close()
+		}
+		return true
+	}
+	return false
 }

@@ -254,6 +254,9 @@ type Server struct {
 	// and channel messages queued to subscribers.
 	published atomic.Uint64
 	delivered atomic.Uint64
+	// partialFlushes counts fan-out writes the socket took only part of,
+	// left to the connection's writer (conn.flush): for tests.
+	partialFlushes atomic.Uint64
 	// The last report's time and deliveries (StatsJSON), under reportMu.
 	reportMu         sync.Mutex
 	reportAt         time.Time

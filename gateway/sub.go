@@ -84,8 +84,9 @@ func (sb *sub) stop() {
 }
 
 // deliver takes live messages of the channel, offsets increasing; ch.mu
-// is held.
-func (sb *sub) deliver(offs []uint64, frames [][]byte) {
+// is held. With flush, a connection whose queue was empty is added to it
+// rather than its writer woken: the caller flushes it (conn.flush).
+func (sb *sub) deliver(offs []uint64, frames [][]byte, flush *[]*conn) {
 	if !sb.live {
 		for i, off := range offs {
 			frame := frames[i]
@@ -109,8 +110,16 @@ func (sb *sub) deliver(offs []uint64, frames [][]byte) {
 		return
 	}
 	sb.last = offs[len(offs)-1]
-	if sb.c.enqueue(frames[i:]...) {
+	ok, first := sb.c.put(frames[i:])
+	if ok {
 		sb.c.s.delivered.Add(uint64(len(frames) - i))
+	}
+	switch {
+	case !first:
+	case flush != nil:
+		*flush = append(*flush, sb.c)
+	default:
+		sb.c.wakeWriter()
 	}
 }
 

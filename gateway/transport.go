@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/comethq/comet/wire"
@@ -50,11 +52,49 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(int64(4 * s.cfg.MaxFrameBytes))
 	t.touch()
 	ws.SetPongHandler(func(string) error { t.touch(); return nil })
-	s.newConn(t).serve(r.URL.Query().Get("token"))
+	c := s.newConn(t)
+	if t.rc = rawConnOf(ws.NetConn()); t.rc != nil {
+		// The fan-out may write frames to the socket itself (conn.flush),
+		// past gorilla: every write, including the control frames the
+		// reader answers (gorilla's default handlers, under c.wmu here),
+		// holds c.wmu.
+		c.direct = t
+		// The pong goes out from the writer, after what is queued: the
+		// reader never waits for a full socket, and never writes between
+		// the parts of a frame.
+		ws.SetPingHandler(func(data string) error {
+			c.pongSoon(data)
+			return nil
+		})
+		ws.SetCloseHandler(func(code int, _ string) error {
+			err := c.lockWrites()
+			defer c.wmu.Unlock()
+			if err == nil {
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+			}
+			return nil
+		})
+	}
+	c.serve(r.URL.Query().Get("token"))
+}
+
+// directWriter is a transport that any goroutine may write encoded frames
+// to, without waiting when the socket has room (WebSocket over plain TCP):
+// the fan-out writes to most subscribers itself rather than waking each
+// one's writer (conn.flush). Writes hold conn.wmu.
+type directWriter interface {
+	// appendFrame appends a frame of payload n bytes long: its header, as
+	// the transport sends it; the payload follows.
+	appendHeader(b []byte, n int) []byte
+	// tryWrite writes what of b the socket takes at once, without waiting.
+	tryWrite(b []byte) (int, error)
+	// writeEncoded writes b, encoded frames, waiting as write does.
+	writeEncoded(b []byte) error
 }
 
 type wsTransport struct {
 	c            *websocket.Conn
+	rc           syscall.RawConn // the socket, for direct writes; nil: none
 	max          int
 	idle         time.Duration
 	writeTimeout time.Duration
@@ -112,8 +152,40 @@ func (t *wsTransport) write(frame []byte) error {
 	return t.c.WriteMessage(websocket.TextMessage, frame)
 }
 
-func (t *wsTransport) ping() error {
-	return t.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(t.writeTimeout))
+// appendHeader appends the header of an unmasked, final WebSocket text
+// frame (RFC 6455 5.2) of n payload bytes, as a server sends it.
+func (t *wsTransport) appendHeader(b []byte, n int) []byte {
+	b = append(b, 0x81) // FIN, text
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+	}
+}
+
+func (t *wsTransport) tryWrite(b []byte) (int, error) { return tryWriteRaw(t.rc, b) }
+
+func (t *wsTransport) writeEncoded(b []byte) error {
+	_, err := t.c.NetConn().Write(b)
+	return err
+}
+
+func (t *wsTransport) ping() error { return t.control(websocket.PingMessage, nil) }
+
+func (t *wsTransport) pong(data string) error { return t.control(websocket.PongMessage, []byte(data)) }
+
+// control writes a ping or pong frame, then clears the socket's write
+// deadline that gorilla leaves set after it: direct writes (tryWrite,
+// writeEncoded) go past gorilla, which would otherwise clear it.
+func (t *wsTransport) control(kind int, data []byte) error {
+	err := t.c.WriteControl(kind, data, time.Now().Add(t.writeTimeout))
+	if err == nil && t.rc != nil {
+		err = t.c.NetConn().SetWriteDeadline(time.Time{})
+	}
+	return err
 }
 
 func (t *wsTransport) closeWith(code int, reason string) {

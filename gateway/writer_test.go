@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -317,5 +320,105 @@ func TestIdleClientIsClosed(t *testing.T) {
 	}
 	if since := time.Since(lastSent); since < idle {
 		t.Fatalf("closed %v after the client was last heard, before the idle timeout %v", since, idle)
+	}
+}
+
+// TestFanoutDirectWritesThroughFullSockets: the fan-out writes to
+// subscribers' sockets itself (conn.flush). A subscriber that stops
+// reading fills its socket: writes are taken in part, and the writer
+// writes the rest, waiting for room, while more messages queue behind
+// it. Once the subscriber reads again it gets every message once, whole
+// and in order, with the pongs of the WebSocket pings it sent meanwhile
+// (answered by the reader goroutine, between the fan-out's writes).
+func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
+	hub := newMemHub()
+	g := startGateway(t, hub, Config{QueueBytes: 64 << 20, QueueMessages: 100000, WriteTimeout: 5 * time.Minute})
+	small := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(64 << 10) // fills after a few messages
+		}
+		return c, err
+	}}
+	ws, _, err := small.Dial("ws"+strings.TrimPrefix(g.url, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	slow := &wsClient{t: t, c: ws}
+	slow.expect(wire.OpConnected)
+	slow.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "full"})
+	slow.expect(wire.OpSubscribed)
+	fast := dial(t, g.url) // a subscriber keeping up, beside it
+	fast.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "full"})
+	fast.expect(wire.OpSubscribed)
+
+	// 6.3 MB: more than the socket buffers hold (4 MiB at most, by default).
+	const msgs = 1400
+	data := func(i int) string { return strconv.Itoa(i) + strings.Repeat("x", 4000+i%1000) }
+	fastDone := make(chan error, 1)
+	go func() {
+		for i := range msgs {
+			f, err := fast.tryNext(20 * time.Second)
+			if err == nil && (f.Op != wire.OpMessage || f.Offset != uint64(i+1)) {
+				err = fmt.Errorf("fast subscriber: got %+v, want message %d", f, i+1)
+			}
+			if err != nil {
+				fastDone <- err
+				return
+			}
+		}
+		fastDone <- nil
+	}()
+	pongs := make(chan string, 100)
+	ws.SetPongHandler(func(s string) error { pongs <- s; return nil })
+	for i := range msgs {
+		hub.append("full", []byte(strconv.Quote(data(i))))
+		if i%100 == 0 {
+			if err := ws.WriteControl(websocket.PingMessage, []byte(strconv.Itoa(i)), time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := <-fastDone; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a fan-out write taken in part", func() bool { return g.partialFlushes.Load() > 0 })
+	for i := range msgs {
+		f := slow.next()
+		var got string
+		if f.Op == wire.OpMessage {
+			_ = json.Unmarshal(f.Data, &got)
+		}
+		if f.Op != wire.OpMessage || f.Offset != uint64(i+1) || got != data(i) {
+			t.Fatalf("slow subscriber: got op %q offset %d (%d data bytes), want message %d", f.Op, f.Offset, len(got), i+1)
+		}
+	}
+	// The pongs: the gateway's reader had the pings before each of these
+	// protocol pings, and the writer writes a pong at the latest in the
+	// turn after it answered the first.
+	for _, id := range []string{"a", "b"} {
+		slow.send(wire.ClientFrame{Op: wire.OpPing, ID: id})
+		if f := slow.expect(wire.OpPong); f.ID != id {
+			t.Fatalf("pong %+v, want %s", f, id)
+		}
+	}
+	// In order; the last ping's at least (the gateway answers the latest
+	// ping it has, as RFC 6455 allows).
+	last := -1
+	for last < msgs-msgs%100-100 {
+		select {
+		case s := <-pongs:
+			n, _ := strconv.Atoi(s)
+			if n <= last {
+				t.Fatalf("pong %q after pong %d", s, last)
+			}
+			last = n
+		default:
+			t.Fatalf("no pong for the last ping (the last pong was %d)", last)
+		}
+	}
+	if n := testutil.ToFloat64(g.m.slowConsumers); n != 0 {
+		t.Fatalf("%v slow consumers", n)
 	}
 }
