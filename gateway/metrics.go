@@ -22,6 +22,8 @@ type metrics struct {
 	slowConsumers  prometheus.Counter
 	writeTimeouts  prometheus.Counter
 	publishes      *prometheus.CounterVec
+	publishesOK    prometheus.Counter // publishes by "ok" and "error", looked up once
+	publishesErr   prometheus.Counter
 	publishTime    prometheus.Histogram
 	replayed       *prometheus.CounterVec
 	resyncs        prometheus.Counter
@@ -62,6 +64,7 @@ func newMetrics(s *Server) *metrics {
 	m.publishes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "comet_gateway_publishes_total", Help: "Client publishes answered, by result.",
 	}, []string{"result"})
+	m.publishesOK, m.publishesErr = m.publishes.WithLabelValues("ok"), m.publishes.WithLabelValues("error")
 	m.publishTime = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "comet_gateway_publish_duration_seconds", Help: "Client publish to ack.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),

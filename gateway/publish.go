@@ -49,12 +49,12 @@ func (c *conn) publish(f wire.ClientFrame) {
 			return // the client is gone
 		}
 		if err != nil {
-			c.s.m.publishes.WithLabelValues("error").Inc()
+			c.s.m.publishesErr.Inc()
 			c.s.published.Add(1)
 			c.sendError(f.ID, errorCode(err), publishError(err))
 			return
 		}
-		c.s.m.publishes.WithLabelValues("ok").Inc()
+		c.s.m.publishesOK.Inc()
 		c.s.published.Add(1)
 		c.s.m.publishTime.Observe(time.Since(start).Seconds())
 		c.noteAck(res)
