@@ -69,24 +69,8 @@ func decodeFrameFast(b []byte) (f ClientFrame, ok bool) {
 // copies: b must not change while they are used. FuzzDecodePublishBatch
 // holds it to encoding/json.
 func DecodePublishBatch(b []byte) (reqs []PublishRequest, ok bool) {
-	if !Valid(b) {
-		return nil, false
-	}
-	i := skipSpace(b, 0)
-	if b[i] != '[' {
-		return nil, false
-	}
-	reqs = []PublishRequest{}
-	i = skipSpace(b, i+1)
-	if b[i] == ']' {
-		return reqs, true
-	}
-	for {
-		if b[i] != '{' {
-			return nil, false // null, or a type error
-		}
-		var r PublishRequest
-		i = scanObject(b, i, func(key []byte, v0, v1 int) bool {
+	return decodeArray(b, func(i int) (r PublishRequest, end int) {
+		end = scanObject(b, i, func(key []byte, v0, v1 int) bool {
 			var ok bool
 			switch string(key) {
 			case "channel":
@@ -102,13 +86,39 @@ func DecodePublishBatch(b []byte) (reqs []PublishRequest, ok bool) {
 			}
 			return true
 		})
-		if i < 0 {
+		return r, end
+	})
+}
+
+// decodeArray decodes b, when it is valid JSON, as an array of objects,
+// each decoded by obj from b[i] (its '{'): obj returns the index just
+// after it, or -1 when it is not plain. ok is false when b is not such an
+// array or an object is not plain.
+func decodeArray[T any](b []byte, obj func(i int) (T, int)) (out []T, ok bool) {
+	if !Valid(b) {
+		return nil, false
+	}
+	i := skipSpace(b, 0)
+	if b[i] != '[' {
+		return nil, false
+	}
+	out = []T{}
+	i = skipSpace(b, i+1)
+	if b[i] == ']' {
+		return out, true
+	}
+	for {
+		if b[i] != '{' {
+			return nil, false // null, or a type error
+		}
+		v, end := obj(i)
+		if end < 0 {
 			return nil, false
 		}
-		reqs = append(reqs, r)
-		i = skipSpace(b, i)
+		out = append(out, v)
+		i = skipSpace(b, end)
 		if b[i] == ']' {
-			return reqs, true
+			return out, true
 		}
 		i = skipSpace(b, i+1) // after ','
 	}
@@ -376,24 +386,8 @@ var resultKeys = []string{"channel", "offset", "epoch", "duplicate", "code", "me
 // null): ok is false otherwise, and the caller decodes it with
 // encoding/json. FuzzDecodePublishResults holds it to encoding/json.
 func DecodePublishResults(b []byte) (rs []PublishResult, ok bool) {
-	if !Valid(b) {
-		return nil, false
-	}
-	i := skipSpace(b, 0)
-	if b[i] != '[' {
-		return nil, false
-	}
-	rs = []PublishResult{}
-	i = skipSpace(b, i+1)
-	if b[i] == ']' {
-		return rs, true
-	}
-	for {
-		if b[i] != '{' {
-			return nil, false // null, or a type error
-		}
-		var r PublishResult
-		i = scanObject(b, i, func(key []byte, v0, v1 int) bool {
+	return decodeArray(b, func(i int) (r PublishResult, end int) {
+		end = scanObject(b, i, func(key []byte, v0, v1 int) bool {
 			var ok bool
 			switch string(key) {
 			case "channel":
@@ -418,14 +412,6 @@ func DecodePublishResults(b []byte) (rs []PublishResult, ok bool) {
 			}
 			return ok
 		})
-		if i < 0 {
-			return nil, false
-		}
-		rs = append(rs, r)
-		i = skipSpace(b, i)
-		if b[i] == ']' {
-			return rs, true
-		}
-		i = skipSpace(b, i+1) // after ','
-	}
+		return r, end
+	})
 }
