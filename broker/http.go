@@ -183,7 +183,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength <= 0 || r.ContentLength > limit {
 		return io.ReadAll(body)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, r.ContentLength+bytes.MinRead))
+	// At most 1 MiB up front: a body trickled in holds no more than it sent.
+	buf := bytes.NewBuffer(make([]byte, 0, min(r.ContentLength, 1<<20)+bytes.MinRead))
 	_, err := buf.ReadFrom(body) // grows only if the body is longer than said
 	return buf.Bytes(), err
 }

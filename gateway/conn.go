@@ -47,15 +47,12 @@ type conn struct {
 	// between writes: Server.watchWrites drops a connection whose write
 	// has waited longer than WriteTimeout.
 	writing atomic.Int64
-	// wmu is held while writing to the transport: by the writer for a
-	// whole turn (taking the queue and writing it, so that what it took
-	// goes out before anything queued after), by flush, and by the control
-	// frames the reader answers. direct is the transport when flush may
-	// write (nil: flush wakes the writer); pendingOut, under wmu, is what
-	// flush could not write at once, which the writer writes first.
-	wmu        sync.Mutex
-	direct     directWriter
-	pendingOut []byte
+	// wmu is held by the writer for a whole turn (taking the queue and
+	// writing it) and by flush, so that what one took goes out before
+	// anything queued after it. direct is the transport when flush may
+	// write to its socket (nil: flush wakes the writer).
+	wmu    sync.Mutex
+	direct directWriter
 
 	mu   sync.Mutex
 	subs map[string]*sub
@@ -328,9 +325,14 @@ func (c *conn) flush(buf []byte) []byte {
 		return buf
 	}
 	defer c.wmu.Unlock()
+	if !c.direct.tryLock() { // a write under way, or the rest of one
+		c.wakeWriter()
+		return buf
+	}
 	c.qmu.Lock()
-	if c.dead || len(c.pendingOut) > 0 || len(c.queue) == 0 {
+	if c.dead || len(c.queue) == 0 {
 		c.qmu.Unlock()
+		c.direct.unlock()
 		c.wakeWriter()
 		return buf
 	}
@@ -358,14 +360,19 @@ func (c *conn) flush(buf []byte) []byte {
 		c.space = nil
 	}
 	c.qmu.Unlock()
-	n, err := c.direct.tryWrite(buf)
-	c.s.m.framesSent.Add(float64(frames))
-	c.s.m.delivered.Add(float64(objs))
-	if n < len(buf) || err != nil {
-		// The writer writes the rest, waiting for room (and meets err).
-		c.pendingOut = append([]byte(nil), buf[n:]...)
+	pending, err := c.direct.writeLocked(buf)
+	c.direct.unlock()
+	switch {
+	case err != nil:
+		c.close(0, "") // the socket is broken: the writer ends
+	case pending:
+		// The writer writes the rest, waiting for room.
 		c.s.partialFlushes.Add(1)
 		c.wakeWriter()
+		fallthrough
+	default:
+		c.s.m.framesSent.Add(float64(frames))
+		c.s.m.delivered.Add(float64(objs))
 	}
 	if cap(buf) > 1<<20 {
 		buf = nil
@@ -518,17 +525,16 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// lockWrites takes wmu and writes what flush left (the rest of a frame):
-// whoever writes next must write it first.
+// lockWrites takes wmu and writes the rest of a frame flush began, if
+// any: the writer's turn starts with it.
 func (c *conn) lockWrites() error {
 	c.wmu.Lock()
-	if len(c.pendingOut) == 0 {
+	if c.direct == nil {
 		return nil
 	}
 	c.writing.Store(c.s.now())
-	err := c.direct.writeEncoded(c.pendingOut)
+	err := c.direct.drain()
 	c.writing.Store(0)
-	c.pendingOut = nil
 	return err
 }
 

@@ -8,13 +8,11 @@ import (
 	"syscall"
 )
 
-// rawConnOf returns nc's raw socket when frames can be written to it
-// directly: plain TCP, not TLS.
-func rawConnOf(nc net.Conn) syscall.RawConn {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
+// directWrites: the fan-out writes to WebSocket sockets itself here.
+const directWrites = true
+
+// rawConnOf returns tc's raw socket, for direct writes.
+func rawConnOf(tc *net.TCPConn) syscall.RawConn {
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/comethq/comet/wire"
@@ -43,7 +42,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.active.Done()
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	hw := &hijackSockets{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		return // the upgrader answered
 	}
@@ -53,22 +53,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	t.touch()
 	ws.SetPongHandler(func(string) error { t.touch(); return nil })
 	c := s.newConn(t)
-	if t.rc = rawConnOf(ws.NetConn()); t.rc != nil {
-		// The fan-out may write frames to the socket itself (conn.flush),
-		// past gorilla: every write, including the control frames the
-		// reader answers (gorilla's default handlers, under c.wmu here),
-		// holds c.wmu.
-		c.direct = t
+	if hw.sock != nil {
+		// The fan-out writes frames to the socket itself (conn.flush).
+		t.sock, c.direct = hw.sock, t
 		// The pong goes out from the writer, after what is queued: the
-		// reader never waits for a full socket, and never writes between
-		// the parts of a frame.
+		// reader never waits for a full socket.
 		ws.SetPingHandler(func(data string) error {
 			c.pongSoon(data)
 			return nil
 		})
+		// No frame may follow a close frame: the answer to one is written
+		// under wmu, the connection marked dead first (flush writes no
+		// more; the writer, after it, meets gorilla's ErrCloseSent).
 		ws.SetCloseHandler(func(code int, _ string) error {
 			err := c.lockWrites()
 			defer c.wmu.Unlock()
+			c.close(0, "")
 			if err == nil {
 				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
 			}
@@ -78,23 +78,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.serve(r.URL.Query().Get("token"))
 }
 
-// directWriter is a transport that any goroutine may write encoded frames
-// to, without waiting when the socket has room (WebSocket over plain TCP):
-// the fan-out writes to most subscribers itself rather than waking each
-// one's writer (conn.flush). Writes hold conn.wmu.
+// directWriter is a transport whose socket the fan-out may write encoded
+// frames to itself, without waiting, when it has room (WebSocket over
+// plain TCP): it writes to most subscribers rather than waking each one's
+// writer (conn.flush).
 type directWriter interface {
-	// appendFrame appends a frame of payload n bytes long: its header, as
-	// the transport sends it; the payload follows.
+	// appendHeader appends the header of a frame of payload n bytes long,
+	// as the transport sends it; the payload follows.
 	appendHeader(b []byte, n int) []byte
-	// tryWrite writes what of b the socket takes at once, without waiting.
-	tryWrite(b []byte) (int, error)
-	// writeEncoded writes b, encoded frames, waiting as write does.
-	writeEncoded(b []byte) error
+	// tryLock takes the socket if no write is under way and nothing is
+	// pending; writeLocked then writes what it takes at once and keeps
+	// the rest pending, written before anything else; unlock releases it.
+	tryLock() bool
+	writeLocked(b []byte) (pending bool, err error)
+	unlock()
+	// drain writes what is pending, waiting for room.
+	drain() error
 }
 
 type wsTransport struct {
 	c            *websocket.Conn
-	rc           syscall.RawConn // the socket, for direct writes; nil: none
+	sock         *wsSocket // for direct writes; nil: none (TLS)
 	max          int
 	idle         time.Duration
 	writeTimeout time.Duration
@@ -166,12 +170,10 @@ func (t *wsTransport) appendHeader(b []byte, n int) []byte {
 	}
 }
 
-func (t *wsTransport) tryWrite(b []byte) (int, error) { return tryWriteRaw(t.rc, b) }
-
-func (t *wsTransport) writeEncoded(b []byte) error {
-	_, err := t.c.NetConn().Write(b)
-	return err
-}
+func (t *wsTransport) tryLock() bool                                  { return t.sock.tryLock() }
+func (t *wsTransport) writeLocked(b []byte) (pending bool, err error) { return t.sock.writeLocked(b) }
+func (t *wsTransport) unlock()                                        { t.sock.unlock() }
+func (t *wsTransport) drain() error                                   { return t.sock.drain() }
 
 func (t *wsTransport) ping() error { return t.control(websocket.PingMessage, nil) }
 
@@ -182,8 +184,8 @@ func (t *wsTransport) pong(data string) error { return t.control(websocket.PongM
 // writeEncoded) go past gorilla, which would otherwise clear it.
 func (t *wsTransport) control(kind int, data []byte) error {
 	err := t.c.WriteControl(kind, data, time.Now().Add(t.writeTimeout))
-	if err == nil && t.rc != nil {
-		err = t.c.NetConn().SetWriteDeadline(time.Time{})
+	if err == nil && t.sock != nil {
+		err = t.sock.SetWriteDeadline(time.Time{})
 	}
 	return err
 }

@@ -225,6 +225,9 @@ func FuzzDecodePublishBatch(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	if _, ok := DecodePublishBatch([]byte(`[{"channel":"a","data":{"x":[1,"}"]},"id":"k1"},{"channel":"b","data":"s"}]`)); !ok {
+		f.Fatal("a plain batch is not taken")
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, ok := DecodePublishBatch(b)
 		if !ok {
@@ -384,6 +387,16 @@ func FuzzAppendPublishRequests(f *testing.F) {
 			}
 		}
 		got, ok := AppendPublishRequests([]byte("x"), reqs)
+		plain := func(s string) bool {
+			return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f || r == '"' || r == '\\' })
+		}
+		wantOK := true // refused only as documented
+		for _, r := range reqs {
+			wantOK = wantOK && plain(r.Channel) && plain(r.ID) && (r.Data == nil || Valid(r.Data))
+		}
+		if ok != wantOK {
+			t.Fatalf("%+v: ok %v, want %v", reqs, ok, wantOK)
+		}
 		var want bytes.Buffer
 		enc := json.NewEncoder(&want)
 		enc.SetEscapeHTML(false)
@@ -421,6 +434,9 @@ func FuzzDecodePublishResults(f *testing.F) {
 		`null`,
 	} {
 		f.Add([]byte(s))
+	}
+	if _, ok := DecodePublishResults([]byte(`[{"channel":"a","offset":3,"epoch":"E","duplicate":true},{"channel":"b","code":"bad_request","message":"no"}]`)); !ok {
+		f.Fatal("a plain answer is not taken")
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, ok := DecodePublishResults(b)
