@@ -16,18 +16,31 @@ import (
 // socket took only part of (pending): the bytes of two frames never mix.
 // The fan-out takes mu only when it is free (tryLock), so a write waiting
 // on a full socket never holds it up.
+//
+// A close frame ends the fan-out's writes: gorilla writes every control
+// frame in one Write, so a Write starting with a close frame's first byte
+// is one (or the payload of a data frame written apart from its header,
+// which starts with '{' for Comet's frames; were it one, the fan-out would
+// only leave that connection to its writer).
 type wsSocket struct {
 	*net.TCPConn
 	rc      syscall.RawConn
 	mu      sync.Mutex
 	pending []byte // under mu
+	closed  bool   // under mu: a close frame was written
 }
+
+// closeFrame is the first byte of a close frame: FIN and opcode 8.
+const closeFrame = 0x88
 
 func (s *wsSocket) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.drainLocked(); err != nil {
 		return 0, err
+	}
+	if len(b) > 0 && b[0] == closeFrame {
+		s.closed = true
 	}
 	return s.TCPConn.Write(b)
 }
@@ -48,13 +61,13 @@ func (s *wsSocket) drain() error {
 	return s.drainLocked()
 }
 
-// tryLock takes the socket for writeLocked if no write is under way and
-// nothing is pending.
+// tryLock takes the socket for writeLocked if no write is under way,
+// nothing is pending and no close frame was written.
 func (s *wsSocket) tryLock() bool {
 	if !s.mu.TryLock() {
 		return false
 	}
-	if len(s.pending) > 0 {
+	if len(s.pending) > 0 || s.closed {
 		s.mu.Unlock()
 		return false
 	}

@@ -255,3 +255,45 @@ func TestProtocolErrorWhileFramePending(t *testing.T) {
 		t.Fatal("no message before the close frame")
 	}
 }
+
+// TestSocketNotesCloseFrame: after a close frame, whoever wrote it, the
+// fan-out no longer takes the socket.
+func TestSocketNotesCloseFrame(t *testing.T) {
+	if !directWrites {
+		t.Skip("no direct writes on this platform")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	tc := nc.(*net.TCPConn)
+	s := &wsSocket{TCPConn: tc, rc: rawConnOf(tc)}
+	if _, err := s.Write([]byte{0x81, 1, '{'}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.tryLock() {
+		t.Fatal("tryLock refused after a text frame")
+	}
+	if pending, err := s.writeLocked([]byte{0x81, 1, '{'}); pending || err != nil {
+		t.Fatalf("writeLocked: pending %v, %v", pending, err)
+	}
+	s.unlock()
+	if _, err := s.Write([]byte{closeFrame, 2, 0x03, 0xe8}); err != nil {
+		t.Fatal(err)
+	}
+	if s.tryLock() {
+		t.Fatal("tryLock took the socket after a close frame")
+	}
+}
