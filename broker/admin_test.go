@@ -144,12 +144,12 @@ func TestAdminOverview(t *testing.T) {
 
 	l := c.leader()
 	for i := range 5 {
-		if _, ok := c.publish(l.api, "adm/a", fmt.Sprint(i), ""); !ok {
+		if _, ok := c.publish(l.api, "adm/a", fmt.Sprint(i), fmt.Sprint("a-", i)); !ok {
 			t.Fatal("publish to adm/a failed")
 		}
 	}
 	for i := range 2 {
-		if _, ok := c.publish(c.followers(l)[0].api, "adm/b", fmt.Sprint(i), ""); !ok {
+		if _, ok := c.publish(c.followers(l)[0].api, "adm/b", fmt.Sprint(i), fmt.Sprint("b-", i)); !ok {
 			t.Fatal("publish to adm/b failed")
 		}
 	}

@@ -248,7 +248,7 @@ func (c *cluster) startAt(id, addr string, peers []raft.Peer) *hub {
 	stream := broker.NewStream(0, 0)
 	rcfg := raft.Config{
 		ID: id, Dir: filepath.Join(dir, "raft"), Addr: addr, Peers: peers, Log: l, Observer: stream,
-		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout / 2,
+		HeartbeatTimeout: timeout, ElectionTimeout: timeout, LeaderLeaseTimeout: timeout,
 		Logger: logger, NoSync: os.Getenv("BENCH_RAFT_NOSYNC") != "", Secret: c.cfg.Secret,
 	}
 	if trans != nil {
@@ -447,9 +447,14 @@ func (c *cluster) publishRaw(api string, body []byte) publishResult {
 	return r
 }
 
-// publish publishes and fails the test unless it succeeds. Safe to call
-// from other goroutines (it uses Errorf).
+// publish publishes and fails the test unless it succeeds; with an id it
+// retries retryable answers (a leader stepping down on a loaded machine)
+// for up to 20s, through the same hub. Safe to call from other goroutines
+// (it uses Errorf).
 func (c *cluster) publish(api, channel, data, id string) (wire.PublishResponse, bool) {
+	if id != "" {
+		return c.publishRetry([]string{api}, channel, data, id)
+	}
 	r := c.tryPublish(api, channel, data, id)
 	if r.status != http.StatusOK {
 		c.t.Errorf("publish %s to %s via %s: %d %s", data, channel, api, r.status, r.raw)

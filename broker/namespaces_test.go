@@ -53,10 +53,10 @@ func TestNamespaces(t *testing.T) {
 	}
 	// Retention: the newest 5 of chat:room; other channels keep theirs.
 	for i := 1; i <= 8; i++ {
-		if _, ok := c.publish(l.api, "chat:room", fmt.Sprintf("%d", i), ""); !ok {
+		if _, ok := c.publish(l.api, "chat:room", fmt.Sprintf("%d", i), fmt.Sprintf("room-%d", i)); !ok {
 			t.FailNow()
 		}
-		if _, ok := c.publish(l.api, "other", fmt.Sprintf("%d", i), ""); !ok {
+		if _, ok := c.publish(l.api, "other", fmt.Sprintf("%d", i), fmt.Sprintf("other-%d", i)); !ok {
 			t.FailNow()
 		}
 	}

@@ -66,6 +66,17 @@
 //	conn.mu -> Server.mu -> channel.mu -> conn.qmu
 //	                        channel.mu -> syncQueue.mu -> Server.goMu
 //
+// and, for a WebSocket's writes:
+//
+//	conn.wmu -> wsSocket.mu -> conn.qmu
+//	conn.wmu -> gorilla's write lock -> wsSocket.mu
+//
+// (the fan-out's direct write, conn.flush, takes the first two with
+// TryLock and runs after the channel's lock is released; the writer and
+// the close handler hold wmu around gorilla's writes, and gorilla's reader
+// takes its write lock, then the socket's, for the close frame of a
+// protocol error).
+//
 // (subscribing holds the connection's lock while Server.acquire takes the
 // server's and the channel's; fan-out and resets take connections' queue
 // locks under a channel's; starting a sync queues the channel, and maybe

@@ -180,8 +180,10 @@ func (t *wsTransport) ping() error { return t.control(websocket.PingMessage, nil
 func (t *wsTransport) pong(data string) error { return t.control(websocket.PongMessage, []byte(data)) }
 
 // control writes a ping or pong frame, then clears the socket's write
-// deadline that gorilla leaves set after it: direct writes (tryWrite,
-// writeEncoded) go past gorilla, which would otherwise clear it.
+// deadline that gorilla leaves set after it: the rest of a frame the
+// fan-out began is written past gorilla (wsSocket.drain), under whatever
+// deadline is set, and the fan-out's own writes (wsSocket.writeLocked)
+// fail on one that has passed.
 func (t *wsTransport) control(kind int, data []byte) error {
 	err := t.c.WriteControl(kind, data, time.Now().Add(t.writeTimeout))
 	if err == nil && t.sock != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -335,7 +336,7 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 		t.Skip("the fan-out does not write to sockets itself on this platform")
 	}
 	hub := newMemHub()
-	g := startGateway(t, hub, Config{QueueBytes: 64 << 20, QueueMessages: 100000, WriteTimeout: 5 * time.Minute})
+	g := startGateway(t, hub, Config{QueueBytes: 256 << 20, QueueMessages: 100000, WriteTimeout: 5 * time.Minute})
 	small := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if tc, ok := c.(*net.TCPConn); ok {
@@ -356,12 +357,13 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 	fast.send(wire.ClientFrame{Op: wire.OpSubscribe, Channel: "full"})
 	fast.expect(wire.OpSubscribed)
 
-	// 6.3 MB: more than the socket buffers hold (4 MiB at most, by default).
-	const msgs = 1400
 	data := func(i int) string { return strconv.Itoa(i) + strings.Repeat("x", 4000+i%1000) }
+	// The fast subscriber reads as the messages come; it learns how many
+	// there are once the slow one's socket is full.
+	var total atomic.Int64
 	fastDone := make(chan error, 1)
 	go func() {
-		for i := range msgs {
+		for i := 0; total.Load() == 0 || i < int(total.Load()); i++ {
 			f, err := fast.tryNext(20 * time.Second)
 			if err == nil && (f.Op != wire.OpMessage || f.Offset != uint64(i+1)) {
 				err = fmt.Errorf("fast subscriber: got %+v, want message %d", f, i+1)
@@ -373,12 +375,18 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 		}
 		fastDone <- nil
 	}()
+	filled := fillSocket(t, g, hub, "full", data)
+	// Then more, with WebSocket pings: their pongs queue behind what the
+	// writer has to write first.
+	const more = 500
+	msgs := filled + more
+	total.Store(int64(msgs))
 	pongs := make(chan string, 100)
 	ws.SetPongHandler(func(s string) error { pongs <- s; return nil })
-	for i := range msgs {
+	for i := filled; i < msgs; i++ {
 		hub.append("full", []byte(strconv.Quote(data(i))))
-		if i%100 == 0 {
-			if err := ws.WriteControl(websocket.PingMessage, []byte(strconv.Itoa(i)), time.Now().Add(5*time.Second)); err != nil {
+		if (i-filled)%100 == 0 {
+			if err := ws.WriteControl(websocket.PingMessage, []byte(strconv.Itoa(i-filled)), time.Now().Add(5*time.Second)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -386,7 +394,6 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 	if err := <-fastDone; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a fan-out write taken in part", func() bool { return g.partialFlushes.Load() > 0 })
 	for i := range msgs {
 		f := slow.next()
 		var got string
@@ -409,7 +416,7 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 	// In order; the last ping's at least (the gateway answers the latest
 	// ping it has, as RFC 6455 allows).
 	last := -1
-	for last < msgs-msgs%100-100 {
+	for last < more-100 {
 		select {
 		case s := <-pongs:
 			n, _ := strconv.Atoi(s)
@@ -424,4 +431,26 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 	if n := testutil.ToFloat64(g.m.slowConsumers); n != 0 {
 		t.Fatalf("%v slow consumers", n)
 	}
+}
+
+// fillSocket publishes messages to channel, data(i) the i-th, until the
+// fan-out's write to a subscriber that does not read was taken in part:
+// until the kernel's send buffer (up to tcp_wmem's maximum, 4 MiB by
+// default) and the subscriber's receive buffer are full. It returns how
+// many it published.
+func fillSocket(t *testing.T, g *testGateway, hub *memHub, channel string, data func(int) string) int {
+	t.Helper()
+	limit := 40000 // 180 MB: a send buffer of over 170 MB is not one to test against
+	n := 0
+	for n < limit && g.partialFlushes.Load() == 0 {
+		for range 50 {
+			hub.append(channel, []byte(strconv.Quote(data(n))))
+			n++
+		}
+		if n%1000 == 0 {
+			runtime.Gosched()
+		}
+	}
+	waitFor(t, "a fan-out write taken in part", func() bool { return g.partialFlushes.Load() > 0 })
+	return n
 }
