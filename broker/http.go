@@ -177,7 +177,9 @@ func firstByte(r *bufio.Reader) (byte, error) {
 
 // readBody reads r's body, of at most limit bytes (an *http.MaxBytesError
 // beyond), into a buffer of its Content-Length when it has one, rather
-// than one grown as it is read (a body may be shorter: handlePublish has read its first bytes).
+// than one grown as it is read. The messages decoded from a batch keep
+// the buffer: one still queued or forwarded after the answer (a timeout)
+// holds its whole batch's body, no more than their copies held before.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	body := http.MaxBytesReader(w, r.Body, limit)
 	if r.ContentLength <= 0 || r.ContentLength > limit {
