@@ -359,6 +359,39 @@ func socketPair(t *testing.T, rcvbuf int) (*wsSocket, *net.TCPConn) {
 	return newWSSocket(tc, rawConnOf(tc)), peer.(*net.TCPConn)
 }
 
+// setPending makes n bytes (8 MB: more than both ends' buffers hold) the
+// rest of a frame the fan-out began, and returns them.
+func setPending(s *wsSocket, n int) []byte {
+	rest := bytes.Repeat([]byte("r"), n)
+	s.mu.Lock()
+	s.pending = rest
+	s.mu.Unlock()
+	return rest
+}
+
+// waitDraining waits until a drain holds the socket.
+func waitDraining(t *testing.T, s *wsSocket) {
+	t.Helper()
+	waitFor(t, "the drain under way", func() bool {
+		if s.mu.TryLock() {
+			s.mu.Unlock()
+			return false
+		}
+		return true
+	})
+}
+
+// countRead reads peer to its end, in the background; the count of bytes
+// comes on the channel.
+func countRead(peer net.Conn) <-chan int64 {
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, peer)
+		got <- n
+	}()
+	return got
+}
+
 // TestSocketDeadlineWaitsForDrain: gorilla's reader sets a write deadline
 // for its close frame while the writer drains the rest of a frame to a
 // full socket. The deadline waits for the drain: it cannot cut the frame
@@ -369,19 +402,10 @@ func TestSocketDeadlineWaitsForDrain(t *testing.T) {
 		t.Skip("no direct writes on this platform")
 	}
 	s, peer := socketPair(t, 16<<10)
-	rest := bytes.Repeat([]byte("r"), 8<<20) // more than both buffers hold
-	s.mu.Lock()
-	s.pending = rest
-	s.mu.Unlock()
+	rest := setPending(s, 8<<20)
 	drained := make(chan error, 1)
 	go func() { drained <- s.drain() }()
-	waitFor(t, "the drain under way", func() bool {
-		if s.mu.TryLock() {
-			s.mu.Unlock()
-			return false
-		}
-		return true
-	})
+	waitDraining(t, s)
 	// The reader's close frame, its second already over (as when the
 	// drain takes longer than that).
 	set := make(chan error, 1)
@@ -397,11 +421,7 @@ func TestSocketDeadlineWaitsForDrain(t *testing.T) {
 		t.Fatalf("the close frame's deadline and write went past the drain: %v", err)
 	case <-time.After(100 * time.Millisecond): // it must not come at all
 	}
-	got := make(chan int64, 1)
-	go func() {
-		n, _ := io.Copy(io.Discard, peer)
-		got <- n
-	}()
+	got := countRead(peer)
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
 	}
@@ -431,10 +451,7 @@ func TestSocketWriteDrainsWithoutItsDeadline(t *testing.T) {
 		t.Skip("no direct writes on this platform")
 	}
 	s, peer := socketPair(t, 16<<10)
-	rest := bytes.Repeat([]byte("r"), 8<<20) // more than both buffers hold
-	s.mu.Lock()
-	s.pending = rest
-	s.mu.Unlock()
+	rest := setPending(s, 8<<20)
 	wrote := make(chan error, 1)
 	go func() {
 		err := s.SetWriteDeadline(time.Now().Add(-time.Second)) // over already
@@ -443,11 +460,7 @@ func TestSocketWriteDrainsWithoutItsDeadline(t *testing.T) {
 		}
 		wrote <- err
 	}()
-	got := make(chan int64, 1)
-	go func() {
-		n, _ := io.Copy(io.Discard, peer)
-		got <- n
-	}()
+	got := countRead(peer)
 	if err := <-wrote; err == nil {
 		t.Fatal("the close frame went out after its deadline")
 	}
@@ -464,20 +477,12 @@ func TestSocketBrokenAfterFailedDrain(t *testing.T) {
 		t.Skip("no direct writes on this platform")
 	}
 	s, _ := socketPair(t, 16<<10)
-	s.mu.Lock()
-	s.pending = bytes.Repeat([]byte("r"), 8<<20)
-	s.mu.Unlock()
+	setPending(s, 8<<20)
 	// The connection closed while the drain waits for room (as by the
 	// write timeout's watcher).
 	drained := make(chan error, 1)
 	go func() { drained <- s.drain() }()
-	waitFor(t, "the drain under way", func() bool {
-		if s.mu.TryLock() {
-			s.mu.Unlock()
-			return false
-		}
-		return true
-	})
+	waitDraining(t, s)
 	s.Conn.Close()
 	if err := <-drained; err == nil {
 		t.Fatal("the drain of 8 MB to a peer that reads nothing succeeded")
