@@ -59,8 +59,11 @@ func runStandalone(args []string, stderr io.Writer) error {
 	}
 	hub, err := broker.OpenHub(data,
 		raft.Config{ID: "standalone", Single: true, Logger: logger.With("component", "raft"),
-			// One node: no heartbeats to wait for; elect at once.
-			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			// One node: no heartbeats to wait for; elect at once. The
+			// election itself is one vote, its own, once it is on disk:
+			// a second gives a busy disk's fsync time (at 100 ms the
+			// election restarted, with a warning, on a loaded machine).
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: time.Second,
 			LeaderLeaseTimeout: 100 * time.Millisecond},
 		broker.Config{API: f.listen, MaxMessageBytes: f.maxMessageBytes, Secret: f.secret, Namespaces: f.cfgFile.namespaces, AdminToken: f.adminToken,
 			Logger: logger.With("component", "hub")})
