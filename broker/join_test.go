@@ -193,3 +193,33 @@ func TestHostNames(t *testing.T) {
 		t.Fatal("publishing failed")
 	}
 }
+
+// TestJoinUpdateNeverAdds: the join a hub sends to register its addresses
+// (update) records them for a member and never adds a hub that is not
+// one: a hub removed while its registration was on its way (it sees its
+// addresses cleared before it sees the removal) is not added back.
+func TestJoinUpdateNeverAdds(t *testing.T) {
+	c := newCluster3(t)
+	l := c.leader()
+	f := c.followers(l)[0]
+	for _, via := range []*hub{l, f} {
+		raw, _ := json.Marshal(wire.JoinRequest{ID: "h9", Raft: "127.0.0.1:1", API: "127.0.0.1:2", Update: true})
+		status, body := c.do(http.MethodPost, via.api, "/v1/cluster/join", raw)
+		var e wire.Error
+		if err := json.Unmarshal(body, &e); err != nil || status != http.StatusNotFound || !strings.Contains(e.Message, "not a member") {
+			t.Fatalf("update of a hub that is not a member, via %s: %d %s; want 404 not a member", via.id, status, body)
+		}
+	}
+	st, err := c.status(l.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 3 {
+		t.Fatalf("members after the refused updates: %+v, want the 3", st.Nodes)
+	}
+	// A member's update records its API address, as a join would.
+	raw, _ := json.Marshal(wire.JoinRequest{ID: f.id, Raft: f.node.Addr(), API: f.api, Update: true})
+	if status, body := c.do(http.MethodPost, l.api, "/v1/cluster/join", raw); status != http.StatusOK {
+		t.Fatalf("update of member %s: %d %s", f.id, status, body)
+	}
+}

@@ -822,7 +822,10 @@ func (s *Service) register(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req := wire.JoinRequest{ID: s.node.ID(), Raft: want.Raft, API: want.API}
+	// Update: were this hub removed meanwhile (its meta is cleared first,
+	// and it may see that before the removal), the leader does not add
+	// it back.
+	req := wire.JoinRequest{ID: s.node.ID(), Raft: want.Raft, API: want.API, Update: true}
 	if err := s.post(ctx, api, "/v1/cluster/join", req, nil); err != nil {
 		s.logger.Debug("register through leader failed", "leader", api, "err", err)
 	}
@@ -876,7 +879,9 @@ func (s *Service) replicateMaxIDs() {
 // Join adds a hub to the cluster. Joining again with the same Raft address
 // succeeds (and updates the API address); an id that is a member at another
 // Raft address is refused (raft.ErrIDInUse, 409): re-addressing a running
-// member would cut it off. On a follower it forwards to the leader.
+// member would cut it off. With Update it only records a member's
+// addresses, and a hub that is not one is refused (404). On a follower it
+// forwards to the leader.
 func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 	if err := checkJoin(req); err != nil {
 		return err
@@ -888,7 +893,15 @@ func (s *Service) Join(ctx context.Context, req wire.JoinRequest) error {
 		}
 		return s.post(ctx, api, "/v1/cluster/join", req, nil)
 	}
-	if err := s.node.AddVoter(req.ID, req.Raft, 10*time.Second); err != nil {
+	if req.Update {
+		servers, err := s.node.Servers()
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.ID == req.ID && sv.Addr == req.Raft }) {
+			return fmt.Errorf("%w: hub %s is not a member at %s (removed?): not added back", errNotFound, req.ID, req.Raft)
+		}
+	} else if err := s.node.AddVoter(req.ID, req.Raft, 10*time.Second); err != nil {
 		if errors.Is(err, raft.ErrIDInUse) {
 			return fmt.Errorf("%w; to replace hub %s on purpose, remove it first "+
 				"(POST /v1/cluster/remove {\"id\":%q}, or comet cluster remove --api ADDR %s), then join", err, req.ID, req.ID, req.ID)

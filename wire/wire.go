@@ -209,6 +209,11 @@ type JoinRequest struct {
 	ID   string `json:"id"`
 	Raft string `json:"raft"`
 	API  string `json:"api"`
+	// Update asks only to record a member's addresses: a hub that is not
+	// a member at Raft is answered 404 and not added. Hubs send it to
+	// register themselves, so that one removed while its registration was
+	// on its way is not added back.
+	Update bool `json:"update,omitempty"`
 }
 
 // RemoveRequest is the body of POST /v1/cluster/remove.
