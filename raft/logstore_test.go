@@ -648,6 +648,57 @@ func TestWalFSSpareZeros(t *testing.T) {
 	}
 }
 
+// TestWalFSDirectRefusedAtWrite: a file system that takes O_DIRECT at
+// open but refuses its writes (EINVAL) gets the spare through the page
+// cache, whole and zero whatever the refused attempt left, and the spares
+// after it go there at once.
+func TestWalFSDirectRefusedAtWrite(t *testing.T) {
+	dir := t.TempDir()
+	const size = 4 << 20
+	w := newWalFS(dir, size, true)
+	defer w.Close()
+	if err := w.ensureSpare(); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	w.mu.Lock() // no spare is being made: the next one starts under mu
+	w.directZeros = func(f *os.File, _ uint64, _ bool) error {
+		calls++
+		junk := alignedZeros(1 << 20)
+		for i := range junk {
+			junk[i] = 7
+		}
+		if _, err := f.WriteAt(junk, 0); err != nil {
+			return err
+		}
+		return &os.PathError{Op: "write", Path: f.Name(), Err: syscall.EINVAL}
+	}
+	w.mu.Unlock()
+	for i, name := range []string{"a.wal", "b.wal"} {
+		f, err := w.Create(dir, name, size) // takes the spare, starts the next
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := w.ensureSpare(); err != nil {
+			t.Fatalf("spare %d: %v", i+2, err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, spareName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) != size || bytes.IndexFunc(data, func(r rune) bool { return r != 0 }) >= 0 {
+			t.Fatalf("spare %d: %d bytes, not all zero", i+2, len(data))
+		}
+	}
+	w.mu.Lock()
+	buffered := w.buffered
+	w.mu.Unlock()
+	if calls != 1 || !buffered {
+		t.Fatalf("O_DIRECT tried %d times (want 1: the refusal is remembered), buffered %v", calls, buffered)
+	}
+}
+
 func TestAlignedZeros(t *testing.T) {
 	for _, n := range []int{directAlign, 1 << 20} {
 		b := alignedZeros(n)

@@ -18,14 +18,10 @@ func fdatasync(f *os.File) error {
 }
 
 // createDirect creates (or truncates) path for writes that bypass the page
-// cache (O_DIRECT), or returns nil where the file system refuses them
-// (tmpfs, for one).
-func createDirect(path string) *os.File {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_DIRECT, 0o600)
-	if err != nil {
-		return nil
-	}
-	return f
+// cache (O_DIRECT); a file system that refuses them at open answers EINVAL
+// (tmpfs before Linux 6.6, for one).
+func createDirect(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_DIRECT, 0o600)
 }
 
 // prefetch asks the kernel to read the first size bytes of f into the page

@@ -46,6 +46,12 @@ type walFS struct {
 	// failSpares makes the next failSpares spares fail with ENOSPC, as a
 	// full disk would (tests set it with failNextSpares).
 	failSpares int
+	// buffered: the file system refused O_DIRECT; spares are written
+	// through the page cache from then on.
+	buffered bool
+	// directZeros writes an O_DIRECT spare's zeros: writeZeros, or a
+	// failure in tests.
+	directZeros func(f *os.File, size uint64, noSync bool) error
 }
 
 const spareName = "spare.tmp" // not a segment name: raft-wal's List skips it
@@ -53,7 +59,7 @@ const spareName = "spare.tmp" // not a segment name: raft-wal's List skips it
 var _ types.VFS = (*walFS)(nil)
 
 func newWalFS(dir string, size uint64, noSync bool) *walFS {
-	w := &walFS{FS: fs.New(), dir: dir, size: size, noSync: noSync}
+	w := &walFS{FS: fs.New(), dir: dir, size: size, noSync: noSync, directZeros: writeZeros}
 	w.cond = sync.NewCond(&w.mu)
 	// A spare left by an earlier process may be cut short: make it anew.
 	os.Remove(filepath.Join(dir, spareName))
@@ -89,15 +95,17 @@ func (w *walFS) makeSpare() error {
 	if injected {
 		w.failSpares--
 	}
+	buffered := w.buffered
 	w.mu.Unlock()
 	if injected {
 		os.Remove(path)
 		return &os.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
 	}
-	var err error
-	if w.size%directAlign == 0 {
-		if f := createDirect(path); f != nil {
-			if err = writeZeros(f, w.size, w.noSync); err == nil {
+	if !buffered && w.size%directAlign == 0 {
+		f, err := createDirect(path)
+		if err == nil {
+			err = w.directZeros(f, w.size, w.noSync)
+			if err == nil {
 				prefetch(f, w.size)
 			}
 			if cerr := f.Close(); err == nil {
@@ -106,13 +114,19 @@ func (w *walFS) makeSpare() error {
 			if err == nil {
 				return nil
 			}
-			// Some file systems take O_DIRECT at open and refuse its
-			// writes (EINVAL): write through the page cache instead.
 			os.Remove(path)
 			if !errors.Is(err, syscall.EINVAL) {
 				return err
 			}
 		}
+		if errors.Is(err, syscall.EINVAL) {
+			// The file system refuses O_DIRECT, at open or (some) at
+			// the first write: through the page cache, now and after.
+			w.mu.Lock()
+			w.buffered = true
+			w.mu.Unlock()
+		}
+		// An open that failed otherwise fails again below, and says why.
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
