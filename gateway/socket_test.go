@@ -392,6 +392,22 @@ func countRead(peer net.Conn) <-chan int64 {
 	return got
 }
 
+// lateCloseFrame writes a close frame (1002) to s as gorilla's reader
+// does, in the background, with a deadline already over (as when what
+// comes before it takes longer than its second); the write's error comes
+// on the channel.
+func lateCloseFrame(s *wsSocket) <-chan error {
+	wrote := make(chan error, 1)
+	go func() {
+		err := s.SetWriteDeadline(time.Now().Add(-time.Second))
+		if err == nil {
+			_, err = s.Write([]byte{closeFrame, 2, 0x03, 0xea})
+		}
+		wrote <- err
+	}()
+	return wrote
+}
+
 // TestSocketDeadlineWaitsForDrain: gorilla's reader sets a write deadline
 // for its close frame while the writer drains the rest of a frame to a
 // full socket. The deadline waits for the drain: it cannot cut the frame
@@ -408,14 +424,7 @@ func TestSocketDeadlineWaitsForDrain(t *testing.T) {
 	waitDraining(t, s)
 	// The reader's close frame, its second already over (as when the
 	// drain takes longer than that).
-	set := make(chan error, 1)
-	go func() {
-		err := s.SetWriteDeadline(time.Now().Add(-time.Second))
-		if err == nil {
-			_, err = s.Write([]byte{closeFrame, 2, 0x03, 0xea})
-		}
-		set <- err
-	}()
+	set := lateCloseFrame(s)
 	select {
 	case err := <-set:
 		t.Fatalf("the close frame's deadline and write went past the drain: %v", err)
@@ -452,14 +461,7 @@ func TestSocketWriteDrainsWithoutItsDeadline(t *testing.T) {
 	}
 	s, peer := socketPair(t, 16<<10)
 	rest := setPending(s, 8<<20)
-	wrote := make(chan error, 1)
-	go func() {
-		err := s.SetWriteDeadline(time.Now().Add(-time.Second)) // over already
-		if err == nil {
-			_, err = s.Write([]byte{closeFrame, 2, 0x03, 0xea})
-		}
-		wrote <- err
-	}()
+	wrote := lateCloseFrame(s)
 	got := countRead(peer)
 	if err := <-wrote; err == nil {
 		t.Fatal("the close frame went out after its deadline")

@@ -433,11 +433,11 @@ func TestFanoutDirectWritesThroughFullSockets(t *testing.T) {
 	}
 }
 
-// fillSocket publishes messages to channel, data(i) the i-th, until the
-// fan-out's write to a subscriber that does not read was taken in part:
-// until the kernel's send buffer (up to tcp_wmem's maximum, 4 MiB by
-// default) and the subscriber's receive buffer are full. It returns how
-// many it published.
+// fillSocket publishes messages to channel, data(i) the i-th, 50 at a
+// time, until the fan-out's write to a subscriber that does not read was
+// taken in part: until the kernel's send buffer (it grows up to tcp_wmem's
+// maximum, 4 MiB by default) and the subscriber's receive buffer are
+// full, however large they are. It returns how many it published.
 func fillSocket(t *testing.T, g *testGateway, hub *memHub, channel string, data func(int) string) int {
 	t.Helper()
 	limit := 40000 // 180 MB: a send buffer of over 170 MB is not one to test against
